@@ -1,0 +1,283 @@
+//! [`TxnClient`] and its transactions: the Percolator client protocol.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scheduler::{Timestamp, TimestampOracle};
+use tracing::warn;
+
+use super::transaction::{Transaction, TransactionSource};
+use crate::error::{KvError, KvResult};
+use crate::mvcc::Lock;
+use crate::mvcc::reader::ReadOutcome;
+use crate::storage::{Engine, KvPair};
+use crate::txn::actions::PrewriteError;
+use crate::txn::{Mutation, TxnStatus, TxnStore};
+
+/// Tunables of the client protocol.
+#[derive(Clone, Debug)]
+pub struct TxnOptions {
+    /// How long a prewrite lock is presumed alive after the prewrite is sent. Readers that meet
+    /// an older lock roll its transaction back.
+    pub lock_ttl: Duration,
+    /// How long a reader or committer waits for a live lock before giving up with a
+    /// retryable error.
+    pub max_lock_wait: Duration,
+}
+
+impl Default for TxnOptions {
+    fn default() -> Self {
+        Self { lock_ttl: Duration::from_secs(3), max_lock_wait: Duration::from_secs(10) }
+    }
+}
+
+struct Shared<E: Engine> {
+    store: Arc<TxnStore<E>>,
+    tso: Arc<TimestampOracle>,
+    options: TxnOptions,
+}
+
+/// Begins transactions against a [`TxnStore`] with timestamps from a [`TimestampOracle`].
+pub struct TxnClient<E: Engine> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E: Engine> Clone for TxnClient<E> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<E: Engine> TxnClient<E> {
+    pub fn new(store: Arc<TxnStore<E>>, tso: Arc<TimestampOracle>, options: TxnOptions) -> Self {
+        Self { shared: Arc::new(Shared { store, tso, options }) }
+    }
+
+    pub fn begin_txn(&self) -> KvResult<KvTransaction<E>> {
+        let start_ts = self.shared.tso.get_timestamp()?;
+        Ok(KvTransaction {
+            shared: Arc::clone(&self.shared),
+            start_ts,
+            buffer: BTreeMap::new(),
+            finished: false,
+        })
+    }
+}
+
+impl<E: Engine> TransactionSource for TxnClient<E> {
+    fn begin(&self) -> KvResult<Box<dyn Transaction>> {
+        Ok(Box::new(self.begin_txn()?))
+    }
+}
+
+/// A buffered write.
+#[derive(Clone, Debug)]
+enum Buffered {
+    Put(Vec<u8>),
+    Delete,
+    Lock,
+}
+
+/// A Percolator transaction. See the `txn` module for the protocol.
+pub struct KvTransaction<E: Engine> {
+    shared: Arc<Shared<E>>,
+    start_ts: Timestamp,
+    buffer: BTreeMap<Vec<u8>, Buffered>,
+    finished: bool,
+}
+
+impl<E: Engine> Shared<E> {
+    /// Settles the fate of `lock` (found on `key`) so that reads and prewrites can proceed:
+    /// roll it forward if its primary committed, back if the primary rolled back or expired;
+    /// wait while it is alive, up to `max_lock_wait`.
+    fn resolve_lock(&self, key: &[u8], lock: &Lock, waited_since: Instant) -> KvResult<()> {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let now = self.tso.get_timestamp()?;
+            match self.store.check_txn_status(&lock.primary, lock.start_ts, now)? {
+                TxnStatus::Committed { commit_ts } => {
+                    return match self.store.commit(&[key.to_vec()], lock.start_ts, commit_ts) {
+                        // Someone else resolved the lock meanwhile: fine either way.
+                        Err(KvError::TxnAborted { .. }) => Ok(()),
+                        other => other,
+                    };
+                }
+                TxnStatus::RolledBack => {
+                    return self.store.rollback(&[key.to_vec()], lock.start_ts);
+                }
+                TxnStatus::Alive { .. } => {
+                    if waited_since.elapsed() >= self.options.max_lock_wait {
+                        return Err(KvError::LockWaitTimeout {
+                            key: key.to_vec(),
+                            lock_ts: lock.start_ts,
+                        });
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Runs `read` until it returns a value, resolving the locks it reports.
+    fn read_resolving<T>(
+        &self,
+        mut read: impl FnMut() -> KvResult<ReadOutcome<T>>,
+    ) -> KvResult<T> {
+        let since = Instant::now();
+        loop {
+            match read()? {
+                ReadOutcome::Value(v) => return Ok(v),
+                ReadOutcome::Locked { key, lock } => self.resolve_lock(&key, &lock, since)?,
+            }
+        }
+    }
+}
+
+impl<E: Engine> KvTransaction<E> {
+    fn check_open(&self) -> KvResult<()> {
+        if self.finished {
+            return Err(KvError::TxnAborted {
+                start_ts: self.start_ts,
+                reason: "the transaction has already finished".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn mutations(&self) -> Vec<Mutation> {
+        self.buffer
+            .iter()
+            .map(|(key, op)| match op {
+                Buffered::Put(value) => Mutation::Put { key: key.clone(), value: value.clone() },
+                Buffered::Delete => Mutation::Delete { key: key.clone() },
+                Buffered::Lock => Mutation::Lock { key: key.clone() },
+            })
+            .collect()
+    }
+
+    /// The TTL to put on our locks: long enough to cover the time since start_ts (locks'
+    /// expiry is measured from start_ts) plus the configured TTL.
+    fn lock_ttl_ms(&self) -> KvResult<u64> {
+        let now = self.shared.tso.get_timestamp()?;
+        let elapsed = now.physical_ms().saturating_sub(self.start_ts.physical_ms());
+        Ok(elapsed + self.shared.options.lock_ttl.as_millis() as u64)
+    }
+
+    fn prewrite(&self, mutations: &[Mutation], primary: &[u8]) -> KvResult<()> {
+        let since = Instant::now();
+        loop {
+            let ttl = self.lock_ttl_ms()?;
+            match self.shared.store.prewrite(mutations, primary, self.start_ts, ttl) {
+                Ok(()) => return Ok(()),
+                Err(PrewriteError::Failed(e)) => return Err(e),
+                Err(PrewriteError::Locked { key, lock }) => {
+                    self.shared.resolve_lock(&key, &lock, since)?;
+                }
+            }
+        }
+    }
+
+    fn two_phase_commit(&mut self) -> KvResult<()> {
+        let mutations = self.mutations();
+        let Some(first) = mutations.first() else {
+            return Ok(()); // Read-only: nothing to write, nothing to wait for.
+        };
+        let primary = first.key().to_vec();
+        // Prewrite is one atomic command on a single store: on failure nothing was written.
+        self.prewrite(&mutations, &primary)?;
+        let keys: Vec<Vec<u8>> = mutations.iter().map(|m| m.key().to_vec()).collect();
+        let commit_ts = match self.shared.tso.get_timestamp() {
+            Ok(ts) => ts,
+            Err(e) => {
+                self.rollback_keys(&keys);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.shared.store.commit(&keys[..1], self.start_ts, commit_ts) {
+            self.rollback_keys(&keys);
+            return Err(e);
+        }
+        // Committed. Secondaries left locked here are rolled forward by readers.
+        if let Err(e) = self.shared.store.commit(&keys[1..], self.start_ts, commit_ts) {
+            warn!(start_ts = %self.start_ts, error = %e, "committing secondary keys failed; readers will resolve them");
+        }
+        Ok(())
+    }
+
+    /// Best-effort cleanup after a failed commit; leftover locks expire and get resolved.
+    fn rollback_keys(&self, keys: &[Vec<u8>]) {
+        if let Err(e) = self.shared.store.rollback(keys, self.start_ts) {
+            warn!(start_ts = %self.start_ts, error = %e, "rolling back after a failed commit failed");
+        }
+    }
+}
+
+impl<E: Engine> Transaction for KvTransaction<E> {
+    fn get(&mut self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        self.check_open()?;
+        match self.buffer.get(key) {
+            Some(Buffered::Put(value)) => return Ok(Some(value.clone())),
+            Some(Buffered::Delete) => return Ok(None),
+            Some(Buffered::Lock) | None => {}
+        }
+        let (store, ts) = (&self.shared.store, self.start_ts);
+        self.shared.read_resolving(|| store.get(key, ts))
+    }
+
+    fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvResult<Vec<KvPair>> {
+        self.check_open()?;
+        let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
+        let buffered: Vec<(&Vec<u8>, &Buffered)> =
+            self.buffer.range((Bound::Included(start.to_vec()), upper)).collect();
+        // Buffered deletes can hide at most this many committed rows.
+        let deletes = buffered.iter().filter(|(_, op)| matches!(op, Buffered::Delete)).count();
+        let (store, ts) = (&self.shared.store, self.start_ts);
+        let committed = self
+            .shared
+            .read_resolving(|| store.scan(start, end, ts, limit.saturating_add(deletes)))?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
+        for (key, op) in buffered {
+            match op {
+                Buffered::Put(value) => {
+                    merged.insert(key.clone(), value.clone());
+                }
+                Buffered::Delete => {
+                    merged.remove(key);
+                }
+                Buffered::Lock => {}
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.buffer.insert(key, Buffered::Put(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.buffer.insert(key, Buffered::Delete);
+    }
+
+    fn lock(&mut self, key: Vec<u8>) {
+        self.buffer.entry(key).or_insert(Buffered::Lock);
+    }
+
+    fn commit(&mut self) -> KvResult<()> {
+        self.check_open()?;
+        self.finished = true;
+        self.two_phase_commit()
+    }
+
+    fn rollback(&mut self) -> KvResult<()> {
+        self.finished = true;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn start_ts(&self) -> u64 {
+        self.start_ts.0
+    }
+}

@@ -1,0 +1,53 @@
+//! The KV layer's error, grouped by how the caller reacts.
+
+use scheduler::{Timestamp, TsoError};
+
+use crate::codec::memcomparable::DecodeError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    // --- Retry the whole transaction (SQLSTATE 40001). The client never retries by itself:
+    // re-running the statements is the application's decision.
+    /// Another transaction committed a write to `key` after this one started.
+    #[error(
+        "could not serialize access due to concurrent update (write conflict on key {key:?}: \
+         committed at {conflict_commit_ts}, this transaction started at {start_ts})"
+    )]
+    WriteConflict { key: Vec<u8>, start_ts: Timestamp, conflict_commit_ts: Timestamp },
+    /// The transaction can no longer commit (rolled back by a lock resolver, or its locks were
+    /// lost).
+    #[error("could not serialize access: transaction {start_ts} was aborted: {reason}")]
+    TxnAborted { start_ts: Timestamp, reason: String },
+    /// A key stayed locked by a live transaction for longer than we are willing to wait.
+    #[error("could not serialize access: key {key:?} stayed locked by transaction {lock_ts}")]
+    LockWaitTimeout { key: Vec<u8>, lock_ts: Timestamp },
+
+    // --- Broken invariants in stored data: stop and report.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+
+    // --- Infrastructure failures.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tso(#[from] TsoError),
+}
+
+impl KvError {
+    /// Whether re-running the whole transaction from the start may succeed.
+    pub fn is_retryable_transaction(&self) -> bool {
+        matches!(
+            self,
+            KvError::WriteConflict { .. } | KvError::TxnAborted { .. } | KvError::LockWaitTimeout { .. }
+        )
+    }
+}
+
+impl From<DecodeError> for KvError {
+    fn from(e: DecodeError) -> Self {
+        KvError::Corrupt(e.to_string())
+    }
+}
+
+pub type KvResult<T> = Result<T, KvError>;

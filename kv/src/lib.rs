@@ -1,0 +1,31 @@
+//! RegionDB's key-value layer.
+//!
+//! From the bottom up:
+//! - [`storage`]: the engine trait (column families, atomic durable batches, snapshots) with a
+//!   RocksDB and an in-memory implementation;
+//! - [`codec`]: order-preserving encodings shared with the SQL layer;
+//! - [`mvcc`]: versions, locks and commit records over the `default`/`lock`/`write` families;
+//! - [`txn`]: the Percolator actions and the store that runs them under latches;
+//! - [`client`]: the [`Transaction`] interface the SQL layer uses, implemented by
+//!   [`TxnClient`] with Percolator's two-phase commit.
+//!
+//! Regions, Raft replication and the gRPC services come with the raftstore issue; the client's
+//! direct calls into [`txn::TxnStore`] become routed RPCs then, and nothing above changes.
+
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod mvcc;
+pub mod storage;
+pub mod txn;
+
+pub use client::{Transaction, TransactionSource, TxnClient, TxnOptions};
+pub use error::{KvError, KvResult};
+
+/// A single-node transactional store over the in-memory engine: for tests of the layers above.
+pub fn in_memory_source() -> std::sync::Arc<dyn TransactionSource> {
+    let engine = std::sync::Arc::new(storage::MemoryEngine::new());
+    let store = std::sync::Arc::new(txn::TxnStore::new(engine));
+    let tso = std::sync::Arc::new(scheduler::TimestampOracle::in_memory());
+    std::sync::Arc::new(TxnClient::new(store, tso, TxnOptions::default()))
+}
