@@ -1,1 +1,27 @@
-//! placeholder
+//! RegionDB's SQL layer: statement text in, result sets out.
+//!
+//! A [`Session`] parses with sqlparser's PostgreSQL dialect, binds names and types against the
+//! catalog ([`catalog`], [`expr`]), chooses how to read each table ([`exec::scan`]: point get,
+//! primary-key range or full scan) and executes ([`exec`]) inside a
+//! [`kv::Transaction`] — the only thing it knows about storage. Rows and keys are encoded by
+//! [`encoding`]; values and types by [`types`]; every error carries a PostgreSQL SQLSTATE
+//! ([`error`]).
+//!
+//! What SQL works today: `CREATE TABLE` (integer, floating-point, text/varchar/char and boolean
+//! columns, `PRIMARY KEY` incl. composite, `NOT NULL`, constant `DEFAULT`), `DROP TABLE`,
+//! `INSERT … VALUES`, `SELECT` over one table (WHERE, ORDER BY, LIMIT/OFFSET, FOR UPDATE),
+//! `UPDATE`, `DELETE`, `BEGIN`/`COMMIT`/`ROLLBACK`. Everything else is refused with 0A000.
+
+pub mod catalog;
+mod database;
+pub mod encoding;
+pub mod error;
+pub mod exec;
+pub mod expr;
+mod session;
+pub mod types;
+
+pub use database::Database;
+pub use error::{SqlError, SqlResult};
+pub use exec::{ColumnInfo, StatementResult};
+pub use session::{Session, TransactionStatus};

@@ -1,0 +1,93 @@
+//! SQL errors and the one place where every failure gets its PostgreSQL SQLSTATE.
+
+use std::fmt;
+
+use kv::KvError;
+
+/// SQLSTATE codes used by RegionDB (PostgreSQL Appendix A).
+pub mod sqlstate {
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const DUPLICATE_COLUMN: &str = "42701";
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
+    pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const UNDEFINED_FUNCTION: &str = "42883";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const CANNOT_COERCE: &str = "42846";
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+    pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const DATA_CORRUPTED: &str = "XX001";
+    pub const IO_ERROR: &str = "58030";
+    pub const INTERNAL_ERROR: &str = "XX000";
+}
+
+/// An error reported to the client: a SQLSTATE and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl SqlError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    pub fn unsupported(what: impl fmt::Display) -> Self {
+        Self::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("{what} is not supported"))
+    }
+
+    pub fn undefined_table(name: &str) -> Self {
+        Self::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{name}\" does not exist"))
+    }
+
+    pub fn undefined_column(name: &str) -> Self {
+        Self::new(sqlstate::UNDEFINED_COLUMN, format!("column \"{name}\" does not exist"))
+    }
+
+    pub fn mismatch(message: impl Into<String>) -> Self {
+        Self::new(sqlstate::DATATYPE_MISMATCH, message)
+    }
+
+    pub fn out_of_range(message: impl Into<String>) -> Self {
+        Self::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, message)
+    }
+}
+
+impl fmt::Display for SqlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+impl From<KvError> for SqlError {
+    fn from(e: KvError) -> Self {
+        let code = match &e {
+            e if e.is_retryable_transaction() => sqlstate::SERIALIZATION_FAILURE,
+            KvError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
+            KvError::Storage(kv::storage::StorageError::Corrupt(_)) => sqlstate::DATA_CORRUPTED,
+            KvError::Storage(_) | KvError::Tso(_) => sqlstate::IO_ERROR,
+            _ => sqlstate::INTERNAL_ERROR,
+        };
+        SqlError::new(code, e.to_string())
+    }
+}
+
+pub type SqlResult<T> = Result<T, SqlError>;

@@ -1,0 +1,138 @@
+//! CREATE TABLE and DROP TABLE.
+
+use sqlparser::ast;
+
+use kv::Transaction;
+
+use super::{StatementResult, table_name};
+use crate::catalog::{self, Column, Table};
+use crate::encoding::{row_prefix, row_prefix_end};
+use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::expr::{Scope, bind, bind_type, ident_name};
+use crate::types::Value;
+
+fn primary_key_columns(columns: &[ast::IndexColumn]) -> SqlResult<Vec<String>> {
+    columns
+        .iter()
+        .map(|c| match &c.column.expr {
+            ast::Expr::Identifier(ident) if c.operator_class.is_none() => Ok(ident_name(ident)),
+            other => Err(SqlError::unsupported(format!("primary key on expression {other}"))),
+        })
+        .collect()
+}
+
+pub fn create_table(txn: &mut dyn Transaction, create: &ast::CreateTable) -> SqlResult<StatementResult> {
+    if create.or_replace || create.temporary || create.external || create.query.is_some()
+        || create.like.is_some() || create.clone.is_some() || create.inherits.is_some()
+        || create.partition_by.is_some() || create.partition_of.is_some()
+    {
+        return Err(SqlError::unsupported(
+            "this form of CREATE TABLE (only column definitions and PRIMARY KEY)",
+        ));
+    }
+    let name = table_name(&create.name)?;
+    if create.if_not_exists && catalog::get_table(txn, &name)?.is_some() {
+        return Ok(StatementResult::command("CREATE TABLE"));
+    }
+    if create.columns.is_empty() {
+        return Err(SqlError::unsupported("a table without columns"));
+    }
+    let mut columns: Vec<Column> = Vec::new();
+    let mut primary_key: Option<Vec<String>> = None;
+    let mut set_primary_key = |cols: Vec<String>| {
+        if primary_key.is_some() {
+            return Err(SqlError::new(
+                sqlstate::INVALID_TABLE_DEFINITION,
+                format!("multiple primary keys for table \"{name}\" are not allowed"),
+            ));
+        }
+        primary_key = Some(cols);
+        Ok(())
+    };
+    for def in &create.columns {
+        let column_name = ident_name(&def.name);
+        if columns.iter().any(|c| c.name == column_name) {
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("column \"{column_name}\" specified more than once"),
+            ));
+        }
+        let ty = bind_type(&def.data_type)?;
+        let mut column = Column { name: column_name.clone(), ty, nullable: true, default: Value::Null };
+        for option in &def.options {
+            match &option.option {
+                ast::ColumnOption::Null => column.nullable = true,
+                ast::ColumnOption::NotNull => column.nullable = false,
+                ast::ColumnOption::PrimaryKey(_) => set_primary_key(vec![column_name.clone()])?,
+                ast::ColumnOption::Default(expr) => {
+                    let typed = bind(expr, &Scope::empty())?;
+                    let value = typed.coerce_for_assignment(ty, &column_name)?.eval(&[])?;
+                    column.default = value;
+                }
+                other => {
+                    return Err(SqlError::unsupported(format!("column option {other}")));
+                }
+            }
+        }
+        columns.push(column);
+    }
+    for constraint in &create.constraints {
+        match constraint {
+            ast::TableConstraint::PrimaryKey(pk) => set_primary_key(primary_key_columns(&pk.columns)?)?,
+            other => return Err(SqlError::unsupported(format!("table constraint {other}"))),
+        }
+    }
+    let mut key_indexes = Vec::new();
+    for key_column in primary_key.unwrap_or_default() {
+        let index = columns
+            .iter()
+            .position(|c| c.name == key_column)
+            .ok_or_else(|| {
+                SqlError::undefined_column(&key_column)
+            })?;
+        if key_indexes.contains(&index) {
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("column \"{key_column}\" appears twice in primary key constraint"),
+            ));
+        }
+        columns[index].nullable = false;
+        key_indexes.push(index);
+    }
+    let table = Table { id: 0, name, columns, primary_key: key_indexes };
+    catalog::create_table(txn, table)?;
+    Ok(StatementResult::command("CREATE TABLE"))
+}
+
+pub fn drop(
+    txn: &mut dyn Transaction,
+    object_type: ast::ObjectType,
+    if_exists: bool,
+    names: &[ast::ObjectName],
+    cascade: bool,
+) -> SqlResult<StatementResult> {
+    if object_type != ast::ObjectType::Table {
+        return Err(SqlError::unsupported(format!("DROP {object_type}")));
+    }
+    if cascade {
+        return Err(SqlError::unsupported("DROP … CASCADE"));
+    }
+    // Resolve every name first: a missing table fails the statement before anything is dropped.
+    let mut tables = Vec::new();
+    for name in names {
+        let name = table_name(name)?;
+        match catalog::get_table(txn, &name)? {
+            Some(table) => tables.push(table),
+            None if if_exists => {}
+            None => return Err(SqlError::undefined_table(&name)),
+        }
+    }
+    for table in tables {
+        catalog::drop_table(txn, &table);
+        let (start, end) = (row_prefix(table.id), row_prefix_end(table.id));
+        for (key, _) in txn.scan(&start, Some(&end), usize::MAX)? {
+            txn.delete(key);
+        }
+    }
+    Ok(StatementResult::command("DROP TABLE"))
+}

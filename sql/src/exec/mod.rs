@@ -1,0 +1,123 @@
+//! Statement execution against one transaction.
+//!
+//! Each statement kind lives in its own file; all of them read the catalog and rows through
+//! the [`Transaction`] they are given, so a statement sees one snapshot and its writes commit
+//! or vanish together with the rest of the transaction. Anything the AST can express that is
+//! not implemented is refused with SQLSTATE 0A000 rather than ignored.
+
+mod ddl;
+mod delete;
+mod insert;
+pub mod scan;
+mod select;
+mod update;
+
+use sqlparser::ast;
+
+use kv::Transaction;
+
+use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::expr::ident_name;
+use crate::types::SqlType;
+
+/// A result column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_size: i16,
+}
+
+impl ColumnInfo {
+    pub fn new(name: impl Into<String>, ty: SqlType) -> Self {
+        Self { name: name.into(), type_oid: ty.oid(), type_size: ty.size() }
+    }
+}
+
+/// What a statement returns to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatementResult {
+    /// A result set; values in PostgreSQL text format, `None` for NULL.
+    Rows { columns: Vec<ColumnInfo>, rows: Vec<Vec<Option<String>>>, tag: String },
+    /// A command without a result set.
+    Command { tag: String },
+}
+
+impl StatementResult {
+    pub fn command(tag: impl Into<String>) -> Self {
+        StatementResult::Command { tag: tag.into() }
+    }
+
+    pub fn tag(&self) -> &str {
+        match self {
+            StatementResult::Rows { tag, .. } | StatementResult::Command { tag } => tag,
+        }
+    }
+}
+
+/// Executes a data or schema statement (not transaction control) in `txn`.
+pub fn execute(txn: &mut dyn Transaction, statement: &ast::Statement) -> SqlResult<StatementResult> {
+    match statement {
+        ast::Statement::CreateTable(create) => ddl::create_table(txn, create),
+        ast::Statement::Drop { object_type, if_exists, names, cascade, .. } => {
+            ddl::drop(txn, *object_type, *if_exists, names, *cascade)
+        }
+        ast::Statement::Insert(insert) => insert::execute(txn, insert),
+        ast::Statement::Query(query) => select::execute(txn, query),
+        ast::Statement::Update(update) => update::execute(txn, update),
+        ast::Statement::Delete(delete) => delete::execute(txn, delete),
+        other => Err(SqlError::unsupported(format!("statement \"{}\"", first_words(other)))),
+    }
+}
+
+/// The statement's leading keywords, for error messages.
+pub fn first_words(statement: &ast::Statement) -> String {
+    statement.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// A table name: `name` or `public.name`.
+pub fn table_name(name: &ast::ObjectName) -> SqlResult<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| match part {
+            ast::ObjectNamePart::Identifier(ident) => Ok(ident_name(ident)),
+            other => Err(SqlError::unsupported(format!("name part {other}"))),
+        })
+        .collect::<SqlResult<_>>()?;
+    match parts.as_slice() {
+        [table] => Ok(table.clone()),
+        [schema, table] if schema == "public" => Ok(table.clone()),
+        [schema, _] => Err(SqlError::new(
+            "3F000",
+            format!("schema \"{schema}\" does not exist (RegionDB has only \"public\")"),
+        )),
+        _ => Err(SqlError::new(sqlstate::SYNTAX_ERROR, format!("improper qualified name: {name}"))),
+    }
+}
+
+/// The single table a DML statement targets, with its alias.
+pub fn single_table(from: &ast::TableWithJoins) -> SqlResult<(String, Option<String>)> {
+    if !from.joins.is_empty() {
+        return Err(SqlError::unsupported("JOIN"));
+    }
+    match &from.relation {
+        ast::TableFactor::Table { name, alias, args: None, .. } => {
+            if let Some(alias) = alias
+                && !alias.columns.is_empty()
+            {
+                return Err(SqlError::unsupported("column aliases in FROM"));
+            }
+            Ok((table_name(name)?, alias.as_ref().map(|a| ident_name(&a.name))))
+        }
+        other => Err(SqlError::unsupported(format!("FROM item {other}"))),
+    }
+}
+
+/// Refuses a `RETURNING` clause (not implemented yet).
+fn refuse_returning(returning: &Option<Vec<ast::SelectItem>>) -> SqlResult<()> {
+    if returning.is_some() {
+        return Err(SqlError::unsupported("RETURNING"));
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! UPDATE … SET … WHERE.
+
+use sqlparser::ast;
+
+use kv::Transaction;
+
+use super::insert::{check_not_null, duplicate_key};
+use super::scan::{key_for_row, matching_rows};
+use super::{StatementResult, refuse_returning, single_table};
+use crate::catalog;
+use crate::encoding::encode_row;
+use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::expr::{Expr, Scope, bind, ident_name};
+
+pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<StatementResult> {
+    refuse_returning(&update.returning)?;
+    if update.from.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
+        return Err(SqlError::unsupported("this form of UPDATE"));
+    }
+    let (name, alias) = single_table(&update.table)?;
+    let table = catalog::require_table(txn, &name)?;
+    let scope = Scope::table(&table, alias.as_deref());
+
+    let mut assignments: Vec<(usize, Expr)> = Vec::new();
+    for assignment in &update.assignments {
+        let ast::AssignmentTarget::ColumnName(column) = &assignment.target else {
+            return Err(SqlError::unsupported("assigning to a tuple of columns"));
+        };
+        let Some(ast::ObjectNamePart::Identifier(ident)) = column.0.last() else {
+            return Err(SqlError::unsupported(format!("column reference {column}")));
+        };
+        let column_name = ident_name(ident);
+        let index = table.column_index(&column_name).ok_or_else(|| {
+            SqlError::new(
+                sqlstate::UNDEFINED_COLUMN,
+                format!("column \"{column_name}\" of relation \"{}\" does not exist", table.name),
+            )
+        })?;
+        if assignments.iter().any(|(i, _)| *i == index) {
+            return Err(SqlError::new(
+                sqlstate::SYNTAX_ERROR,
+                format!("multiple assignments to same column \"{column_name}\""),
+            ));
+        }
+        let column = &table.columns[index];
+        let value = if matches!(&assignment.value, ast::Expr::Identifier(i)
+            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+        {
+            Expr::Const(column.default.clone())
+        } else {
+            bind(&assignment.value, &scope)?.coerce_for_assignment(column.ty, &column.name)?
+        };
+        assignments.push((index, value));
+    }
+    let filter = match &update.selection {
+        Some(expr) => Some(bind(expr, &scope)?.into_condition("WHERE")?),
+        None => None,
+    };
+
+    let rows = matching_rows(txn, &table, filter.as_ref())?;
+    let count = rows.len();
+    let changes_key = assignments.iter().any(|(i, _)| table.primary_key.contains(i));
+    // Compute every new row from the old ones first: a row moved to a new key must not be
+    // seen again, and a key conflict must fail the statement before anything is written.
+    let mut updated = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = row.values.clone();
+        for (index, expr) in &assignments {
+            values[*index] = expr.eval(&row.values)?;
+        }
+        check_not_null(&table, &values)?;
+        updated.push((row.key, values));
+    }
+    if changes_key {
+        for (old_key, _) in &updated {
+            txn.delete(old_key.clone());
+        }
+        for (_, values) in &updated {
+            let key = key_for_row(&table, values, (0, 0));
+            if txn.get(&key)?.is_some() {
+                return Err(duplicate_key(&table, values));
+            }
+            txn.put(key, encode_row(values));
+        }
+    } else {
+        for (key, values) in updated {
+            txn.put(key, encode_row(&values));
+        }
+    }
+    Ok(StatementResult::command(format!("UPDATE {count}")))
+}

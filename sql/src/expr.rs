@@ -1,0 +1,725 @@
+//! Scalar expressions: binding sqlparser's AST against a row's columns (resolving names,
+//! inferring and checking types) and evaluating the bound form with SQL's three-valued logic.
+//!
+//! # Typing
+//!
+//! Like PostgreSQL, a quoted literal (`'42'`) or `NULL` has no type of its own until its
+//! context gives one: compared with an `integer` column it is parsed as an integer at bind
+//! time (bad text → 22P02), stored into a `boolean` column it is parsed as a boolean. Numeric
+//! literals are `integer` when they fit, else `bigint`, else (and with a fraction or exponent)
+//! `double precision` (PostgreSQL would use `numeric`, which RegionDB lacks). Integer
+//! arithmetic yields the wider operand type and fails with 22003 on overflow; mixing integers
+//! and floats yields `double precision`. Operators between unrelated types fail with 42883,
+//! as PostgreSQL's "operator does not exist".
+//!
+//! # NULL
+//!
+//! Comparisons and arithmetic with NULL yield NULL; `AND`/`OR`/`NOT` follow Kleene logic
+//! (`NULL AND false` is false, `NULL OR true` is true); `WHERE` keeps only rows where the
+//! condition is true.
+//!
+//! Not implemented: functions and aggregates, `LIKE`, subqueries, parameters (`$1`),
+//! `CASE`, date/time types.
+
+use std::cmp::Ordering;
+
+use sqlparser::ast;
+
+use crate::catalog::Table;
+use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::types::{SqlType, Value, convert, parse_text, range_error};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+impl CmpOp {
+    fn holds(self, ordering: Ordering) -> bool {
+        match self {
+            CmpOp::Eq => ordering == Ordering::Equal,
+            CmpOp::NotEq => ordering != Ordering::Equal,
+            CmpOp::Lt => ordering == Ordering::Less,
+            CmpOp::LtEq => ordering != Ordering::Greater,
+            CmpOp::Gt => ordering == Ordering::Greater,
+            CmpOp::GtEq => ordering != Ordering::Less,
+        }
+    }
+
+    /// The operator with its operands swapped: `a < b` ⇔ `b > a`.
+    pub fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::LtEq => CmpOp::GtEq,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::GtEq => CmpOp::LtEq,
+            other => other,
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::NotEq => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::LtEq => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::GtEq => ">=",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+impl ArithOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+            ArithOp::Mod => "%",
+        }
+    }
+}
+
+/// A bound, type-checked expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Const(Value),
+    Column(usize),
+    /// Comparison; `blank_padded` compares strings ignoring trailing blanks (`character(n)`).
+    Compare { op: CmpOp, left: Box<Expr>, right: Box<Expr>, blank_padded: bool },
+    Arith { op: ArithOp, left: Box<Expr>, right: Box<Expr>, ty: SqlType },
+    /// `||`: both sides rendered as text.
+    Concat { left: Box<Expr>, left_ty: SqlType, right: Box<Expr>, right_ty: SqlType },
+    Neg { expr: Box<Expr>, ty: SqlType },
+    Not(Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    IsNull { expr: Box<Expr>, negated: bool },
+    /// `IS [NOT] TRUE/FALSE`: never NULL.
+    IsBool { expr: Box<Expr>, value: bool, negated: bool },
+    /// Conversion; `explicit` is `CAST`/`::` (truncating strings), otherwise an assignment.
+    Cast { expr: Box<Expr>, from: SqlType, to: SqlType, explicit: bool },
+}
+
+/// The type of a bound expression; `Unknown` is an untyped literal (quoted string or NULL)
+/// that takes its type from context.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExprType {
+    Known(SqlType),
+    Unknown(Option<String>),
+}
+
+impl ExprType {
+    fn name(&self) -> String {
+        match self {
+            ExprType::Known(t) => t.pg_name(),
+            ExprType::Unknown(_) => "unknown".into(),
+        }
+    }
+}
+
+/// A bound expression with its type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Typed {
+    pub expr: Expr,
+    pub ty: ExprType,
+}
+
+impl Typed {
+    fn known(expr: Expr, ty: SqlType) -> Typed {
+        Typed { expr, ty: ExprType::Known(ty) }
+    }
+
+    /// The type, resolving an unknown literal as `text` (PostgreSQL's final fallback).
+    pub fn resolved_type(&self) -> SqlType {
+        match self.ty {
+            ExprType::Known(t) => t,
+            ExprType::Unknown(_) => SqlType::Text,
+        }
+    }
+
+    /// Coerces the expression to `target` for assignment to a column (INSERT/UPDATE):
+    /// unknown literals are parsed as `target`, known types must convert by assignment rules.
+    pub fn coerce_for_assignment(self, target: SqlType, column: &str) -> SqlResult<Expr> {
+        match self.ty {
+            ExprType::Unknown(None) => Ok(Expr::Const(Value::Null)),
+            ExprType::Unknown(Some(text)) => Ok(Expr::Const(parse_text(&text, target)?)),
+            ExprType::Known(from) => {
+                let assignable = from == target
+                    || (from.is_numeric() && target.is_numeric())
+                    || target.is_string();
+                if !assignable {
+                    return Err(SqlError::mismatch(format!(
+                        "column \"{column}\" is of type {} but expression is of type {}",
+                        target.pg_name(),
+                        from.pg_name()
+                    )));
+                }
+                Ok(Expr::Cast { expr: Box::new(self.expr), from, to: target, explicit: false })
+            }
+        }
+    }
+
+    /// Requires a boolean (for WHERE, AND, OR, NOT): `context` names the construct.
+    pub fn into_condition(self, context: &str) -> SqlResult<Expr> {
+        match self.ty {
+            ExprType::Known(SqlType::Bool) => Ok(self.expr),
+            ExprType::Unknown(None) => Ok(Expr::Const(Value::Null)),
+            ExprType::Unknown(Some(text)) => Ok(Expr::Const(parse_text(&text, SqlType::Bool)?)),
+            ExprType::Known(other) => Err(SqlError::mismatch(format!(
+                "argument of {context} must be type boolean, not type {}",
+                other.pg_name()
+            ))),
+        }
+    }
+
+    /// Coerces for an operator whose other operand has type `other`.
+    fn coerce_to_operand(self, other: SqlType) -> SqlResult<(Expr, SqlType)> {
+        match self.ty {
+            ExprType::Known(t) => Ok((self.expr, t)),
+            ExprType::Unknown(None) => Ok((Expr::Const(Value::Null), other)),
+            ExprType::Unknown(Some(text)) => {
+                // Literals compare as the base type: no length limit, no padding.
+                let target = if other.is_string() { SqlType::Text } else { other };
+                Ok((Expr::Const(parse_text(&text, target)?), target))
+            }
+        }
+    }
+}
+
+/// Column names visible to an expression: one table (optionally aliased), or none.
+pub struct Scope<'a> {
+    pub table: Option<&'a Table>,
+    pub alias: Option<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn empty() -> Self {
+        Scope { table: None, alias: None }
+    }
+
+    pub fn table(table: &'a Table, alias: Option<&'a str>) -> Self {
+        Scope { table: Some(table), alias }
+    }
+
+    fn column(&self, qualifier: Option<&str>, name: &str) -> SqlResult<Typed> {
+        let full_name = match qualifier {
+            Some(q) => format!("{q}.{name}"),
+            None => name.to_string(),
+        };
+        let Some(table) = self.table else {
+            return Err(SqlError::undefined_column(&full_name));
+        };
+        if let Some(q) = qualifier {
+            let visible_name = self.alias.unwrap_or(&table.name);
+            if q != visible_name {
+                return Err(SqlError::new(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("missing FROM-clause entry for table \"{q}\""),
+                ));
+            }
+        }
+        match table.column_index(name) {
+            Some(i) => Ok(Typed::known(Expr::Column(i), table.columns[i].ty)),
+            None => Err(SqlError::undefined_column(&full_name)),
+        }
+    }
+}
+
+/// Normalises an identifier: unquoted names fold to lower case, as in PostgreSQL.
+pub fn ident_name(ident: &ast::Ident) -> String {
+    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+}
+
+fn no_operator(op: &str, left: &ExprType, right: &ExprType) -> SqlError {
+    SqlError::new(
+        sqlstate::UNDEFINED_FUNCTION,
+        format!("operator does not exist: {} {op} {}", left.name(), right.name()),
+    )
+}
+
+fn bind_number(text: &str) -> SqlResult<Typed> {
+    if let Ok(i) = text.parse::<i64>() {
+        let ty = if i32::try_from(i).is_ok() { SqlType::Int } else { SqlType::BigInt };
+        return Ok(Typed::known(Expr::Const(Value::Int(i)), ty));
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() => Ok(Typed::known(Expr::Const(Value::Float(f)), SqlType::Double)),
+        _ => Err(SqlError::new(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("invalid numeric literal \"{text}\""),
+        )),
+    }
+}
+
+fn bind_value(value: &ast::Value) -> SqlResult<Typed> {
+    use ast::Value as V;
+    match value {
+        V::Number(text, _) => bind_number(text),
+        V::SingleQuotedString(s) | V::EscapedStringLiteral(s) | V::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => {
+            Ok(Typed { expr: Expr::Const(Value::Text(s.clone())), ty: ExprType::Unknown(Some(s.clone())) })
+        }
+        V::Boolean(b) => Ok(Typed::known(Expr::Const(Value::Bool(*b)), SqlType::Bool)),
+        V::Null => Ok(Typed { expr: Expr::Const(Value::Null), ty: ExprType::Unknown(None) }),
+        V::Placeholder(p) => Err(SqlError::unsupported(format!("parameter {p}"))),
+        other => Err(SqlError::unsupported(format!("literal {other}"))),
+    }
+}
+
+/// Maps a SQL type name to a RegionDB type.
+pub fn bind_type(data_type: &ast::DataType) -> SqlResult<SqlType> {
+    use ast::DataType as D;
+    let length = |len: &Option<ast::CharacterLength>| -> SqlResult<Option<u32>> {
+        match len {
+            None => Ok(None),
+            Some(ast::CharacterLength::IntegerLength { length, .. }) => {
+                match u32::try_from(*length) {
+                    Ok(n) if (1..=10_485_760).contains(&n) => Ok(Some(n)),
+                    _ => Err(SqlError::new(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!("length for type varchar must be between 1 and 10485760, not {length}"),
+                    )),
+                }
+            }
+            Some(ast::CharacterLength::Max) => Err(SqlError::unsupported("length MAX")),
+        }
+    };
+    Ok(match data_type {
+        D::Bool | D::Boolean => SqlType::Bool,
+        D::SmallInt(_) | D::Int2(_) => SqlType::SmallInt,
+        D::Int(_) | D::Integer(_) | D::Int4(_) => SqlType::Int,
+        D::BigInt(_) | D::Int8(_) => SqlType::BigInt,
+        D::Real | D::Float4 => SqlType::Real,
+        D::DoublePrecision | D::Float8 | D::Double(ast::ExactNumberInfo::None) => SqlType::Double,
+        D::Float(info) => match info {
+            ast::ExactNumberInfo::None => SqlType::Double,
+            ast::ExactNumberInfo::Precision(p) if (1..=24).contains(p) => SqlType::Real,
+            ast::ExactNumberInfo::Precision(p) if (25..=53).contains(p) => SqlType::Double,
+            _ => {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "precision for type float must be between 1 and 53 bits",
+                ));
+            }
+        },
+        D::Text | D::String(None) => SqlType::Text,
+        D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => {
+            SqlType::Varchar(length(len)?)
+        }
+        D::Char(len) | D::Character(len) => SqlType::Char(length(len)?.unwrap_or(1)),
+        D::Custom(name, modifiers) if modifiers.is_empty() => {
+            match name.to_string().to_lowercase().as_str() {
+                "int2" => SqlType::SmallInt,
+                "int4" => SqlType::Int,
+                "int8" => SqlType::BigInt,
+                "float4" => SqlType::Real,
+                "float8" => SqlType::Double,
+                "bool" => SqlType::Bool,
+                "bpchar" => SqlType::Char(1),
+                other => {
+                    return Err(SqlError::new(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!("type \"{other}\" does not exist"),
+                    ));
+                }
+            }
+        }
+        other => return Err(SqlError::unsupported(format!("type {other}"))),
+    })
+}
+
+/// Binds an AST expression in `scope`.
+pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
+    use ast::Expr as E;
+    match expr {
+        E::Identifier(ident) => scope.column(None, &ident_name(ident)),
+        E::CompoundIdentifier(parts) => match parts.as_slice() {
+            [table, column] => scope.column(Some(&ident_name(table)), &ident_name(column)),
+            _ => Err(SqlError::unsupported(format!("qualified name {expr}"))),
+        },
+        E::Value(v) => bind_value(&v.value),
+        E::Nested(inner) => bind(inner, scope),
+        E::BinaryOp { left, op, right } => bind_binary(left, op, right, scope),
+        E::UnaryOp { op, expr: inner } => bind_unary(*op, inner, scope),
+        E::IsNull(inner) | E::IsNotNull(inner) => {
+            let typed = bind(inner, scope)?;
+            let negated = matches!(expr, E::IsNotNull(_));
+            Ok(Typed::known(Expr::IsNull { expr: Box::new(typed.expr), negated }, SqlType::Bool))
+        }
+        E::IsTrue(inner) | E::IsNotTrue(inner) | E::IsFalse(inner) | E::IsNotFalse(inner) => {
+            let value = matches!(expr, E::IsTrue(_) | E::IsNotTrue(_));
+            let negated = matches!(expr, E::IsNotTrue(_) | E::IsNotFalse(_));
+            let condition = bind(inner, scope)?.into_condition("IS TRUE/FALSE")?;
+            Ok(Typed::known(
+                Expr::IsBool { expr: Box::new(condition), value, negated },
+                SqlType::Bool,
+            ))
+        }
+        E::Between { expr: inner, negated, low, high } => {
+            let lower = bind_compare(inner, CmpOp::GtEq, low, scope)?;
+            let upper = bind_compare(inner, CmpOp::LtEq, high, scope)?;
+            let both = Expr::And(Box::new(lower), Box::new(upper));
+            let expr = if *negated { Expr::Not(Box::new(both)) } else { both };
+            Ok(Typed::known(expr, SqlType::Bool))
+        }
+        E::In { expr: inner, target: ast::InTarget::List(list), negated, global: false } => {
+            let mut any: Option<Expr> = None;
+            for item in list {
+                let eq = bind_compare(inner, CmpOp::Eq, item, scope)?;
+                any = Some(match any {
+                    None => eq,
+                    Some(prev) => Expr::Or(Box::new(prev), Box::new(eq)),
+                });
+            }
+            let any = any.ok_or_else(|| SqlError::new(sqlstate::SYNTAX_ERROR, "empty IN list"))?;
+            let expr = if *negated { Expr::Not(Box::new(any)) } else { any };
+            Ok(Typed::known(expr, SqlType::Bool))
+        }
+        E::Cast { expr: inner, data_type, format: None, .. } => {
+            let to = bind_type(data_type)?;
+            let typed = bind(inner, scope)?;
+            match typed.ty {
+                ExprType::Unknown(None) => Ok(Typed::known(Expr::Const(Value::Null), to)),
+                ExprType::Unknown(Some(text)) if to.is_string() => {
+                    let value = convert(Value::Text(text), SqlType::Text, to, true)?;
+                    Ok(Typed::known(Expr::Const(value), to))
+                }
+                ExprType::Unknown(Some(text)) => {
+                    Ok(Typed::known(Expr::Const(parse_text(&text, to)?), to))
+                }
+                ExprType::Known(from) => {
+                    // Reject impossible casts at bind time, like PostgreSQL.
+                    let castable = from.family() == to.family()
+                        || from.is_string()
+                        || to.is_string()
+                        || (from == SqlType::Int && to == SqlType::Bool)
+                        || (from == SqlType::Bool && to == SqlType::Int);
+                    if !castable {
+                        return Err(SqlError::new(
+                            sqlstate::CANNOT_COERCE,
+                            format!("cannot cast type {} to {}", from.pg_name(), to.pg_name()),
+                        ));
+                    }
+                    let cast = Expr::Cast { expr: Box::new(typed.expr), from, to, explicit: true };
+                    Ok(Typed::known(cast, to))
+                }
+            }
+        }
+        E::Function(f) => Err(SqlError::new(
+            sqlstate::UNDEFINED_FUNCTION,
+            format!("function {}() does not exist (RegionDB has no functions yet)", f.name),
+        )),
+        other => Err(SqlError::unsupported(format!("expression {other}"))),
+    }
+}
+
+fn bind_unary(op: ast::UnaryOperator, inner: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
+    let typed = bind(inner, scope)?;
+    match op {
+        ast::UnaryOperator::Not => {
+            let condition = typed.into_condition("NOT")?;
+            Ok(Typed::known(Expr::Not(Box::new(condition)), SqlType::Bool))
+        }
+        ast::UnaryOperator::Minus | ast::UnaryOperator::Plus => {
+            let minus = op == ast::UnaryOperator::Minus;
+            let (expr, ty) = match typed.ty {
+                ExprType::Known(t) if t.is_numeric() => (typed.expr, t),
+                ExprType::Unknown(Some(text)) => {
+                    (Expr::Const(parse_text(&text, SqlType::Double)?), SqlType::Double)
+                }
+                other => {
+                    return Err(SqlError::new(
+                        sqlstate::UNDEFINED_FUNCTION,
+                        format!("operator does not exist: {} {}", if minus { "-" } else { "+" }, other.name()),
+                    ));
+                }
+            };
+            if !minus {
+                return Ok(Typed::known(expr, ty));
+            }
+            // Fold `-literal` so that `-2147483648` is an integer, as the literal's type says.
+            if let Expr::Const(Value::Int(i)) = &expr
+                && let Some(n) = i.checked_neg()
+            {
+                let ty = if i32::try_from(n).is_ok() { SqlType::Int } else { ty };
+                return Ok(Typed::known(Expr::Const(Value::Int(n)), ty));
+            }
+            Ok(Typed::known(Expr::Neg { expr: Box::new(expr), ty }, ty))
+        }
+        other => Err(SqlError::unsupported(format!("operator {other}"))),
+    }
+}
+
+fn bind_compare(left: &ast::Expr, op: CmpOp, right: &ast::Expr, scope: &Scope) -> SqlResult<Expr> {
+    let left = bind(left, scope)?;
+    let right = bind(right, scope)?;
+    compare(left, op, right)
+}
+
+fn compare(left: Typed, op: CmpOp, right: Typed) -> SqlResult<Expr> {
+    let (l, lt, r, rt) = match (&left.ty, &right.ty) {
+        (ExprType::Unknown(_), ExprType::Unknown(_)) => {
+            let (l, lt) = left.coerce_to_operand(SqlType::Text)?;
+            let (r, rt) = right.coerce_to_operand(SqlType::Text)?;
+            (l, lt, r, rt)
+        }
+        (ExprType::Unknown(_), ExprType::Known(t)) => {
+            let t = *t;
+            let (l, lt) = left.coerce_to_operand(t)?;
+            (l, lt, right.expr, t)
+        }
+        (ExprType::Known(t), _) => {
+            let t = *t;
+            let (r, rt) = right.coerce_to_operand(t)?;
+            (left.expr, t, r, rt)
+        }
+    };
+    if lt.family() != rt.family() {
+        return Err(no_operator(op.symbol(), &ExprType::Known(lt), &ExprType::Known(rt)));
+    }
+    let blank_padded = matches!(lt, SqlType::Char(_)) || matches!(rt, SqlType::Char(_));
+    Ok(Expr::Compare { op, left: Box::new(l), right: Box::new(r), blank_padded })
+}
+
+fn wider_numeric(a: SqlType, b: SqlType) -> SqlType {
+    if a.is_float() || b.is_float() {
+        if a == SqlType::Real && b == SqlType::Real { SqlType::Real } else { SqlType::Double }
+    } else if a == SqlType::BigInt || b == SqlType::BigInt {
+        SqlType::BigInt
+    } else if a == SqlType::Int || b == SqlType::Int {
+        SqlType::Int
+    } else {
+        SqlType::SmallInt
+    }
+}
+
+fn bind_binary(
+    left: &ast::Expr,
+    op: &ast::BinaryOperator,
+    right: &ast::Expr,
+    scope: &Scope,
+) -> SqlResult<Typed> {
+    use ast::BinaryOperator as B;
+    let cmp = match op {
+        B::Eq => Some(CmpOp::Eq),
+        B::NotEq => Some(CmpOp::NotEq),
+        B::Lt => Some(CmpOp::Lt),
+        B::LtEq => Some(CmpOp::LtEq),
+        B::Gt => Some(CmpOp::Gt),
+        B::GtEq => Some(CmpOp::GtEq),
+        _ => None,
+    };
+    if let Some(cmp) = cmp {
+        return Ok(Typed::known(bind_compare(left, cmp, right, scope)?, SqlType::Bool));
+    }
+    let l = bind(left, scope)?;
+    let r = bind(right, scope)?;
+    match op {
+        B::And | B::Or => {
+            let name = if *op == B::And { "AND" } else { "OR" };
+            let l = Box::new(l.into_condition(name)?);
+            let r = Box::new(r.into_condition(name)?);
+            let expr = if *op == B::And { Expr::And(l, r) } else { Expr::Or(l, r) };
+            Ok(Typed::known(expr, SqlType::Bool))
+        }
+        B::StringConcat => {
+            let (left_ty, right_ty) = (l.resolved_type(), r.resolved_type());
+            Ok(Typed::known(
+                Expr::Concat { left: Box::new(l.expr), left_ty, right: Box::new(r.expr), right_ty },
+                SqlType::Text,
+            ))
+        }
+        B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo => {
+            let arith = match op {
+                B::Plus => ArithOp::Add,
+                B::Minus => ArithOp::Sub,
+                B::Multiply => ArithOp::Mul,
+                B::Divide => ArithOp::Div,
+                _ => ArithOp::Mod,
+            };
+            let (lty, rty) = (l.ty.clone(), r.ty.clone());
+            let (le, lt, re, rt) = match (&l.ty, &r.ty) {
+                (ExprType::Known(a), ExprType::Known(b)) => (l.expr, *a, r.expr, *b),
+                (ExprType::Known(a), _) => {
+                    let a = *a;
+                    let (re, rt) = r.coerce_to_operand(a)?;
+                    (l.expr, a, re, rt)
+                }
+                (_, ExprType::Known(b)) => {
+                    let b = *b;
+                    let (le, lt) = l.coerce_to_operand(b)?;
+                    (le, lt, r.expr, b)
+                }
+                _ => return Err(no_operator(arith.symbol(), &lty, &rty)),
+            };
+            let ty = wider_numeric(lt, rt);
+            if !lt.is_numeric() || !rt.is_numeric() || (arith == ArithOp::Mod && ty.is_float()) {
+                return Err(no_operator(arith.symbol(), &lty, &rty));
+            }
+            Ok(Typed::known(Expr::Arith { op: arith, left: Box::new(le), right: Box::new(re), ty }, ty))
+        }
+        other => Err(SqlError::unsupported(format!("operator {other}"))),
+    }
+}
+
+fn division_by_zero() -> SqlError {
+    SqlError::new(sqlstate::DIVISION_BY_ZERO, "division by zero")
+}
+
+fn arith_int(op: ArithOp, a: i64, b: i64, ty: SqlType) -> SqlResult<Value> {
+    let result = match op {
+        ArithOp::Add => a.checked_add(b),
+        ArithOp::Sub => a.checked_sub(b),
+        ArithOp::Mul => a.checked_mul(b),
+        ArithOp::Div if b == 0 => return Err(division_by_zero()),
+        ArithOp::Div => a.checked_div(b),
+        ArithOp::Mod if b == 0 => return Err(division_by_zero()),
+        ArithOp::Mod => Some(a.checked_rem(b).unwrap_or(0)),
+    };
+    let v = result.ok_or_else(|| range_error(ty))?;
+    convert(Value::Int(v), SqlType::BigInt, ty, false).map_err(|_| range_error(ty))
+}
+
+fn arith_float(op: ArithOp, a: f64, b: f64, ty: SqlType) -> SqlResult<Value> {
+    let v = match op {
+        ArithOp::Add => a + b,
+        ArithOp::Sub => a - b,
+        ArithOp::Mul => a * b,
+        ArithOp::Div if b == 0.0 => return Err(division_by_zero()),
+        ArithOp::Div => a / b,
+        ArithOp::Mod => return Err(SqlError::unsupported("% on floating-point numbers")),
+    };
+    if v.is_infinite() && a.is_finite() && b.is_finite() {
+        return Err(SqlError::out_of_range("value out of range: overflow"));
+    }
+    let v = if ty == SqlType::Real { v as f32 as f64 } else { v };
+    Ok(Value::Float(v))
+}
+
+fn as_float(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(f) => *f,
+        _ => f64::NAN,
+    }
+}
+
+fn to_bool(v: Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(b),
+        _ => None,
+    }
+}
+
+impl Expr {
+    pub fn eval(&self, row: &[Value]) -> SqlResult<Value> {
+        Ok(match self {
+            Expr::Const(v) => v.clone(),
+            Expr::Column(i) => row.get(*i).cloned().unwrap_or(Value::Null),
+            Expr::Compare { op, left, right, blank_padded } => {
+                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let ordering = match (&l, &r, blank_padded) {
+                    (Value::Text(a), Value::Text(b), true) => {
+                        Some(a.trim_end_matches(' ').cmp(b.trim_end_matches(' ')))
+                    }
+                    _ => l.sql_cmp(&r),
+                };
+                ordering.map_or(Value::Null, |o| Value::Bool(op.holds(o)))
+            }
+            Expr::Arith { op, left, right, ty } => {
+                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                match (&l, &r) {
+                    (Value::Null, _) | (_, Value::Null) => Value::Null,
+                    (Value::Int(a), Value::Int(b)) if ty.is_integer() => arith_int(*op, *a, *b, *ty)?,
+                    _ => arith_float(*op, as_float(&l), as_float(&r), *ty)?,
+                }
+            }
+            Expr::Concat { left, left_ty, right, right_ty } => {
+                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                // character(n) loses its padding when it becomes text.
+                let text = |v: Value, ty: SqlType| {
+                    let s = v.to_pg_text(ty)?;
+                    Some(if matches!(ty, SqlType::Char(_)) { s.trim_end_matches(' ').to_string() } else { s })
+                };
+                match (text(l, *left_ty), text(r, *right_ty)) {
+                    (Some(a), Some(b)) => Value::Text(a + &b),
+                    _ => Value::Null,
+                }
+            }
+            Expr::Neg { expr, ty } => match expr.eval(row)? {
+                Value::Int(i) => {
+                    let n = i.checked_neg().ok_or_else(|| range_error(*ty))?;
+                    convert(Value::Int(n), SqlType::BigInt, *ty, false).map_err(|_| range_error(*ty))?
+                }
+                Value::Float(f) => Value::Float(-f),
+                _ => Value::Null,
+            },
+            Expr::Not(inner) => match to_bool(inner.eval(row)?) {
+                Some(b) => Value::Bool(!b),
+                None => Value::Null,
+            },
+            Expr::And(l, r) => {
+                let a = to_bool(l.eval(row)?);
+                if a == Some(false) {
+                    return Ok(Value::Bool(false));
+                }
+                match (a, to_bool(r.eval(row)?)) {
+                    (_, Some(false)) => Value::Bool(false),
+                    (Some(true), Some(true)) => Value::Bool(true),
+                    _ => Value::Null,
+                }
+            }
+            Expr::Or(l, r) => {
+                let a = to_bool(l.eval(row)?);
+                if a == Some(true) {
+                    return Ok(Value::Bool(true));
+                }
+                match (a, to_bool(r.eval(row)?)) {
+                    (_, Some(true)) => Value::Bool(true),
+                    (Some(false), Some(false)) => Value::Bool(false),
+                    _ => Value::Null,
+                }
+            }
+            Expr::IsNull { expr, negated } => Value::Bool(expr.eval(row)?.is_null() != *negated),
+            Expr::IsBool { expr, value, negated } => {
+                let matches = to_bool(expr.eval(row)?) == Some(*value);
+                Value::Bool(matches != *negated)
+            }
+            Expr::Cast { expr, from, to, explicit } => {
+                convert(expr.eval(row)?, *from, *to, *explicit)?
+            }
+        })
+    }
+
+    /// Evaluates as a WHERE condition: true keeps the row, false and NULL drop it.
+    pub fn is_true(&self, row: &[Value]) -> SqlResult<bool> {
+        Ok(matches!(self.eval(row)?, Value::Bool(true)))
+    }
+
+    /// The conjuncts of an AND tree.
+    pub fn conjuncts(&self) -> Vec<&Expr> {
+        match self {
+            Expr::And(l, r) => {
+                let mut out = l.conjuncts();
+                out.extend(r.conjuncts());
+                out
+            }
+            other => vec![other],
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! A client session: parses statement strings and runs them with PostgreSQL's transaction
+//! semantics.
+//!
+//! # Transaction states (the ReadyForQuery status)
+//!
+//! - **Idle** (`I`): each statement runs in its own transaction, committed when it succeeds
+//!   and rolled back when it fails (autocommit).
+//! - **In block** (`T`): after `BEGIN`/`START TRANSACTION`, statements share one transaction
+//!   until `COMMIT` or `ROLLBACK`.
+//! - **Failed** (`E`): a statement failed inside a block. The transaction is rolled back at
+//!   once; every statement but `COMMIT`/`ROLLBACK` is refused with 25P02 until the client ends
+//!   the block (`COMMIT` then reports `ROLLBACK`, as PostgreSQL does).
+//!
+//! A commit that loses a write-write conflict fails with 40001 and leaves the session idle:
+//! nothing of the transaction was applied, and retrying is up to the application.
+//!
+//! Isolation is snapshot isolation for every transaction. `READ COMMITTED` and
+//! `REPEATABLE READ` are accepted (snapshot isolation gives at least their guarantees);
+//! `SERIALIZABLE` and `READ ONLY` are refused rather than silently weakened or ignored.
+//! A query string with several statements runs them one by one, each in autocommit unless
+//! inside a block (PostgreSQL would wrap them in one implicit transaction).
+
+use std::sync::Arc;
+
+use sqlparser::ast;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use tracing::debug;
+
+use kv::{Transaction, TransactionSource};
+
+use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::exec::{self, StatementResult};
+
+/// The transaction status reported in ReadyForQuery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionStatus {
+    Idle,
+    InBlock,
+    Failed,
+}
+
+enum State {
+    Idle,
+    InBlock(Box<dyn Transaction>),
+    Failed,
+}
+
+pub struct Session {
+    source: Arc<dyn TransactionSource>,
+    state: State,
+}
+
+fn syntax_error(e: sqlparser::parser::ParserError) -> SqlError {
+    let message = match e {
+        sqlparser::parser::ParserError::TokenizerError(m) | sqlparser::parser::ParserError::ParserError(m) => m,
+        sqlparser::parser::ParserError::RecursionLimitExceeded => {
+            return SqlError::new(sqlstate::PROGRAM_LIMIT_EXCEEDED, "statement is too deeply nested");
+        }
+    };
+    SqlError::new(sqlstate::SYNTAX_ERROR, format!("syntax error: {message}"))
+}
+
+fn check_transaction_modes(modes: &[ast::TransactionMode]) -> SqlResult<()> {
+    for mode in modes {
+        match mode {
+            ast::TransactionMode::IsolationLevel(
+                ast::TransactionIsolationLevel::ReadCommitted | ast::TransactionIsolationLevel::RepeatableRead,
+            )
+            | ast::TransactionMode::AccessMode(ast::TransactionAccessMode::ReadWrite) => {}
+            other => {
+                return Err(SqlError::unsupported(format!(
+                    "transaction mode {other} (RegionDB runs every transaction under snapshot isolation)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Session {
+    pub fn new(source: Arc<dyn TransactionSource>) -> Self {
+        Self { source, state: State::Idle }
+    }
+
+    pub fn transaction_status(&self) -> TransactionStatus {
+        match self.state {
+            State::Idle => TransactionStatus::Idle,
+            State::InBlock(_) => TransactionStatus::InBlock,
+            State::Failed => TransactionStatus::Failed,
+        }
+    }
+
+    /// Runs every statement of a simple-query string; stops at the first error, which is the
+    /// last element of the result.
+    pub fn execute(&mut self, sql: &str) -> Vec<SqlResult<StatementResult>> {
+        let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+            Ok(statements) => statements,
+            Err(e) => {
+                self.fail();
+                return vec![Err(syntax_error(e))];
+            }
+        };
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in &statements {
+            let result = self.execute_statement(statement);
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        results
+    }
+
+    /// Called when the connection ends: an open transaction is rolled back.
+    pub fn close(&mut self) {
+        if let State::InBlock(mut txn) = std::mem::replace(&mut self.state, State::Idle) {
+            let _ = txn.rollback();
+        }
+    }
+
+    /// A failure inside a block aborts the block's transaction.
+    fn fail(&mut self) {
+        if let State::InBlock(txn) = &mut self.state {
+            let _ = txn.rollback();
+            self.state = State::Failed;
+        }
+    }
+
+    fn execute_statement(&mut self, statement: &ast::Statement) -> SqlResult<StatementResult> {
+        debug!(%statement, "execute");
+        match statement {
+            ast::Statement::StartTransaction { modes, statements, exception, .. } => {
+                if !statements.is_empty() || exception.is_some() {
+                    return Err(SqlError::unsupported("BEGIN … END blocks"));
+                }
+                match self.state {
+                    State::Failed => Err(in_failed_transaction()),
+                    // PostgreSQL warns and carries on.
+                    State::InBlock(_) => Ok(StatementResult::command("BEGIN")),
+                    State::Idle => {
+                        check_transaction_modes(modes)?;
+                        self.state = State::InBlock(self.source.begin()?);
+                        Ok(StatementResult::command("BEGIN"))
+                    }
+                }
+            }
+            ast::Statement::Commit { chain: false, .. } => {
+                match std::mem::replace(&mut self.state, State::Idle) {
+                    State::InBlock(mut txn) => {
+                        txn.commit()?;
+                        Ok(StatementResult::command("COMMIT"))
+                    }
+                    State::Failed => Ok(StatementResult::command("ROLLBACK")),
+                    State::Idle => Ok(StatementResult::command("COMMIT")),
+                }
+            }
+            ast::Statement::Rollback { chain: false, savepoint: None } => {
+                if let State::InBlock(mut txn) = std::mem::replace(&mut self.state, State::Idle) {
+                    txn.rollback()?;
+                }
+                Ok(StatementResult::command("ROLLBACK"))
+            }
+            ast::Statement::Commit { .. } | ast::Statement::Rollback { .. } => {
+                let error = SqlError::unsupported("savepoints and AND CHAIN");
+                self.fail();
+                Err(error)
+            }
+            _ => self.execute_in_transaction(statement),
+        }
+    }
+
+    fn execute_in_transaction(&mut self, statement: &ast::Statement) -> SqlResult<StatementResult> {
+        match &mut self.state {
+            State::Failed => Err(in_failed_transaction()),
+            State::InBlock(txn) => {
+                let result = exec::execute(txn.as_mut(), statement);
+                if result.is_err() {
+                    self.fail();
+                }
+                result
+            }
+            State::Idle => {
+                let mut txn = self.source.begin()?;
+                match exec::execute(txn.as_mut(), statement) {
+                    Ok(result) => {
+                        txn.commit()?;
+                        Ok(result)
+                    }
+                    Err(e) => {
+                        let _ = txn.rollback();
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn in_failed_transaction() -> SqlError {
+    SqlError::new(
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}

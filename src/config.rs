@@ -1,0 +1,153 @@
+//! Command line and configuration file.
+//!
+//! Every setting has a default, can be given in a TOML file (`--config FILE`) and can be
+//! overridden by a flag; the flag wins over the file, the file over the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = "./regiondb-data";
+pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:5433";
+
+#[derive(Parser, Debug)]
+#[command(name = "regiondb", version, about = "RegionDB: a distributed SQL database speaking PostgreSQL")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub single: SingleArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a scheduler (timestamp oracle, IDs, cluster metadata) for a multi-node cluster.
+    Scheduler(SchedulerArgs),
+    /// Run a node (a store and a SQL gateway) that joins a cluster through its scheduler.
+    Node(NodeArgs),
+}
+
+/// The default mode: a whole single-node cluster in one process.
+#[derive(Args, Debug, Default)]
+pub struct SingleArgs {
+    /// Directory for all data (created if missing) [default: ./regiondb-data]
+    #[arg(long, global = false)]
+    pub data_dir: Option<PathBuf>,
+    /// Address for PostgreSQL clients [default: 127.0.0.1:5433]
+    #[arg(long)]
+    pub pg_listen: Option<SocketAddr>,
+    /// TOML file with settings (keys: data_dir, pg_listen)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// Address for gRPC from nodes
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// The scheduler's address
+    #[arg(long)]
+    pub scheduler: Option<SocketAddr>,
+    /// Address for gRPC from other nodes
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address for PostgreSQL clients
+    #[arg(long)]
+    pub pg_listen: Option<SocketAddr>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Settings as they may appear in the TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub pg_listen: Option<SocketAddr>,
+}
+
+impl FileConfig {
+    pub fn load(path: Option<&Path>) -> Result<FileConfig, String> {
+        let Some(path) = path else { return Ok(FileConfig::default()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+    }
+}
+
+/// The resolved settings of a single-node cluster.
+#[derive(Debug, Clone)]
+pub struct SingleNodeConfig {
+    pub data_dir: PathBuf,
+    pub pg_listen: SocketAddr,
+}
+
+impl SingleNodeConfig {
+    pub fn resolve(args: &SingleArgs) -> Result<SingleNodeConfig, String> {
+        let file = FileConfig::load(args.config.as_deref())?;
+        let default_pg: SocketAddr = DEFAULT_PG_LISTEN.parse().map_err(|e| format!("{e}"))?;
+        Ok(SingleNodeConfig {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            pg_listen: args.pg_listen.or(file.pg_listen).unwrap_or(default_pg),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("regiondb.toml");
+        std::fs::write(&path, "data_dir = \"/from/file\"\npg_listen = \"127.0.0.1:7000\"\n").unwrap();
+
+        let defaults = SingleNodeConfig::resolve(&SingleArgs::default()).unwrap();
+        assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(defaults.pg_listen.to_string(), DEFAULT_PG_LISTEN);
+
+        let from_file =
+            SingleNodeConfig::resolve(&SingleArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
+        assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(from_file.pg_listen.port(), 7000);
+
+        let flags = SingleArgs {
+            config: Some(path),
+            pg_listen: Some("127.0.0.1:7001".parse().unwrap()),
+            data_dir: None,
+        };
+        let resolved = SingleNodeConfig::resolve(&flags).unwrap();
+        assert_eq!(resolved.pg_listen.port(), 7001);
+        assert_eq!(resolved.data_dir, PathBuf::from("/from/file"));
+    }
+
+    #[test]
+    fn bad_config_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let args = SingleArgs { config: Some(path), ..Default::default() };
+        assert!(SingleNodeConfig::resolve(&args).unwrap_err().contains("invalid config file"));
+        let missing = SingleArgs { config: Some("/nonexistent.toml".into()), ..Default::default() };
+        assert!(SingleNodeConfig::resolve(&missing).unwrap_err().contains("cannot read"));
+    }
+}

@@ -1,0 +1,235 @@
+//! Test support: start the real `regiondb` binary, and a minimal PostgreSQL wire client that
+//! exposes what drivers hide (command tags, ReadyForQuery status, type OIDs).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `regiondb` process on an ephemeral port.
+pub struct Node {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// Starts `regiondb --data-dir DIR --pg-listen 127.0.0.1:0` and waits until it prints the
+    /// port it listens on.
+    pub fn start(data_dir: &Path) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_regiondb"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--pg-listen")
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start regiondb");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("regiondb exited before printing its address")
+                .expect("read stdout");
+            if let Some(rest) = line.split(" -p ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().expect("port");
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Node { child, port, data_dir: data_dir.to_path_buf() }
+    }
+
+    pub fn connect(&self) -> WireClient {
+        WireClient::connect(self.port)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(status.success());
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "regiondb did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the server sent in answer to one Query, up to and including ReadyForQuery.
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// (name, type OID) per column of the last RowDescription.
+    pub columns: Vec<(String, u32)>,
+    pub rows: Vec<Vec<Option<String>>>,
+    pub tags: Vec<String>,
+    /// (SQLSTATE, message) of an ErrorResponse.
+    pub error: Option<(String, String)>,
+    pub empty: bool,
+    /// ReadyForQuery status: b'I', b'T' or b'E'.
+    pub status: u8,
+}
+
+impl Reply {
+    pub fn code(&self) -> Option<&str> {
+        self.error.as_ref().map(|(code, _)| code.as_str())
+    }
+}
+
+pub struct WireClient {
+    stream: TcpStream,
+}
+
+fn put_cstr(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(s.as_bytes());
+    buf.push(0);
+}
+
+impl WireClient {
+    pub fn connect(port: u16) -> WireClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut client = WireClient { stream };
+        let mut body = Vec::new();
+        body.extend_from_slice(&196608u32.to_be_bytes());
+        put_cstr(&mut body, "user");
+        put_cstr(&mut body, "postgres");
+        put_cstr(&mut body, "database");
+        put_cstr(&mut body, "postgres");
+        body.push(0);
+        let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        msg.extend(body);
+        client.stream.write_all(&msg).unwrap();
+        let reply = client.read_reply();
+        assert!(reply.error.is_none(), "startup failed: {:?}", reply.error);
+        client
+    }
+
+    fn read_message(&mut self) -> (u8, Vec<u8>) {
+        let mut header = [0u8; 5];
+        self.stream.read_exact(&mut header).expect("read message header");
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        self.stream.read_exact(&mut body).expect("read message body");
+        (header[0], body)
+    }
+
+    fn read_reply(&mut self) -> Reply {
+        let mut reply = Reply::default();
+        loop {
+            let (kind, body) = self.read_message();
+            match kind {
+                b'T' => {
+                    reply.columns.clear();
+                    let count = u16::from_be_bytes([body[0], body[1]]) as usize;
+                    let mut at = 2;
+                    for _ in 0..count {
+                        let end = at + body[at..].iter().position(|&b| b == 0).unwrap();
+                        let name = String::from_utf8(body[at..end].to_vec()).unwrap();
+                        at = end + 1;
+                        let oid = u32::from_be_bytes(body[at + 6..at + 10].try_into().unwrap());
+                        at += 18;
+                        reply.columns.push((name, oid));
+                    }
+                }
+                b'D' => {
+                    let count = u16::from_be_bytes([body[0], body[1]]) as usize;
+                    let mut at = 2;
+                    let mut row = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+                        at += 4;
+                        if len < 0 {
+                            row.push(None);
+                        } else {
+                            let len = len as usize;
+                            row.push(Some(String::from_utf8(body[at..at + len].to_vec()).unwrap()));
+                            at += len;
+                        }
+                    }
+                    reply.rows.push(row);
+                }
+                b'C' => {
+                    let tag = String::from_utf8(body[..body.len() - 1].to_vec()).unwrap();
+                    reply.tags.push(tag);
+                }
+                b'E' => {
+                    let (mut code, mut message) = (String::new(), String::new());
+                    let mut at = 0;
+                    while at < body.len() && body[at] != 0 {
+                        let field = body[at];
+                        let end = at + 1 + body[at + 1..].iter().position(|&b| b == 0).unwrap();
+                        let value = String::from_utf8_lossy(&body[at + 1..end]).to_string();
+                        match field {
+                            b'C' => code = value,
+                            b'M' => message = value,
+                            _ => {}
+                        }
+                        at = end + 1;
+                    }
+                    reply.error = Some((code, message));
+                }
+                b'I' => reply.empty = true,
+                b'Z' => {
+                    reply.status = body[0];
+                    return reply;
+                }
+                // AuthenticationOk, ParameterStatus, BackendKeyData, NoticeResponse.
+                b'R' | b'S' | b'K' | b'N' => {}
+                other => panic!("unexpected message type {:?}", other as char),
+            }
+        }
+    }
+
+    /// Sends one simple Query and collects the reply.
+    pub fn query(&mut self, sql: &str) -> Reply {
+        let mut msg = vec![b'Q'];
+        msg.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        put_cstr(&mut msg, sql);
+        self.stream.write_all(&msg).unwrap();
+        self.read_reply()
+    }
+
+    /// A query that must succeed; returns its reply.
+    pub fn ok(&mut self, sql: &str) -> Reply {
+        let reply = self.query(sql);
+        assert!(reply.error.is_none(), "{sql}: {:?}", reply.error);
+        reply
+    }
+
+    /// A query whose rows, as text with NULL as "NULL", joined by ",".
+    pub fn rows(&mut self, sql: &str) -> Vec<String> {
+        self.ok(sql)
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect::<Vec<_>>().join(","))
+            .collect()
+    }
+}
