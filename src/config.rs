@@ -13,7 +13,11 @@ pub const DEFAULT_DATA_DIR: &str = "./regiondb-data";
 pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:5433";
 
 #[derive(Parser, Debug)]
-#[command(name = "regiondb", version, about = "RegionDB: a distributed SQL database speaking PostgreSQL")]
+#[command(
+    name = "regiondb",
+    version,
+    about = "RegionDB: a distributed SQL database speaking PostgreSQL"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -82,7 +86,9 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn load(path: Option<&Path>) -> Result<FileConfig, String> {
-        let Some(path) = path else { return Ok(FileConfig::default()) };
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
@@ -119,14 +125,21 @@ mod tests {
     fn flags_override_file_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("regiondb.toml");
-        std::fs::write(&path, "data_dir = \"/from/file\"\npg_listen = \"127.0.0.1:7000\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\npg_listen = \"127.0.0.1:7000\"\n",
+        )
+        .unwrap();
 
         let defaults = SingleNodeConfig::resolve(&SingleArgs::default()).unwrap();
         assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(defaults.pg_listen.to_string(), DEFAULT_PG_LISTEN);
 
-        let from_file =
-            SingleNodeConfig::resolve(&SingleArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
+        let from_file = SingleNodeConfig::resolve(&SingleArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
         assert_eq!(from_file.pg_listen.port(), 7000);
 
@@ -145,9 +158,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
-        let args = SingleArgs { config: Some(path), ..Default::default() };
-        assert!(SingleNodeConfig::resolve(&args).unwrap_err().contains("invalid config file"));
-        let missing = SingleArgs { config: Some("/nonexistent.toml".into()), ..Default::default() };
-        assert!(SingleNodeConfig::resolve(&missing).unwrap_err().contains("cannot read"));
+        let args = SingleArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(
+            SingleNodeConfig::resolve(&args)
+                .unwrap_err()
+                .contains("invalid config file")
+        );
+        let missing = SingleArgs {
+            config: Some("/nonexistent.toml".into()),
+            ..Default::default()
+        };
+        assert!(
+            SingleNodeConfig::resolve(&missing)
+                .unwrap_err()
+                .contains("cannot read")
+        );
     }
 }

@@ -23,15 +23,20 @@ pub async fn run(
     config: SingleNodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let engine = RocksEngine::open(&config.data_dir.join("store")).map_err(|e| {
         format!(
             "cannot open the store in {} (is another regiondb using it?): {e}",
             config.data_dir.display()
         )
     })?;
-    let tso = TimestampOracle::open(&config.data_dir.join("scheduler")).map_err(|e| e.to_string())?;
+    let tso =
+        TimestampOracle::open(&config.data_dir.join("scheduler")).map_err(|e| e.to_string())?;
     let store = Arc::new(TxnStore::new(Arc::new(engine)));
     let client = TxnClient::new(store, Arc::new(tso), TxnOptions::default());
     let database = sql::Database::new(Arc::new(client));

@@ -18,22 +18,35 @@ fn sql_round_trip_with_tags_types_and_statuses() {
     let r = c.ok("INSERT INTO items VALUES (1, 'apple', 0.5, 10, 1, NULL, true, 1.5), (2, 'pear', 0.75, 20, 2, 'ripe', false, 2.5), (3, 'fig', 2, 5, 3, NULL, NULL, NULL)");
     assert_eq!(r.tags, ["INSERT 0 3"]);
 
-    let r = c.ok("SELECT id, name, price, qty, small, note, ok, r FROM items WHERE price < 1 ORDER BY id");
+    let r = c.ok(
+        "SELECT id, name, price, qty, small, note, ok, r FROM items WHERE price < 1 ORDER BY id",
+    );
     assert_eq!(r.tags, ["SELECT 2"]);
     let oids: Vec<u32> = r.columns.iter().map(|(_, oid)| *oid).collect();
     assert_eq!(oids, [23, 1043, 701, 20, 21, 25, 16, 700]);
     assert_eq!(r.columns[1].0, "name");
     assert_eq!(
         r.rows[0],
-        ["1", "apple", "0.5", "10", "1"].iter().map(|s| Some(s.to_string())).chain([None, Some("t".into()), Some("1.5".into())]).collect::<Vec<_>>()
+        ["1", "apple", "0.5", "10", "1"]
+            .iter()
+            .map(|s| Some(s.to_string()))
+            .chain([None, Some("t".into()), Some("1.5".into())])
+            .collect::<Vec<_>>()
     );
 
-    assert_eq!(c.ok("UPDATE items SET qty = qty + 1 WHERE id >= 2").tags, ["UPDATE 2"]);
-    assert_eq!(c.ok("DELETE FROM items WHERE name = 'fig'").tags, ["DELETE 1"]);
+    assert_eq!(
+        c.ok("UPDATE items SET qty = qty + 1 WHERE id >= 2").tags,
+        ["UPDATE 2"]
+    );
+    assert_eq!(
+        c.ok("DELETE FROM items WHERE name = 'fig'").tags,
+        ["DELETE 1"]
+    );
     assert_eq!(c.rows("SELECT id, qty FROM items"), ["1,10", "2,21"]);
 
     // Several statements in one Query: one CommandComplete each, one ReadyForQuery.
-    let r = c.ok("INSERT INTO items (id, name) VALUES (10, 'x'); SELECT id FROM items WHERE id = 10");
+    let r =
+        c.ok("INSERT INTO items (id, name) VALUES (10, 'x'); SELECT id FROM items WHERE id = 10");
     assert_eq!(r.tags, ["INSERT 0 1", "SELECT 1"]);
     assert!(c.query("").empty);
 
@@ -46,7 +59,10 @@ fn sql_round_trip_with_tags_types_and_statuses() {
         ("INSERT INTO items (id, name) VALUES (1, 'dup')", "23505"),
         ("INSERT INTO items (id) VALUES (99)", "23502"),
         ("INSERT INTO items (id, name) VALUES ('abc', 'x')", "22P02"),
-        ("INSERT INTO items (id, name, ok) VALUES (99, 'x', 5)", "42804"),
+        (
+            "INSERT INTO items (id, name, ok) VALUES (99, 'x', 5)",
+            "42804",
+        ),
         ("SELECT * FROM items WHERE qty", "42804"),
         ("CREATE INDEX i ON items (name)", "0A000"),
     ];
@@ -58,7 +74,11 @@ fn sql_round_trip_with_tags_types_and_statuses() {
 
     // Transaction status through a failed block.
     assert_eq!(c.ok("BEGIN").status, b'T');
-    assert_eq!(c.ok("INSERT INTO items (id, name) VALUES (20, 'in block')").status, b'T');
+    assert_eq!(
+        c.ok("INSERT INTO items (id, name) VALUES (20, 'in block')")
+            .status,
+        b'T'
+    );
     let r = c.query("SELECT * FROM nope");
     assert_eq!((r.code(), r.status), (Some("42P01"), b'E'));
     let r = c.query("SELECT 1");
@@ -85,9 +105,12 @@ fn values(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
     messages
         .iter()
         .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).unwrap_or("NULL").to_string()).collect::<Vec<_>>().join(","))
-            }
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             _ => None,
         })
         .collect()
@@ -99,24 +122,47 @@ async fn sessions_get_snapshot_isolation_and_conflicts_abort() {
     let node = Node::start(dir.path());
     let a = connect(node.port).await;
     let b = connect(node.port).await;
-    a.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0)").await.unwrap();
+    a.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0)")
+        .await
+        .unwrap();
 
     // Snapshot: a's block does not see b's later committed insert.
     a.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(values(&a.simple_query("SELECT id FROM t").await.unwrap()), ["1"]);
-    b.batch_execute("INSERT INTO t VALUES (2, 0)").await.unwrap();
-    assert_eq!(values(&a.simple_query("SELECT id FROM t").await.unwrap()), ["1"]);
+    assert_eq!(
+        values(&a.simple_query("SELECT id FROM t").await.unwrap()),
+        ["1"]
+    );
+    b.batch_execute("INSERT INTO t VALUES (2, 0)")
+        .await
+        .unwrap();
+    assert_eq!(
+        values(&a.simple_query("SELECT id FROM t").await.unwrap()),
+        ["1"]
+    );
     a.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(values(&a.simple_query("SELECT id FROM t").await.unwrap()), ["1", "2"]);
+    assert_eq!(
+        values(&a.simple_query("SELECT id FROM t").await.unwrap()),
+        ["1", "2"]
+    );
 
     // Concurrent updates of one row: the second to commit gets 40001 and rolls back.
-    a.batch_execute("BEGIN; UPDATE t SET v = v + 1 WHERE id = 1").await.unwrap();
-    b.batch_execute("BEGIN; UPDATE t SET v = v + 10 WHERE id = 1; UPDATE t SET v = 5 WHERE id = 2").await.unwrap();
+    a.batch_execute("BEGIN; UPDATE t SET v = v + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("BEGIN; UPDATE t SET v = v + 10 WHERE id = 1; UPDATE t SET v = 5 WHERE id = 2")
+        .await
+        .unwrap();
     a.batch_execute("COMMIT").await.unwrap();
-    let err = b.batch_execute("COMMIT").await.expect_err("second committer must fail");
+    let err = b
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("second committer must fail");
     assert_eq!(err.code().map(|c| c.code()), Some("40001"), "{err}");
     // Nothing of b's transaction was applied, and b's session is usable again.
-    assert_eq!(values(&b.simple_query("SELECT id, v FROM t").await.unwrap()), ["1,1", "2,0"]);
+    assert_eq!(
+        values(&b.simple_query("SELECT id, v FROM t").await.unwrap()),
+        ["1,1", "2,0"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +170,10 @@ async fn many_concurrent_connections() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path());
     let setup = connect(node.port).await;
-    setup.batch_execute("CREATE TABLE hits (client INT, n INT, PRIMARY KEY (client, n))").await.unwrap();
+    setup
+        .batch_execute("CREATE TABLE hits (client INT, n INT, PRIMARY KEY (client, n))")
+        .await
+        .unwrap();
     let clients = 16;
     let per_client = 20;
     let tasks: Vec<_> = (0..clients)
@@ -133,7 +182,9 @@ async fn many_concurrent_connections() {
             tokio::spawn(async move {
                 let c = connect(port).await;
                 for n in 0..per_client {
-                    c.batch_execute(&format!("INSERT INTO hits VALUES ({client}, {n})")).await.unwrap();
+                    c.batch_execute(&format!("INSERT INTO hits VALUES ({client}, {n})"))
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -157,7 +208,10 @@ fn acknowledged_rows_survive_restart_and_kill_9() {
     c.ok("BEGIN; INSERT INTO durable VALUES (3, 'never committed')");
     drop(c);
     let status = node.terminate();
-    assert!(status.success(), "SIGTERM should stop regiondb cleanly, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM should stop regiondb cleanly, got {status}"
+    );
 
     let node = Node::start(dir.path());
     let mut c = node.connect();
@@ -172,12 +226,18 @@ fn acknowledged_rows_survive_restart_and_kill_9() {
     let node = Node::start(dir.path());
     let mut c = node.connect();
     let rows = c.rows("SELECT id FROM durable");
-    let expected: Vec<String> = std::iter::once(1).chain(10..60).map(|i| i.to_string()).collect();
+    let expected: Vec<String> = std::iter::once(1)
+        .chain(10..60)
+        .map(|i| i.to_string())
+        .collect();
     assert_eq!(rows, expected);
     assert_eq!(c.rows("SELECT note FROM durable WHERE id = 1"), ["updated"]);
     // The restarted node keeps issuing timestamps above the old ones: new writes are visible.
     c.ok("INSERT INTO durable VALUES (100, 'after restart')");
-    assert_eq!(c.rows("SELECT note FROM durable WHERE id = 100"), ["after restart"]);
+    assert_eq!(
+        c.rows("SELECT note FROM durable WHERE id = 100"),
+        ["after restart"]
+    );
 }
 
 #[test]

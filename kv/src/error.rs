@@ -14,7 +14,11 @@ pub enum KvError {
         "could not serialize access due to concurrent update (write conflict on key {key:?}: \
          committed at {conflict_commit_ts}, this transaction started at {start_ts})"
     )]
-    WriteConflict { key: Vec<u8>, start_ts: Timestamp, conflict_commit_ts: Timestamp },
+    WriteConflict {
+        key: Vec<u8>,
+        start_ts: Timestamp,
+        conflict_commit_ts: Timestamp,
+    },
     /// The transaction can no longer commit (rolled back by a lock resolver, or its locks were
     /// lost).
     #[error("could not serialize access: transaction {start_ts} was aborted: {reason}")]
@@ -39,7 +43,9 @@ impl KvError {
     pub fn is_retryable_transaction(&self) -> bool {
         matches!(
             self,
-            KvError::WriteConflict { .. } | KvError::TxnAborted { .. } | KvError::LockWaitTimeout { .. }
+            KvError::WriteConflict { .. }
+                | KvError::TxnAborted { .. }
+                | KvError::LockWaitTimeout { .. }
         )
     }
 }

@@ -18,5 +18,7 @@ async fn main() -> std::io::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    pgserver::serve(listener, sql::Database::in_memory(), shutdown).await
+    let result = pgserver::serve(listener, sql::Database::in_memory(), shutdown).await;
+    eprintln!("stopped");
+    result
 }

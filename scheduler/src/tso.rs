@@ -71,26 +71,43 @@ fn now_ms() -> u64 {
 impl TimestampOracle {
     /// An oracle that persists its high-water mark in `dir` (created if missing).
     pub fn open(dir: &Path) -> Result<Self, TsoError> {
-        let io = |source| TsoError::Io { path: dir.to_path_buf(), source };
+        let io = |source| TsoError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(MARK_FILE);
         let mark = match fs::read_to_string(&path) {
-            Ok(content) => content.trim().parse::<u64>().map_err(|_| TsoError::Corrupt {
-                path: path.clone(),
-                content: content.clone(),
-            })?,
+            Ok(content) => content
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| TsoError::Corrupt {
+                    path: path.clone(),
+                    content: content.clone(),
+                })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(source) => return Err(TsoError::Io { path, source }),
         };
         Ok(Self {
             dir: Some(dir.to_path_buf()),
-            state: Mutex::new(State { physical: mark, logical: 0, mark }),
+            state: Mutex::new(State {
+                physical: mark,
+                logical: 0,
+                mark,
+            }),
         })
     }
 
     /// An oracle that persists nothing: for tests and throwaway clusters.
     pub fn in_memory() -> Self {
-        Self { dir: None, state: Mutex::new(State { physical: 0, logical: 0, mark: 0 }) }
+        Self {
+            dir: None,
+            state: Mutex::new(State {
+                physical: 0,
+                logical: 0,
+                mark: 0,
+            }),
+        }
     }
 
     /// One new timestamp, larger than every one issued before.
@@ -103,7 +120,10 @@ impl TimestampOracle {
     pub fn get_timestamps(&self, count: u32) -> Result<Timestamp, TsoError> {
         let count = count as u64;
         if count == 0 || count >= LOGICAL_PER_MS {
-            return Err(TsoError::BadCount { count: count as u32, max: LOGICAL_PER_MS - 1 });
+            return Err(TsoError::BadCount {
+                count: count as u32,
+                max: LOGICAL_PER_MS - 1,
+            });
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
@@ -128,7 +148,10 @@ impl TimestampOracle {
         let Some(dir) = &self.dir else { return Ok(()) };
         let path = dir.join(MARK_FILE);
         let tmp = dir.join(format!("{MARK_FILE}.tmp"));
-        let io = |source| TsoError::Io { path: path.clone(), source };
+        let io = |source| TsoError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut file = fs::File::create(&tmp).map_err(io)?;
         file.write_all(mark.to_string().as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -164,8 +187,14 @@ mod tests {
             assert_eq!(first.physical_ms(), last.physical_ms());
             previous_last = last;
         }
-        assert!(matches!(tso.get_timestamps(0), Err(TsoError::BadCount { .. })));
-        assert!(matches!(tso.get_timestamps(1 << 18), Err(TsoError::BadCount { .. })));
+        assert!(matches!(
+            tso.get_timestamps(0),
+            Err(TsoError::BadCount { .. })
+        ));
+        assert!(matches!(
+            tso.get_timestamps(1 << 18),
+            Err(TsoError::BadCount { .. })
+        ));
     }
 
     #[test]
@@ -174,10 +203,17 @@ mod tests {
         let mut all: Vec<u64> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..4)
                 .map(|_| {
-                    scope.spawn(|| (0..5000).map(|_| tso.get_timestamp().unwrap().0).collect::<Vec<_>>())
+                    scope.spawn(|| {
+                        (0..5000)
+                            .map(|_| tso.get_timestamp().unwrap().0)
+                            .collect::<Vec<_>>()
+                    })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
         });
         let n = all.len();
         all.sort_unstable();
@@ -190,7 +226,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let last = {
             let tso = TimestampOracle::open(dir.path()).unwrap();
-            (0..10).map(|_| tso.get_timestamp().unwrap()).last().unwrap()
+            (0..10)
+                .map(|_| tso.get_timestamp().unwrap())
+                .last()
+                .unwrap()
         };
         // Pretend the previous run issued timestamps an hour ahead of our clock: the mark on
         // disk must carry the restarted oracle past them.
@@ -201,7 +240,10 @@ mod tests {
         assert!(ts > last);
         assert!(ts.physical_ms() >= future_mark);
         // And the new mark is persisted ahead of what was just issued.
-        let saved: u64 = fs::read_to_string(dir.path().join(MARK_FILE)).unwrap().parse().unwrap();
+        let saved: u64 = fs::read_to_string(dir.path().join(MARK_FILE))
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(saved > ts.physical_ms());
     }
 
@@ -209,6 +251,9 @@ mod tests {
     fn corrupt_mark_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(MARK_FILE), "not a number").unwrap();
-        assert!(matches!(TimestampOracle::open(dir.path()), Err(TsoError::Corrupt { .. })));
+        assert!(matches!(
+            TimestampOracle::open(dir.path()),
+            Err(TsoError::Corrupt { .. })
+        ));
     }
 }

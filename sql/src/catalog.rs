@@ -61,7 +61,10 @@ fn table_key(name: &str) -> Vec<u8> {
 const NEXT_TABLE_ID_KEY: &[u8] = b"mnext_table_id";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> SqlError {
-    SqlError::new(sqlstate::DATA_CORRUPTED, format!("corrupt catalog entry {what}: {e}"))
+    SqlError::new(
+        sqlstate::DATA_CORRUPTED,
+        format!("corrupt catalog entry {what}: {e}"),
+    )
 }
 
 pub fn get_table(txn: &mut dyn Transaction, name: &str) -> SqlResult<Option<Table>> {
@@ -88,8 +91,10 @@ pub fn create_table(txn: &mut dyn Transaction, mut table: Table) -> SqlResult<Ta
     }
     let id = match txn.get(NEXT_TABLE_ID_KEY)? {
         Some(bytes) => {
-            let bytes: [u8; 8] =
-                bytes.as_slice().try_into().map_err(|_| corrupt("next_table_id", "length"))?;
+            let bytes: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("next_table_id", "length"))?;
             u64::from_be_bytes(bytes)
         }
         None => FIRST_TABLE_ID,

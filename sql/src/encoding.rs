@@ -36,8 +36,16 @@ pub fn encode_value(out: &mut Vec<u8>, value: &Value) {
         Value::Float(f) => {
             out.push(TAG_FLOAT);
             let f = if *f == 0.0 { 0.0 } else { *f };
-            let bits = if f.is_nan() { f64::NAN.to_bits() } else { f.to_bits() };
-            let ordered = if bits >> 63 == 0 { bits | (1 << 63) } else { !bits };
+            let bits = if f.is_nan() {
+                f64::NAN.to_bits()
+            } else {
+                f.to_bits()
+            };
+            let ordered = if bits >> 63 == 0 {
+                bits | (1 << 63)
+            } else {
+                !bits
+            };
             memcomparable::encode_u64(out, ordered);
         }
         Value::Text(s) => {
@@ -48,8 +56,9 @@ pub fn encode_value(out: &mut Vec<u8>, value: &Value) {
 }
 
 pub fn decode_value(input: &[u8]) -> Result<(Value, &[u8]), DecodeError> {
-    let (&tag, rest) =
-        input.split_first().ok_or_else(|| DecodeError("missing value tag".into()))?;
+    let (&tag, rest) = input
+        .split_first()
+        .ok_or_else(|| DecodeError("missing value tag".into()))?;
     Ok(match tag {
         TAG_NULL => (Value::Null, rest),
         TAG_FALSE => (Value::Bool(false), rest),
@@ -60,7 +69,11 @@ pub fn decode_value(input: &[u8]) -> Result<(Value, &[u8]), DecodeError> {
         }
         TAG_FLOAT => {
             let (ordered, rest) = memcomparable::decode_u64(rest)?;
-            let bits = if ordered >> 63 == 1 { ordered & !(1 << 63) } else { !ordered };
+            let bits = if ordered >> 63 == 1 {
+                ordered & !(1 << 63)
+            } else {
+                !ordered
+            };
             (Value::Float(f64::from_bits(bits)), rest)
         }
         TAG_TEXT => {
@@ -174,7 +187,7 @@ mod tests {
                         .collect(),
                 )
             }
-            _ => Value::Bool(rng.next() % 2 == 0),
+            _ => Value::Bool(rng.next().is_multiple_of(2)),
         }
     }
 
@@ -221,7 +234,12 @@ mod tests {
 
     #[test]
     fn rows_round_trip_and_pad_missing_columns() {
-        let row = vec![Value::Int(1), Value::Null, Value::Text("x".into()), Value::Bool(true)];
+        let row = vec![
+            Value::Int(1),
+            Value::Null,
+            Value::Text("x".into()),
+            Value::Bool(true),
+        ];
         assert_eq!(decode_row(&encode_row(&row), 4).unwrap(), row);
         let mut wider = row.clone();
         wider.push(Value::Null);

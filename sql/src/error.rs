@@ -45,19 +45,31 @@ pub struct SqlError {
 
 impl SqlError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn unsupported(what: impl fmt::Display) -> Self {
-        Self::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("{what} is not supported"))
+        Self::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("{what} is not supported"),
+        )
     }
 
     pub fn undefined_table(name: &str) -> Self {
-        Self::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{name}\" does not exist"))
+        Self::new(
+            sqlstate::UNDEFINED_TABLE,
+            format!("relation \"{name}\" does not exist"),
+        )
     }
 
     pub fn undefined_column(name: &str) -> Self {
-        Self::new(sqlstate::UNDEFINED_COLUMN, format!("column \"{name}\" does not exist"))
+        Self::new(
+            sqlstate::UNDEFINED_COLUMN,
+            format!("column \"{name}\" does not exist"),
+        )
     }
 
     pub fn mismatch(message: impl Into<String>) -> Self {

@@ -101,19 +101,49 @@ pub enum Expr {
     Const(Value),
     Column(usize),
     /// Comparison; `blank_padded` compares strings ignoring trailing blanks (`character(n)`).
-    Compare { op: CmpOp, left: Box<Expr>, right: Box<Expr>, blank_padded: bool },
-    Arith { op: ArithOp, left: Box<Expr>, right: Box<Expr>, ty: SqlType },
+    Compare {
+        op: CmpOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        blank_padded: bool,
+    },
+    Arith {
+        op: ArithOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        ty: SqlType,
+    },
     /// `||`: both sides rendered as text.
-    Concat { left: Box<Expr>, left_ty: SqlType, right: Box<Expr>, right_ty: SqlType },
-    Neg { expr: Box<Expr>, ty: SqlType },
+    Concat {
+        left: Box<Expr>,
+        left_ty: SqlType,
+        right: Box<Expr>,
+        right_ty: SqlType,
+    },
+    Neg {
+        expr: Box<Expr>,
+        ty: SqlType,
+    },
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
-    IsNull { expr: Box<Expr>, negated: bool },
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
     /// `IS [NOT] TRUE/FALSE`: never NULL.
-    IsBool { expr: Box<Expr>, value: bool, negated: bool },
+    IsBool {
+        expr: Box<Expr>,
+        value: bool,
+        negated: bool,
+    },
     /// Conversion; `explicit` is `CAST`/`::` (truncating strings), otherwise an assignment.
-    Cast { expr: Box<Expr>, from: SqlType, to: SqlType, explicit: bool },
+    Cast {
+        expr: Box<Expr>,
+        from: SqlType,
+        to: SqlType,
+        explicit: bool,
+    },
 }
 
 /// The type of a bound expression; `Unknown` is an untyped literal (quoted string or NULL)
@@ -142,7 +172,10 @@ pub struct Typed {
 
 impl Typed {
     fn known(expr: Expr, ty: SqlType) -> Typed {
-        Typed { expr, ty: ExprType::Known(ty) }
+        Typed {
+            expr,
+            ty: ExprType::Known(ty),
+        }
     }
 
     /// The type, resolving an unknown literal as `text` (PostgreSQL's final fallback).
@@ -170,7 +203,12 @@ impl Typed {
                         from.pg_name()
                     )));
                 }
-                Ok(Expr::Cast { expr: Box::new(self.expr), from, to: target, explicit: false })
+                Ok(Expr::Cast {
+                    expr: Box::new(self.expr),
+                    from,
+                    to: target,
+                    explicit: false,
+                })
             }
         }
     }
@@ -195,7 +233,11 @@ impl Typed {
             ExprType::Unknown(None) => Ok((Expr::Const(Value::Null), other)),
             ExprType::Unknown(Some(text)) => {
                 // Literals compare as the base type: no length limit, no padding.
-                let target = if other.is_string() { SqlType::Text } else { other };
+                let target = if other.is_string() {
+                    SqlType::Text
+                } else {
+                    other
+                };
                 Ok((Expr::Const(parse_text(&text, target)?), target))
             }
         }
@@ -210,11 +252,17 @@ pub struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     pub fn empty() -> Self {
-        Scope { table: None, alias: None }
+        Scope {
+            table: None,
+            alias: None,
+        }
     }
 
     pub fn table(table: &'a Table, alias: Option<&'a str>) -> Self {
-        Scope { table: Some(table), alias }
+        Scope {
+            table: Some(table),
+            alias,
+        }
     }
 
     fn column(&self, qualifier: Option<&str>, name: &str) -> SqlResult<Typed> {
@@ -243,19 +291,31 @@ impl<'a> Scope<'a> {
 
 /// Normalises an identifier: unquoted names fold to lower case, as in PostgreSQL.
 pub fn ident_name(ident: &ast::Ident) -> String {
-    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
 }
 
 fn no_operator(op: &str, left: &ExprType, right: &ExprType) -> SqlError {
     SqlError::new(
         sqlstate::UNDEFINED_FUNCTION,
-        format!("operator does not exist: {} {op} {}", left.name(), right.name()),
+        format!(
+            "operator does not exist: {} {op} {}",
+            left.name(),
+            right.name()
+        ),
     )
 }
 
 fn bind_number(text: &str) -> SqlResult<Typed> {
     if let Ok(i) = text.parse::<i64>() {
-        let ty = if i32::try_from(i).is_ok() { SqlType::Int } else { SqlType::BigInt };
+        let ty = if i32::try_from(i).is_ok() {
+            SqlType::Int
+        } else {
+            SqlType::BigInt
+        };
         return Ok(Typed::known(Expr::Const(Value::Int(i)), ty));
     }
     match text.parse::<f64>() {
@@ -271,11 +331,17 @@ fn bind_value(value: &ast::Value) -> SqlResult<Typed> {
     use ast::Value as V;
     match value {
         V::Number(text, _) => bind_number(text),
-        V::SingleQuotedString(s) | V::EscapedStringLiteral(s) | V::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => {
-            Ok(Typed { expr: Expr::Const(Value::Text(s.clone())), ty: ExprType::Unknown(Some(s.clone())) })
-        }
+        V::SingleQuotedString(s)
+        | V::EscapedStringLiteral(s)
+        | V::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => Ok(Typed {
+            expr: Expr::Const(Value::Text(s.clone())),
+            ty: ExprType::Unknown(Some(s.clone())),
+        }),
         V::Boolean(b) => Ok(Typed::known(Expr::Const(Value::Bool(*b)), SqlType::Bool)),
-        V::Null => Ok(Typed { expr: Expr::Const(Value::Null), ty: ExprType::Unknown(None) }),
+        V::Null => Ok(Typed {
+            expr: Expr::Const(Value::Null),
+            ty: ExprType::Unknown(None),
+        }),
         V::Placeholder(p) => Err(SqlError::unsupported(format!("parameter {p}"))),
         other => Err(SqlError::unsupported(format!("literal {other}"))),
     }
@@ -292,7 +358,9 @@ pub fn bind_type(data_type: &ast::DataType) -> SqlResult<SqlType> {
                     Ok(n) if (1..=10_485_760).contains(&n) => Ok(Some(n)),
                     _ => Err(SqlError::new(
                         sqlstate::INVALID_PARAMETER_VALUE,
-                        format!("length for type varchar must be between 1 and 10485760, not {length}"),
+                        format!(
+                            "length for type varchar must be between 1 and 10485760, not {length}"
+                        ),
                     )),
                 }
             }
@@ -359,25 +427,49 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
         E::IsNull(inner) | E::IsNotNull(inner) => {
             let typed = bind(inner, scope)?;
             let negated = matches!(expr, E::IsNotNull(_));
-            Ok(Typed::known(Expr::IsNull { expr: Box::new(typed.expr), negated }, SqlType::Bool))
+            Ok(Typed::known(
+                Expr::IsNull {
+                    expr: Box::new(typed.expr),
+                    negated,
+                },
+                SqlType::Bool,
+            ))
         }
         E::IsTrue(inner) | E::IsNotTrue(inner) | E::IsFalse(inner) | E::IsNotFalse(inner) => {
             let value = matches!(expr, E::IsTrue(_) | E::IsNotTrue(_));
             let negated = matches!(expr, E::IsNotTrue(_) | E::IsNotFalse(_));
             let condition = bind(inner, scope)?.into_condition("IS TRUE/FALSE")?;
             Ok(Typed::known(
-                Expr::IsBool { expr: Box::new(condition), value, negated },
+                Expr::IsBool {
+                    expr: Box::new(condition),
+                    value,
+                    negated,
+                },
                 SqlType::Bool,
             ))
         }
-        E::Between { expr: inner, negated, low, high } => {
+        E::Between {
+            expr: inner,
+            negated,
+            low,
+            high,
+        } => {
             let lower = bind_compare(inner, CmpOp::GtEq, low, scope)?;
             let upper = bind_compare(inner, CmpOp::LtEq, high, scope)?;
             let both = Expr::And(Box::new(lower), Box::new(upper));
-            let expr = if *negated { Expr::Not(Box::new(both)) } else { both };
+            let expr = if *negated {
+                Expr::Not(Box::new(both))
+            } else {
+                both
+            };
             Ok(Typed::known(expr, SqlType::Bool))
         }
-        E::In { expr: inner, target: ast::InTarget::List(list), negated, global: false } => {
+        E::In {
+            expr: inner,
+            target: ast::InTarget::List(list),
+            negated,
+            global: false,
+        } => {
             let mut any: Option<Expr> = None;
             for item in list {
                 let eq = bind_compare(inner, CmpOp::Eq, item, scope)?;
@@ -387,10 +479,19 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
                 });
             }
             let any = any.ok_or_else(|| SqlError::new(sqlstate::SYNTAX_ERROR, "empty IN list"))?;
-            let expr = if *negated { Expr::Not(Box::new(any)) } else { any };
+            let expr = if *negated {
+                Expr::Not(Box::new(any))
+            } else {
+                any
+            };
             Ok(Typed::known(expr, SqlType::Bool))
         }
-        E::Cast { expr: inner, data_type, format: None, .. } => {
+        E::Cast {
+            expr: inner,
+            data_type,
+            format: None,
+            ..
+        } => {
             let to = bind_type(data_type)?;
             let typed = bind(inner, scope)?;
             match typed.ty {
@@ -415,14 +516,22 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
                             format!("cannot cast type {} to {}", from.pg_name(), to.pg_name()),
                         ));
                     }
-                    let cast = Expr::Cast { expr: Box::new(typed.expr), from, to, explicit: true };
+                    let cast = Expr::Cast {
+                        expr: Box::new(typed.expr),
+                        from,
+                        to,
+                        explicit: true,
+                    };
                     Ok(Typed::known(cast, to))
                 }
             }
         }
         E::Function(f) => Err(SqlError::new(
             sqlstate::UNDEFINED_FUNCTION,
-            format!("function {}() does not exist (RegionDB has no functions yet)", f.name),
+            format!(
+                "function {}() does not exist (RegionDB has no functions yet)",
+                f.name
+            ),
         )),
         other => Err(SqlError::unsupported(format!("expression {other}"))),
     }
@@ -439,13 +548,18 @@ fn bind_unary(op: ast::UnaryOperator, inner: &ast::Expr, scope: &Scope) -> SqlRe
             let minus = op == ast::UnaryOperator::Minus;
             let (expr, ty) = match typed.ty {
                 ExprType::Known(t) if t.is_numeric() => (typed.expr, t),
-                ExprType::Unknown(Some(text)) => {
-                    (Expr::Const(parse_text(&text, SqlType::Double)?), SqlType::Double)
-                }
+                ExprType::Unknown(Some(text)) => (
+                    Expr::Const(parse_text(&text, SqlType::Double)?),
+                    SqlType::Double,
+                ),
                 other => {
                     return Err(SqlError::new(
                         sqlstate::UNDEFINED_FUNCTION,
-                        format!("operator does not exist: {} {}", if minus { "-" } else { "+" }, other.name()),
+                        format!(
+                            "operator does not exist: {} {}",
+                            if minus { "-" } else { "+" },
+                            other.name()
+                        ),
                     ));
                 }
             };
@@ -456,10 +570,20 @@ fn bind_unary(op: ast::UnaryOperator, inner: &ast::Expr, scope: &Scope) -> SqlRe
             if let Expr::Const(Value::Int(i)) = &expr
                 && let Some(n) = i.checked_neg()
             {
-                let ty = if i32::try_from(n).is_ok() { SqlType::Int } else { ty };
+                let ty = if i32::try_from(n).is_ok() {
+                    SqlType::Int
+                } else {
+                    ty
+                };
                 return Ok(Typed::known(Expr::Const(Value::Int(n)), ty));
             }
-            Ok(Typed::known(Expr::Neg { expr: Box::new(expr), ty }, ty))
+            Ok(Typed::known(
+                Expr::Neg {
+                    expr: Box::new(expr),
+                    ty,
+                },
+                ty,
+            ))
         }
         other => Err(SqlError::unsupported(format!("operator {other}"))),
     }
@@ -490,15 +614,28 @@ fn compare(left: Typed, op: CmpOp, right: Typed) -> SqlResult<Expr> {
         }
     };
     if lt.family() != rt.family() {
-        return Err(no_operator(op.symbol(), &ExprType::Known(lt), &ExprType::Known(rt)));
+        return Err(no_operator(
+            op.symbol(),
+            &ExprType::Known(lt),
+            &ExprType::Known(rt),
+        ));
     }
     let blank_padded = matches!(lt, SqlType::Char(_)) || matches!(rt, SqlType::Char(_));
-    Ok(Expr::Compare { op, left: Box::new(l), right: Box::new(r), blank_padded })
+    Ok(Expr::Compare {
+        op,
+        left: Box::new(l),
+        right: Box::new(r),
+        blank_padded,
+    })
 }
 
 fn wider_numeric(a: SqlType, b: SqlType) -> SqlType {
     if a.is_float() || b.is_float() {
-        if a == SqlType::Real && b == SqlType::Real { SqlType::Real } else { SqlType::Double }
+        if a == SqlType::Real && b == SqlType::Real {
+            SqlType::Real
+        } else {
+            SqlType::Double
+        }
     } else if a == SqlType::BigInt || b == SqlType::BigInt {
         SqlType::BigInt
     } else if a == SqlType::Int || b == SqlType::Int {
@@ -525,7 +662,10 @@ fn bind_binary(
         _ => None,
     };
     if let Some(cmp) = cmp {
-        return Ok(Typed::known(bind_compare(left, cmp, right, scope)?, SqlType::Bool));
+        return Ok(Typed::known(
+            bind_compare(left, cmp, right, scope)?,
+            SqlType::Bool,
+        ));
     }
     let l = bind(left, scope)?;
     let r = bind(right, scope)?;
@@ -534,13 +674,22 @@ fn bind_binary(
             let name = if *op == B::And { "AND" } else { "OR" };
             let l = Box::new(l.into_condition(name)?);
             let r = Box::new(r.into_condition(name)?);
-            let expr = if *op == B::And { Expr::And(l, r) } else { Expr::Or(l, r) };
+            let expr = if *op == B::And {
+                Expr::And(l, r)
+            } else {
+                Expr::Or(l, r)
+            };
             Ok(Typed::known(expr, SqlType::Bool))
         }
         B::StringConcat => {
             let (left_ty, right_ty) = (l.resolved_type(), r.resolved_type());
             Ok(Typed::known(
-                Expr::Concat { left: Box::new(l.expr), left_ty, right: Box::new(r.expr), right_ty },
+                Expr::Concat {
+                    left: Box::new(l.expr),
+                    left_ty,
+                    right: Box::new(r.expr),
+                    right_ty,
+                },
                 SqlType::Text,
             ))
         }
@@ -571,7 +720,15 @@ fn bind_binary(
             if !lt.is_numeric() || !rt.is_numeric() || (arith == ArithOp::Mod && ty.is_float()) {
                 return Err(no_operator(arith.symbol(), &lty, &rty));
             }
-            Ok(Typed::known(Expr::Arith { op: arith, left: Box::new(le), right: Box::new(re), ty }, ty))
+            Ok(Typed::known(
+                Expr::Arith {
+                    op: arith,
+                    left: Box::new(le),
+                    right: Box::new(re),
+                    ty,
+                },
+                ty,
+            ))
         }
         other => Err(SqlError::unsupported(format!("operator {other}"))),
     }
@@ -607,7 +764,11 @@ fn arith_float(op: ArithOp, a: f64, b: f64, ty: SqlType) -> SqlResult<Value> {
     if v.is_infinite() && a.is_finite() && b.is_finite() {
         return Err(SqlError::out_of_range("value out of range: overflow"));
     }
-    let v = if ty == SqlType::Real { v as f32 as f64 } else { v };
+    let v = if ty == SqlType::Real {
+        v as f32 as f64
+    } else {
+        v
+    };
     Ok(Value::Float(v))
 }
 
@@ -631,7 +792,12 @@ impl Expr {
         Ok(match self {
             Expr::Const(v) => v.clone(),
             Expr::Column(i) => row.get(*i).cloned().unwrap_or(Value::Null),
-            Expr::Compare { op, left, right, blank_padded } => {
+            Expr::Compare {
+                op,
+                left,
+                right,
+                blank_padded,
+            } => {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
                 let ordering = match (&l, &r, blank_padded) {
                     (Value::Text(a), Value::Text(b), true) => {
@@ -641,20 +807,36 @@ impl Expr {
                 };
                 ordering.map_or(Value::Null, |o| Value::Bool(op.holds(o)))
             }
-            Expr::Arith { op, left, right, ty } => {
+            Expr::Arith {
+                op,
+                left,
+                right,
+                ty,
+            } => {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
                 match (&l, &r) {
                     (Value::Null, _) | (_, Value::Null) => Value::Null,
-                    (Value::Int(a), Value::Int(b)) if ty.is_integer() => arith_int(*op, *a, *b, *ty)?,
+                    (Value::Int(a), Value::Int(b)) if ty.is_integer() => {
+                        arith_int(*op, *a, *b, *ty)?
+                    }
                     _ => arith_float(*op, as_float(&l), as_float(&r), *ty)?,
                 }
             }
-            Expr::Concat { left, left_ty, right, right_ty } => {
+            Expr::Concat {
+                left,
+                left_ty,
+                right,
+                right_ty,
+            } => {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
                 // character(n) loses its padding when it becomes text.
                 let text = |v: Value, ty: SqlType| {
                     let s = v.to_pg_text(ty)?;
-                    Some(if matches!(ty, SqlType::Char(_)) { s.trim_end_matches(' ').to_string() } else { s })
+                    Some(if matches!(ty, SqlType::Char(_)) {
+                        s.trim_end_matches(' ').to_string()
+                    } else {
+                        s
+                    })
                 };
                 match (text(l, *left_ty), text(r, *right_ty)) {
                     (Some(a), Some(b)) => Value::Text(a + &b),
@@ -664,7 +846,8 @@ impl Expr {
             Expr::Neg { expr, ty } => match expr.eval(row)? {
                 Value::Int(i) => {
                     let n = i.checked_neg().ok_or_else(|| range_error(*ty))?;
-                    convert(Value::Int(n), SqlType::BigInt, *ty, false).map_err(|_| range_error(*ty))?
+                    convert(Value::Int(n), SqlType::BigInt, *ty, false)
+                        .map_err(|_| range_error(*ty))?
                 }
                 Value::Float(f) => Value::Float(-f),
                 _ => Value::Null,
@@ -696,13 +879,20 @@ impl Expr {
                 }
             }
             Expr::IsNull { expr, negated } => Value::Bool(expr.eval(row)?.is_null() != *negated),
-            Expr::IsBool { expr, value, negated } => {
+            Expr::IsBool {
+                expr,
+                value,
+                negated,
+            } => {
                 let matches = to_bool(expr.eval(row)?) == Some(*value);
                 Value::Bool(matches != *negated)
             }
-            Expr::Cast { expr, from, to, explicit } => {
-                convert(expr.eval(row)?, *from, *to, *explicit)?
-            }
+            Expr::Cast {
+                expr,
+                from,
+                to,
+                explicit,
+            } => convert(expr.eval(row)?, *from, *to, *explicit)?,
         })
     }
 

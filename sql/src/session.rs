@@ -53,9 +53,13 @@ pub struct Session {
 
 fn syntax_error(e: sqlparser::parser::ParserError) -> SqlError {
     let message = match e {
-        sqlparser::parser::ParserError::TokenizerError(m) | sqlparser::parser::ParserError::ParserError(m) => m,
+        sqlparser::parser::ParserError::TokenizerError(m)
+        | sqlparser::parser::ParserError::ParserError(m) => m,
         sqlparser::parser::ParserError::RecursionLimitExceeded => {
-            return SqlError::new(sqlstate::PROGRAM_LIMIT_EXCEEDED, "statement is too deeply nested");
+            return SqlError::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                "statement is too deeply nested",
+            );
         }
     };
     SqlError::new(sqlstate::SYNTAX_ERROR, format!("syntax error: {message}"))
@@ -65,7 +69,8 @@ fn check_transaction_modes(modes: &[ast::TransactionMode]) -> SqlResult<()> {
     for mode in modes {
         match mode {
             ast::TransactionMode::IsolationLevel(
-                ast::TransactionIsolationLevel::ReadCommitted | ast::TransactionIsolationLevel::RepeatableRead,
+                ast::TransactionIsolationLevel::ReadCommitted
+                | ast::TransactionIsolationLevel::RepeatableRead,
             )
             | ast::TransactionMode::AccessMode(ast::TransactionAccessMode::ReadWrite) => {}
             other => {
@@ -80,7 +85,10 @@ fn check_transaction_modes(modes: &[ast::TransactionMode]) -> SqlResult<()> {
 
 impl Session {
     pub fn new(source: Arc<dyn TransactionSource>) -> Self {
-        Self { source, state: State::Idle }
+        Self {
+            source,
+            state: State::Idle,
+        }
     }
 
     pub fn transaction_status(&self) -> TransactionStatus {
@@ -131,7 +139,12 @@ impl Session {
     fn execute_statement(&mut self, statement: &ast::Statement) -> SqlResult<StatementResult> {
         debug!(%statement, "execute");
         match statement {
-            ast::Statement::StartTransaction { modes, statements, exception, .. } => {
+            ast::Statement::StartTransaction {
+                modes,
+                statements,
+                exception,
+                ..
+            } => {
                 if !statements.is_empty() || exception.is_some() {
                     return Err(SqlError::unsupported("BEGIN … END blocks"));
                 }
@@ -156,7 +169,10 @@ impl Session {
                     State::Idle => Ok(StatementResult::command("COMMIT")),
                 }
             }
-            ast::Statement::Rollback { chain: false, savepoint: None } => {
+            ast::Statement::Rollback {
+                chain: false,
+                savepoint: None,
+            } => {
                 if let State::InBlock(mut txn) = std::mem::replace(&mut self.state, State::Idle) {
                     txn.rollback()?;
                 }

@@ -189,7 +189,11 @@ pub fn format_float(v: f64, is_real: bool) -> String {
         return if v.is_sign_negative() { "-0" } else { "0" }.into();
     }
     // Rust's `{:e}` gives the shortest round-trip digits, e.g. "1.2345e-7".
-    let sci = if is_real { format!("{:e}", v as f32) } else { format!("{v:e}") };
+    let sci = if is_real {
+        format!("{:e}", v as f32)
+    } else {
+        format!("{v:e}")
+    };
     let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let limit = if is_real { 6 } else { 15 };
@@ -197,13 +201,20 @@ pub fn format_float(v: f64, is_real: bool) -> String {
         let sign = if exponent < 0 { '-' } else { '+' };
         return format!("{mantissa}e{sign}{:02}", exponent.abs());
     }
-    if is_real { (v as f32).to_string() } else { v.to_string() }
+    if is_real {
+        (v as f32).to_string()
+    } else {
+        v.to_string()
+    }
 }
 
 fn invalid_input(ty: SqlType, text: &str) -> SqlError {
     SqlError::new(
         sqlstate::INVALID_TEXT_REPRESENTATION,
-        format!("invalid input syntax for type {}: \"{text}\"", ty_input_name(ty)),
+        format!(
+            "invalid input syntax for type {}: \"{text}\"",
+            ty_input_name(ty)
+        ),
     )
 }
 
@@ -255,7 +266,9 @@ pub fn parse_text(text: &str, ty: SqlType) -> SqlResult<Value> {
                 lower if lower.contains("inf") || lower.contains("nan") => {
                     return Err(invalid_input(ty, text));
                 }
-                _ => trimmed.parse::<f64>().map_err(|_| invalid_input(ty, text))?,
+                _ => trimmed
+                    .parse::<f64>()
+                    .map_err(|_| invalid_input(ty, text))?,
             };
             coerce_float(v, ty)
         }
@@ -309,7 +322,11 @@ pub fn convert(value: Value, from: SqlType, to: SqlType, explicit: bool) -> SqlR
     }
     let mismatch = || {
         SqlError::new(
-            if explicit { sqlstate::CANNOT_COERCE } else { sqlstate::DATATYPE_MISMATCH },
+            if explicit {
+                sqlstate::CANNOT_COERCE
+            } else {
+                sqlstate::DATATYPE_MISMATCH
+            },
             format!("cannot cast type {} to {}", from.pg_name(), to.pg_name()),
         )
     };
@@ -327,7 +344,9 @@ pub fn convert(value: Value, from: SqlType, to: SqlType, explicit: bool) -> SqlR
         }
         (Value::Bool(b), SqlType::Bool) => Ok(Value::Bool(b)),
         (Value::Bool(b), SqlType::Int) if explicit => Ok(Value::Int(b as i64)),
-        (Value::Int(i), SqlType::Bool) if explicit && from == SqlType::Int => Ok(Value::Bool(i != 0)),
+        (Value::Int(i), SqlType::Bool) if explicit && from == SqlType::Int => {
+            Ok(Value::Bool(i != 0))
+        }
         (Value::Text(s), t) if t.is_string() => {
             // Casting CHAR(n) to another string type drops its padding.
             let s = if matches!(from, SqlType::Char(_)) && !matches!(t, SqlType::Char(_)) {
@@ -377,21 +396,37 @@ mod tests {
     fn text_input_is_checked() {
         assert_eq!(parse_text(" 42 ", SqlType::Int).unwrap(), Value::Int(42));
         assert_eq!(parse_text("abc", SqlType::Int).unwrap_err().code, "22P02");
-        assert_eq!(parse_text("40000", SqlType::SmallInt).unwrap_err().code, "22003");
+        assert_eq!(
+            parse_text("40000", SqlType::SmallInt).unwrap_err().code,
+            "22003"
+        );
         assert_eq!(parse_text("yes", SqlType::Bool).unwrap(), Value::Bool(true));
-        assert_eq!(parse_text("maybe", SqlType::Bool).unwrap_err().code, "22P02");
-        assert_eq!(parse_text("abcd", SqlType::Varchar(Some(3))).unwrap_err().code, "22001");
+        assert_eq!(
+            parse_text("maybe", SqlType::Bool).unwrap_err().code,
+            "22P02"
+        );
+        assert_eq!(
+            parse_text("abcd", SqlType::Varchar(Some(3)))
+                .unwrap_err()
+                .code,
+            "22001"
+        );
         assert_eq!(
             parse_text("ab", SqlType::Char(4)).unwrap(),
             Value::Text("ab  ".into())
         );
-        assert_eq!(parse_text("-Infinity", SqlType::Double).unwrap(), Value::Float(f64::NEG_INFINITY));
+        assert_eq!(
+            parse_text("-Infinity", SqlType::Double).unwrap(),
+            Value::Float(f64::NEG_INFINITY)
+        );
     }
 
     #[test]
     fn conversions_follow_assignment_and_cast_rules() {
         assert_eq!(
-            convert(Value::Int(70000), SqlType::Int, SqlType::SmallInt, false).unwrap_err().code,
+            convert(Value::Int(70000), SqlType::Int, SqlType::SmallInt, false)
+                .unwrap_err()
+                .code,
             "22003"
         );
         assert_eq!(
@@ -399,12 +434,19 @@ mod tests {
             Value::Int(2)
         );
         assert_eq!(
-            convert(Value::Bool(true), SqlType::Bool, SqlType::Int, false).unwrap_err().code,
+            convert(Value::Bool(true), SqlType::Bool, SqlType::Int, false)
+                .unwrap_err()
+                .code,
             "42804"
         );
         assert_eq!(
-            convert(Value::Text("abcdef".into()), SqlType::Text, SqlType::Varchar(Some(3)), true)
-                .unwrap(),
+            convert(
+                Value::Text("abcdef".into()),
+                SqlType::Text,
+                SqlType::Varchar(Some(3)),
+                true
+            )
+            .unwrap(),
             Value::Text("abc".into())
         );
         assert_eq!(

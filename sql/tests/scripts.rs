@@ -39,7 +39,9 @@ fn render_rows(rows: &[Vec<Option<String>>]) -> Vec<String> {
 impl Runner {
     fn session(&mut self) -> &mut Session {
         let db = self.db.clone();
-        self.sessions.entry(self.current.clone()).or_insert_with(|| db.session())
+        self.sessions
+            .entry(self.current.clone())
+            .or_insert_with(|| db.session())
     }
 
     /// Runs one block; returns a description of the mismatch, if any.
@@ -90,9 +92,13 @@ impl Runner {
                 }
             }
             "query" => {
-                let split = body.iter().position(|l| l.trim() == "----").ok_or("query without ----")?;
+                let split = body
+                    .iter()
+                    .position(|l| l.trim() == "----")
+                    .ok_or("query without ----")?;
                 let sql = body[..split].join("\n");
-                let expected: Vec<String> = body[split + 1..].iter().map(|l| l.to_string()).collect();
+                let expected: Vec<String> =
+                    body[split + 1..].iter().map(|l| l.to_string()).collect();
                 match self.session().execute(&sql).pop() {
                     Some(Ok(StatementResult::Rows { rows, .. })) => {
                         let actual = render_rows(&rows);
@@ -115,7 +121,11 @@ impl Runner {
 
 fn run_script(path: &Path) -> Vec<String> {
     let text = fs::read_to_string(path).expect("readable script");
-    let mut runner = Runner { db: Database::in_memory(), sessions: BTreeMap::new(), current: "main".into() };
+    let mut runner = Runner {
+        db: Database::in_memory(),
+        sessions: BTreeMap::new(),
+        current: "main".into(),
+    };
     let lines: Vec<&str> = text.lines().collect();
     let mut failures = Vec::new();
     let mut i = 0;
@@ -132,7 +142,11 @@ fn run_script(path: &Path) -> Vec<String> {
         }
         let body: Vec<&str> = lines[start + 1..end].to_vec();
         if let Err(message) = runner.run_block(line, &body) {
-            failures.push(format!("{}:{}: {line}\n{message}", path.display(), start + 1));
+            failures.push(format!(
+                "{}:{}: {line}\n{message}",
+                path.display(),
+                start + 1
+            ));
         }
         i = end;
     }
@@ -150,5 +164,10 @@ fn sql_scripts() {
     paths.sort();
     assert!(!paths.is_empty(), "no scripts in {}", dir.display());
     let failures: Vec<String> = paths.iter().flat_map(|p| run_script(p)).collect();
-    assert!(failures.is_empty(), "{} failing steps:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing steps:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

@@ -38,12 +38,21 @@ impl Node {
                 .expect("regiondb exited before printing its address")
                 .expect("read stdout");
             if let Some(rest) = line.split(" -p ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().expect("port");
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .expect("port");
             }
         };
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Node { child, port, data_dir: data_dir.to_path_buf() }
+        Node {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     pub fn connect(&self) -> WireClient {
@@ -53,7 +62,10 @@ impl Node {
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(status.success());
         self.wait_exit(Duration::from_secs(30))
     }
@@ -70,7 +82,10 @@ impl Node {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "regiondb did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "regiondb did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -115,7 +130,9 @@ fn put_cstr(buf: &mut Vec<u8>, s: &str) {
 impl WireClient {
     pub fn connect(port: u16) -> WireClient {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         let mut client = WireClient { stream };
         let mut body = Vec::new();
         body.extend_from_slice(&196608u32.to_be_bytes());
@@ -134,10 +151,14 @@ impl WireClient {
 
     fn read_message(&mut self) -> (u8, Vec<u8>) {
         let mut header = [0u8; 5];
-        self.stream.read_exact(&mut header).expect("read message header");
+        self.stream
+            .read_exact(&mut header)
+            .expect("read message header");
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
         let mut body = vec![0u8; len - 4];
-        self.stream.read_exact(&mut body).expect("read message body");
+        self.stream
+            .read_exact(&mut body)
+            .expect("read message body");
         (header[0], body)
     }
 
@@ -170,7 +191,9 @@ impl WireClient {
                             row.push(None);
                         } else {
                             let len = len as usize;
-                            row.push(Some(String::from_utf8(body[at..at + len].to_vec()).unwrap()));
+                            row.push(Some(
+                                String::from_utf8(body[at..at + len].to_vec()).unwrap(),
+                            ));
                             at += len;
                         }
                     }
@@ -229,7 +252,12 @@ impl WireClient {
         self.ok(sql)
             .rows
             .iter()
-            .map(|r| r.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect::<Vec<_>>().join(","))
+            .map(|r| {
+                r.iter()
+                    .map(|v| v.clone().unwrap_or_else(|| "NULL".into()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .collect()
     }
 }

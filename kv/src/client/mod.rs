@@ -6,6 +6,8 @@
 //! two-phase commit on `commit`. Today the store is in the same process (single node); routing
 //! to region leaders over gRPC replaces the direct calls when regions are replicated.
 
+#[cfg(test)]
+mod tests;
 mod transaction;
 mod txn_client;
 

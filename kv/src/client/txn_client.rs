@@ -29,7 +29,10 @@ pub struct TxnOptions {
 
 impl Default for TxnOptions {
     fn default() -> Self {
-        Self { lock_ttl: Duration::from_secs(3), max_lock_wait: Duration::from_secs(10) }
+        Self {
+            lock_ttl: Duration::from_secs(3),
+            max_lock_wait: Duration::from_secs(10),
+        }
     }
 }
 
@@ -46,13 +49,21 @@ pub struct TxnClient<E: Engine> {
 
 impl<E: Engine> Clone for TxnClient<E> {
     fn clone(&self) -> Self {
-        Self { shared: Arc::clone(&self.shared) }
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
 impl<E: Engine> TxnClient<E> {
     pub fn new(store: Arc<TxnStore<E>>, tso: Arc<TimestampOracle>, options: TxnOptions) -> Self {
-        Self { shared: Arc::new(Shared { store, tso, options }) }
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                tso,
+                options,
+            }),
+        }
     }
 
     pub fn begin_txn(&self) -> KvResult<KvTransaction<E>> {
@@ -96,7 +107,10 @@ impl<E: Engine> Shared<E> {
         let mut backoff = Duration::from_millis(1);
         loop {
             let now = self.tso.get_timestamp()?;
-            match self.store.check_txn_status(&lock.primary, lock.start_ts, now)? {
+            match self
+                .store
+                .check_txn_status(&lock.primary, lock.start_ts, now)?
+            {
                 TxnStatus::Committed { commit_ts } => {
                     return match self.store.commit(&[key.to_vec()], lock.start_ts, commit_ts) {
                         // Someone else resolved the lock meanwhile: fine either way.
@@ -122,10 +136,7 @@ impl<E: Engine> Shared<E> {
     }
 
     /// Runs `read` until it returns a value, resolving the locks it reports.
-    fn read_resolving<T>(
-        &self,
-        mut read: impl FnMut() -> KvResult<ReadOutcome<T>>,
-    ) -> KvResult<T> {
+    fn read_resolving<T>(&self, mut read: impl FnMut() -> KvResult<ReadOutcome<T>>) -> KvResult<T> {
         let since = Instant::now();
         loop {
             match read()? {
@@ -151,7 +162,10 @@ impl<E: Engine> KvTransaction<E> {
         self.buffer
             .iter()
             .map(|(key, op)| match op {
-                Buffered::Put(value) => Mutation::Put { key: key.clone(), value: value.clone() },
+                Buffered::Put(value) => Mutation::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
                 Buffered::Delete => Mutation::Delete { key: key.clone() },
                 Buffered::Lock => Mutation::Lock { key: key.clone() },
             })
@@ -162,7 +176,9 @@ impl<E: Engine> KvTransaction<E> {
     /// expiry is measured from start_ts) plus the configured TTL.
     fn lock_ttl_ms(&self) -> KvResult<u64> {
         let now = self.shared.tso.get_timestamp()?;
-        let elapsed = now.physical_ms().saturating_sub(self.start_ts.physical_ms());
+        let elapsed = now
+            .physical_ms()
+            .saturating_sub(self.start_ts.physical_ms());
         Ok(elapsed + self.shared.options.lock_ttl.as_millis() as u64)
     }
 
@@ -170,7 +186,11 @@ impl<E: Engine> KvTransaction<E> {
         let since = Instant::now();
         loop {
             let ttl = self.lock_ttl_ms()?;
-            match self.shared.store.prewrite(mutations, primary, self.start_ts, ttl) {
+            match self
+                .shared
+                .store
+                .prewrite(mutations, primary, self.start_ts, ttl)
+            {
                 Ok(()) => return Ok(()),
                 Err(PrewriteError::Failed(e)) => return Err(e),
                 Err(PrewriteError::Locked { key, lock }) => {
@@ -196,12 +216,20 @@ impl<E: Engine> KvTransaction<E> {
                 return Err(e.into());
             }
         };
-        if let Err(e) = self.shared.store.commit(&keys[..1], self.start_ts, commit_ts) {
+        if let Err(e) = self
+            .shared
+            .store
+            .commit(&keys[..1], self.start_ts, commit_ts)
+        {
             self.rollback_keys(&keys);
             return Err(e);
         }
         // Committed. Secondaries left locked here are rolled forward by readers.
-        if let Err(e) = self.shared.store.commit(&keys[1..], self.start_ts, commit_ts) {
+        if let Err(e) = self
+            .shared
+            .store
+            .commit(&keys[1..], self.start_ts, commit_ts)
+        {
             warn!(start_ts = %self.start_ts, error = %e, "committing secondary keys failed; readers will resolve them");
         }
         Ok(())
@@ -230,10 +258,15 @@ impl<E: Engine> Transaction for KvTransaction<E> {
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvResult<Vec<KvPair>> {
         self.check_open()?;
         let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
-        let buffered: Vec<(&Vec<u8>, &Buffered)> =
-            self.buffer.range((Bound::Included(start.to_vec()), upper)).collect();
+        let buffered: Vec<(&Vec<u8>, &Buffered)> = self
+            .buffer
+            .range((Bound::Included(start.to_vec()), upper))
+            .collect();
         // Buffered deletes can hide at most this many committed rows.
-        let deletes = buffered.iter().filter(|(_, op)| matches!(op, Buffered::Delete)).count();
+        let deletes = buffered
+            .iter()
+            .filter(|(_, op)| matches!(op, Buffered::Delete))
+            .count();
         let (store, ts) = (&self.shared.store, self.start_ts);
         let committed = self
             .shared

@@ -84,7 +84,10 @@ pub fn encode_u64(out: &mut Vec<u8>, v: u64) {
 
 pub fn decode_u64(input: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
     if input.len() < 8 {
-        return Err(DecodeError(format!("need 8 bytes for an integer, have {}", input.len())));
+        return Err(DecodeError(format!(
+            "need 8 bytes for an integer, have {}",
+            input.len()
+        )));
     }
     let (head, rest) = input.split_at(8);
     let mut bytes = [0u8; 8];

@@ -14,7 +14,10 @@ pub fn encode_user_key(key: &[u8]) -> Vec<u8> {
 pub fn decode_user_key(encoded: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let (key, rest) = memcomparable::decode_bytes(encoded)?;
     if !rest.is_empty() {
-        return Err(DecodeError(format!("{} trailing bytes after user key", rest.len())));
+        return Err(DecodeError(format!(
+            "{} trailing bytes after user key",
+            rest.len()
+        )));
     }
     Ok(key)
 }

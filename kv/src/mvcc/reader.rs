@@ -14,7 +14,10 @@ pub enum ReadOutcome<T> {
     Value(T),
     /// A lock (with the user key it protects) that may hide a version visible at the read
     /// timestamp: resolve it and read again.
-    Locked { key: Vec<u8>, lock: Lock },
+    Locked {
+        key: Vec<u8>,
+        lock: Lock,
+    },
 }
 
 pub struct MvccReader<'a, S: Snapshot> {
@@ -93,7 +96,10 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
         if let Some(lock) = self.load_lock(key)?
             && blocks_read(&lock, ts)
         {
-            return Ok(ReadOutcome::Locked { key: key.to_vec(), lock });
+            return Ok(ReadOutcome::Locked {
+                key: key.to_vec(),
+                lock,
+            });
         }
         let prefix = encode_user_key(key);
         let start = encode_versioned(key, ts);
@@ -121,7 +127,10 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
     ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
         let encoded_start = encode_user_key(start);
         let encoded_end = end.map(encode_user_key);
-        for item in self.snapshot.scan(Cf::Lock, &encoded_start, encoded_end.as_deref()) {
+        for item in self
+            .snapshot
+            .scan(Cf::Lock, &encoded_start, encoded_end.as_deref())
+        {
             let (encoded_key, value) = item?;
             let lock = Lock::decode(&value)?;
             if blocks_read(&lock, ts) {
@@ -132,7 +141,10 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
         let mut out = Vec::new();
         // The encoded user key whose visible version has been decided already.
         let mut decided: Option<Vec<u8>> = None;
-        for item in self.snapshot.scan(Cf::Write, &encoded_start, encoded_end.as_deref()) {
+        for item in self
+            .snapshot
+            .scan(Cf::Write, &encoded_start, encoded_end.as_deref())
+        {
             if out.len() >= limit {
                 break;
             }

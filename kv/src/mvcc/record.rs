@@ -62,7 +62,9 @@ impl Lock {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Lock, DecodeError> {
-        let (&tag, rest) = bytes.split_first().ok_or_else(|| malformed("lock", bytes))?;
+        let (&tag, rest) = bytes
+            .split_first()
+            .ok_or_else(|| malformed("lock", bytes))?;
         let kind = match tag {
             b'P' => LockKind::Put,
             b'D' => LockKind::Delete,
@@ -71,7 +73,12 @@ impl Lock {
         };
         let (start_ts, rest) = memcomparable::decode_u64(rest)?;
         let (ttl_ms, primary) = memcomparable::decode_u64(rest)?;
-        Ok(Lock { kind, primary: primary.to_vec(), start_ts: Timestamp(start_ts), ttl_ms })
+        Ok(Lock {
+            kind,
+            primary: primary.to_vec(),
+            start_ts: Timestamp(start_ts),
+            ttl_ms,
+        })
     }
 
     /// Whether the lock's TTL has run out as seen at `now`.
@@ -94,7 +101,9 @@ impl Write {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Write, DecodeError> {
-        let (&tag, rest) = bytes.split_first().ok_or_else(|| malformed("write", bytes))?;
+        let (&tag, rest) = bytes
+            .split_first()
+            .ok_or_else(|| malformed("write", bytes))?;
         let kind = match tag {
             b'P' => WriteKind::Put,
             b'D' => WriteKind::Delete,
@@ -106,7 +115,10 @@ impl Write {
         if !rest.is_empty() {
             return Err(malformed("write", bytes));
         }
-        Ok(Write { kind, start_ts: Timestamp(start_ts) })
+        Ok(Write {
+            kind,
+            start_ts: Timestamp(start_ts),
+        })
     }
 }
 
@@ -117,11 +129,24 @@ mod tests {
     #[test]
     fn records_round_trip() {
         for kind in [LockKind::Put, LockKind::Delete, LockKind::Lock] {
-            let lock = Lock { kind, primary: b"p\0k".to_vec(), start_ts: Timestamp(77), ttl_ms: 3000 };
+            let lock = Lock {
+                kind,
+                primary: b"p\0k".to_vec(),
+                start_ts: Timestamp(77),
+                ttl_ms: 3000,
+            };
             assert_eq!(Lock::decode(&lock.encode()).unwrap(), lock);
         }
-        for kind in [WriteKind::Put, WriteKind::Delete, WriteKind::Rollback, WriteKind::Lock] {
-            let write = Write { kind, start_ts: Timestamp(u64::MAX - 3) };
+        for kind in [
+            WriteKind::Put,
+            WriteKind::Delete,
+            WriteKind::Rollback,
+            WriteKind::Lock,
+        ] {
+            let write = Write {
+                kind,
+                start_ts: Timestamp(u64::MAX - 3),
+            };
             assert_eq!(Write::decode(&write.encode()).unwrap(), write);
         }
         assert!(Lock::decode(b"").is_err());
@@ -132,7 +157,12 @@ mod tests {
     #[test]
     fn lock_expiry_uses_physical_time() {
         let start = Timestamp::compose(1_000, 3);
-        let lock = Lock { kind: LockKind::Put, primary: vec![], start_ts: start, ttl_ms: 100 };
+        let lock = Lock {
+            kind: LockKind::Put,
+            primary: vec![],
+            start_ts: start,
+            ttl_ms: 100,
+        };
         assert!(!lock.is_expired(Timestamp::compose(1_099, 0)));
         assert!(lock.is_expired(Timestamp::compose(1_100, 0)));
     }

@@ -30,7 +30,9 @@ impl Engine for MemoryEngine {
 
     fn snapshot(&self) -> MemorySnapshot {
         let families = self.families.read().unwrap_or_else(|e| e.into_inner());
-        MemorySnapshot { families: Arc::clone(&families) }
+        MemorySnapshot {
+            families: Arc::clone(&families),
+        }
     }
 
     fn write(&self, batch: WriteBatch) -> StorageResult<()> {

@@ -84,8 +84,15 @@ pub type StorageResult<T> = Result<T, StorageError>;
 /// One change in a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Modify {
-    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: Cf, key: Vec<u8> },
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: Cf,
+        key: Vec<u8>,
+    },
 }
 
 /// Changes applied atomically, in order, by [`Engine::write`].

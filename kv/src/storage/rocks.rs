@@ -51,7 +51,10 @@ impl Engine for RocksEngine {
     type Snapshot<'a> = RocksSnapshot<'a>;
 
     fn snapshot(&self) -> RocksSnapshot<'_> {
-        RocksSnapshot { engine: self, inner: self.db.snapshot() }
+        RocksSnapshot {
+            engine: self,
+            inner: self.db.snapshot(),
+        }
     }
 
     fn write(&self, batch: WriteBatch) -> StorageResult<()> {

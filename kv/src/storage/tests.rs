@@ -9,7 +9,10 @@ fn put(engine: &impl Engine, cf: Cf, key: &[u8], value: &[u8]) {
 }
 
 fn scan_all(snapshot: &impl Snapshot, cf: Cf, start: &[u8], end: Option<&[u8]>) -> Vec<KvPair> {
-    snapshot.scan(cf, start, end).collect::<StorageResult<_>>().unwrap()
+    snapshot
+        .scan(cf, start, end)
+        .collect::<StorageResult<_>>()
+        .unwrap()
 }
 
 fn pair(k: &[u8], v: &[u8]) -> KvPair {
@@ -102,8 +105,14 @@ fn snapshots_are_isolated(engine: &impl Engine) {
     batch.put(Cf::Default, b"s3".to_vec(), b"new".to_vec());
     engine.write(batch).unwrap();
 
-    assert_eq!(snapshot.get(Cf::Default, b"s1").unwrap(), Some(b"old".to_vec()));
-    assert_eq!(snapshot.get(Cf::Default, b"s2").unwrap(), Some(b"old".to_vec()));
+    assert_eq!(
+        snapshot.get(Cf::Default, b"s1").unwrap(),
+        Some(b"old".to_vec())
+    );
+    assert_eq!(
+        snapshot.get(Cf::Default, b"s2").unwrap(),
+        Some(b"old".to_vec())
+    );
     assert_eq!(snapshot.get(Cf::Default, b"s3").unwrap(), None);
     assert_eq!(
         scan_all(&snapshot, Cf::Default, b"s", Some(b"t")),
@@ -116,7 +125,7 @@ fn snapshots_are_isolated(engine: &impl Engine) {
     );
 }
 
-fn concurrent_writers(engine: &(impl Engine + Sync)) {
+fn concurrent_writers(engine: &impl Engine) {
     std::thread::scope(|scope| {
         for t in 0..4u8 {
             scope.spawn(move || {
@@ -167,6 +176,12 @@ fn rocksdb_data_survives_reopen() {
         put(&engine, Cf::Raft, b"applied", b"7");
     }
     let engine = RocksEngine::open(dir.path()).unwrap();
-    assert_eq!(engine.get(Cf::Write, b"durable").unwrap(), Some(b"yes".to_vec()));
-    assert_eq!(engine.get(Cf::Raft, b"applied").unwrap(), Some(b"7".to_vec()));
+    assert_eq!(
+        engine.get(Cf::Write, b"durable").unwrap(),
+        Some(b"yes".to_vec())
+    );
+    assert_eq!(
+        engine.get(Cf::Raft, b"applied").unwrap(),
+        Some(b"7".to_vec())
+    );
 }

@@ -12,10 +12,17 @@ use crate::storage::{Cf, Snapshot, WriteBatch};
 /// One buffered change of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mutation {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
     /// Lock the key without changing it (`SELECT … FOR UPDATE`).
-    Lock { key: Vec<u8> },
+    Lock {
+        key: Vec<u8>,
+    },
 }
 
 impl Mutation {
@@ -31,7 +38,10 @@ impl Mutation {
 #[derive(Debug)]
 pub enum PrewriteError {
     /// Another transaction holds a lock on the key.
-    Locked { key: Vec<u8>, lock: Lock },
+    Locked {
+        key: Vec<u8>,
+        lock: Lock,
+    },
     Failed(KvError),
 }
 
@@ -61,7 +71,10 @@ pub fn prewrite(
             if lock.start_ts == start_ts {
                 continue; // Our own lock: the prewrite already happened (retry).
             }
-            return Err(PrewriteError::Locked { key: key.to_vec(), lock });
+            return Err(PrewriteError::Locked {
+                key: key.to_vec(),
+                lock,
+            });
         }
         // Any record at or after start_ts is a conflict, including our own rollback record
         // (stored at start_ts) and our own commit record (the prewrite is stale).
@@ -86,7 +99,12 @@ pub fn prewrite(
             Mutation::Delete { .. } => LockKind::Delete,
             Mutation::Lock { .. } => LockKind::Lock,
         };
-        let lock = Lock { kind, primary: primary.to_vec(), start_ts, ttl_ms };
+        let lock = Lock {
+            kind,
+            primary: primary.to_vec(),
+            start_ts,
+            ttl_ms,
+        };
         batch.put(Cf::Lock, encode_user_key(key), lock.encode());
     }
     Ok(batch)
@@ -160,7 +178,10 @@ pub fn rollback(
                 batch.delete(Cf::Default, encode_versioned(key, start_ts));
             }
         }
-        let record = Write { kind: WriteKind::Rollback, start_ts };
+        let record = Write {
+            kind: WriteKind::Rollback,
+            start_ts,
+        };
         write_record(&mut batch, key, start_ts, record);
     }
     Ok(batch)
@@ -169,10 +190,14 @@ pub fn rollback(
 /// The fate of a transaction, as told by its primary key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnStatus {
-    Committed { commit_ts: Timestamp },
+    Committed {
+        commit_ts: Timestamp,
+    },
     RolledBack,
     /// The primary lock is still there and its TTL has not run out.
-    Alive { ttl_ms: u64 },
+    Alive {
+        ttl_ms: u64,
+    },
 }
 
 /// Decides the fate of the transaction `lock_ts` from its primary key. If the primary lock has
@@ -189,7 +214,12 @@ pub fn check_txn_status(
         && lock.start_ts == lock_ts
     {
         if !lock.is_expired(current_ts) {
-            return Ok((TxnStatus::Alive { ttl_ms: lock.ttl_ms }, WriteBatch::new()));
+            return Ok((
+                TxnStatus::Alive {
+                    ttl_ms: lock.ttl_ms,
+                },
+                WriteBatch::new(),
+            ));
         }
         let batch = rollback(snapshot, &[primary.to_vec()], lock_ts)?;
         return Ok((TxnStatus::RolledBack, batch));

@@ -25,7 +25,10 @@ pub struct LatchGuard<'a> {
 
 impl Default for Latches {
     fn default() -> Self {
-        Self { busy: Mutex::new(vec![false; SLOTS]), released: Condvar::new() }
+        Self {
+            busy: Mutex::new(vec![false; SLOTS]),
+            released: Condvar::new(),
+        }
     }
 }
 
@@ -49,7 +52,10 @@ impl Latches {
         for &s in &slots {
             busy[s] = true;
         }
-        LatchGuard { latches: self, slots }
+        LatchGuard {
+            latches: self,
+            slots,
+        }
     }
 }
 

@@ -31,6 +31,8 @@
 pub mod actions;
 pub mod latches;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 pub use actions::{Mutation, TxnStatus};
 pub use store::TxnStore;

@@ -9,8 +9,8 @@ use scheduler::Timestamp;
 use super::actions::{self, Mutation, PrewriteError, TxnStatus};
 use super::latches::Latches;
 use crate::error::KvResult;
-use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::MvccReader;
+use crate::mvcc::reader::ReadOutcome;
 use crate::storage::{Engine, KvPair, WriteBatch};
 
 pub struct TxnStore<E: Engine> {
@@ -20,7 +20,10 @@ pub struct TxnStore<E: Engine> {
 
 impl<E: Engine> TxnStore<E> {
     pub fn new(engine: Arc<E>) -> Self {
-        Self { engine, latches: Latches::default() }
+        Self {
+            engine,
+            latches: Latches::default(),
+        }
     }
 
     pub fn engine(&self) -> &Arc<E> {

@@ -16,15 +16,26 @@ fn primary_key_columns(columns: &[ast::IndexColumn]) -> SqlResult<Vec<String>> {
         .iter()
         .map(|c| match &c.column.expr {
             ast::Expr::Identifier(ident) if c.operator_class.is_none() => Ok(ident_name(ident)),
-            other => Err(SqlError::unsupported(format!("primary key on expression {other}"))),
+            other => Err(SqlError::unsupported(format!(
+                "primary key on expression {other}"
+            ))),
         })
         .collect()
 }
 
-pub fn create_table(txn: &mut dyn Transaction, create: &ast::CreateTable) -> SqlResult<StatementResult> {
-    if create.or_replace || create.temporary || create.external || create.query.is_some()
-        || create.like.is_some() || create.clone.is_some() || create.inherits.is_some()
-        || create.partition_by.is_some() || create.partition_of.is_some()
+pub fn create_table(
+    txn: &mut dyn Transaction,
+    create: &ast::CreateTable,
+) -> SqlResult<StatementResult> {
+    if create.or_replace
+        || create.temporary
+        || create.external
+        || create.query.is_some()
+        || create.like.is_some()
+        || create.clone.is_some()
+        || create.inherits.is_some()
+        || create.partition_by.is_some()
+        || create.partition_of.is_some()
     {
         return Err(SqlError::unsupported(
             "this form of CREATE TABLE (only column definitions and PRIMARY KEY)",
@@ -58,7 +69,12 @@ pub fn create_table(txn: &mut dyn Transaction, create: &ast::CreateTable) -> Sql
             ));
         }
         let ty = bind_type(&def.data_type)?;
-        let mut column = Column { name: column_name.clone(), ty, nullable: true, default: Value::Null };
+        let mut column = Column {
+            name: column_name.clone(),
+            ty,
+            nullable: true,
+            default: Value::Null,
+        };
         for option in &def.options {
             match &option.option {
                 ast::ColumnOption::Null => column.nullable = true,
@@ -78,7 +94,9 @@ pub fn create_table(txn: &mut dyn Transaction, create: &ast::CreateTable) -> Sql
     }
     for constraint in &create.constraints {
         match constraint {
-            ast::TableConstraint::PrimaryKey(pk) => set_primary_key(primary_key_columns(&pk.columns)?)?,
+            ast::TableConstraint::PrimaryKey(pk) => {
+                set_primary_key(primary_key_columns(&pk.columns)?)?
+            }
             other => return Err(SqlError::unsupported(format!("table constraint {other}"))),
         }
     }
@@ -87,9 +105,7 @@ pub fn create_table(txn: &mut dyn Transaction, create: &ast::CreateTable) -> Sql
         let index = columns
             .iter()
             .position(|c| c.name == key_column)
-            .ok_or_else(|| {
-                SqlError::undefined_column(&key_column)
-            })?;
+            .ok_or_else(|| SqlError::undefined_column(&key_column))?;
         if key_indexes.contains(&index) {
             return Err(SqlError::new(
                 sqlstate::DUPLICATE_COLUMN,
@@ -99,7 +115,12 @@ pub fn create_table(txn: &mut dyn Transaction, create: &ast::CreateTable) -> Sql
         columns[index].nullable = false;
         key_indexes.push(index);
     }
-    let table = Table { id: 0, name, columns, primary_key: key_indexes };
+    let table = Table {
+        id: 0,
+        name,
+        columns,
+        primary_key: key_indexes,
+    };
     catalog::create_table(txn, table)?;
     Ok(StatementResult::command("CREATE TABLE"))
 }

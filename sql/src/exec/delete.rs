@@ -12,7 +12,11 @@ use crate::expr::{Scope, bind};
 
 pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<StatementResult> {
     refuse_returning(&delete.returning)?;
-    if delete.using.is_some() || delete.limit.is_some() || !delete.order_by.is_empty() || !delete.tables.is_empty() {
+    if delete.using.is_some()
+        || delete.limit.is_some()
+        || !delete.order_by.is_empty()
+        || !delete.tables.is_empty()
+    {
         return Err(SqlError::unsupported("this form of DELETE"));
     }
     let from = match &delete.from {

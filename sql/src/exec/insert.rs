@@ -30,11 +30,19 @@ pub fn check_not_null(table: &Table, values: &[Value]) -> SqlResult<()> {
 
 /// The error for a second row with the same primary key.
 pub fn duplicate_key(table: &Table, values: &[Value]) -> SqlError {
-    let names: Vec<&str> = table.primary_key.iter().map(|&i| table.columns[i].name.as_str()).collect();
+    let names: Vec<&str> = table
+        .primary_key
+        .iter()
+        .map(|&i| table.columns[i].name.as_str())
+        .collect();
     let shown: Vec<String> = table
         .primary_key
         .iter()
-        .map(|&i| values[i].to_pg_text(table.columns[i].ty).unwrap_or_else(|| "null".into()))
+        .map(|&i| {
+            values[i]
+                .to_pg_text(table.columns[i].ty)
+                .unwrap_or_else(|| "null".into())
+        })
         .collect();
     SqlError::new(
         sqlstate::UNIQUE_VIOLATION,
@@ -78,7 +86,10 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
             let index = table.column_index(&name).ok_or_else(|| {
                 SqlError::new(
                     sqlstate::UNDEFINED_COLUMN,
-                    format!("column \"{name}\" of relation \"{}\" does not exist", table.name),
+                    format!(
+                        "column \"{name}\" of relation \"{}\" does not exist",
+                        table.name
+                    ),
                 )
             })?;
             if targets.contains(&index) {
@@ -124,7 +135,8 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
                 continue;
             }
             let column = &table.columns[index];
-            let bound = bind(expr, &Scope::empty())?.coerce_for_assignment(column.ty, &column.name)?;
+            let bound =
+                bind(expr, &Scope::empty())?.coerce_for_assignment(column.ty, &column.name)?;
             record[index] = bound.eval(&[])?;
         }
         check_not_null(&table, &record)?;

@@ -30,7 +30,11 @@ pub struct ColumnInfo {
 
 impl ColumnInfo {
     pub fn new(name: impl Into<String>, ty: SqlType) -> Self {
-        Self { name: name.into(), type_oid: ty.oid(), type_size: ty.size() }
+        Self {
+            name: name.into(),
+            type_oid: ty.oid(),
+            type_size: ty.size(),
+        }
     }
 }
 
@@ -38,7 +42,11 @@ impl ColumnInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StatementResult {
     /// A result set; values in PostgreSQL text format, `None` for NULL.
-    Rows { columns: Vec<ColumnInfo>, rows: Vec<Vec<Option<String>>>, tag: String },
+    Rows {
+        columns: Vec<ColumnInfo>,
+        rows: Vec<Vec<Option<String>>>,
+        tag: String,
+    },
     /// A command without a result set.
     Command { tag: String },
 }
@@ -56,23 +64,38 @@ impl StatementResult {
 }
 
 /// Executes a data or schema statement (not transaction control) in `txn`.
-pub fn execute(txn: &mut dyn Transaction, statement: &ast::Statement) -> SqlResult<StatementResult> {
+pub fn execute(
+    txn: &mut dyn Transaction,
+    statement: &ast::Statement,
+) -> SqlResult<StatementResult> {
     match statement {
         ast::Statement::CreateTable(create) => ddl::create_table(txn, create),
-        ast::Statement::Drop { object_type, if_exists, names, cascade, .. } => {
-            ddl::drop(txn, *object_type, *if_exists, names, *cascade)
-        }
+        ast::Statement::Drop {
+            object_type,
+            if_exists,
+            names,
+            cascade,
+            ..
+        } => ddl::drop(txn, *object_type, *if_exists, names, *cascade),
         ast::Statement::Insert(insert) => insert::execute(txn, insert),
         ast::Statement::Query(query) => select::execute(txn, query),
         ast::Statement::Update(update) => update::execute(txn, update),
         ast::Statement::Delete(delete) => delete::execute(txn, delete),
-        other => Err(SqlError::unsupported(format!("statement \"{}\"", first_words(other)))),
+        other => Err(SqlError::unsupported(format!(
+            "statement \"{}\"",
+            first_words(other)
+        ))),
     }
 }
 
 /// The statement's leading keywords, for error messages.
 pub fn first_words(statement: &ast::Statement) -> String {
-    statement.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    statement
+        .to_string()
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A table name: `name` or `public.name`.
@@ -92,7 +115,10 @@ pub fn table_name(name: &ast::ObjectName) -> SqlResult<String> {
             "3F000",
             format!("schema \"{schema}\" does not exist (RegionDB has only \"public\")"),
         )),
-        _ => Err(SqlError::new(sqlstate::SYNTAX_ERROR, format!("improper qualified name: {name}"))),
+        _ => Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            format!("improper qualified name: {name}"),
+        )),
     }
 }
 
@@ -102,13 +128,21 @@ pub fn single_table(from: &ast::TableWithJoins) -> SqlResult<(String, Option<Str
         return Err(SqlError::unsupported("JOIN"));
     }
     match &from.relation {
-        ast::TableFactor::Table { name, alias, args: None, .. } => {
+        ast::TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => {
             if let Some(alias) = alias
                 && !alias.columns.is_empty()
             {
                 return Err(SqlError::unsupported("column aliases in FROM"));
             }
-            Ok((table_name(name)?, alias.as_ref().map(|a| ident_name(&a.name))))
+            Ok((
+                table_name(name)?,
+                alias.as_ref().map(|a| ident_name(&a.name)),
+            ))
         }
         other => Err(SqlError::unsupported(format!("FROM item {other}"))),
     }

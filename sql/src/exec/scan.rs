@@ -30,7 +30,15 @@ pub struct StoredRow {
 
 /// `column op constant`, normalised so the column is on the left.
 fn key_constraint(expr: &Expr) -> Option<(usize, CmpOp, &Value)> {
-    let Expr::Compare { op, left, right, blank_padded: false } = expr else { return None };
+    let Expr::Compare {
+        op,
+        left,
+        right,
+        blank_padded: false,
+    } = expr
+    else {
+        return None;
+    };
     match (left.as_ref(), right.as_ref()) {
         (Expr::Column(c), Expr::Const(v)) => Some((*c, *op, v)),
         (Expr::Const(v), Expr::Column(c)) => Some((*c, op.flip(), v)),
@@ -52,7 +60,12 @@ fn encodes_like(ty: SqlType, value: &Value) -> bool {
 
 pub fn plan_access(table: &Table, filter: Option<&Expr>) -> Access {
     let constraints: Vec<(usize, CmpOp, &Value)> = filter
-        .map(|f| f.conjuncts().into_iter().filter_map(key_constraint).collect())
+        .map(|f| {
+            f.conjuncts()
+                .into_iter()
+                .filter_map(key_constraint)
+                .collect()
+        })
         .unwrap_or_default();
     let usable = |column: usize, ops: &[CmpOp]| {
         constraints.iter().find(|(c, op, v)| {
@@ -75,7 +88,11 @@ pub fn plan_access(table: &Table, filter: Option<&Expr>) -> Access {
         return Access::Point(prefix);
     }
     let range_end = |prefix: &[u8]| {
-        if fixed == 0 { row_prefix_end(table.id) } else { prefix_end(prefix).unwrap_or_default() }
+        if fixed == 0 {
+            row_prefix_end(table.id)
+        } else {
+            prefix_end(prefix).unwrap_or_default()
+        }
     };
     let (mut start, mut end) = (prefix.clone(), range_end(&prefix));
     if let Some(&column) = table.primary_key.get(fixed) {
@@ -99,7 +116,11 @@ pub fn plan_access(table: &Table, filter: Option<&Expr>) -> Access {
 }
 
 /// Reads the rows of `table` on the access path (not yet filtered).
-pub fn read_rows(txn: &mut dyn Transaction, table: &Table, access: &Access) -> SqlResult<Vec<StoredRow>> {
+pub fn read_rows(
+    txn: &mut dyn Transaction,
+    table: &Table,
+    access: &Access,
+) -> SqlResult<Vec<StoredRow>> {
     let width = table.columns.len();
     let pairs = match access {
         Access::Point(key) => match txn.get(key)? {
@@ -111,7 +132,12 @@ pub fn read_rows(txn: &mut dyn Transaction, table: &Table, access: &Access) -> S
     };
     pairs
         .into_iter()
-        .map(|(key, value)| Ok(StoredRow { key, values: decode_row(&value, width)? }))
+        .map(|(key, value)| {
+            Ok(StoredRow {
+                key,
+                values: decode_row(&value, width)?,
+            })
+        })
         .collect()
 }
 
@@ -160,7 +186,11 @@ mod tests {
         Table {
             id: 100,
             name: "t".into(),
-            columns: vec![column("a", SqlType::Int), column("b", SqlType::Text), column("c", SqlType::Int)],
+            columns: vec![
+                column("a", SqlType::Int),
+                column("b", SqlType::Text),
+                column("c", SqlType::Int),
+            ],
             primary_key: vec![0, 1],
         }
     }
@@ -181,7 +211,10 @@ mod tests {
     #[test]
     fn full_key_equality_is_a_point_get() {
         let t = table();
-        let filter = and(cmp(CmpOp::Eq, 1, Value::Text("x".into())), cmp(CmpOp::Eq, 0, Value::Int(5)));
+        let filter = and(
+            cmp(CmpOp::Eq, 1, Value::Text("x".into())),
+            cmp(CmpOp::Eq, 0, Value::Int(5)),
+        );
         assert_eq!(
             plan_access(&t, Some(&filter)),
             Access::Point(row_key(100, [&Value::Int(5), &Value::Text("x".into())]))
@@ -191,8 +224,13 @@ mod tests {
     #[test]
     fn prefix_and_bounds_make_a_range() {
         let t = table();
-        let filter = and(cmp(CmpOp::Gt, 0, Value::Int(5)), cmp(CmpOp::LtEq, 0, Value::Int(9)));
-        let Access::Range { start, end } = plan_access(&t, Some(&filter)) else { panic!() };
+        let filter = and(
+            cmp(CmpOp::Gt, 0, Value::Int(5)),
+            cmp(CmpOp::LtEq, 0, Value::Int(9)),
+        );
+        let Access::Range { start, end } = plan_access(&t, Some(&filter)) else {
+            panic!()
+        };
         let key = |a: i64, b: &str| row_key(100, [&Value::Int(a), &Value::Text(b.into())]);
         assert!(start > key(5, "\u{10ffff}"));
         assert!(start <= key(6, ""));
@@ -203,11 +241,23 @@ mod tests {
     #[test]
     fn unusable_conditions_scan_the_whole_table() {
         let t = table();
-        let full = Access::Range { start: row_prefix(100), end: row_prefix_end(100) };
+        let full = Access::Range {
+            start: row_prefix(100),
+            end: row_prefix_end(100),
+        };
         // A non-key column, a float constant against an integer key, and OR.
-        assert_eq!(plan_access(&t, Some(&cmp(CmpOp::Eq, 2, Value::Int(1)))), full);
-        assert_eq!(plan_access(&t, Some(&cmp(CmpOp::Eq, 0, Value::Float(1.5)))), full);
-        let or = Expr::Or(Box::new(cmp(CmpOp::Eq, 0, Value::Int(1))), Box::new(cmp(CmpOp::Eq, 0, Value::Int(2))));
+        assert_eq!(
+            plan_access(&t, Some(&cmp(CmpOp::Eq, 2, Value::Int(1)))),
+            full
+        );
+        assert_eq!(
+            plan_access(&t, Some(&cmp(CmpOp::Eq, 0, Value::Float(1.5)))),
+            full
+        );
+        let or = Expr::Or(
+            Box::new(cmp(CmpOp::Eq, 0, Value::Int(1))),
+            Box::new(cmp(CmpOp::Eq, 0, Value::Int(2))),
+        );
         assert_eq!(plan_access(&t, Some(&or)), full);
         assert_eq!(plan_access(&t, None), full);
     }

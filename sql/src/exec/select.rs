@@ -31,20 +31,32 @@ fn output_name(expr: &ast::Expr) -> String {
         ast::Expr::Identifier(ident) => ident_name(ident),
         ast::Expr::CompoundIdentifier(parts) => parts.last().map(ident_name).unwrap_or_default(),
         ast::Expr::Nested(inner) => output_name(inner),
-        ast::Expr::Cast { expr, .. } if matches!(**expr, ast::Expr::Identifier(_)) => output_name(expr),
+        ast::Expr::Cast { expr, .. } if matches!(**expr, ast::Expr::Identifier(_)) => {
+            output_name(expr)
+        }
         _ => "?column?".into(),
     }
 }
 
 fn output(typed: Typed, name: String) -> Output {
-    Output { ty: typed.resolved_type(), expr: typed.expr, name }
+    Output {
+        ty: typed.resolved_type(),
+        expr: typed.expr,
+        name,
+    }
 }
 
-fn bind_projection(items: &[ast::SelectItem], scope: &Scope, table: Option<&Table>) -> SqlResult<Vec<Output>> {
+fn bind_projection(
+    items: &[ast::SelectItem],
+    scope: &Scope,
+    table: Option<&Table>,
+) -> SqlResult<Vec<Output>> {
     let mut outputs = Vec::new();
     for item in items {
         match item {
-            ast::SelectItem::UnnamedExpr(expr) => outputs.push(output(bind(expr, scope)?, output_name(expr))),
+            ast::SelectItem::UnnamedExpr(expr) => {
+                outputs.push(output(bind(expr, scope)?, output_name(expr)))
+            }
             ast::SelectItem::ExprWithAlias { expr, alias } => {
                 outputs.push(output(bind(expr, scope)?, ident_name(alias)))
             }
@@ -63,7 +75,11 @@ fn bind_projection(items: &[ast::SelectItem], scope: &Scope, table: Option<&Tabl
                     ));
                 };
                 for (i, column) in table.columns.iter().enumerate() {
-                    outputs.push(Output { expr: Expr::Column(i), name: column.name.clone(), ty: column.ty });
+                    outputs.push(Output {
+                        expr: Expr::Column(i),
+                        name: column.name.clone(),
+                        ty: column.ty,
+                    });
                 }
             }
             other => return Err(SqlError::unsupported(format!("select item {other}"))),
@@ -81,11 +97,17 @@ fn constant_count(expr: &ast::Expr, what: &str) -> SqlResult<usize> {
             "2201W",
             format!("{what} must not be negative"),
         )),
-        _ => Err(SqlError::mismatch(format!("argument of {what} must be type bigint"))),
+        _ => Err(SqlError::mismatch(format!(
+            "argument of {what} must be type bigint"
+        ))),
     }
 }
 
-fn bind_order_by(order_by: &ast::OrderBy, scope: &Scope, outputs: &[Output]) -> SqlResult<Vec<SortKey>> {
+fn bind_order_by(
+    order_by: &ast::OrderBy,
+    scope: &Scope,
+    outputs: &[Output],
+) -> SqlResult<Vec<SortKey>> {
     let ast::OrderByKind::Expressions(exprs) = &order_by.kind else {
         return Err(SqlError::unsupported("ORDER BY ALL"));
     };
@@ -103,7 +125,9 @@ fn bind_order_by(order_by: &ast::OrderBy, scope: &Scope, outputs: &[Output]) -> 
         // ORDER BY 2 (output position) and ORDER BY alias refer to output columns.
         let expr = match &item.expr {
             ast::Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
-                let ast::Value::Number(text, _) = &v.value else { unreachable!() };
+                let ast::Value::Number(text, _) = &v.value else {
+                    unreachable!()
+                };
                 let position: usize = text.parse().unwrap_or(0);
                 match outputs.get(position.wrapping_sub(1)) {
                     Some(out) => out.expr.clone(),
@@ -128,7 +152,11 @@ fn bind_order_by(order_by: &ast::OrderBy, scope: &Scope, outputs: &[Output]) -> 
             }
             other => bind(other, scope)?.expr,
         };
-        keys.push(SortKey { expr, descending, nulls_first });
+        keys.push(SortKey {
+            expr,
+            descending,
+            nulls_first,
+        });
     }
     Ok(keys)
 }
@@ -138,8 +166,20 @@ fn compare_keys(a: &[Value], b: &[Value], keys: &[SortKey]) -> Ordering {
         let (x, y) = (&a[i], &b[i]);
         let ordering = match (x.is_null(), y.is_null()) {
             (true, true) => Ordering::Equal,
-            (true, false) => if key.nulls_first { Ordering::Less } else { Ordering::Greater },
-            (false, true) => if key.nulls_first { Ordering::Greater } else { Ordering::Less },
+            (true, false) => {
+                if key.nulls_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (false, true) => {
+                if key.nulls_first {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
             (false, false) => {
                 let o = x.sort_cmp(y);
                 if key.descending { o.reverse() } else { o }
@@ -154,7 +194,9 @@ fn compare_keys(a: &[Value], b: &[Value], keys: &[SortKey]) -> Ordering {
 
 fn check_select_shape(select: &ast::Select) -> SqlResult<()> {
     let grouped = match &select.group_by {
-        ast::GroupByExpr::Expressions(exprs, modifiers) => !exprs.is_empty() || !modifiers.is_empty(),
+        ast::GroupByExpr::Expressions(exprs, modifiers) => {
+            !exprs.is_empty() || !modifiers.is_empty()
+        }
         ast::GroupByExpr::All(_) => true,
     };
     if grouped || select.having.is_some() {
@@ -163,9 +205,15 @@ fn check_select_shape(select: &ast::Select) -> SqlResult<()> {
     if select.distinct.is_some() {
         return Err(SqlError::unsupported("SELECT DISTINCT"));
     }
-    if select.into.is_some() || select.top.is_some() || !select.named_window.is_empty()
-        || select.qualify.is_some() || !select.lateral_views.is_empty() || select.prewhere.is_some()
-        || !select.sort_by.is_empty() || !select.cluster_by.is_empty() || !select.distribute_by.is_empty()
+    if select.into.is_some()
+        || select.top.is_some()
+        || !select.named_window.is_empty()
+        || select.qualify.is_some()
+        || !select.lateral_views.is_empty()
+        || select.prewhere.is_some()
+        || !select.sort_by.is_empty()
+        || !select.cluster_by.is_empty()
+        || !select.distribute_by.is_empty()
         || !select.connect_by.is_empty()
     {
         return Err(SqlError::unsupported("this form of SELECT"));
@@ -182,7 +230,9 @@ pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<State
     }
     let select = match query.body.as_ref() {
         ast::SetExpr::Select(select) => select,
-        ast::SetExpr::SetOperation { .. } => return Err(SqlError::unsupported("UNION/INTERSECT/EXCEPT")),
+        ast::SetExpr::SetOperation { .. } => {
+            return Err(SqlError::unsupported("UNION/INTERSECT/EXCEPT"));
+        }
         ast::SetExpr::Values(_) => return Err(SqlError::unsupported("VALUES as a query")),
         _ => return Err(SqlError::unsupported("this form of query")),
     };
@@ -190,7 +240,9 @@ pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<State
     let mut for_update = false;
     for lock in &query.locks {
         if lock.of.is_some() || lock.nonblock.is_some() {
-            return Err(SqlError::unsupported("FOR UPDATE OF / NOWAIT / SKIP LOCKED"));
+            return Err(SqlError::unsupported(
+                "FOR UPDATE OF / NOWAIT / SKIP LOCKED",
+            ));
         }
         for_update = true;
     }
@@ -218,7 +270,11 @@ pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<State
     };
     let (limit, offset) = match &query.limit_clause {
         None => (usize::MAX, 0),
-        Some(ast::LimitClause::LimitOffset { limit, offset, limit_by }) => {
+        Some(ast::LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
             if !limit_by.is_empty() {
                 return Err(SqlError::unsupported("LIMIT BY"));
             }
@@ -257,8 +313,14 @@ pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<State
 
     let mut rows: Vec<(Vec<Value>, Vec<Value>)> = Vec::with_capacity(source_rows.len());
     for source in &source_rows {
-        let sort: Vec<Value> = sort_keys.iter().map(|k| k.expr.eval(source)).collect::<SqlResult<_>>()?;
-        let out: Vec<Value> = outputs.iter().map(|o| o.expr.eval(source)).collect::<SqlResult<_>>()?;
+        let sort: Vec<Value> = sort_keys
+            .iter()
+            .map(|k| k.expr.eval(source))
+            .collect::<SqlResult<_>>()?;
+        let out: Vec<Value> = outputs
+            .iter()
+            .map(|o| o.expr.eval(source))
+            .collect::<SqlResult<_>>()?;
         rows.push((sort, out));
     }
     if !sort_keys.is_empty() {
@@ -268,9 +330,22 @@ pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<State
         .into_iter()
         .skip(offset)
         .take(limit)
-        .map(|(_, values)| values.iter().zip(&outputs).map(|(v, o)| v.to_pg_text(o.ty)).collect())
+        .map(|(_, values)| {
+            values
+                .iter()
+                .zip(&outputs)
+                .map(|(v, o)| v.to_pg_text(o.ty))
+                .collect()
+        })
         .collect();
-    let columns = outputs.iter().map(|o| ColumnInfo::new(o.name.clone(), o.ty)).collect();
+    let columns = outputs
+        .iter()
+        .map(|o| ColumnInfo::new(o.name.clone(), o.ty))
+        .collect();
     let tag = format!("SELECT {}", text_rows.len());
-    Ok(StatementResult::Rows { columns, rows: text_rows, tag })
+    Ok(StatementResult::Rows {
+        columns,
+        rows: text_rows,
+        tag,
+    })
 }

@@ -33,7 +33,10 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
         let index = table.column_index(&column_name).ok_or_else(|| {
             SqlError::new(
                 sqlstate::UNDEFINED_COLUMN,
-                format!("column \"{column_name}\" of relation \"{}\" does not exist", table.name),
+                format!(
+                    "column \"{column_name}\" of relation \"{}\" does not exist",
+                    table.name
+                ),
             )
         })?;
         if assignments.iter().any(|(i, _)| *i == index) {
@@ -59,7 +62,9 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
 
     let rows = matching_rows(txn, &table, filter.as_ref())?;
     let count = rows.len();
-    let changes_key = assignments.iter().any(|(i, _)| table.primary_key.contains(i));
+    let changes_key = assignments
+        .iter()
+        .any(|(i, _)| table.primary_key.contains(i));
     // Compute every new row from the old ones first: a row moved to a new key must not be
     // seen again, and a key conflict must fail the statement before anything is written.
     let mut updated = Vec::with_capacity(rows.len());

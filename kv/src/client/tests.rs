@@ -1,0 +1,273 @@
+//! Behaviour of Percolator transactions through the client, on the in-memory engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scheduler::{Timestamp, TimestampOracle};
+
+use super::{Transaction, TxnClient, TxnOptions};
+use crate::error::KvError;
+use crate::storage::{Engine, MemoryEngine};
+use crate::txn::{Mutation, TxnStore};
+
+struct Fixture {
+    store: Arc<TxnStore<MemoryEngine>>,
+    tso: Arc<TimestampOracle>,
+    client: TxnClient<MemoryEngine>,
+}
+
+fn fixture() -> Fixture {
+    let store = Arc::new(TxnStore::new(Arc::new(MemoryEngine::new())));
+    let tso = Arc::new(TimestampOracle::in_memory());
+    let options = TxnOptions {
+        lock_ttl: Duration::from_millis(50),
+        max_lock_wait: Duration::from_secs(5),
+    };
+    let client = TxnClient::new(Arc::clone(&store), Arc::clone(&tso), options);
+    Fixture { store, tso, client }
+}
+
+impl Fixture {
+    fn begin(&self) -> Box<dyn Transaction> {
+        Box::new(self.client.begin_txn().unwrap())
+    }
+
+    fn write(&self, pairs: &[(&str, Option<&str>)]) {
+        let mut txn = self.begin();
+        for (k, v) in pairs {
+            match v {
+                Some(v) => txn.put(k.as_bytes().to_vec(), v.as_bytes().to_vec()),
+                None => txn.delete(k.as_bytes().to_vec()),
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn read(&self, key: &str) -> Option<String> {
+        let mut txn = self.begin();
+        txn.get(key.as_bytes())
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    fn ts(&self) -> Timestamp {
+        self.tso.get_timestamp().unwrap()
+    }
+}
+
+fn keys(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                String::from_utf8(k).unwrap(),
+                String::from_utf8(v).unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reads_see_the_snapshot_at_start() {
+    let f = fixture();
+    f.write(&[("a", Some("1"))]);
+    let mut old = f.begin();
+    f.write(&[("a", Some("2")), ("b", Some("new"))]);
+    assert_eq!(old.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(old.get(b"b").unwrap(), None);
+    assert_eq!(keys(old.scan(b"", None, 10).unwrap()), ["a=1"]);
+    assert_eq!(f.read("a").as_deref(), Some("2"));
+    f.write(&[("a", None)]);
+    assert_eq!(f.read("a"), None);
+    assert_eq!(old.get(b"a").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn writes_are_buffered_until_commit() {
+    let f = fixture();
+    f.write(&[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))]);
+    let mut txn = f.begin();
+    txn.put(b"b".to_vec(), b"mine".to_vec());
+    txn.delete(b"a".to_vec());
+    txn.put(b"d".to_vec(), b"mine".to_vec());
+    // Own writes are visible to the transaction, merged into scans.
+    assert_eq!(txn.get(b"b").unwrap(), Some(b"mine".to_vec()));
+    assert_eq!(txn.get(b"a").unwrap(), None);
+    assert_eq!(
+        keys(txn.scan(b"", None, 10).unwrap()),
+        ["b=mine", "c=1", "d=mine"]
+    );
+    assert_eq!(keys(txn.scan(b"a", Some(b"c"), 1).unwrap()), ["b=mine"]);
+    // Not to anyone else.
+    assert_eq!(f.read("b").as_deref(), Some("1"));
+    assert_eq!(f.read("d"), None);
+    txn.commit().unwrap();
+    assert_eq!(f.read("b").as_deref(), Some("mine"));
+    assert_eq!(f.read("a"), None);
+    assert!(
+        txn.get(b"a").is_err(),
+        "a finished transaction cannot be used"
+    );
+}
+
+#[test]
+fn rollback_discards_writes() {
+    let f = fixture();
+    let mut txn = f.begin();
+    txn.put(b"k".to_vec(), b"v".to_vec());
+    txn.rollback().unwrap();
+    assert_eq!(f.read("k"), None);
+}
+
+#[test]
+fn second_committer_of_a_key_fails_and_applies_nothing() {
+    let f = fixture();
+    f.write(&[("k", Some("0"))]);
+    let mut first = f.begin();
+    let mut second = f.begin();
+    first.put(b"k".to_vec(), b"first".to_vec());
+    second.put(b"other".to_vec(), b"second".to_vec());
+    second.put(b"k".to_vec(), b"second".to_vec());
+    first.commit().unwrap();
+    let err = second.commit().unwrap_err();
+    assert!(matches!(err, KvError::WriteConflict { .. }), "{err}");
+    assert!(err.is_retryable_transaction());
+    assert_eq!(f.read("k").as_deref(), Some("first"));
+    assert_eq!(f.read("other"), None);
+}
+
+#[test]
+fn disjoint_writers_both_commit() {
+    let f = fixture();
+    let mut a = f.begin();
+    let mut b = f.begin();
+    a.put(b"x".to_vec(), b"a".to_vec());
+    b.put(b"y".to_vec(), b"b".to_vec());
+    a.commit().unwrap();
+    b.commit().unwrap();
+    assert_eq!(
+        (f.read("x").as_deref(), f.read("y").as_deref()),
+        (Some("a"), Some("b"))
+    );
+}
+
+#[test]
+fn lock_only_mutations_conflict_like_writes() {
+    let f = fixture();
+    f.write(&[("x", Some("0")), ("y", Some("0"))]);
+    let mut a = f.begin();
+    let mut b = f.begin();
+    a.lock(b"x".to_vec());
+    a.put(b"y".to_vec(), b"a".to_vec());
+    b.lock(b"x".to_vec());
+    b.put(b"z".to_vec(), b"b".to_vec());
+    a.commit().unwrap();
+    assert!(matches!(
+        b.commit().unwrap_err(),
+        KvError::WriteConflict { .. }
+    ));
+    assert_eq!(
+        f.read("x").as_deref(),
+        Some("0"),
+        "a lock-only mutation changes nothing"
+    );
+}
+
+#[test]
+fn a_crashed_clients_locks_are_rolled_back_after_their_ttl() {
+    let f = fixture();
+    f.write(&[("p", Some("old")), ("s", Some("old"))]);
+    // A client prewrites two keys and dies before committing.
+    let start = f.ts();
+    let mutations = [
+        Mutation::Put {
+            key: b"p".to_vec(),
+            value: b"new".to_vec(),
+        },
+        Mutation::Put {
+            key: b"s".to_vec(),
+            value: b"new".to_vec(),
+        },
+    ];
+    f.store.prewrite(&mutations, b"p", start, 50).unwrap();
+    // A reader is not blocked past the TTL and sees the old values.
+    assert_eq!(f.read("s").as_deref(), Some("old"));
+    assert_eq!(f.read("p").as_deref(), Some("old"));
+    // The dead transaction can no longer commit.
+    let err = f.store.commit(&[b"p".to_vec()], start, f.ts()).unwrap_err();
+    assert!(matches!(err, KvError::TxnAborted { .. }), "{err}");
+    // And a writer can take the keys.
+    f.write(&[("s", Some("later"))]);
+    assert_eq!(f.read("s").as_deref(), Some("later"));
+}
+
+#[test]
+fn a_crash_after_the_primary_committed_rolls_secondaries_forward() {
+    let f = fixture();
+    f.write(&[("p", Some("old")), ("s", Some("old"))]);
+    let start = f.ts();
+    let mutations = [
+        Mutation::Put {
+            key: b"p".to_vec(),
+            value: b"new".to_vec(),
+        },
+        Mutation::Delete { key: b"s".to_vec() },
+    ];
+    f.store.prewrite(&mutations, b"p", start, 60_000).unwrap();
+    f.store.commit(&[b"p".to_vec()], start, f.ts()).unwrap();
+    // The client died before committing "s"; its lock is still alive by TTL, but the primary
+    // says the transaction committed: readers roll it forward at once.
+    assert_eq!(f.read("s"), None);
+    assert_eq!(f.read("p").as_deref(), Some("new"));
+    let mut txn = f.begin();
+    assert_eq!(keys(txn.scan(b"", None, 10).unwrap()), ["p=new"]);
+}
+
+#[test]
+fn readers_wait_for_a_live_lock_then_see_the_commit() {
+    let f = fixture();
+    f.write(&[("k", Some("old"))]);
+    let start = f.ts();
+    let mutation = Mutation::Put {
+        key: b"k".to_vec(),
+        value: b"new".to_vec(),
+    };
+    f.store.prewrite(&[mutation], b"k", start, 60_000).unwrap();
+    let commit_ts = f.ts();
+    // A reader that starts after commit_ts was drawn must see the new value, so it cannot read
+    // past the lock: the store reports it...
+    let mut reader = f.begin();
+    let at = Timestamp(reader.start_ts());
+    assert!(matches!(
+        f.store.get(b"k", at),
+        Ok(crate::mvcc::reader::ReadOutcome::Locked { .. })
+    ));
+    // ...and the client waits until the lock's owner commits.
+    let store = Arc::clone(&f.store);
+    let committer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        store.commit(&[b"k".to_vec()], start, commit_ts).unwrap();
+    });
+    assert_eq!(reader.get(b"k").unwrap(), Some(b"new".to_vec()));
+    committer.join().unwrap();
+}
+
+#[test]
+fn read_only_transactions_write_nothing() {
+    let f = fixture();
+    f.write(&[("k", Some("v"))]);
+    let before = f.store.engine().snapshot();
+    let mut txn = f.begin();
+    txn.get(b"k").unwrap();
+    txn.commit().unwrap();
+    let after = f.store.engine().snapshot();
+    for cf in crate::storage::Cf::ALL {
+        use crate::storage::Snapshot;
+        assert_eq!(
+            before.scan(cf, b"", None).count(),
+            after.scan(cf, b"", None).count(),
+            "{cf}"
+        );
+    }
+}
