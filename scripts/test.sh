@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Quick start, command 2: run every test of the workspace.
 # Installs what the build needs on a fresh machine (libclang) and reuses a cached RocksDB build.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p sql`).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REGIONDB_ROOT"
 cargo build --workspace --all-targets
 regiondb_save_rocksdb
-cargo test --workspace "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace "$@" 2>&1 | tee "$log"
+# One closing line for the whole run: cargo prints one per test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
