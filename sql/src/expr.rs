@@ -21,6 +21,7 @@
 //! Not implemented: functions and aggregates, `LIKE`, subqueries, parameters (`$1`),
 //! `CASE`, date/time types.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 
 use sqlparser::ast;
@@ -127,6 +128,9 @@ pub enum Expr {
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
+    /// `x IN (a, b, …)` as the list of comparisons `x = a`, `x = b`, …: true if any is true,
+    /// else NULL if any is NULL, else false.
+    Any(Vec<Expr>),
     IsNull {
         expr: Box<Expr>,
         negated: bool,
@@ -244,10 +248,25 @@ impl Typed {
     }
 }
 
+/// How deeply expressions may nest. Binding and evaluation recurse over the tree, and a
+/// client can send `1+1+…+1` with a hundred thousand terms: past this depth the statement is
+/// refused (PostgreSQL's 54001) instead of overflowing the stack.
+pub const MAX_EXPRESSION_DEPTH: usize = 1000;
+
 /// Column names visible to an expression: one table (optionally aliased), or none.
 pub struct Scope<'a> {
     pub table: Option<&'a Table>,
     pub alias: Option<&'a str>,
+    depth: Cell<usize>,
+}
+
+/// Counts one level of nesting while alive.
+struct DepthGuard<'s>(&'s Cell<usize>);
+
+impl Drop for DepthGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl<'a> Scope<'a> {
@@ -255,6 +274,7 @@ impl<'a> Scope<'a> {
         Scope {
             table: None,
             alias: None,
+            depth: Cell::new(0),
         }
     }
 
@@ -262,7 +282,22 @@ impl<'a> Scope<'a> {
         Scope {
             table: Some(table),
             alias,
+            depth: Cell::new(0),
         }
+    }
+
+    fn enter(&self) -> SqlResult<DepthGuard<'_>> {
+        let depth = self.depth.get() + 1;
+        if depth > MAX_EXPRESSION_DEPTH {
+            return Err(SqlError::new(
+                sqlstate::STATEMENT_TOO_COMPLEX,
+                format!(
+                    "expression is too deeply nested (more than {MAX_EXPRESSION_DEPTH} levels)"
+                ),
+            ));
+        }
+        self.depth.set(depth);
+        Ok(DepthGuard(&self.depth))
     }
 
     fn column(&self, qualifier: Option<&str>, name: &str) -> SqlResult<Typed> {
@@ -411,9 +446,12 @@ pub fn bind_type(data_type: &ast::DataType) -> SqlResult<SqlType> {
     })
 }
 
-/// Binds an AST expression in `scope`.
+/// Binds an AST expression in `scope`. Recursion grows the stack on demand (`recursive`),
+/// so deep expressions cannot overflow a small thread stack.
+#[recursive::recursive]
 pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
     use ast::Expr as E;
+    let _depth = scope.enter()?;
     match expr {
         E::Identifier(ident) => scope.column(None, &ident_name(ident)),
         E::CompoundIdentifier(parts) => match parts.as_slice() {
@@ -470,15 +508,15 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
             negated,
             global: false,
         } => {
-            let mut any: Option<Expr> = None;
-            for item in list {
-                let eq = bind_compare(inner, CmpOp::Eq, item, scope)?;
-                any = Some(match any {
-                    None => eq,
-                    Some(prev) => Expr::Or(Box::new(prev), Box::new(eq)),
-                });
+            if list.is_empty() {
+                return Err(SqlError::new(sqlstate::SYNTAX_ERROR, "empty IN list"));
             }
-            let any = any.ok_or_else(|| SqlError::new(sqlstate::SYNTAX_ERROR, "empty IN list"))?;
+            // A flat list, not a chain of ORs: a long list must not deepen the tree.
+            let items = list
+                .iter()
+                .map(|item| bind_compare(inner, CmpOp::Eq, item, scope))
+                .collect::<SqlResult<Vec<_>>>()?;
+            let any = Expr::Any(items);
             let expr = if *negated {
                 Expr::Not(Box::new(any))
             } else {
@@ -788,6 +826,7 @@ fn to_bool(v: Value) -> Option<bool> {
 }
 
 impl Expr {
+    #[recursive::recursive]
     pub fn eval(&self, row: &[Value]) -> SqlResult<Value> {
         Ok(match self {
             Expr::Const(v) => v.clone(),
@@ -876,6 +915,21 @@ impl Expr {
                     (_, Some(true)) => Value::Bool(true),
                     (Some(false), Some(false)) => Value::Bool(false),
                     _ => Value::Null,
+                }
+            }
+            Expr::Any(items) => {
+                let mut unknown = false;
+                for item in items {
+                    match item.eval(row)? {
+                        Value::Bool(true) => return Ok(Value::Bool(true)),
+                        Value::Null => unknown = true,
+                        _ => {}
+                    }
+                }
+                if unknown {
+                    Value::Null
+                } else {
+                    Value::Bool(false)
                 }
             }
             Expr::IsNull { expr, negated } => Value::Bool(expr.eval(row)?.is_null() != *negated),

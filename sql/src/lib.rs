@@ -18,6 +18,7 @@ pub mod encoding;
 pub mod error;
 pub mod exec;
 pub mod expr;
+mod parse;
 mod session;
 pub mod types;
 

@@ -23,14 +23,13 @@
 use std::sync::Arc;
 
 use sqlparser::ast;
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use tracing::debug;
 
 use kv::{Transaction, TransactionSource};
 
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::exec::{self, StatementResult};
+use crate::parse::parse;
 
 /// The transaction status reported in ReadyForQuery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,20 +48,6 @@ enum State {
 pub struct Session {
     source: Arc<dyn TransactionSource>,
     state: State,
-}
-
-fn syntax_error(e: sqlparser::parser::ParserError) -> SqlError {
-    let message = match e {
-        sqlparser::parser::ParserError::TokenizerError(m)
-        | sqlparser::parser::ParserError::ParserError(m) => m,
-        sqlparser::parser::ParserError::RecursionLimitExceeded => {
-            return SqlError::new(
-                sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                "statement is too deeply nested",
-            );
-        }
-    };
-    SqlError::new(sqlstate::SYNTAX_ERROR, format!("syntax error: {message}"))
 }
 
 fn check_transaction_modes(modes: &[ast::TransactionMode]) -> SqlResult<()> {
@@ -102,11 +87,11 @@ impl Session {
     /// Runs every statement of a simple-query string; stops at the first error, which is the
     /// last element of the result.
     pub fn execute(&mut self, sql: &str) -> Vec<SqlResult<StatementResult>> {
-        let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        let statements = match parse(sql) {
             Ok(statements) => statements,
             Err(e) => {
                 self.fail();
-                return vec![Err(syntax_error(e))];
+                return vec![Err(e)];
             }
         };
         let mut results = Vec::with_capacity(statements.len());

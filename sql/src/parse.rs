@@ -1,0 +1,143 @@
+//! Statement text → AST, with a guard against statements too deep to process.
+//!
+//! sqlparser builds a left-deep chain for `1 + 1 + … + 1` without recursing, but dropping,
+//! printing, binding and evaluating such a chain all recurse once per operator: a client could
+//! crash the server with a long enough sum. Before parsing, the token stream is scanned (a
+//! linear, non-recursive pass) for the longest chain of operators one expression can contain;
+//! a statement past [`MAX_EXPRESSION_DEPTH`] is refused with SQLSTATE 54001, as PostgreSQL
+//! refuses statements that exceed its stack depth. Commas end a chain (list items are
+//! separate subtrees), parentheses nest one (an inner chain adds to the enclosing one).
+
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::expr::MAX_EXPRESSION_DEPTH;
+
+fn is_operator(token: &Token) -> bool {
+    match token {
+        Token::Plus
+        | Token::Minus
+        | Token::Mul
+        | Token::Div
+        | Token::Mod
+        | Token::StringConcat
+        | Token::Eq
+        | Token::DoubleEq
+        | Token::Neq
+        | Token::Lt
+        | Token::Gt
+        | Token::LtEq
+        | Token::GtEq
+        | Token::DoubleColon => true,
+        Token::Word(word) => matches!(
+            word.keyword,
+            Keyword::AND | Keyword::OR | Keyword::NOT | Keyword::IS | Keyword::BETWEEN
+        ),
+        _ => false,
+    }
+}
+
+/// An upper bound on the depth of any expression the tokens can form.
+///
+/// Per parenthesis level it keeps the operators since the last comma (`current`) and the most
+/// any comma-separated item of the group had (`widest`). A closed group sits under the
+/// operators that follow it, so its `widest` is added to the enclosing level's `current`.
+fn max_chain(tokens: &[TokenWithSpan]) -> usize {
+    #[derive(Default)]
+    struct Level {
+        current: usize,
+        widest: usize,
+    }
+    let mut levels: Vec<Level> = vec![Level::default()];
+    // Sum of `current` over all open levels: the depth at this point.
+    let mut total = 0usize;
+    let mut deepest = 0usize;
+    for token in tokens {
+        match &token.token {
+            Token::LParen | Token::LBracket => levels.push(Level::default()),
+            Token::RParen | Token::RBracket if levels.len() > 1 => {
+                let closed = levels.pop().unwrap_or_default();
+                total = total - closed.current + closed.widest;
+                if let Some(parent) = levels.last_mut() {
+                    parent.current += closed.widest;
+                    parent.widest = parent.widest.max(parent.current);
+                }
+            }
+            Token::Comma | Token::SemiColon => {
+                if let Some(level) = levels.last_mut() {
+                    total -= level.current;
+                    level.current = 0;
+                }
+            }
+            t if is_operator(t) => {
+                if let Some(level) = levels.last_mut() {
+                    level.current += 1;
+                    level.widest = level.widest.max(level.current);
+                    total += 1;
+                }
+            }
+            _ => {}
+        }
+        deepest = deepest.max(total);
+    }
+    deepest
+}
+
+fn syntax_error(e: ParserError) -> SqlError {
+    match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => {
+            SqlError::new(sqlstate::SYNTAX_ERROR, format!("syntax error: {m}"))
+        }
+        ParserError::RecursionLimitExceeded => SqlError::new(
+            sqlstate::STATEMENT_TOO_COMPLEX,
+            "statement is too deeply nested",
+        ),
+    }
+}
+
+/// Parses a query string (possibly several statements) with PostgreSQL's dialect.
+pub fn parse(sql: &str) -> SqlResult<Vec<Statement>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::new(sqlstate::SYNTAX_ERROR, format!("syntax error: {e}")))?;
+    if max_chain(&tokens) > MAX_EXPRESSION_DEPTH {
+        return Err(SqlError::new(
+            sqlstate::STATEMENT_TOO_COMPLEX,
+            format!("expression is too deeply nested (more than {MAX_EXPRESSION_DEPTH} levels)"),
+        ));
+    }
+    Parser::new(&dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(syntax_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(sql: &str) -> usize {
+        max_chain(
+            &Tokenizer::new(&PostgreSqlDialect {}, sql)
+                .tokenize_with_location()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn chains_are_measured_per_expression() {
+        assert_eq!(chain("SELECT 1 + 2 * 3"), 2);
+        assert_eq!(chain("INSERT INTO t VALUES (-1, -2), (-3, -4)"), 1);
+        assert_eq!(chain("SELECT a IN (1, 2, 3) AND b = 1"), 2);
+        assert_eq!(chain("SELECT 1 + (2 + (3 + 4)) + 5"), 4);
+        assert_eq!(chain("SELECT 1 + 1; SELECT 2 + 2 + 2"), 2);
+        // An earlier item of a closed group still counts under what follows the group.
+        assert_eq!(chain("SELECT (1 + 1 + 1, 2) + 3 + 3"), 4);
+        assert_eq!(chain("SELECT f(1 + 1, 2 + 2 + 2), 5 + 5"), 2);
+    }
+}
