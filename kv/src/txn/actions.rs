@@ -187,6 +187,57 @@ pub fn rollback(
     Ok(batch)
 }
 
+/// Resolves every lock of the transaction `start_ts` among `locked` (keys whose locks the
+/// caller found): commits them at `commit_ts`, or rolls them back if `commit_ts` is `None`.
+/// Keys no longer locked by the transaction are skipped (resolving is idempotent). Returns
+/// how many keys are resolved, and the batch that does it.
+pub fn resolve_locks(
+    snapshot: &impl Snapshot,
+    locked: &[Vec<u8>],
+    start_ts: Timestamp,
+    commit_ts: Option<Timestamp>,
+) -> KvResult<(usize, WriteBatch)> {
+    let reader = MvccReader::new(snapshot);
+    let mut ours = Vec::new();
+    for key in locked {
+        if let Some(lock) = reader.load_lock(key)?
+            && lock.start_ts == start_ts
+        {
+            ours.push(key.clone());
+        }
+    }
+    let batch = match commit_ts {
+        Some(commit_ts) => commit(snapshot, &ours, start_ts, commit_ts)?,
+        None => rollback(snapshot, &ours, start_ts)?,
+    };
+    Ok((ours.len(), batch))
+}
+
+/// Extends the TTL of a live transaction's primary lock to `ttl_ms` (never shortens it).
+/// Returns the TTL now in force; fails if the lock is gone (committed or rolled back).
+pub fn txn_heartbeat(
+    snapshot: &impl Snapshot,
+    primary: &[u8],
+    start_ts: Timestamp,
+    ttl_ms: u64,
+) -> KvResult<(u64, WriteBatch)> {
+    let reader = MvccReader::new(snapshot);
+    match reader.load_lock(primary)? {
+        Some(mut lock) if lock.start_ts == start_ts => {
+            let mut batch = WriteBatch::new();
+            if ttl_ms > lock.ttl_ms {
+                lock.ttl_ms = ttl_ms;
+                batch.put(Cf::Lock, encode_user_key(primary), lock.encode());
+            }
+            Ok((lock.ttl_ms, batch))
+        }
+        _ => Err(KvError::TxnAborted {
+            start_ts,
+            reason: format!("its primary lock on {primary:?} is gone"),
+        }),
+    }
+}
+
 /// The fate of a transaction, as told by its primary key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnStatus {

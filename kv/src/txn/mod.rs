@@ -25,14 +25,12 @@
 //! - Every action is idempotent: repeating one that took effect returns the same answer and
 //!   writes nothing new.
 //!
-//! Not here yet (the Percolator issue): the gRPC service, TxnHeartBeat, ResolveLock over a
-//! whole store, pessimistic locking, async commit / 1PC, and garbage collection.
+//! Not here yet: pessimistic locking, async commit / 1PC, and garbage collection of old
+//! versions.
 
 pub mod actions;
 pub mod latches;
 pub mod store;
-#[cfg(test)]
-mod tests;
 
 pub use actions::{Mutation, TxnStatus};
 pub use store::TxnStore;

@@ -9,9 +9,10 @@ use scheduler::Timestamp;
 use super::actions::{self, Mutation, PrewriteError, TxnStatus};
 use super::latches::Latches;
 use crate::error::KvResult;
-use crate::mvcc::MvccReader;
+use crate::mvcc::key::decode_user_key;
 use crate::mvcc::reader::ReadOutcome;
-use crate::storage::{Engine, KvPair, WriteBatch};
+use crate::mvcc::{Lock, MvccReader};
+use crate::storage::{Cf, Engine, KvPair, Snapshot, WriteBatch};
 
 pub struct TxnStore<E: Engine> {
     engine: Arc<E>,
@@ -87,6 +88,44 @@ impl<E: Engine> TxnStore<E> {
         let batch = actions::rollback(&snapshot, keys, start_ts)?;
         drop(snapshot);
         self.write(batch)
+    }
+
+    /// Commits (`commit_ts = Some`) or rolls back (`None`) every lock of transaction
+    /// `start_ts` on this store. Returns how many keys were resolved.
+    pub fn resolve_lock(
+        &self,
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    ) -> KvResult<usize> {
+        let locked = {
+            let snapshot = self.engine.snapshot();
+            let mut keys = Vec::new();
+            for item in snapshot.scan(Cf::Lock, b"", None) {
+                let (encoded, value) = item?;
+                if Lock::decode(&value)?.start_ts == start_ts {
+                    keys.push(decode_user_key(&encoded)?);
+                }
+            }
+            keys
+        };
+        if locked.is_empty() {
+            return Ok(0);
+        }
+        let _guard = self.latches.acquire(locked.iter().map(Vec::as_slice));
+        let snapshot = self.engine.snapshot();
+        let (resolved, batch) = actions::resolve_locks(&snapshot, &locked, start_ts, commit_ts)?;
+        drop(snapshot);
+        self.write(batch)?;
+        Ok(resolved)
+    }
+
+    pub fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
+        let _guard = self.latches.acquire([primary]);
+        let snapshot = self.engine.snapshot();
+        let (ttl, batch) = actions::txn_heartbeat(&snapshot, primary, start_ts, ttl_ms)?;
+        drop(snapshot);
+        self.write(batch)?;
+        Ok(ttl)
     }
 
     pub fn check_txn_status(

@@ -1,0 +1,223 @@
+//! Script-driven tests of the Percolator commands: every `percolator/*.test` file is a list
+//! of commands against one fresh store, each with the result it must give. A new case is a
+//! text file.
+//!
+//! One command per line, `#` comments, `->` before the expected result. Timestamps are
+//! written as physical milliseconds (logical part 0), so TTLs can be reasoned about.
+//!
+//! ```text
+//! prewrite START PRIMARY TTL MUTATION...   MUTATION: put:k=v | del:k | lock:k
+//! commit START COMMIT KEY...
+//! rollback START KEY...                    (BatchRollback)
+//! get KEY TS
+//! scan START_KEY END_KEY|- TS [LIMIT]
+//! status PRIMARY LOCK_TS CURRENT_TS        (CheckTxnStatus)
+//! resolve START COMMIT|0                   (ResolveLock on the whole store)
+//! heartbeat PRIMARY START TTL              (TxnHeartBeat)
+//! ```
+//!
+//! Results: `ok`, `none`, a value, `k=v k=v …` or `empty` for scans, `locked START` (a read or
+//! prewrite met the lock of transaction START), `write-conflict COMMIT_TS`, `aborted`,
+//! `committed TS`, `rolled-back`, `alive TTL`, `resolved N`, `ttl N`, `error` (any other
+//! failure).
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use kv::KvError;
+use kv::mvcc::reader::ReadOutcome;
+use kv::storage::MemoryEngine;
+use kv::txn::actions::PrewriteError;
+use kv::txn::{Mutation, TxnStatus, TxnStore};
+use scheduler::Timestamp;
+
+fn ts(word: &str) -> Result<Timestamp, String> {
+    word.parse::<u64>()
+        .map(|ms| Timestamp::compose(ms, 0))
+        .map_err(|_| format!("bad timestamp {word:?}"))
+}
+
+fn show_ts(t: Timestamp) -> String {
+    t.physical_ms().to_string()
+}
+
+fn show_error(e: &KvError) -> String {
+    match e {
+        KvError::WriteConflict {
+            conflict_commit_ts, ..
+        } => format!("write-conflict {}", show_ts(*conflict_commit_ts)),
+        KvError::TxnAborted { .. } => "aborted".into(),
+        _ => "error".into(),
+    }
+}
+
+fn show<T>(result: Result<T, KvError>, ok: impl FnOnce(T) -> String) -> String {
+    match result {
+        Ok(v) => ok(v),
+        Err(e) => show_error(&e),
+    }
+}
+
+fn mutation(word: &str) -> Result<Mutation, String> {
+    let (kind, rest) = word
+        .split_once(':')
+        .ok_or(format!("bad mutation {word:?}"))?;
+    Ok(match kind {
+        "put" => {
+            let (k, v) = rest.split_once('=').ok_or(format!("bad put {word:?}"))?;
+            Mutation::Put {
+                key: k.as_bytes().to_vec(),
+                value: v.as_bytes().to_vec(),
+            }
+        }
+        "del" => Mutation::Delete {
+            key: rest.as_bytes().to_vec(),
+        },
+        "lock" => Mutation::Lock {
+            key: rest.as_bytes().to_vec(),
+        },
+        _ => return Err(format!("bad mutation kind {kind:?}")),
+    })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn run(store: &TxnStore<MemoryEngine>, command: &str) -> Result<String, String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let arg = |i: usize| words.get(i).copied().ok_or(format!("missing argument {i}"));
+    let keys = |from: usize| {
+        words[from.min(words.len())..]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+    };
+    Ok(match arg(0)? {
+        "prewrite" => {
+            let mutations = words[4.min(words.len())..]
+                .iter()
+                .map(|w| mutation(w))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ttl: u64 = arg(3)?.parse().map_err(|_| "bad ttl")?;
+            match store.prewrite(&mutations, arg(2)?.as_bytes(), ts(arg(1)?)?, ttl) {
+                Ok(()) => "ok".into(),
+                Err(PrewriteError::Locked { lock, .. }) => {
+                    format!("locked {}", show_ts(lock.start_ts))
+                }
+                Err(PrewriteError::Failed(e)) => show_error(&e),
+            }
+        }
+        "commit" => show(store.commit(&keys(3), ts(arg(1)?)?, ts(arg(2)?)?), |()| {
+            "ok".into()
+        }),
+        "rollback" => show(store.rollback(&keys(2), ts(arg(1)?)?), |()| "ok".into()),
+        "get" => show(
+            store.get(arg(1)?.as_bytes(), ts(arg(2)?)?),
+            |outcome| match outcome {
+                ReadOutcome::Value(Some(v)) => text(&v),
+                ReadOutcome::Value(None) => "none".into(),
+                ReadOutcome::Locked { lock, .. } => format!("locked {}", show_ts(lock.start_ts)),
+            },
+        ),
+        "scan" => {
+            let end = match arg(2)? {
+                "-" => None,
+                e => Some(e.as_bytes().to_vec()),
+            };
+            let limit = words
+                .get(4)
+                .map(|l| l.parse().unwrap_or(usize::MAX))
+                .unwrap_or(usize::MAX);
+            show(
+                store.scan(arg(1)?.as_bytes(), end.as_deref(), ts(arg(3)?)?, limit),
+                |outcome| match outcome {
+                    ReadOutcome::Value(pairs) if pairs.is_empty() => "empty".into(),
+                    ReadOutcome::Value(pairs) => pairs
+                        .iter()
+                        .map(|(k, v)| format!("{}={}", text(k), text(v)))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    ReadOutcome::Locked { lock, .. } => {
+                        format!("locked {}", show_ts(lock.start_ts))
+                    }
+                },
+            )
+        }
+        "status" => show(
+            store.check_txn_status(arg(1)?.as_bytes(), ts(arg(2)?)?, ts(arg(3)?)?),
+            |s| match s {
+                TxnStatus::Committed { commit_ts } => format!("committed {}", show_ts(commit_ts)),
+                TxnStatus::RolledBack => "rolled-back".into(),
+                TxnStatus::Alive { ttl_ms } => format!("alive {ttl_ms}"),
+            },
+        ),
+        "resolve" => {
+            let commit = match arg(2)? {
+                "0" => None,
+                c => Some(ts(c)?),
+            };
+            show(store.resolve_lock(ts(arg(1)?)?, commit), |n| {
+                format!("resolved {n}")
+            })
+        }
+        "heartbeat" => {
+            let ttl: u64 = arg(3)?.parse().map_err(|_| "bad ttl")?;
+            show(
+                store.txn_heartbeat(arg(1)?.as_bytes(), ts(arg(2)?)?, ttl),
+                |t| format!("ttl {t}"),
+            )
+        }
+        other => return Err(format!("unknown command {other:?}")),
+    })
+}
+
+fn run_script(path: &Path) -> Vec<String> {
+    let store = TxnStore::new(Arc::new(MemoryEngine::new()));
+    let mut failures = Vec::new();
+    for (number, line) in fs::read_to_string(path)
+        .expect("readable script")
+        .lines()
+        .enumerate()
+    {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let place = format!("{}:{}", path.display(), number + 1);
+        let Some((command, expected)) = line.split_once("->") else {
+            failures.push(format!("{place}: no `->` in {line:?}"));
+            continue;
+        };
+        match run(&store, command.trim()) {
+            Ok(actual) if actual == expected.trim() => {}
+            Ok(actual) => failures.push(format!(
+                "{place}: {}\n  expected: {}\n  actual:   {actual}",
+                command.trim(),
+                expected.trim()
+            )),
+            Err(problem) => failures.push(format!("{place}: {problem}")),
+        }
+    }
+    failures
+}
+
+#[test]
+fn percolator_scripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/percolator");
+    let mut paths: Vec<_> = fs::read_dir(&dir)
+        .expect("scripts directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "test"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty());
+    let failures: Vec<String> = paths.iter().flat_map(|p| run_script(p)).collect();
+    assert!(
+        failures.is_empty(),
+        "{} failing steps:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
