@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use kv::storage::RocksEngine;
-use kv::txn::TxnStore;
+use kv::txn::{TxnCommands, TxnStore};
 use kv::{TxnClient, TxnOptions};
 use scheduler::TimestampOracle;
 use tokio::net::TcpListener;
@@ -37,7 +37,7 @@ pub async fn run(
     })?;
     let tso =
         TimestampOracle::open(&config.data_dir.join("scheduler")).map_err(|e| e.to_string())?;
-    let store = Arc::new(TxnStore::new(Arc::new(engine)));
+    let store: Arc<dyn TxnCommands> = Arc::new(TxnStore::new(Arc::new(engine)));
     let client = TxnClient::new(store, Arc::new(tso), TxnOptions::default());
     let database = sql::Database::new(Arc::new(client));
 

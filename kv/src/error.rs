@@ -27,6 +27,11 @@ pub enum KvError {
     #[error("could not serialize access: key {key:?} stayed locked by transaction {lock_ts}")]
     LockWaitTimeout { key: Vec<u8>, lock_ts: Timestamp },
 
+    /// The primary's commit was sent but its answer was lost: the transaction may or may not
+    /// have committed. Only reading tells.
+    #[error("the outcome of transaction {start_ts} is unknown: {reason}")]
+    CommitUnknown { start_ts: Timestamp, reason: String },
+
     // --- Broken invariants in stored data: stop and report.
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -36,6 +41,12 @@ pub enum KvError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Tso(#[from] TsoError),
+    /// A remote store could not be reached or failed (transport-level).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A remote store failed to execute a command.
+    #[error("store error: {0}")]
+    Server(String),
 }
 
 impl KvError {

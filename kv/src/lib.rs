@@ -9,13 +9,18 @@
 //! - [`client`]: the [`Transaction`] interface the SQL layer uses, implemented by
 //!   [`TxnClient`] with Percolator's two-phase commit.
 //!
-//! Regions, Raft replication and the gRPC services come with the raftstore issue; the client's
-//! direct calls into [`txn::TxnStore`] become routed RPCs then, and nothing above changes.
+//! - [`server`]: the gRPC service that exposes a store's commands; the client reaches it with
+//!   [`client::RemoteTxnCommands`].
+//!
+//! Regions and Raft replication come with the raftstore issue: the client then routes each
+//! command to the leader of the key's region, and nothing above it changes.
 
 pub mod client;
 pub mod codec;
 pub mod error;
 pub mod mvcc;
+mod rpc;
+pub mod server;
 pub mod storage;
 pub mod txn;
 

@@ -1,6 +1,8 @@
 //! Script-driven tests of the Percolator commands: every `percolator/*.test` file is a list
 //! of commands against one fresh store, each with the result it must give. A new case is a
-//! text file.
+//! text file. Every script runs twice: against a store in-process and against the same kind
+//! of store through its gRPC service, so the service and the remote client are held to the
+//! same expectations.
 //!
 //! One command per line, `#` comments, `->` before the expected result. Timestamps are
 //! written as physical milliseconds (logical part 0), so TTLs can be reasoned about.
@@ -21,6 +23,8 @@
 //! `committed TS`, `rolled-back`, `alive TTL`, `resolved N`, `ttl N`, `error` (any other
 //! failure).
 
+mod support;
+
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +33,7 @@ use kv::KvError;
 use kv::mvcc::reader::ReadOutcome;
 use kv::storage::MemoryEngine;
 use kv::txn::actions::PrewriteError;
-use kv::txn::{Mutation, TxnStatus, TxnStore};
+use kv::txn::{Mutation, TxnCommands, TxnStatus, TxnStore};
 use scheduler::Timestamp;
 
 fn ts(word: &str) -> Result<Timestamp, String> {
@@ -85,7 +89,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn run(store: &TxnStore<MemoryEngine>, command: &str) -> Result<String, String> {
+fn run(store: &dyn TxnCommands, command: &str) -> Result<String, String> {
     let words: Vec<&str> = command.split_whitespace().collect();
     let arg = |i: usize| words.get(i).copied().ok_or(format!("missing argument {i}"));
     let keys = |from: usize| {
@@ -173,8 +177,7 @@ fn run(store: &TxnStore<MemoryEngine>, command: &str) -> Result<String, String> 
     })
 }
 
-fn run_script(path: &Path) -> Vec<String> {
-    let store = TxnStore::new(Arc::new(MemoryEngine::new()));
+fn run_script(path: &Path, store: &dyn TxnCommands) -> Vec<String> {
     let mut failures = Vec::new();
     for (number, line) in fs::read_to_string(path)
         .expect("readable script")
@@ -190,7 +193,7 @@ fn run_script(path: &Path) -> Vec<String> {
             failures.push(format!("{place}: no `->` in {line:?}"));
             continue;
         };
-        match run(&store, command.trim()) {
+        match run(store, command.trim()) {
             Ok(actual) if actual == expected.trim() => {}
             Ok(actual) => failures.push(format!(
                 "{place}: {}\n  expected: {}\n  actual:   {actual}",
@@ -203,8 +206,7 @@ fn run_script(path: &Path) -> Vec<String> {
     failures
 }
 
-#[test]
-fn percolator_scripts() {
+fn scripts() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/percolator");
     let mut paths: Vec<_> = fs::read_dir(&dir)
         .expect("scripts directory")
@@ -213,11 +215,26 @@ fn percolator_scripts() {
         .collect();
     paths.sort();
     assert!(!paths.is_empty());
-    let failures: Vec<String> = paths.iter().flat_map(|p| run_script(p)).collect();
+    paths
+}
+
+fn check(failures: Vec<String>) {
     assert!(
         failures.is_empty(),
         "{} failing steps:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn percolator_scripts_in_process() {
+    let run = |p: &std::path::PathBuf| run_script(p, &TxnStore::new(Arc::new(MemoryEngine::new())));
+    check(scripts().iter().flat_map(run).collect());
+}
+
+#[test]
+fn percolator_scripts_over_grpc() {
+    let run = |p: &std::path::PathBuf| run_script(p, support::GrpcStore::start().remote.as_ref());
+    check(scripts().iter().flat_map(run).collect());
 }

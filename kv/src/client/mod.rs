@@ -1,15 +1,17 @@
 //! The transaction client: what the SQL layer uses to read and write.
 //!
 //! The SQL layer sees only the [`Transaction`] trait (and [`TransactionSource`] to begin one).
-//! [`TxnClient`] implements them with Percolator over a [`TxnStore`](crate::txn::TxnStore):
-//! reads at `start_ts` (resolving any lock they meet), writes buffered in the transaction, and
-//! two-phase commit on `commit`. Today the store is in the same process (single node); routing
-//! to region leaders over gRPC replaces the direct calls when regions are replicated.
+//! [`TxnClient`] implements them with Percolator over a store's
+//! [`TxnCommands`](crate::txn::TxnCommands): reads at `start_ts` (resolving any lock they meet),
+//! writes buffered in the transaction, and two-phase commit on `commit`. The store is either in
+//! the same process ([`TxnStore`](crate::txn::TxnStore), the single-node cluster) or reached
+//! over gRPC ([`RemoteTxnCommands`]); routing each key to its region leader comes with
+//! replicated regions.
 
-#[cfg(test)]
-mod tests;
+mod remote;
 mod transaction;
 mod txn_client;
 
+pub use remote::RemoteTxnCommands;
 pub use transaction::{Transaction, TransactionSource};
 pub use txn_client::{TxnClient, TxnOptions};

@@ -12,9 +12,9 @@ use super::transaction::{Transaction, TransactionSource};
 use crate::error::{KvError, KvResult};
 use crate::mvcc::Lock;
 use crate::mvcc::reader::ReadOutcome;
-use crate::storage::{Engine, KvPair};
+use crate::storage::KvPair;
 use crate::txn::actions::PrewriteError;
-use crate::txn::{Mutation, TxnStatus, TxnStore};
+use crate::txn::{Mutation, TxnCommands, TxnStatus};
 
 /// Tunables of the client protocol.
 #[derive(Clone, Debug)]
@@ -36,27 +36,25 @@ impl Default for TxnOptions {
     }
 }
 
-struct Shared<E: Engine> {
-    store: Arc<TxnStore<E>>,
+struct Shared {
+    store: Arc<dyn TxnCommands>,
     tso: Arc<TimestampOracle>,
     options: TxnOptions,
 }
 
-/// Begins transactions against a [`TxnStore`] with timestamps from a [`TimestampOracle`].
-pub struct TxnClient<E: Engine> {
-    shared: Arc<Shared<E>>,
+/// Begins transactions against a store's [`TxnCommands`] (local or remote) with timestamps
+/// from a [`TimestampOracle`].
+#[derive(Clone)]
+pub struct TxnClient {
+    shared: Arc<Shared>,
 }
 
-impl<E: Engine> Clone for TxnClient<E> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-impl<E: Engine> TxnClient<E> {
-    pub fn new(store: Arc<TxnStore<E>>, tso: Arc<TimestampOracle>, options: TxnOptions) -> Self {
+impl TxnClient {
+    pub fn new(
+        store: Arc<dyn TxnCommands>,
+        tso: Arc<TimestampOracle>,
+        options: TxnOptions,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 store,
@@ -66,7 +64,7 @@ impl<E: Engine> TxnClient<E> {
         }
     }
 
-    pub fn begin_txn(&self) -> KvResult<KvTransaction<E>> {
+    pub fn begin_txn(&self) -> KvResult<KvTransaction> {
         let start_ts = self.shared.tso.get_timestamp()?;
         Ok(KvTransaction {
             shared: Arc::clone(&self.shared),
@@ -77,7 +75,7 @@ impl<E: Engine> TxnClient<E> {
     }
 }
 
-impl<E: Engine> TransactionSource for TxnClient<E> {
+impl TransactionSource for TxnClient {
     fn begin(&self) -> KvResult<Box<dyn Transaction>> {
         Ok(Box::new(self.begin_txn()?))
     }
@@ -92,14 +90,14 @@ enum Buffered {
 }
 
 /// A Percolator transaction. See the `txn` module for the protocol.
-pub struct KvTransaction<E: Engine> {
-    shared: Arc<Shared<E>>,
+pub struct KvTransaction {
+    shared: Arc<Shared>,
     start_ts: Timestamp,
     buffer: BTreeMap<Vec<u8>, Buffered>,
     finished: bool,
 }
 
-impl<E: Engine> Shared<E> {
+impl Shared {
     /// Settles the fate of `lock` (found on `key`) so that reads and prewrites can proceed:
     /// roll it forward if its primary committed, back if the primary rolled back or expired;
     /// wait while it is alive, up to `max_lock_wait`.
@@ -147,7 +145,7 @@ impl<E: Engine> Shared<E> {
     }
 }
 
-impl<E: Engine> KvTransaction<E> {
+impl KvTransaction {
     fn check_open(&self) -> KvResult<()> {
         if self.finished {
             return Err(KvError::TxnAborted {
@@ -216,13 +214,30 @@ impl<E: Engine> KvTransaction<E> {
                 return Err(e.into());
             }
         };
-        if let Err(e) = self
+        match self
             .shared
             .store
             .commit(&keys[..1], self.start_ts, commit_ts)
         {
-            self.rollback_keys(&keys);
-            return Err(e);
+            Ok(()) => {}
+            Err(KvError::Unavailable(reason)) => {
+                // The commit may have been applied with its answer lost. A rollback settles
+                // it: it succeeds only if the primary did not commit (and then it never will).
+                return match self.shared.store.rollback(&keys, self.start_ts) {
+                    Ok(()) => Err(KvError::TxnAborted {
+                        start_ts: self.start_ts,
+                        reason,
+                    }),
+                    Err(_) => Err(KvError::CommitUnknown {
+                        start_ts: self.start_ts,
+                        reason,
+                    }),
+                };
+            }
+            Err(e) => {
+                self.rollback_keys(&keys);
+                return Err(e);
+            }
         }
         // Committed. Secondaries left locked here are rolled forward by readers.
         if let Err(e) = self
@@ -243,7 +258,7 @@ impl<E: Engine> KvTransaction<E> {
     }
 }
 
-impl<E: Engine> Transaction for KvTransaction<E> {
+impl Transaction for KvTransaction {
     fn get(&mut self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
         self.check_open()?;
         match self.buffer.get(key) {

@@ -29,8 +29,10 @@
 //! versions.
 
 pub mod actions;
+pub mod commands;
 pub mod latches;
 pub mod store;
 
 pub use actions::{Mutation, TxnStatus};
+pub use commands::TxnCommands;
 pub use store::TxnStore;

@@ -1,31 +1,76 @@
-//! Behaviour of Percolator transactions through the client, on the in-memory engine.
+//! Behaviour of Percolator transactions through the client. Every test runs twice: with the
+//! store in-process and with the store behind its gRPC service.
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use kv::mvcc::reader::ReadOutcome;
+use kv::storage::{Cf, Engine, MemoryEngine, Snapshot};
+use kv::txn::{Mutation, TxnCommands, TxnStore};
+use kv::{KvError, Transaction, TxnClient, TxnOptions};
 use scheduler::{Timestamp, TimestampOracle};
 
-use super::{Transaction, TxnClient, TxnOptions};
-use crate::error::KvError;
-use crate::storage::{Engine, MemoryEngine};
-use crate::txn::{Mutation, TxnStore};
-
 struct Fixture {
-    store: Arc<TxnStore<MemoryEngine>>,
+    /// The commands the client uses (local or remote).
+    store: Arc<dyn TxnCommands>,
+    /// The store underneath, for inspection.
+    local: Arc<TxnStore<MemoryEngine>>,
     tso: Arc<TimestampOracle>,
-    client: TxnClient<MemoryEngine>,
+    client: TxnClient,
+    _grpc: Option<support::GrpcStore>,
 }
 
-fn fixture() -> Fixture {
-    let store = Arc::new(TxnStore::new(Arc::new(MemoryEngine::new())));
+fn fixture_with(remote: bool) -> Fixture {
+    let (local, store, grpc) = if remote {
+        let grpc = support::GrpcStore::start();
+        let remote: Arc<dyn TxnCommands> = grpc.remote.clone();
+        (grpc.store.clone(), remote, Some(grpc))
+    } else {
+        let local = Arc::new(TxnStore::new(Arc::new(MemoryEngine::new())));
+        let store: Arc<dyn TxnCommands> = local.clone();
+        (local, store, None)
+    };
     let tso = Arc::new(TimestampOracle::in_memory());
     let options = TxnOptions {
         lock_ttl: Duration::from_millis(50),
         max_lock_wait: Duration::from_secs(5),
     };
-    let client = TxnClient::new(Arc::clone(&store), Arc::clone(&tso), options);
-    Fixture { store, tso, client }
+    let client = TxnClient::new(store.clone(), Arc::clone(&tso), options);
+    Fixture {
+        store,
+        local,
+        tso,
+        client,
+        _grpc: grpc,
+    }
 }
+
+/// Declares each test for both the local and the remote store.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[test] fn $name() { super::$name(super::fixture_with(false)); })*
+        }
+        mod over_grpc {
+            $(#[test] fn $name() { super::$name(super::fixture_with(true)); })*
+        }
+    };
+}
+
+both!(
+    reads_see_the_snapshot_at_start,
+    writes_are_buffered_until_commit,
+    rollback_discards_writes,
+    second_committer_of_a_key_fails_and_applies_nothing,
+    disjoint_writers_both_commit,
+    lock_only_mutations_conflict_like_writes,
+    a_crashed_clients_locks_are_rolled_back_after_their_ttl,
+    a_crash_after_the_primary_committed_rolls_secondaries_forward,
+    readers_wait_for_a_live_lock_then_see_the_commit,
+    read_only_transactions_write_nothing,
+);
 
 impl Fixture {
     fn begin(&self) -> Box<dyn Transaction> {
@@ -68,9 +113,7 @@ fn keys(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn reads_see_the_snapshot_at_start() {
-    let f = fixture();
+fn reads_see_the_snapshot_at_start(f: Fixture) {
     f.write(&[("a", Some("1"))]);
     let mut old = f.begin();
     f.write(&[("a", Some("2")), ("b", Some("new"))]);
@@ -83,9 +126,7 @@ fn reads_see_the_snapshot_at_start() {
     assert_eq!(old.get(b"a").unwrap(), Some(b"1".to_vec()));
 }
 
-#[test]
-fn writes_are_buffered_until_commit() {
-    let f = fixture();
+fn writes_are_buffered_until_commit(f: Fixture) {
     f.write(&[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))]);
     let mut txn = f.begin();
     txn.put(b"b".to_vec(), b"mine".to_vec());
@@ -111,18 +152,14 @@ fn writes_are_buffered_until_commit() {
     );
 }
 
-#[test]
-fn rollback_discards_writes() {
-    let f = fixture();
+fn rollback_discards_writes(f: Fixture) {
     let mut txn = f.begin();
     txn.put(b"k".to_vec(), b"v".to_vec());
     txn.rollback().unwrap();
     assert_eq!(f.read("k"), None);
 }
 
-#[test]
-fn second_committer_of_a_key_fails_and_applies_nothing() {
-    let f = fixture();
+fn second_committer_of_a_key_fails_and_applies_nothing(f: Fixture) {
     f.write(&[("k", Some("0"))]);
     let mut first = f.begin();
     let mut second = f.begin();
@@ -137,9 +174,7 @@ fn second_committer_of_a_key_fails_and_applies_nothing() {
     assert_eq!(f.read("other"), None);
 }
 
-#[test]
-fn disjoint_writers_both_commit() {
-    let f = fixture();
+fn disjoint_writers_both_commit(f: Fixture) {
     let mut a = f.begin();
     let mut b = f.begin();
     a.put(b"x".to_vec(), b"a".to_vec());
@@ -152,9 +187,7 @@ fn disjoint_writers_both_commit() {
     );
 }
 
-#[test]
-fn lock_only_mutations_conflict_like_writes() {
-    let f = fixture();
+fn lock_only_mutations_conflict_like_writes(f: Fixture) {
     f.write(&[("x", Some("0")), ("y", Some("0"))]);
     let mut a = f.begin();
     let mut b = f.begin();
@@ -174,9 +207,7 @@ fn lock_only_mutations_conflict_like_writes() {
     );
 }
 
-#[test]
-fn a_crashed_clients_locks_are_rolled_back_after_their_ttl() {
-    let f = fixture();
+fn a_crashed_clients_locks_are_rolled_back_after_their_ttl(f: Fixture) {
     f.write(&[("p", Some("old")), ("s", Some("old"))]);
     // A client prewrites two keys and dies before committing.
     let start = f.ts();
@@ -202,9 +233,7 @@ fn a_crashed_clients_locks_are_rolled_back_after_their_ttl() {
     assert_eq!(f.read("s").as_deref(), Some("later"));
 }
 
-#[test]
-fn a_crash_after_the_primary_committed_rolls_secondaries_forward() {
-    let f = fixture();
+fn a_crash_after_the_primary_committed_rolls_secondaries_forward(f: Fixture) {
     f.write(&[("p", Some("old")), ("s", Some("old"))]);
     let start = f.ts();
     let mutations = [
@@ -224,9 +253,7 @@ fn a_crash_after_the_primary_committed_rolls_secondaries_forward() {
     assert_eq!(keys(txn.scan(b"", None, 10).unwrap()), ["p=new"]);
 }
 
-#[test]
-fn readers_wait_for_a_live_lock_then_see_the_commit() {
-    let f = fixture();
+fn readers_wait_for_a_live_lock_then_see_the_commit(f: Fixture) {
     f.write(&[("k", Some("old"))]);
     let start = f.ts();
     let mutation = Mutation::Put {
@@ -241,7 +268,7 @@ fn readers_wait_for_a_live_lock_then_see_the_commit() {
     let at = Timestamp(reader.start_ts());
     assert!(matches!(
         f.store.get(b"k", at),
-        Ok(crate::mvcc::reader::ReadOutcome::Locked { .. })
+        Ok(ReadOutcome::Locked { .. })
     ));
     // ...and the client waits until the lock's owner commits.
     let store = Arc::clone(&f.store);
@@ -253,17 +280,14 @@ fn readers_wait_for_a_live_lock_then_see_the_commit() {
     committer.join().unwrap();
 }
 
-#[test]
-fn read_only_transactions_write_nothing() {
-    let f = fixture();
+fn read_only_transactions_write_nothing(f: Fixture) {
     f.write(&[("k", Some("v"))]);
-    let before = f.store.engine().snapshot();
+    let before = f.local.engine().snapshot();
     let mut txn = f.begin();
     txn.get(b"k").unwrap();
     txn.commit().unwrap();
-    let after = f.store.engine().snapshot();
-    for cf in crate::storage::Cf::ALL {
-        use crate::storage::Snapshot;
+    let after = f.local.engine().snapshot();
+    for cf in Cf::ALL {
         assert_eq!(
             before.scan(cf, b"", None).count(),
             after.scan(cf, b"", None).count(),
