@@ -19,6 +19,7 @@ pub mod error;
 pub mod exec;
 pub mod expr;
 mod parse;
+pub mod script;
 mod session;
 pub mod types;
 

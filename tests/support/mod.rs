@@ -120,6 +120,8 @@ impl Reply {
 
 pub struct WireClient {
     stream: TcpStream,
+    /// ReadyForQuery status of the last reply.
+    last_status: u8,
 }
 
 fn put_cstr(buf: &mut Vec<u8>, s: &str) {
@@ -133,7 +135,10 @@ impl WireClient {
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
-        let mut client = WireClient { stream };
+        let mut client = WireClient {
+            stream,
+            last_status: b'I',
+        };
         let mut body = Vec::new();
         body.extend_from_slice(&196608u32.to_be_bytes());
         put_cstr(&mut body, "user");
@@ -259,5 +264,43 @@ impl WireClient {
                     .join(",")
             })
             .collect()
+    }
+}
+
+impl sql::script::ScriptSession for WireClient {
+    fn run(&mut self, sql: &str) -> Result<Option<sql::StatementResult>, sql::script::Failure> {
+        let reply = self.query(sql);
+        self.last_status = reply.status;
+        if let Some((code, message)) = reply.error {
+            return Err(sql::script::Failure { code, message });
+        }
+        let Some(tag) = reply.tags.last().cloned() else {
+            return Ok(None);
+        };
+        if reply.columns.is_empty() {
+            return Ok(Some(sql::StatementResult::Command { tag }));
+        }
+        let columns = reply
+            .columns
+            .iter()
+            .map(|(name, oid)| sql::ColumnInfo {
+                name: name.clone(),
+                type_oid: *oid,
+                type_size: -1,
+            })
+            .collect();
+        Ok(Some(sql::StatementResult::Rows {
+            columns,
+            rows: reply.rows,
+            tag,
+        }))
+    }
+
+    fn status(&mut self) -> sql::TransactionStatus {
+        match self.last_status {
+            b'T' => sql::TransactionStatus::InBlock,
+            b'E' => sql::TransactionStatus::Failed,
+            _ => sql::TransactionStatus::Idle,
+        }
     }
 }
