@@ -11,8 +11,8 @@ pub enum KvError {
     // re-running the statements is the application's decision.
     /// Another transaction committed a write to `key` after this one started.
     #[error(
-        "could not serialize access due to concurrent update (write conflict on key {key:?}: \
-         committed at {conflict_commit_ts}, this transaction started at {start_ts})"
+        "could not serialize access due to concurrent update (another transaction committed a \
+         write to the same key at {conflict_commit_ts}, after this one started at {start_ts})"
     )]
     WriteConflict {
         key: Vec<u8>,
@@ -24,7 +24,9 @@ pub enum KvError {
     #[error("could not serialize access: transaction {start_ts} was aborted: {reason}")]
     TxnAborted { start_ts: Timestamp, reason: String },
     /// A key stayed locked by a live transaction for longer than we are willing to wait.
-    #[error("could not serialize access: key {key:?} stayed locked by transaction {lock_ts}")]
+    #[error(
+        "could not serialize access: a key stayed locked by transaction {lock_ts} for too long"
+    )]
     LockWaitTimeout { key: Vec<u8>, lock_ts: Timestamp },
 
     /// The primary's commit was sent but its answer was lost: the transaction may or may not

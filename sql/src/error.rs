@@ -26,6 +26,7 @@ pub mod sqlstate {
     pub const UNIQUE_VIOLATION: &str = "23505";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const STATEMENT_COMPLETION_UNKNOWN: &str = "40003";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
     pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
@@ -96,7 +97,8 @@ impl From<KvError> for SqlError {
             e if e.is_retryable_transaction() => sqlstate::SERIALIZATION_FAILURE,
             KvError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
             KvError::Storage(kv::storage::StorageError::Corrupt(_)) => sqlstate::DATA_CORRUPTED,
-            KvError::Storage(_) | KvError::Tso(_) => sqlstate::IO_ERROR,
+            KvError::CommitUnknown { .. } => sqlstate::STATEMENT_COMPLETION_UNKNOWN,
+            KvError::Storage(_) | KvError::Tso(_) | KvError::Unavailable(_) => sqlstate::IO_ERROR,
             _ => sqlstate::INTERNAL_ERROR,
         };
         SqlError::new(code, e.to_string())

@@ -69,6 +69,7 @@ impl TxnClient {
         Ok(KvTransaction {
             shared: Arc::clone(&self.shared),
             start_ts,
+            began: Instant::now(),
             buffer: BTreeMap::new(),
             finished: false,
         })
@@ -93,6 +94,8 @@ enum Buffered {
 pub struct KvTransaction {
     shared: Arc<Shared>,
     start_ts: Timestamp,
+    /// When `start_ts` was taken, by the local clock.
+    began: Instant,
     buffer: BTreeMap<Vec<u8>, Buffered>,
     finished: bool,
 }
@@ -109,15 +112,16 @@ impl Shared {
                 .store
                 .check_txn_status(&lock.primary, lock.start_ts, now)?
             {
+                // Settle every lock the transaction left on the store at once: a scan that met
+                // one of them is likely to meet the others.
                 TxnStatus::Committed { commit_ts } => {
-                    return match self.store.commit(&[key.to_vec()], lock.start_ts, commit_ts) {
-                        // Someone else resolved the lock meanwhile: fine either way.
-                        Err(KvError::TxnAborted { .. }) => Ok(()),
-                        other => other,
-                    };
+                    return self
+                        .store
+                        .resolve_lock(lock.start_ts, Some(commit_ts))
+                        .map(drop);
                 }
                 TxnStatus::RolledBack => {
-                    return self.store.rollback(&[key.to_vec()], lock.start_ts);
+                    return self.store.resolve_lock(lock.start_ts, None).map(drop);
                 }
                 TxnStatus::Alive { .. } => {
                     if waited_since.elapsed() >= self.options.max_lock_wait {
@@ -172,18 +176,17 @@ impl KvTransaction {
 
     /// The TTL to put on our locks: long enough to cover the time since start_ts (locks'
     /// expiry is measured from start_ts) plus the configured TTL.
-    fn lock_ttl_ms(&self) -> KvResult<u64> {
-        let now = self.shared.tso.get_timestamp()?;
-        let elapsed = now
-            .physical_ms()
-            .saturating_sub(self.start_ts.physical_ms());
-        Ok(elapsed + self.shared.options.lock_ttl.as_millis() as u64)
+    fn lock_ttl_ms(&self) -> u64 {
+        // Measured locally: no timestamp round trip. The oracle's clock never runs faster than
+        // the local one, so this never understates the time since start_ts.
+        let elapsed = self.began.elapsed() + self.shared.options.lock_ttl;
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn prewrite(&self, mutations: &[Mutation], primary: &[u8]) -> KvResult<()> {
         let since = Instant::now();
         loop {
-            let ttl = self.lock_ttl_ms()?;
+            let ttl = self.lock_ttl_ms();
             match self
                 .shared
                 .store
@@ -240,10 +243,12 @@ impl KvTransaction {
             }
         }
         // Committed. Secondaries left locked here are rolled forward by readers.
-        if let Err(e) = self
-            .shared
-            .store
-            .commit(&keys[1..], self.start_ts, commit_ts)
+        let secondaries = &keys[1..];
+        if !secondaries.is_empty()
+            && let Err(e) = self
+                .shared
+                .store
+                .commit(secondaries, self.start_ts, commit_ts)
         {
             warn!(start_ts = %self.start_ts, error = %e, "committing secondary keys failed; readers will resolve them");
         }
