@@ -1,0 +1,898 @@
+//! The Raft state machine: roles, elections, replication, membership, leadership transfer and
+//! read index. Driven by [`Raft::tick`], [`Raft::step`] and the request methods; its outputs
+//! are queued messages, read states and the log's unstable/committed entries, which
+//! [`crate::RawNode`] packages into a `Ready`.
+
+use crate::config::Config;
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::progress::{ProgressState, Tracker, VoteResult};
+use crate::read_only::{ReadOnly, ReadState};
+use crate::rng::Rng;
+use crate::storage::{Storage, StorageError};
+use crate::types::{ConfChange, ConfState, Entry, EntryKind, HardState, Index, NodeId, Term};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// Why a request was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RaftError {
+    /// Not the leader (and no leader known to forward to), or a leader transfer is in progress.
+    ProposalDropped,
+    /// A membership change is already pending.
+    ConfChangePending,
+    Storage(StorageError),
+}
+
+impl std::fmt::Display for RaftError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RaftError::ProposalDropped => {
+                f.write_str("proposal dropped: not the leader, or a leader transfer is in progress")
+            }
+            RaftError::ConfChangePending => f.write_str("a membership change is already pending"),
+            RaftError::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RaftError {}
+
+pub struct Raft<S: Storage> {
+    pub id: NodeId,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub log: RaftLog<S>,
+    pub tracker: Tracker,
+    pub msgs: Vec<Message>,
+    pub read_states: Vec<ReadState>,
+    config: Config,
+    rng: Rng,
+    election_elapsed: usize,
+    heartbeat_elapsed: usize,
+    randomized_election_timeout: usize,
+    /// Index of the latest membership change in the log; a new one waits until it is applied.
+    pending_conf_index: Index,
+    /// The node leadership is being transferred to.
+    pub lead_transferee: Option<NodeId>,
+    read_only: ReadOnly,
+    /// Read requests that arrived before this leader committed an entry of its term.
+    pending_reads: Vec<(Vec<u8>, Option<NodeId>)>,
+}
+
+impl<S: Storage> Raft<S> {
+    pub fn new(config: Config, storage: S) -> Result<Raft<S>, RaftError> {
+        config
+            .validate()
+            .map_err(|e| RaftError::Storage(StorageError::Other(e)))?;
+        let (hard_state, conf) = storage.initial_state().map_err(RaftError::Storage)?;
+        let log =
+            RaftLog::new(storage, hard_state.commit, config.applied).map_err(RaftError::Storage)?;
+        let mut raft = Raft {
+            id: config.id,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            tracker: Tracker::new(conf, config.max_inflight),
+            msgs: Vec::new(),
+            read_states: Vec::new(),
+            rng: Rng::new(config.seed),
+            config,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            pending_conf_index: 0,
+            lead_transferee: None,
+            read_only: ReadOnly::default(),
+            pending_reads: Vec::new(),
+        };
+        raft.reset_timeouts();
+        Ok(raft)
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.tracker.conf
+    }
+
+    /// Whether this node may become leader: only voters campaign.
+    pub fn promotable(&self) -> bool {
+        self.tracker.conf.voters.contains(&self.id)
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = if body.is_local_request() {
+            0
+        } else {
+            self.term
+        };
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    fn reset_timeouts(&mut self) {
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        let base = self.config.election_tick as u64;
+        self.randomized_election_timeout = self.rng.range(base, 2 * base) as usize;
+    }
+
+    fn reset(&mut self, term: Term) {
+        if self.term != term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.reset_timeouts();
+        self.tracker.votes.clear();
+        self.tracker.reset_all(self.log.last_index() + 1);
+        self.lead_transferee = None;
+        self.read_only.clear();
+        self.pending_reads.clear();
+    }
+
+    // ---------------------------------------------------------------- roles
+
+    pub fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    fn become_pre_candidate(&mut self) {
+        // No term bump and no vote: a pre-vote changes nothing if it fails (thesis §9.6).
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.tracker.votes.clear();
+        self.reset_timeouts();
+    }
+
+    fn become_candidate(&mut self) {
+        let term = self.term + 1;
+        self.reset(term);
+        self.role = Role::Candidate;
+        self.vote = Some(self.id);
+    }
+
+    fn become_leader(&mut self) {
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        let last = self.log.last_index();
+        if let Some(own) = self.tracker.progress.get_mut(&self.id) {
+            own.matched = last;
+            own.next = last + 1;
+            own.become_replicate();
+        }
+        // Any membership change still in the uncommitted log counts as pending.
+        self.pending_conf_index = last;
+        // An empty entry of the new term, so that earlier entries can commit (§5.4.2, §8).
+        self.append_entries(vec![Entry::normal(self.term, 0, Vec::new())]);
+        self.broadcast_append();
+    }
+
+    // ---------------------------------------------------------------- time
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
+            self.election_elapsed = 0;
+            self.hup(false);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_tick {
+            self.election_elapsed = 0;
+            if self.config.check_quorum {
+                let quorum_active = self.tracker.quorum_active(self.id);
+                for (id, progress) in self.tracker.progress.iter_mut() {
+                    if *id != self.id {
+                        progress.recent_active = false;
+                    }
+                }
+                if !quorum_active {
+                    let term = self.term;
+                    self.become_follower(term, None);
+                    return;
+                }
+            }
+            // A transfer that did not finish within an election timeout is abandoned.
+            self.lead_transferee = None;
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_tick {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat(self.read_only.last_context());
+        }
+    }
+
+    // ---------------------------------------------------------------- elections
+
+    /// Starts an election (with a pre-vote first if configured, unless `transfer`).
+    pub fn hup(&mut self, transfer: bool) {
+        if self.role == Role::Leader || !self.promotable() {
+            return;
+        }
+        // Entries of an applied-but-pending membership change must be applied before
+        // campaigning under the old configuration would be safe to reason about.
+        if self.config.pre_vote && !transfer {
+            self.campaign_pre_vote();
+        } else {
+            self.campaign(transfer);
+        }
+    }
+
+    fn voters_except_self(&self) -> Vec<NodeId> {
+        self.tracker
+            .conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect()
+    }
+
+    fn campaign_pre_vote(&mut self) {
+        self.become_pre_candidate();
+        self.tracker.record_vote(self.id, true);
+        if self.tracker.vote_result() == VoteResult::Won {
+            self.campaign(false);
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for to in self.voters_except_self() {
+            self.msgs.push(Message {
+                from: self.id,
+                to,
+                term: self.term + 1,
+                body: MessageBody::PreVote {
+                    last_index,
+                    last_term,
+                },
+            });
+        }
+    }
+
+    fn campaign(&mut self, transfer: bool) {
+        self.become_candidate();
+        self.tracker.record_vote(self.id, true);
+        if self.tracker.vote_result() == VoteResult::Won {
+            self.become_leader();
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for to in self.voters_except_self() {
+            self.send(
+                to,
+                MessageBody::Vote {
+                    last_index,
+                    last_term,
+                    leader_transfer: transfer,
+                },
+            );
+        }
+    }
+
+    fn poll(&mut self, from: NodeId, granted: bool) {
+        self.tracker.record_vote(from, granted);
+        match self.tracker.vote_result() {
+            VoteResult::Won if self.role == Role::PreCandidate => self.campaign(false),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => {
+                let term = self.term;
+                self.become_follower(term, None);
+            }
+            VoteResult::Pending => {}
+        }
+    }
+
+    /// Whether this node heard from a live leader within the election timeout (its "lease"):
+    /// then it ignores vote requests, so a partitioned node cannot depose a healthy leader.
+    fn in_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.config.election_tick
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        m: &Message,
+        pre_vote: bool,
+        last_index: Index,
+        last_term: Term,
+    ) {
+        let can_vote = self.vote == Some(m.from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre_vote && m.term > self.term);
+        let grant = can_vote && self.log.is_up_to_date(last_index, last_term);
+        if pre_vote {
+            // Answer in the candidate's future term when granting, so it counts the vote.
+            let term = if grant { m.term } else { self.term };
+            self.msgs.push(Message {
+                from: self.id,
+                to: m.from,
+                term,
+                body: MessageBody::PreVoteResponse { reject: !grant },
+            });
+        } else {
+            if grant {
+                self.vote = Some(m.from);
+                self.election_elapsed = 0;
+            }
+            self.send(m.from, MessageBody::VoteResponse { reject: !grant });
+        }
+    }
+
+    // ---------------------------------------------------------------- messages
+
+    /// Processes a message from another node (or a forwarded request).
+    pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
+        if m.body.is_local_request() {
+            return self.step_local_request(m);
+        }
+        if m.term > self.term {
+            match &m.body {
+                MessageBody::Vote {
+                    leader_transfer, ..
+                } if self.in_lease() && !leader_transfer => {
+                    return Ok(()); // Disruptive server (thesis §4.2.3): ignore.
+                }
+                MessageBody::PreVote { .. } if self.in_lease() => return Ok(()),
+                MessageBody::PreVote { .. } => {}
+                MessageBody::PreVoteResponse { reject: false } => {}
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            match &m.body {
+                // A stale leader learns of the new term and steps down (also needed for
+                // check-quorum and pre-vote, where higher terms can otherwise be ignored).
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                    self.send(
+                        m.from,
+                        MessageBody::AppendResponse {
+                            reject: false,
+                            index: 0,
+                            hint_index: 0,
+                            hint_term: 0,
+                        },
+                    );
+                }
+                MessageBody::PreVote { .. } => {
+                    self.send(m.from, MessageBody::PreVoteResponse { reject: true });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        match m.body.clone() {
+            MessageBody::Vote {
+                last_index,
+                last_term,
+                ..
+            } => self.handle_vote_request(&m, false, last_index, last_term),
+            MessageBody::PreVote {
+                last_index,
+                last_term,
+            } => self.handle_vote_request(&m, true, last_index, last_term),
+            MessageBody::VoteResponse { reject } if self.role == Role::Candidate => {
+                self.poll(m.from, !reject)
+            }
+            MessageBody::PreVoteResponse { reject } if self.role == Role::PreCandidate => {
+                self.poll(m.from, !reject)
+            }
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.become_follower_of(m.term, m.from);
+                self.handle_append(m.from, prev_index, prev_term, commit, &entries);
+            }
+            MessageBody::Heartbeat { commit, context } => {
+                self.become_follower_of(m.term, m.from);
+                self.log.commit_to(commit.min(self.log.last_index()));
+                self.send(m.from, MessageBody::HeartbeatResponse { context });
+            }
+            MessageBody::Snapshot { snapshot } => {
+                self.become_follower_of(m.term, m.from);
+                self.handle_snapshot(m.from, snapshot);
+            }
+            MessageBody::TimeoutNow => {
+                // Leader transfer: campaign at once, skipping pre-vote and the lease.
+                if self.promotable() {
+                    self.hup(true);
+                }
+            }
+            MessageBody::AppendResponse {
+                reject,
+                index,
+                hint_index,
+                hint_term,
+            } if self.role == Role::Leader => {
+                self.handle_append_response(m.from, reject, index, hint_index, hint_term);
+            }
+            MessageBody::HeartbeatResponse { context } if self.role == Role::Leader => {
+                self.handle_heartbeat_response(m.from, context);
+            }
+            _ => {} // Responses for a role we no longer have.
+        }
+        Ok(())
+    }
+
+    /// A message from the current term's leader: follow it, and reset the election timer.
+    fn become_follower_of(&mut self, term: Term, leader: NodeId) {
+        if self.role != Role::Follower || self.leader != Some(leader) {
+            self.become_follower(term, Some(leader));
+        }
+        self.election_elapsed = 0;
+    }
+
+    fn step_local_request(&mut self, m: Message) -> Result<(), RaftError> {
+        match m.body {
+            MessageBody::Propose { data } => self.propose(data),
+            MessageBody::TransferLeader { target } => {
+                self.transfer_leader(target);
+                Ok(())
+            }
+            MessageBody::ReadIndex { context } => {
+                self.read_index_from(context, Some(m.from));
+                Ok(())
+            }
+            MessageBody::ReadIndexResponse { index, context } => {
+                self.read_states.push(ReadState { index, context });
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ---------------------------------------------------------------- replication (leader)
+
+    fn append_entries(&mut self, mut entries: Vec<Entry>) {
+        let mut index = self.log.last_index();
+        for entry in &mut entries {
+            index += 1;
+            entry.term = self.term;
+            entry.index = index;
+        }
+        let last = self.log.append(&entries);
+        if let Some(own) = self.tracker.progress.get_mut(&self.id) {
+            own.maybe_update(last);
+        }
+        self.maybe_commit();
+    }
+
+    fn maybe_commit(&mut self) -> bool {
+        let index = self.tracker.committed_index();
+        let committed = self.log.maybe_commit(index, self.term);
+        if committed {
+            self.on_first_commit_of_term();
+        }
+        committed
+    }
+
+    /// Sends what `to` needs next, if it is not paused. Returns whether anything was sent.
+    fn send_append(&mut self, to: NodeId) -> bool {
+        let Some(progress) = self.tracker.progress.get(&to) else {
+            return false;
+        };
+        if progress.is_paused() {
+            return false;
+        }
+        let prev_index = progress.next - 1;
+        let prev_term = self.log.term(prev_index);
+        let entries = self
+            .log
+            .entries(progress.next, self.config.max_size_per_msg);
+        match (prev_term, entries) {
+            (Ok(prev_term), Ok(entries)) => {
+                let last = prev_index + entries.len() as Index;
+                let count = entries.len();
+                let commit = self.log.committed;
+                self.send(
+                    to,
+                    MessageBody::Append {
+                        prev_index,
+                        prev_term,
+                        entries,
+                        commit,
+                    },
+                );
+                if let Some(progress) = self.tracker.progress.get_mut(&to) {
+                    progress.sent(last, count);
+                }
+                true
+            }
+            _ => self.send_snapshot(to),
+        }
+    }
+
+    /// The follower needs compacted entries: send the latest snapshot.
+    fn send_snapshot(&mut self, to: NodeId) -> bool {
+        let Ok(snapshot) = self.log.snapshot() else {
+            return false;
+        };
+        if snapshot.is_empty() {
+            return false;
+        }
+        let index = snapshot.meta.index;
+        self.send(to, MessageBody::Snapshot { snapshot });
+        if let Some(progress) = self.tracker.progress.get_mut(&to) {
+            progress.become_snapshot(index);
+        }
+        true
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        self.tracker
+            .progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect()
+    }
+
+    fn broadcast_append(&mut self) {
+        for to in self.others() {
+            self.send_append(to);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self, context: Option<Vec<u8>>) {
+        for to in self.others() {
+            // Never tell a follower to commit past what it is known to have.
+            let matched = self.tracker.progress.get(&to).map_or(0, |p| p.matched);
+            let commit = matched.min(self.log.committed);
+            self.send(
+                to,
+                MessageBody::Heartbeat {
+                    commit,
+                    context: context.clone(),
+                },
+            );
+        }
+    }
+
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        reject: bool,
+        index: Index,
+        hint_index: Index,
+        hint_term: Term,
+    ) {
+        let Some(progress) = self.tracker.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        if reject {
+            let hint = if hint_term > 0 {
+                self.log.find_conflict_by_term(hint_index, hint_term).0
+            } else {
+                hint_index
+            };
+            let progress = self.tracker.progress.get_mut(&from).expect("checked above");
+            if progress.maybe_decrease_to(index, hint) {
+                if progress.state == ProgressState::Replicate {
+                    progress.become_probe();
+                }
+                self.send_append(from);
+            }
+            return;
+        }
+        if !progress.maybe_update(index) {
+            return; // Old news (a duplicate or reordered acknowledgement).
+        }
+        match progress.state {
+            ProgressState::Probe => progress.become_replicate(),
+            ProgressState::Snapshot if progress.matched >= progress.pending_snapshot => {
+                progress.become_probe()
+            }
+            ProgressState::Snapshot => {}
+            ProgressState::Replicate => progress.free_to(index),
+        }
+        let matched = progress.matched;
+        if self.maybe_commit() {
+            self.broadcast_append();
+        } else {
+            // Keep the follower's pipeline full.
+            while self
+                .tracker
+                .progress
+                .get(&from)
+                .is_some_and(|p| p.next <= self.log.last_index())
+                && self.send_append(from)
+            {}
+        }
+        if self.lead_transferee == Some(from) && matched == self.log.last_index() {
+            self.send(from, MessageBody::TimeoutNow);
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, context: Option<Vec<u8>>) {
+        let last_index = self.log.last_index();
+        if let Some(progress) = self.tracker.progress.get_mut(&from) {
+            progress.recent_active = true;
+            progress.probe_sent = false;
+            if progress.matched < last_index {
+                self.send_append(from);
+            }
+        }
+        let Some(context) = context else { return };
+        // Only voters confirm leadership.
+        if !self.tracker.conf.voters.contains(&from)
+            || self.read_only.ack(&context, from) < self.tracker.quorum()
+        {
+            return;
+        }
+        for request in self.read_only.release_to(&context) {
+            self.answer_read(request.context, request.index, request.from);
+        }
+    }
+
+    // ---------------------------------------------------------------- replication (follower)
+
+    fn handle_append(
+        &mut self,
+        leader: NodeId,
+        prev_index: Index,
+        prev_term: Term,
+        commit: Index,
+        entries: &[Entry],
+    ) {
+        if prev_index < self.log.committed {
+            let index = self.log.committed;
+            self.send(
+                leader,
+                MessageBody::AppendResponse {
+                    reject: false,
+                    index,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            );
+            return;
+        }
+        match self
+            .log
+            .maybe_append(prev_index, prev_term, commit, entries)
+        {
+            Some(last) => {
+                self.send(
+                    leader,
+                    MessageBody::AppendResponse {
+                        reject: false,
+                        index: last,
+                        hint_index: 0,
+                        hint_term: 0,
+                    },
+                );
+            }
+            None => {
+                let (hint_index, hint_term) = self
+                    .log
+                    .find_conflict_by_term(prev_index.min(self.log.last_index()), prev_term);
+                self.send(
+                    leader,
+                    MessageBody::AppendResponse {
+                        reject: true,
+                        index: prev_index,
+                        hint_index,
+                        hint_term,
+                    },
+                );
+            }
+        }
+    }
+
+    fn handle_snapshot(&mut self, leader: NodeId, snapshot: crate::types::Snapshot) {
+        let (index, term) = (snapshot.meta.index, snapshot.meta.term);
+        if index <= self.log.committed {
+            // Older than what we have committed: ignore it (§7).
+        } else if self.log.match_term(index, term) {
+            // We have the entries already: just commit up to the snapshot.
+            self.log.commit_to(index);
+        } else {
+            let next = index + 1;
+            self.tracker
+                .set_conf(snapshot.meta.conf_state.clone(), next);
+            self.log.restore(snapshot);
+        }
+        let committed = self.log.committed;
+        self.send(
+            leader,
+            MessageBody::AppendResponse {
+                reject: false,
+                index: committed,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+    }
+
+    // ---------------------------------------------------------------- requests
+
+    /// Appends client data to the log (leader), or forwards it to the leader (follower).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+        match self.role {
+            Role::Leader if self.lead_transferee.is_some() => Err(RaftError::ProposalDropped),
+            Role::Leader => {
+                self.append_entries(vec![Entry::normal(self.term, 0, data)]);
+                self.broadcast_append();
+                Ok(())
+            }
+            _ => match self.leader {
+                Some(leader) => {
+                    self.send(leader, MessageBody::Propose { data });
+                    Ok(())
+                }
+                None => Err(RaftError::ProposalDropped),
+            },
+        }
+    }
+
+    /// Proposes a membership change (leader only; one at a time).
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<(), RaftError> {
+        if self.role != Role::Leader || self.lead_transferee.is_some() {
+            return Err(RaftError::ProposalDropped);
+        }
+        if self.pending_conf_index > self.log.applied {
+            return Err(RaftError::ConfChangePending);
+        }
+        let entry = Entry {
+            term: self.term,
+            index: 0,
+            kind: EntryKind::ConfChange,
+            data: change.encode(),
+        };
+        self.append_entries(vec![entry]);
+        self.pending_conf_index = self.log.last_index();
+        self.broadcast_append();
+        Ok(())
+    }
+
+    /// Applies a committed membership change (called by the application when it applies the
+    /// entry). Returns the new membership.
+    pub fn apply_conf_change(&mut self, change: ConfChange) -> ConfState {
+        let conf = change.apply_to(&self.tracker.conf);
+        let next = self.log.last_index() + 1;
+        self.tracker.set_conf(conf.clone(), next);
+        if self
+            .lead_transferee
+            .is_some_and(|t| !conf.voters.contains(&t))
+        {
+            self.lead_transferee = None;
+        }
+        if self.role == Role::Leader {
+            if !conf.voters.contains(&self.id) {
+                // A removed leader steps down; the others elect a new one.
+                let term = self.term;
+                self.become_follower(term, None);
+            } else {
+                // The smaller quorum may already cover pending entries; new members start
+                // probing right away.
+                self.maybe_commit();
+                self.broadcast_append();
+            }
+        }
+        conf
+    }
+
+    /// Starts transferring leadership to `target` (thesis §3.10). On a follower the request is
+    /// forwarded to the leader.
+    pub fn transfer_leader(&mut self, target: NodeId) {
+        if self.role != Role::Leader {
+            if let Some(leader) = self.leader {
+                self.send(leader, MessageBody::TransferLeader { target });
+            }
+            return;
+        }
+        if target == self.id {
+            self.lead_transferee = None; // Transferring to self cancels a transfer.
+            return;
+        }
+        if !self.tracker.conf.voters.contains(&target) || self.lead_transferee == Some(target) {
+            return;
+        }
+        self.lead_transferee = Some(target);
+        self.election_elapsed = 0; // The transfer must finish within an election timeout.
+        let up_to_date = self
+            .tracker
+            .progress
+            .get(&target)
+            .is_some_and(|p| p.matched == self.log.last_index());
+        if up_to_date {
+            self.send(target, MessageBody::TimeoutNow);
+        } else {
+            self.send_append(target);
+        }
+    }
+
+    /// Requests a linearizable read; the answer comes back as a [`ReadState`].
+    pub fn read_index(&mut self, context: Vec<u8>) {
+        self.read_index_from(context, None);
+    }
+
+    fn read_index_from(&mut self, context: Vec<u8>, from: Option<NodeId>) {
+        if self.role != Role::Leader {
+            if let Some(leader) = self.leader {
+                self.send(leader, MessageBody::ReadIndex { context });
+            }
+            return;
+        }
+        if !self.committed_in_term() {
+            self.pending_reads.push((context, from));
+            return;
+        }
+        let index = self.log.committed;
+        if self.tracker.conf.voters.len() == 1 && self.promotable() || self.config.lease_read {
+            self.answer_read(context, index, from);
+            return;
+        }
+        self.read_only.add(context.clone(), index, from, self.id);
+        self.broadcast_heartbeat(Some(context));
+    }
+
+    fn answer_read(&mut self, context: Vec<u8>, index: Index, from: Option<NodeId>) {
+        match from {
+            None | Some(0) => self.read_states.push(ReadState { index, context }),
+            Some(id) if id == self.id => self.read_states.push(ReadState { index, context }),
+            Some(id) => self.send(id, MessageBody::ReadIndexResponse { index, context }),
+        }
+    }
+
+    fn committed_in_term(&self) -> bool {
+        self.log
+            .term(self.log.committed)
+            .is_ok_and(|t| t == self.term)
+    }
+
+    fn on_first_commit_of_term(&mut self) {
+        if self.pending_reads.is_empty() || !self.committed_in_term() {
+            return;
+        }
+        for (context, from) in std::mem::take(&mut self.pending_reads) {
+            self.read_index_from(context, from);
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! [`RawNode`]: how an application drives Raft, and [`Ready`]: the batch of work Raft hands
+//! back.
+//!
+//! # Driving loop
+//!
+//! ```text
+//! loop {
+//!     on a timer:            node.tick()
+//!     on a network message:  node.step(message)
+//!     on a client request:   node.propose(data) / propose_conf_change / read_index / transfer_leader
+//!     if node.has_ready() {
+//!         let ready = node.ready();
+//!         1. persist ready.snapshot (if any), ready.entries and ready.hard_state, durably;
+//!         2. send ready.messages;
+//!         3. apply ready.snapshot, then ready.committed_entries in order (calling
+//!            node.apply_conf_change for membership entries); serve ready.read_states
+//!            once their index is applied;
+//!         node.advance(ready);
+//!     }
+//! }
+//! ```
+//!
+//! Persisting before sending is what makes a vote or an acknowledgement a promise that
+//! survives a crash (§5.1).
+
+use crate::config::Config;
+use crate::message::Message;
+use crate::raft::{Raft, RaftError, Role};
+use crate::read_only::ReadState;
+use crate::storage::Storage;
+use crate::types::{ConfChange, ConfState, Entry, HardState, Index, NodeId, Snapshot, Term};
+
+/// State that is not persisted: who leads, and this node's role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SoftState {
+    pub leader: Option<NodeId>,
+    pub role: Role,
+}
+
+/// Work for the application. See the module documentation for the order.
+#[derive(Clone, Debug, Default)]
+pub struct Ready {
+    pub soft_state: Option<SoftState>,
+    pub hard_state: Option<HardState>,
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    pub committed_entries: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+}
+
+/// A summary of a node's state, for tests and monitoring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    pub applied: Index,
+    pub last_index: Index,
+    pub conf: ConfState,
+}
+
+pub struct RawNode<S: Storage> {
+    pub raft: Raft<S>,
+    prev_soft: SoftState,
+    prev_hard: HardState,
+}
+
+impl<S: Storage> RawNode<S> {
+    pub fn new(config: Config, storage: S) -> Result<RawNode<S>, RaftError> {
+        let raft = Raft::new(config, storage)?;
+        let prev_hard = raft.hard_state();
+        let prev_soft = SoftState {
+            leader: raft.leader,
+            role: raft.role,
+        };
+        Ok(RawNode {
+            raft,
+            prev_soft,
+            prev_hard,
+        })
+    }
+
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    pub fn step(&mut self, message: Message) -> Result<(), RaftError> {
+        self.raft.step(message)
+    }
+
+    pub fn campaign(&mut self) {
+        self.raft.hup(false);
+    }
+
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
+        self.raft.propose(data)
+    }
+
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<(), RaftError> {
+        self.raft.propose_conf_change(change)
+    }
+
+    pub fn apply_conf_change(&mut self, change: ConfChange) -> ConfState {
+        self.raft.apply_conf_change(change)
+    }
+
+    pub fn transfer_leader(&mut self, target: NodeId) {
+        self.raft.transfer_leader(target);
+    }
+
+    pub fn read_index(&mut self, context: Vec<u8>) {
+        self.raft.read_index(context);
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader: self.raft.leader,
+            role: self.raft.role,
+        }
+    }
+
+    pub fn has_ready(&self) -> bool {
+        let log = &self.raft.log;
+        self.soft_state() != self.prev_soft
+            || self.raft.hard_state() != self.prev_hard
+            || !log.unstable_entries().is_empty()
+            || log.pending_snapshot().is_some()
+            || log.committed > log.applied.max(log.first_index() - 1)
+            || !self.raft.msgs.is_empty()
+            || !self.raft.read_states.is_empty()
+    }
+
+    pub fn ready(&mut self) -> Ready {
+        let soft = self.soft_state();
+        let hard = self.raft.hard_state();
+        let log = &self.raft.log;
+        Ready {
+            soft_state: (soft != self.prev_soft).then_some(soft),
+            hard_state: (hard != self.prev_hard).then_some(hard),
+            snapshot: log.pending_snapshot().cloned(),
+            entries: log.unstable_entries().to_vec(),
+            committed_entries: log.next_committed_entries(u64::MAX),
+            messages: std::mem::take(&mut self.raft.msgs),
+            read_states: std::mem::take(&mut self.raft.read_states),
+        }
+    }
+
+    /// The application has done everything `ready` asked (persisted, sent, applied).
+    pub fn advance(&mut self, ready: Ready) {
+        if let Some(soft) = ready.soft_state {
+            self.prev_soft = soft;
+        }
+        if let Some(hard) = ready.hard_state {
+            self.prev_hard = hard;
+        }
+        if let Some(snapshot) = &ready.snapshot {
+            self.raft.log.stable_snapshot(snapshot.meta.index);
+            self.raft.log.applied_to(snapshot.meta.index);
+        }
+        if let Some(last) = ready.entries.last() {
+            self.raft.log.stable_to(last.index, last.term);
+        }
+        if let Some(last) = ready.committed_entries.last() {
+            self.raft.log.applied_to(last.index);
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.raft.id,
+            term: self.raft.term,
+            vote: self.raft.vote,
+            role: self.raft.role,
+            leader: self.raft.leader,
+            commit: self.raft.log.committed,
+            applied: self.raft.log.applied,
+            last_index: self.raft.log.last_index(),
+            conf: self.raft.conf_state().clone(),
+        }
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.raft.log.storage
+    }
+
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.raft.log.storage
+    }
+}

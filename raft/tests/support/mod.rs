@@ -1,0 +1,421 @@
+//! A deterministic in-process cluster for Raft tests: nodes with in-memory storage, a network
+//! that holds messages until delivered, and filters (cut links, isolated nodes, dropped
+//! message kinds, random drops/duplicates/reordering from a seeded generator), plus node
+//! restart and log compaction. Invariants every test can check live here too.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use raft::{
+    ConfChange, ConfState, Config, Entry, EntryKind, Index, MemStorage, Message, NodeId, RawNode,
+    ReadState, Role, Storage, Term,
+};
+
+/// A seeded generator for the network's random faults.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+pub struct Node {
+    pub raw: Option<RawNode<MemStorage>>,
+    /// The persisted state of a stopped node (a running node's is in `raw`).
+    pub storage: MemStorage,
+    /// Every entry this node applied, in order (index, term, data).
+    pub applied: Vec<Entry>,
+    /// The snapshot index this node's state machine was last restored from.
+    pub restored_from: Index,
+    pub read_states: Vec<ReadState>,
+    pub config: Config,
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub network: Vec<Message>,
+    /// Links that drop messages (both directions).
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+    /// Message kinds (by name) the network drops.
+    pub drop_kinds: BTreeSet<String>,
+    pub rng: Rng,
+    /// Percent chances of random network faults (0 = reliable).
+    pub drop_percent: u64,
+    pub duplicate_percent: u64,
+    pub reorder: bool,
+    /// (term, leader) pairs ever observed, to check election safety.
+    pub leaders: BTreeMap<Term, NodeId>,
+}
+
+pub fn config(id: NodeId, pre_vote: bool, check_quorum: bool) -> Config {
+    let mut config = Config::new(id);
+    config.election_tick = 10;
+    config.heartbeat_tick = 1;
+    config.pre_vote = pre_vote;
+    config.check_quorum = check_quorum;
+    config.max_inflight = 16;
+    config.max_size_per_msg = 1 << 16;
+    config
+}
+
+impl Cluster {
+    pub fn new(voters: &[NodeId], pre_vote: bool, check_quorum: bool, seed: u64) -> Cluster {
+        let conf = ConfState::with_voters(voters.iter().copied());
+        let mut nodes = BTreeMap::new();
+        for &id in voters {
+            let storage = MemStorage::new_with_conf(conf.clone());
+            let mut cfg = config(id, pre_vote, check_quorum);
+            cfg.seed = seed.wrapping_add(id);
+            let raw = RawNode::new(cfg.clone(), storage.clone()).expect("node");
+            nodes.insert(
+                id,
+                Node {
+                    raw: Some(raw),
+                    storage,
+                    applied: Vec::new(),
+                    restored_from: 0,
+                    read_states: Vec::new(),
+                    config: cfg,
+                },
+            );
+        }
+        Cluster {
+            nodes,
+            network: Vec::new(),
+            cut: BTreeSet::new(),
+            drop_kinds: BTreeSet::new(),
+            rng: Rng::new(seed),
+            drop_percent: 0,
+            duplicate_percent: 0,
+            reorder: false,
+            leaders: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a node that is not (yet) a member: it starts empty and learns everything from the
+    /// leader.
+    pub fn add_empty_node(&mut self, id: NodeId, pre_vote: bool, check_quorum: bool) {
+        let storage = MemStorage::new_with_conf(ConfState::default());
+        let cfg = config(id, pre_vote, check_quorum);
+        let raw = RawNode::new(cfg.clone(), storage.clone()).expect("node");
+        self.nodes.insert(
+            id,
+            Node {
+                raw: Some(raw),
+                storage,
+                applied: Vec::new(),
+                restored_from: 0,
+                read_states: Vec::new(),
+                config: cfg,
+            },
+        );
+    }
+
+    pub fn node(&mut self, id: NodeId) -> &mut RawNode<MemStorage> {
+        self.nodes
+            .get_mut(&id)
+            .and_then(|n| n.raw.as_mut())
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
+    pub fn running(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raw.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn role(&self, id: NodeId) -> Option<Role> {
+        self.nodes.get(&id)?.raw.as_ref().map(|r| r.raft.role)
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        // The leader of the highest term among running nodes that think they lead.
+        self.nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                n.raw
+                    .as_ref()
+                    .filter(|r| r.raft.role == Role::Leader)
+                    .map(|r| (r.raft.term, *id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    /// Handles every pending Ready of node `id`: persist, send, apply, advance.
+    pub fn process_ready(&mut self, id: NodeId) -> bool {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        let Some(raw) = node.raw.as_mut() else {
+            return false;
+        };
+        if !raw.has_ready() {
+            return false;
+        }
+        let ready = raw.ready();
+        // 1. Persist.
+        if let Some(snapshot) = &ready.snapshot {
+            raw.storage_mut().apply_snapshot(snapshot.clone());
+        }
+        raw.storage_mut().append(&ready.entries).expect("append");
+        if let Some(hard) = &ready.hard_state {
+            raw.storage_mut().set_hard_state(hard.clone());
+        }
+        // 2. Send.
+        self.network.extend(ready.messages.iter().cloned());
+        // 3. Apply.
+        if let Some(snapshot) = &ready.snapshot {
+            node.restored_from = snapshot.meta.index;
+            node.applied.retain(|e| e.index <= snapshot.meta.index);
+        }
+        for entry in &ready.committed_entries {
+            if entry.kind == EntryKind::ConfChange
+                && let Some(change) = ConfChange::decode(&entry.data)
+            {
+                let conf = raw.apply_conf_change(change);
+                raw.storage_mut().set_conf_state(conf);
+            }
+            node.applied.push(entry.clone());
+        }
+        node.read_states.extend(ready.read_states.iter().cloned());
+        if ready
+            .soft_state
+            .as_ref()
+            .is_some_and(|s| s.role == Role::Leader)
+            && let Some(raw) = node.raw.as_ref()
+        {
+            let term = raw.raft.term;
+            if let Some(previous) = self.leaders.insert(term, id) {
+                assert_eq!(
+                    previous, id,
+                    "two leaders in term {term}: {previous} and {id}"
+                );
+            }
+        }
+        if let Some(raw) = node.raw.as_mut() {
+            raw.advance(ready);
+        }
+        true
+    }
+
+    fn link_up(&self, from: NodeId, to: NodeId) -> bool {
+        !self.cut.contains(&(from, to)) && !self.cut.contains(&(to, from))
+    }
+
+    /// Delivers the messages in flight once (those the delivery produces wait for the next
+    /// round). Returns how many were delivered.
+    pub fn deliver(&mut self) -> usize {
+        let mut messages = std::mem::take(&mut self.network);
+        if self.reorder && messages.len() > 1 {
+            for i in (1..messages.len()).rev() {
+                let j = self.rng.below(i as u64 + 1) as usize;
+                messages.swap(i, j);
+            }
+        }
+        let mut delivered = 0;
+        for message in messages {
+            if !self.link_up(message.from, message.to)
+                || self.drop_kinds.contains(message.body.name())
+            {
+                continue;
+            }
+            if self.drop_percent > 0 && self.rng.chance(self.drop_percent) {
+                continue;
+            }
+            let copies = if self.duplicate_percent > 0 && self.rng.chance(self.duplicate_percent) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                if let Some(raw) = self.nodes.get_mut(&message.to).and_then(|n| n.raw.as_mut()) {
+                    let _ = raw.step(message.clone());
+                    delivered += 1;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Processes readies and delivers messages until nothing moves.
+    pub fn stabilize(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for id in self.running() {
+                moved |= self.process_ready(id);
+            }
+            moved |= self.deliver() > 0;
+            if !moved && self.network.is_empty() {
+                return;
+            }
+        }
+        panic!("cluster did not stabilize");
+    }
+
+    pub fn tick(&mut self, id: NodeId, times: usize) {
+        for _ in 0..times {
+            self.node(id).tick();
+        }
+    }
+
+    pub fn tick_all(&mut self, times: usize) {
+        for _ in 0..times {
+            for id in self.running() {
+                self.node(id).tick();
+            }
+            self.stabilize();
+        }
+    }
+
+    pub fn isolate(&mut self, id: NodeId) {
+        for other in self.nodes.keys().copied().collect::<Vec<_>>() {
+            if other != id {
+                self.cut.insert((id, other));
+            }
+        }
+    }
+
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        for (i, a) in groups.iter().enumerate() {
+            for b in groups.iter().skip(i + 1) {
+                for &x in a {
+                    for &y in b {
+                        self.cut.insert((x, y));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.drop_kinds.clear();
+    }
+
+    /// Stops a node: its volatile state is lost, its storage is kept.
+    pub fn stop(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get_mut(&id)
+            && let Some(raw) = node.raw.take()
+        {
+            node.storage = raw.storage().clone();
+        }
+        self.network.retain(|m| m.to != id);
+    }
+
+    /// Starts a stopped node from its persisted state; it re-applies nothing it applied.
+    pub fn start(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let mut cfg = node.config.clone();
+        cfg.applied = node
+            .applied
+            .last()
+            .map_or(node.restored_from, |e| e.index)
+            .max(node.restored_from);
+        node.raw = Some(RawNode::new(cfg, node.storage.clone()).expect("restart"));
+    }
+
+    pub fn restart(&mut self, id: NodeId) {
+        self.stop(id);
+        self.start(id);
+    }
+
+    /// Compacts node `id`'s log up to its applied index.
+    pub fn compact(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let Some(raw) = node.raw.as_mut() else { return };
+        let applied = raw.raft.log.applied;
+        let conf = raw.raft.conf_state().clone();
+        let data = applied_data(&node.applied).join(",").into_bytes();
+        let _ = raw.storage_mut().compact(applied, conf, data);
+    }
+
+    pub fn propose(&mut self, id: NodeId, data: &str) -> Result<(), raft::RaftError> {
+        self.node(id).propose(data.as_bytes().to_vec())
+    }
+
+    /// Data of the non-empty normal entries node `id` applied, in order.
+    pub fn applied(&self, id: NodeId) -> Vec<String> {
+        applied_data(&self.nodes[&id].applied)
+    }
+
+    /// The persisted state of a node, running or not.
+    pub fn storage(&self, id: NodeId) -> &MemStorage {
+        let node = &self.nodes[&id];
+        node.raw.as_ref().map_or(&node.storage, |raw| raw.storage())
+    }
+
+    /// Checks the safety properties on the current state of every node:
+    /// log matching (same index and term → same entries up to there), state machine safety (no
+    /// two nodes applied different entries at an index), committed entries present on a
+    /// majority.
+    pub fn check_invariants(&self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for (i, &a) in ids.iter().enumerate() {
+            for &b in &ids[i + 1..] {
+                let (na, nb) = (&self.nodes[&a], &self.nodes[&b]);
+                // State machine safety.
+                for ea in &na.applied {
+                    if let Some(eb) = nb.applied.iter().find(|e| e.index == ea.index) {
+                        assert_eq!(
+                            (ea.term, &ea.data),
+                            (eb.term, &eb.data),
+                            "nodes {a} and {b} applied different entries at index {}",
+                            ea.index
+                        );
+                    }
+                }
+                // Log matching on persisted logs.
+                let (sa, sb) = (self.storage(a), self.storage(b));
+                let last = sa
+                    .last_index()
+                    .unwrap_or(0)
+                    .min(sb.last_index().unwrap_or(0));
+                let first = sa
+                    .first_index()
+                    .unwrap_or(1)
+                    .max(sb.first_index().unwrap_or(1));
+                let mut matched_at = None;
+                for index in (first..=last).rev() {
+                    if sa.term(index).ok() == sb.term(index).ok() && sa.term(index).is_ok() {
+                        matched_at = Some(index);
+                        break;
+                    }
+                }
+                if let Some(m) = matched_at {
+                    for index in first..=m {
+                        assert_eq!(
+                            sa.entries(index, index + 1, u64::MAX).ok(),
+                            sb.entries(index, index + 1, u64::MAX).ok(),
+                            "log matching violated between {a} and {b} at {index} (match at {m})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn applied_data(entries: &[Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Normal && !e.data.is_empty())
+        .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+        .collect()
+}
