@@ -437,12 +437,8 @@ impl<S: Storage> Raft<S> {
                 self.become_follower_of(m.term, m.from);
                 self.handle_snapshot(m.from, snapshot);
             }
-            MessageBody::TimeoutNow => {
-                // Leader transfer: campaign at once, skipping pre-vote and the lease.
-                if self.promotable() {
-                    self.hup(true);
-                }
-            }
+            // Leader transfer: campaign at once, skipping pre-vote and the lease.
+            MessageBody::TimeoutNow => self.hup(true),
             MessageBody::AppendResponse {
                 reject,
                 index,

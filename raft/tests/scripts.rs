@@ -214,17 +214,23 @@ impl Runner {
                     ("voters", ids(&s.conf.voters)),
                     ("learners", ids(&s.conf.learners)),
                 ];
-                // Show only the keys the expectation names.
+                // Show the keys the expectation names, in its order (all keys without one).
                 let wanted: Vec<&str> = expected
                     .unwrap_or("")
                     .split_whitespace()
                     .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
                     .collect();
-                let shown: Vec<String> = fields
-                    .iter()
-                    .filter(|(k, _)| wanted.is_empty() || wanted.contains(k))
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
+                let shown: Vec<String> = if wanted.is_empty() {
+                    fields.iter().map(|(k, v)| format!("{k}={v}")).collect()
+                } else {
+                    wanted
+                        .iter()
+                        .map(|w| match fields.iter().find(|(k, _)| k == w) {
+                            Some((k, v)) => format!("{k}={v}"),
+                            None => format!("{w}=?"),
+                        })
+                        .collect()
+                };
                 Some(shown.join(" "))
             }
             "applied" => {
