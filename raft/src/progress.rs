@@ -111,6 +111,11 @@ impl Progress {
         }
     }
 
+    /// Frees the oldest in-flight slot (its append may have been lost).
+    pub fn free_first(&mut self) {
+        self.inflights.pop_front();
+    }
+
     /// Frees the in-flight slots of appends acknowledged up to `index`.
     pub fn free_to(&mut self, index: Index) {
         while self.inflights.front().is_some_and(|&last| last <= index) {

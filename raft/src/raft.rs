@@ -548,7 +548,8 @@ impl<S: Storage> Raft<S> {
         let Ok(snapshot) = self.log.snapshot() else {
             return false;
         };
-        if snapshot.is_empty() {
+        // The bootstrap snapshot (index 0) is worth sending for its membership alone.
+        if snapshot.is_empty() && snapshot.meta.conf_state.members().next().is_none() {
             return false;
         }
         let index = snapshot.meta.index;
@@ -601,6 +602,12 @@ impl<S: Storage> Raft<S> {
             return;
         };
         progress.recent_active = true;
+        if reject && index == 0 {
+            // Index 0 always matches: the follower is uninitialized (it knows no membership)
+            // and must start from a snapshot, which carries the membership.
+            self.send_snapshot(from);
+            return;
+        }
         if reject {
             let hint = if hint_term > 0 {
                 self.log.find_conflict_by_term(hint_index, hint_term).0
@@ -616,14 +623,23 @@ impl<S: Storage> Raft<S> {
             }
             return;
         }
-        if !progress.maybe_update(index) {
+        let updated = progress.maybe_update(index);
+        if progress.state == ProgressState::Snapshot
+            && progress.matched >= progress.pending_snapshot
+        {
+            // The snapshot is in (possibly the bootstrap snapshot at index 0, which moves no
+            // match index): resume with appends.
+            progress.become_probe();
+            if !updated {
+                self.send_append(from);
+                return;
+            }
+        } else if !updated {
             return; // Old news (a duplicate or reordered acknowledgement).
         }
+        let progress = self.tracker.progress.get_mut(&from).expect("checked above");
         match progress.state {
             ProgressState::Probe => progress.become_replicate(),
-            ProgressState::Snapshot if progress.matched >= progress.pending_snapshot => {
-                progress.become_probe()
-            }
             ProgressState::Snapshot => {}
             ProgressState::Replicate => progress.free_to(index),
         }
@@ -650,6 +666,11 @@ impl<S: Storage> Raft<S> {
         if let Some(progress) = self.tracker.progress.get_mut(&from) {
             progress.recent_active = true;
             progress.probe_sent = false;
+            // Appends to this follower may have been lost: let one more through, so a full
+            // window cannot stall it forever (a reply to it repairs the window).
+            if progress.state == ProgressState::Replicate && progress.is_paused() {
+                progress.free_first();
+            }
             if progress.matched < last_index {
                 self.send_append(from);
             }
@@ -668,6 +689,13 @@ impl<S: Storage> Raft<S> {
 
     // ---------------------------------------------------------------- replication (follower)
 
+    /// Whether this node knows no membership at all: a node created empty to join a group.
+    /// It must be initialized by a snapshot; accepting entries from index 1 would rebuild a
+    /// membership that lacks the group's initial members.
+    fn uninitialized(&self) -> bool {
+        self.tracker.conf.members().next().is_none()
+    }
+
     fn handle_append(
         &mut self,
         leader: NodeId,
@@ -676,6 +704,16 @@ impl<S: Storage> Raft<S> {
         commit: Index,
         entries: &[Entry],
     ) {
+        if self.uninitialized() {
+            let response = MessageBody::AppendResponse {
+                reject: true,
+                index: 0,
+                hint_index: 0,
+                hint_term: 0,
+            };
+            self.send(leader, response);
+            return;
+        }
         if prev_index < self.log.committed {
             let index = self.log.committed;
             self.send(
@@ -723,17 +761,16 @@ impl<S: Storage> Raft<S> {
 
     fn handle_snapshot(&mut self, leader: NodeId, snapshot: crate::types::Snapshot) {
         let (index, term) = (snapshot.meta.index, snapshot.meta.term);
-        if index <= self.log.committed {
-            // Older than what we have committed: ignore it (§7).
-        } else if self.log.match_term(index, term) {
+        if self.uninitialized() || (index > self.log.committed && !self.log.match_term(index, term))
+        {
+            self.tracker
+                .set_conf(snapshot.meta.conf_state.clone(), index + 1);
+            self.log.restore(snapshot);
+        } else if index > self.log.committed {
             // We have the entries already: just commit up to the snapshot.
             self.log.commit_to(index);
-        } else {
-            let next = index + 1;
-            self.tracker
-                .set_conf(snapshot.meta.conf_state.clone(), next);
-            self.log.restore(snapshot);
         }
+        // Otherwise the snapshot is older than what we have committed: ignore it (§7).
         let committed = self.log.committed;
         self.send(
             leader,
