@@ -111,6 +111,11 @@ impl Progress {
         }
     }
 
+    /// Unacknowledged appends in flight (Replicate).
+    pub fn inflight(&self) -> usize {
+        self.inflights.len()
+    }
+
     /// Frees the oldest in-flight slot (its append may have been lost).
     pub fn free_first(&mut self) {
         self.inflights.pop_front();

@@ -18,6 +18,7 @@
 //! reads N -> INDEX:CONTEXT …  read states N received so far (none: `-`)
 //! status N -> key=value …     compares only the keys given: role term leader vote commit
 //!                             applied last voters learners
+//! progress N M -> …           leader N's view of M: state match next inflight paused
 //! applied N -> D1 D2 …        data N applied, in order (none: `-`)
 //! network -> KIND FROM>TO …   process readies, then list the messages in flight (none: `-`)
 //! isolate N | cut A B | partition 1 2 / 3 | drop KIND | heal
@@ -232,6 +233,23 @@ impl Runner {
                         .collect()
                 };
                 Some(shown.join(" "))
+            }
+            "progress" => {
+                let (n, m) = (id(arg(1))?, id(arg(2))?);
+                let c = self.cluster()?;
+                let p = c.node(n).raft.tracker.progress.get(&m).cloned().ok_or("no progress for that node")?;
+                let state = match p.state {
+                    raft::progress::ProgressState::Probe => "probe",
+                    raft::progress::ProgressState::Replicate => "replicate",
+                    raft::progress::ProgressState::Snapshot => "snapshot",
+                };
+                Some(format!(
+                    "state={state} match={} next={} inflight={} paused={}",
+                    p.matched,
+                    p.next,
+                    p.inflight(),
+                    p.is_paused()
+                ))
             }
             "applied" => {
                 let n = id(arg(1))?;

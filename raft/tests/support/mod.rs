@@ -59,6 +59,12 @@ pub struct Cluster {
     pub reorder: bool,
     /// (term, leader) pairs ever observed, to check election safety.
     pub leaders: BTreeMap<Term, NodeId>,
+    /// Network delays, used only by [`Cluster::deliver_with_delays`]: a message put on the
+    /// wire is held back with this percent chance, for 1..=`max_delay` delivery rounds.
+    pub delay_percent: u64,
+    pub max_delay: u64,
+    /// Messages held back, with the delivery rounds they still wait.
+    pub delayed: Vec<(u64, Message)>,
 }
 
 pub fn config(id: NodeId, pre_vote: bool, check_quorum: bool) -> Config {
@@ -103,6 +109,9 @@ impl Cluster {
             duplicate_percent: 0,
             reorder: false,
             leaders: BTreeMap::new(),
+            delay_percent: 0,
+            max_delay: 0,
+            delayed: Vec::new(),
         }
     }
 
@@ -252,6 +261,39 @@ impl Cluster {
             }
         }
         delivered
+    }
+
+    /// One delivery round with network delays: held-back messages whose delay is over rejoin
+    /// the wire (behind the ones sent since), a random share of the newly sent ones is held
+    /// back (`delay_percent`, for 1..=`max_delay` rounds), then [`Cluster::deliver`] delivers
+    /// what is on the wire, with its drops, duplicates and reordering. A held-back message
+    /// survives partitions healing and its destination restarting, like a slow packet.
+    pub fn deliver_with_delays(&mut self) -> usize {
+        let mut released = Vec::new();
+        for (rounds, message) in std::mem::take(&mut self.delayed) {
+            if rounds <= 1 {
+                released.push(message);
+            } else {
+                self.delayed.push((rounds - 1, message));
+            }
+        }
+        if self.delay_percent > 0 {
+            for message in std::mem::take(&mut self.network) {
+                if self.rng.chance(self.delay_percent) {
+                    let rounds = 1 + self.rng.below(self.max_delay.max(1));
+                    self.delayed.push((rounds, message));
+                } else {
+                    self.network.push(message);
+                }
+            }
+        }
+        self.network.extend(released);
+        self.deliver()
+    }
+
+    /// Whether any message is on the wire or held back.
+    pub fn in_flight(&self) -> bool {
+        !self.network.is_empty() || !self.delayed.is_empty()
     }
 
     /// Processes readies and delivers messages until nothing moves.
