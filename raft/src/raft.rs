@@ -929,3 +929,92 @@ impl<S: Storage> Raft<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+    use crate::types::{Snapshot, SnapshotMeta};
+
+    fn node(id: NodeId, seed: u64) -> Raft<MemStorage> {
+        let mut config = Config::new(id);
+        config.seed = seed;
+        Raft::new(
+            config,
+            MemStorage::new_with_conf(ConfState::with_voters(1..=5)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn election_timeouts_are_redrawn_in_range_and_spread_out() {
+        let mut raft = node(1, 7);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..1000 {
+            raft.reset_timeouts();
+            let t = raft.randomized_election_timeout;
+            assert!((10..20).contains(&t), "{t}");
+            seen.insert(t);
+        }
+        assert_eq!(seen.len(), 10, "every value in [10, 20) is drawn");
+        // Five nodes seeded differently rarely time out on the same tick.
+        let mut collisions = 0;
+        for round in 0..200u64 {
+            let timeouts: Vec<usize> = (1..=5)
+                .map(|id| node(id, round * 31 + id).randomized_election_timeout)
+                .collect();
+            let min = *timeouts.iter().min().unwrap();
+            if timeouts.iter().filter(|&&t| t == min).count() > 1 {
+                collisions += 1;
+            }
+        }
+        assert!(
+            collisions < 100,
+            "{collisions} of 200 rounds had a tie for the first timeout"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_commit_index_is_ignored() {
+        let mut raft = node(2, 1);
+        let entries: Vec<Entry> = (1..=5)
+            .map(|i| Entry::normal(1, i, vec![i as u8]))
+            .collect();
+        let append = MessageBody::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries,
+            commit: 5,
+        };
+        raft.step(Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: append,
+        })
+        .unwrap();
+        assert_eq!(raft.log.committed, 5);
+        let old = Snapshot {
+            meta: SnapshotMeta {
+                index: 3,
+                term: 1,
+                conf_state: ConfState::with_voters([1, 2]),
+            },
+            data: vec![],
+        };
+        raft.step(Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::Snapshot { snapshot: old },
+        })
+        .unwrap();
+        assert!(raft.log.pending_snapshot().is_none());
+        assert_eq!(raft.log.last_index(), 5);
+        assert_eq!(
+            raft.tracker.conf,
+            ConfState::with_voters(1..=5),
+            "membership unchanged"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! One step per line; `#` comments; `-> …` after a step is what it must show.
 //!
 //! ```text
-//! cluster 1 2 3 [prevote=off] [checkquorum=off] [seed=N]   new cluster of voters
+//! cluster 1 2 3 [prevote=off] [checkquorum=off] [leaseread=on] [seed=N]   new cluster
 //! add-node N                  a new, empty node outside the configuration
 //! campaign N                  N starts an election now
 //! tick N [T]                  tick node N T times (default 1), no delivery
@@ -21,7 +21,8 @@
 //! progress N M -> …           leader N's view of M: state match next inflight paused
 //! applied N -> D1 D2 …        data N applied, in order (none: `-`)
 //! network -> KIND FROM>TO …   process readies, then list the messages in flight (none: `-`)
-//! isolate N | cut A B | partition 1 2 / 3 | drop KIND | heal
+//! leaders -> N                how many running nodes consider themselves leader
+//! isolate N | cut A B | cut-oneway FROM TO | partition 1 2 / 3 | drop KIND | heal
 //! stop N | start N | restart N | compact N
 //! ```
 //!
@@ -95,16 +96,22 @@ impl Runner {
         Ok(match words[0] {
             "cluster" => {
                 let mut voters = Vec::new();
-                let (mut pre_vote, mut check_quorum, mut seed) = (true, true, 0u64);
+                let (mut pre_vote, mut check_quorum, mut lease_read, mut seed) =
+                    (true, true, false, 0u64);
                 for w in &words[1..] {
                     match w.split_once('=') {
                         Some(("prevote", v)) => pre_vote = v != "off",
                         Some(("checkquorum", v)) => check_quorum = v != "off",
+                        Some(("leaseread", v)) => lease_read = v == "on",
                         Some(("seed", v)) => seed = v.parse().map_err(|_| "bad seed")?,
                         _ => voters.push(w.parse().map_err(|_| format!("bad node {w}"))?),
                     }
                 }
-                self.cluster = Some(Cluster::new(&voters, pre_vote, check_quorum, seed));
+                self.cluster = Some(Cluster::with_config(&voters, seed, |c| {
+                    c.pre_vote = pre_vote;
+                    c.check_quorum = check_quorum;
+                    c.lease_read = lease_read;
+                }));
                 None
             }
             "add-node" => {
@@ -237,7 +244,14 @@ impl Runner {
             "progress" => {
                 let (n, m) = (id(arg(1))?, id(arg(2))?);
                 let c = self.cluster()?;
-                let p = c.node(n).raft.tracker.progress.get(&m).cloned().ok_or("no progress for that node")?;
+                let p = c
+                    .node(n)
+                    .raft
+                    .tracker
+                    .progress
+                    .get(&m)
+                    .cloned()
+                    .ok_or("no progress for that node")?;
                 let state = match p.state {
                     raft::progress::ProgressState::Probe => "probe",
                     raft::progress::ProgressState::Replicate => "replicate",
@@ -277,6 +291,20 @@ impl Runner {
                 let (a, b) = (id(arg(1))?, id(arg(2))?);
                 self.cluster()?.cut.insert((a, b));
                 None
+            }
+            "cut-oneway" => {
+                let (a, b) = (id(arg(1))?, id(arg(2))?);
+                self.cluster()?.cut_oneway.insert((a, b));
+                None
+            }
+            "leaders" => {
+                let c = self.cluster()?;
+                let count = c
+                    .running()
+                    .into_iter()
+                    .filter(|&n| c.role(n) == Some(Role::Leader))
+                    .count();
+                Some(count.to_string())
             }
             "partition" => {
                 let mut groups = vec![Vec::new()];

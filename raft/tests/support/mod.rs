@@ -50,6 +50,8 @@ pub struct Cluster {
     pub network: Vec<Message>,
     /// Links that drop messages (both directions).
     pub cut: BTreeSet<(NodeId, NodeId)>,
+    /// Links that drop messages in one direction only (from, to).
+    pub cut_oneway: BTreeSet<(NodeId, NodeId)>,
     /// Message kinds (by name) the network drops.
     pub drop_kinds: BTreeSet<String>,
     pub rng: Rng,
@@ -80,11 +82,20 @@ pub fn config(id: NodeId, pre_vote: bool, check_quorum: bool) -> Config {
 
 impl Cluster {
     pub fn new(voters: &[NodeId], pre_vote: bool, check_quorum: bool, seed: u64) -> Cluster {
+        Cluster::with_config(voters, seed, |c| {
+            c.pre_vote = pre_vote;
+            c.check_quorum = check_quorum;
+        })
+    }
+
+    /// A cluster whose node configurations `adjust` may change (after the defaults).
+    pub fn with_config(voters: &[NodeId], seed: u64, adjust: impl Fn(&mut Config)) -> Cluster {
         let conf = ConfState::with_voters(voters.iter().copied());
         let mut nodes = BTreeMap::new();
         for &id in voters {
             let storage = MemStorage::new_with_conf(conf.clone());
-            let mut cfg = config(id, pre_vote, check_quorum);
+            let mut cfg = config(id, true, true);
+            adjust(&mut cfg);
             cfg.seed = seed.wrapping_add(id);
             let raw = RawNode::new(cfg.clone(), storage.clone()).expect("node");
             nodes.insert(
@@ -103,6 +114,7 @@ impl Cluster {
             nodes,
             network: Vec::new(),
             cut: BTreeSet::new(),
+            cut_oneway: BTreeSet::new(),
             drop_kinds: BTreeSet::new(),
             rng: Rng::new(seed),
             drop_percent: 0,
@@ -225,7 +237,9 @@ impl Cluster {
     }
 
     fn link_up(&self, from: NodeId, to: NodeId) -> bool {
-        !self.cut.contains(&(from, to)) && !self.cut.contains(&(to, from))
+        !self.cut.contains(&(from, to))
+            && !self.cut.contains(&(to, from))
+            && !self.cut_oneway.contains(&(from, to))
     }
 
     /// Delivers the messages in flight once (those the delivery produces wait for the next
@@ -348,6 +362,7 @@ impl Cluster {
 
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.cut_oneway.clear();
         self.drop_kinds.clear();
     }
 
