@@ -128,9 +128,14 @@ pub enum Expr {
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
-    /// `x IN (a, b, …)` as the list of comparisons `x = a`, `x = b`, …: true if any is true,
-    /// else NULL if any is NULL, else false.
-    Any(Vec<Expr>),
+    /// One operand compared with several values, evaluated once: `x BETWEEN a AND b` (all of
+    /// `x >= a`, `x <= b`) and `x IN (a, b, …)` (any of `x = a`, `x = b`, …), with SQL's
+    /// three-valued logic. Each test is (operator, value, blank-padded comparison).
+    CompareEach {
+        operand: Box<Expr>,
+        tests: Vec<(CmpOp, Expr, bool)>,
+        all: bool,
+    },
     IsNull {
         expr: Box<Expr>,
         negated: bool,
@@ -492,9 +497,8 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
             low,
             high,
         } => {
-            let lower = bind_compare(inner, CmpOp::GtEq, low, scope)?;
-            let upper = bind_compare(inner, CmpOp::LtEq, high, scope)?;
-            let both = Expr::And(Box::new(lower), Box::new(upper));
+            let tests = [(CmpOp::GtEq, low.as_ref()), (CmpOp::LtEq, high.as_ref())];
+            let both = bind_each(inner, &tests, true, scope)?;
             let expr = if *negated {
                 Expr::Not(Box::new(both))
             } else {
@@ -511,12 +515,9 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
             if list.is_empty() {
                 return Err(SqlError::new(sqlstate::SYNTAX_ERROR, "empty IN list"));
             }
-            // A flat list, not a chain of ORs: a long list must not deepen the tree.
-            let items = list
-                .iter()
-                .map(|item| bind_compare(inner, CmpOp::Eq, item, scope))
-                .collect::<SqlResult<Vec<_>>>()?;
-            let any = Expr::Any(items);
+            let tests: Vec<(CmpOp, &ast::Expr)> =
+                list.iter().map(|item| (CmpOp::Eq, item)).collect();
+            let any = bind_each(inner, &tests, false, scope)?;
             let expr = if *negated {
                 Expr::Not(Box::new(any))
             } else {
@@ -665,6 +666,58 @@ fn compare(left: Typed, op: CmpOp, right: Typed) -> SqlResult<Expr> {
         right: Box::new(r),
         blank_padded,
     })
+}
+
+/// Binds `operand` once and each `(operator, value)` test against it (see
+/// [`Expr::CompareEach`]). An untyped operand takes the type of the first typed value.
+fn bind_each(
+    operand: &ast::Expr,
+    tests: &[(CmpOp, &ast::Expr)],
+    all: bool,
+    scope: &Scope,
+) -> SqlResult<Expr> {
+    let operand = bind(operand, scope)?;
+    let values = tests
+        .iter()
+        .map(|(_, e)| bind(e, scope))
+        .collect::<SqlResult<Vec<_>>>()?;
+    let target = match &operand.ty {
+        ExprType::Known(t) => *t,
+        ExprType::Unknown(_) => values
+            .iter()
+            .find_map(|v| match v.ty {
+                ExprType::Known(t) => Some(t),
+                ExprType::Unknown(_) => None,
+            })
+            .unwrap_or(SqlType::Text),
+    };
+    let operand_ty = operand.ty.clone();
+    let (operand, ty) = operand.coerce_to_operand(target)?;
+    let mut bound = Vec::with_capacity(values.len());
+    for ((op, _), value) in tests.iter().zip(values) {
+        let value_ty = value.ty.clone();
+        let (expr, vt) = value.coerce_to_operand(ty)?;
+        if ty.family() != vt.family() {
+            return Err(no_operator(op.symbol(), &operand_ty, &value_ty));
+        }
+        let blank_padded = matches!(ty, SqlType::Char(_)) || matches!(vt, SqlType::Char(_));
+        bound.push((*op, expr, blank_padded));
+    }
+    Ok(Expr::CompareEach {
+        operand: Box::new(operand),
+        tests: bound,
+        all,
+    })
+}
+
+/// SQL comparison of two values (`None`: unknown, a NULL was involved).
+fn compare_values(l: &Value, r: &Value, blank_padded: bool) -> Option<Ordering> {
+    match (l, r, blank_padded) {
+        (Value::Text(a), Value::Text(b), true) => {
+            Some(a.trim_end_matches(' ').cmp(b.trim_end_matches(' ')))
+        }
+        _ => l.sql_cmp(r),
+    }
 }
 
 fn wider_numeric(a: SqlType, b: SqlType) -> SqlType {
@@ -838,13 +891,8 @@ impl Expr {
                 blank_padded,
             } => {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
-                let ordering = match (&l, &r, blank_padded) {
-                    (Value::Text(a), Value::Text(b), true) => {
-                        Some(a.trim_end_matches(' ').cmp(b.trim_end_matches(' ')))
-                    }
-                    _ => l.sql_cmp(&r),
-                };
-                ordering.map_or(Value::Null, |o| Value::Bool(op.holds(o)))
+                compare_values(&l, &r, *blank_padded)
+                    .map_or(Value::Null, |o| Value::Bool(op.holds(o)))
             }
             Expr::Arith {
                 op,
@@ -917,19 +965,26 @@ impl Expr {
                     _ => Value::Null,
                 }
             }
-            Expr::Any(items) => {
+            Expr::CompareEach {
+                operand,
+                tests,
+                all,
+            } => {
+                let value = operand.eval(row)?;
                 let mut unknown = false;
-                for item in items {
-                    match item.eval(row)? {
-                        Value::Bool(true) => return Ok(Value::Bool(true)),
-                        Value::Null => unknown = true,
-                        _ => {}
+                for (op, test, blank_padded) in tests {
+                    match compare_values(&value, &test.eval(row)?, *blank_padded)
+                        .map(|o| op.holds(o))
+                    {
+                        Some(holds) if holds != *all => return Ok(Value::Bool(holds)),
+                        Some(_) => {}
+                        None => unknown = true,
                     }
                 }
                 if unknown {
                     Value::Null
                 } else {
-                    Value::Bool(false)
+                    Value::Bool(*all)
                 }
             }
             Expr::IsNull { expr, negated } => Value::Bool(expr.eval(row)?.is_null() != *negated),

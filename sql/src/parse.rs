@@ -17,27 +17,49 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::MAX_EXPRESSION_DEPTH;
 
+/// Whether a token can join two expressions into a deeper one. Conservative: every token
+/// except literals, plain words, punctuation that separates or groups, and whitespace counts
+/// (sqlparser knows dozens of operators, and any of them can be chained).
 fn is_operator(token: &Token) -> bool {
     match token {
-        Token::Plus
-        | Token::Minus
-        | Token::Mul
-        | Token::Div
-        | Token::Mod
-        | Token::StringConcat
-        | Token::Eq
-        | Token::DoubleEq
-        | Token::Neq
-        | Token::Lt
-        | Token::Gt
-        | Token::LtEq
-        | Token::GtEq
-        | Token::DoubleColon => true,
         Token::Word(word) => matches!(
             word.keyword,
-            Keyword::AND | Keyword::OR | Keyword::NOT | Keyword::IS | Keyword::BETWEEN
+            Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::BETWEEN
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::IN
+                | Keyword::COLLATE
+                | Keyword::AT
+                | Keyword::XOR
+                | Keyword::OVERLAPS
+                | Keyword::ESCAPE
         ),
-        _ => false,
+        Token::EOF
+        | Token::Number(..)
+        | Token::Char(_)
+        | Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::DollarQuotedString(_)
+        | Token::NationalStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::HexStringLiteral(_)
+        | Token::SingleQuotedByteStringLiteral(_)
+        | Token::Comma
+        | Token::Whitespace(_)
+        | Token::LParen
+        | Token::RParen
+        | Token::LBracket
+        | Token::RBracket
+        | Token::Period
+        | Token::SemiColon
+        | Token::Placeholder(_) => false,
+        _ => true,
     }
 }
 
@@ -133,11 +155,14 @@ mod tests {
     fn chains_are_measured_per_expression() {
         assert_eq!(chain("SELECT 1 + 2 * 3"), 2);
         assert_eq!(chain("INSERT INTO t VALUES (-1, -2), (-3, -4)"), 1);
-        assert_eq!(chain("SELECT a IN (1, 2, 3) AND b = 1"), 2);
+        assert_eq!(chain("SELECT a IN (1, 2, 3) AND b = 1"), 3);
         assert_eq!(chain("SELECT 1 + (2 + (3 + 4)) + 5"), 4);
         assert_eq!(chain("SELECT 1 + 1; SELECT 2 + 2 + 2"), 2);
         // An earlier item of a closed group still counts under what follows the group.
         assert_eq!(chain("SELECT (1 + 1 + 1, 2) + 3 + 3"), 4);
         assert_eq!(chain("SELECT f(1 + 1, 2 + 2 + 2), 5 + 5"), 2);
+        // Any operator counts, not only arithmetic and comparison.
+        assert_eq!(chain("SELECT 1 & 1 | 1 # 1 << 1"), 4);
+        assert_eq!(chain("SELECT a LIKE 'x' AND b IN (1)"), 3);
     }
 }

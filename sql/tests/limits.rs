@@ -19,6 +19,10 @@ fn deeply_nested_expressions_are_refused() {
     assert_eq!(first_error(&long_sum), Some("54001"));
     let parens = format!("SELECT {}1{}", "(".repeat(terms), ")".repeat(terms));
     assert!(first_error(&parens).is_some());
+    for operator in [" & ", " | ", " # ", " << ", " ~ ", " ^ "] {
+        let chain = format!("SELECT {}", vec!["1"; terms].join(operator));
+        assert_eq!(first_error(&chain), Some("54001"), "{operator}");
+    }
     let ands = format!("SELECT 1 WHERE {}", vec!["true"; terms].join(" AND "));
     assert_eq!(first_error(&ands), Some("54001"));
 }
@@ -50,4 +54,23 @@ fn expressions_up_to_the_limit_work_on_a_small_stack() {
         })
         .unwrap();
     assert_eq!(worker.join().unwrap().as_deref(), Some("1000"));
+}
+
+#[test]
+fn nested_in_and_between_bind_their_operand_once() {
+    // Binding the operand once per list item would double the work at every level.
+    let mut condition = "true".to_string();
+    for _ in 0..24 {
+        condition = format!("({condition}) IN (true, false)");
+    }
+    let db = Database::in_memory();
+    let mut session = db.session();
+    let result = session.execute(&format!("SELECT 1 WHERE {condition}")).pop();
+    assert!(matches!(result, Some(Ok(_))), "{result:?}");
+    let mut between = "1".to_string();
+    for _ in 0..15 {
+        between = format!("(({between}) BETWEEN 0 AND 1)::int");
+    }
+    let result = session.execute(&format!("SELECT {between}")).pop();
+    assert!(matches!(result, Some(Ok(_))), "{result:?}");
 }
