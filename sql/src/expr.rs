@@ -334,7 +334,8 @@ pub fn ident_name(ident: &ast::Ident) -> String {
     if ident.quote_style.is_some() {
         ident.value.clone()
     } else {
-        ident.value.to_lowercase()
+        // PostgreSQL folds only ASCII letters.
+        ident.value.to_ascii_lowercase()
     }
 }
 
@@ -773,6 +774,14 @@ fn bind_binary(
             Ok(Typed::known(expr, SqlType::Bool))
         }
         B::StringConcat => {
+            // One side must be a string (or an untyped literal): `1 || 2` has no operator.
+            let stringy = |t: &ExprType| match t {
+                ExprType::Known(t) => t.is_string(),
+                ExprType::Unknown(_) => true,
+            };
+            if !stringy(&l.ty) && !stringy(&r.ty) {
+                return Err(no_operator("||", &l.ty, &r.ty));
+            }
             let (left_ty, right_ty) = (l.resolved_type(), r.resolved_type());
             Ok(Typed::known(
                 Expr::Concat {
@@ -852,14 +861,15 @@ fn arith_float(op: ArithOp, a: f64, b: f64, ty: SqlType) -> SqlResult<Value> {
         ArithOp::Div => a / b,
         ArithOp::Mod => return Err(SqlError::unsupported("% on floating-point numbers")),
     };
-    if v.is_infinite() && a.is_finite() && b.is_finite() {
-        return Err(SqlError::out_of_range("value out of range: overflow"));
-    }
     let v = if ty == SqlType::Real {
         v as f32 as f64
     } else {
         v
     };
+    // Checked after rounding, so that `real` overflow is caught too.
+    if v.is_infinite() && a.is_finite() && b.is_finite() {
+        return Err(SqlError::out_of_range("value out of range: overflow"));
+    }
     Ok(Value::Float(v))
 }
 
@@ -918,7 +928,7 @@ impl Expr {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
                 // character(n) loses its padding when it becomes text.
                 let text = |v: Value, ty: SqlType| {
-                    let s = v.to_pg_text(ty)?;
+                    let s = v.to_text_cast(ty)?;
                     Some(if matches!(ty, SqlType::Char(_)) {
                         s.trim_end_matches(' ').to_string()
                     } else {

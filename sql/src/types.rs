@@ -153,6 +153,15 @@ impl Value {
         }
     }
 
+    /// The value cast to text: as the output format, except booleans, which cast to
+    /// `true`/`false` (their output format is `t`/`f`).
+    pub fn to_text_cast(&self, ty: SqlType) -> Option<String> {
+        match self {
+            Value::Bool(b) => Some(b.to_string()),
+            other => other.to_pg_text(ty),
+        }
+    }
+
     /// PostgreSQL's text output format; `None` for NULL.
     pub fn to_pg_text(&self, ty: SqlType) -> Option<String> {
         Some(match self {
@@ -244,11 +253,18 @@ fn check_int_range(v: i64, ty: SqlType) -> SqlResult<i64> {
 pub fn parse_text(text: &str, ty: SqlType) -> SqlResult<Value> {
     let trimmed = text.trim();
     match ty {
-        SqlType::Bool => match trimmed.to_ascii_lowercase().as_str() {
-            "t" | "true" | "yes" | "y" | "on" | "1" => Ok(Value::Bool(true)),
-            "f" | "false" | "no" | "n" | "off" | "0" => Ok(Value::Bool(false)),
-            _ => Err(invalid_input(ty, text)),
-        },
+        SqlType::Bool => {
+            // PostgreSQL accepts any unambiguous prefix of true/false/yes/no, and on/off/1/0.
+            let word = trimmed.to_ascii_lowercase();
+            let prefix_of = |full: &str| !word.is_empty() && full.starts_with(word.as_str());
+            if prefix_of("true") || prefix_of("yes") || word == "on" || word == "1" {
+                Ok(Value::Bool(true))
+            } else if prefix_of("false") || prefix_of("no") || word == "off" || word == "0" {
+                Ok(Value::Bool(false))
+            } else {
+                Err(invalid_input(ty, text))
+            }
+        }
         SqlType::SmallInt | SqlType::Int | SqlType::BigInt => {
             let v: i128 = trimmed.parse().map_err(|_| invalid_input(ty, text))?;
             let v = i64::try_from(v).map_err(|_| {
@@ -266,9 +282,17 @@ pub fn parse_text(text: &str, ty: SqlType) -> SqlResult<Value> {
                 lower if lower.contains("inf") || lower.contains("nan") => {
                     return Err(invalid_input(ty, text));
                 }
-                _ => trimmed
-                    .parse::<f64>()
-                    .map_err(|_| invalid_input(ty, text))?,
+                _ => {
+                    let v = trimmed
+                        .parse::<f64>()
+                        .map_err(|_| invalid_input(ty, text))?;
+                    if v.is_infinite() {
+                        return Err(SqlError::out_of_range(format!(
+                            "\"{trimmed}\" is out of range for type {ty}"
+                        )));
+                    }
+                    v
+                }
             };
             coerce_float(v, ty)
         }
@@ -358,7 +382,7 @@ pub fn convert(value: Value, from: SqlType, to: SqlType, explicit: bool) -> SqlR
         }
         (Value::Text(s), t) if explicit => parse_text(&s, t),
         (v, t) if t.is_string() => {
-            let text = v.to_pg_text(from).unwrap_or_default();
+            let text = v.to_text_cast(from).unwrap_or_default();
             coerce_string(text, t, explicit)
         }
         _ => Err(mismatch()),

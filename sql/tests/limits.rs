@@ -65,7 +65,9 @@ fn nested_in_and_between_bind_their_operand_once() {
     }
     let db = Database::in_memory();
     let mut session = db.session();
-    let result = session.execute(&format!("SELECT 1 WHERE {condition}")).pop();
+    let result = session
+        .execute(&format!("SELECT 1 WHERE {condition}"))
+        .pop();
     assert!(matches!(result, Some(Ok(_))), "{result:?}");
     let mut between = "1".to_string();
     for _ in 0..15 {

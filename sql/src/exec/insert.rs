@@ -140,7 +140,7 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
             record[index] = bound.eval(&[])?;
         }
         check_not_null(&table, &record)?;
-        let key = key_for_row(&table, &record, (start_ts, count));
+        let key = key_for_row(&table, &record, start_ts);
         if txn.get(&key)?.is_some() {
             return Err(duplicate_key(&table, &record));
         }

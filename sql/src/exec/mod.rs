@@ -132,8 +132,15 @@ pub fn single_table(from: &ast::TableWithJoins) -> SqlResult<(String, Option<Str
             name,
             alias,
             args: None,
+            with_hints,
+            version: None,
+            with_ordinality: false,
+            partitions,
+            json_path: None,
+            sample: None,
+            index_directives,
             ..
-        } => {
+        } if with_hints.is_empty() && partitions.is_empty() && index_directives.is_empty() => {
             if let Some(alias) = alias
                 && !alias.columns.is_empty()
             {

@@ -7,6 +7,8 @@
 //! whole WHERE clause is still evaluated on every row read, so the access path only narrows
 //! what is read and never decides what matches.
 
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
 use kv::Transaction;
 use kv::codec::memcomparable::prefix_end;
 
@@ -161,12 +163,19 @@ pub fn matching_rows(
     Ok(rows)
 }
 
-/// The key a row of `table` with these values is stored under. Tables without a primary
-/// key get a hidden one: the inserting transaction's start timestamp and a sequence number.
-pub fn key_for_row(table: &Table, values: &[Value], hidden_id: (u64, u64)) -> Vec<u8> {
+/// Sequence numbers for hidden row IDs, unique within this process.
+static HIDDEN_ROW_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// The key a new row of `table` with these values is stored under. Tables without a primary
+/// key get a hidden one: the inserting transaction's start timestamp (no two transactions share
+/// one, across processes and restarts) and a sequence number (unique within the process).
+pub fn key_for_row(table: &Table, values: &[Value], start_ts: u64) -> Vec<u8> {
     if table.primary_key.is_empty() {
-        let (ts, seq) = hidden_id;
-        return row_key(table.id, [&Value::Int(ts as i64), &Value::Int(seq as i64)]);
+        let seq = HIDDEN_ROW_SEQUENCE.fetch_add(1, AtomicOrdering::Relaxed);
+        return row_key(
+            table.id,
+            [&Value::Int(start_ts as i64), &Value::Int(seq as i64)],
+        );
     }
     row_key(table.id, table.primary_key.iter().map(|&i| &values[i]))
 }

@@ -46,6 +46,19 @@ fn output(typed: Typed, name: String) -> Output {
     }
 }
 
+/// Whether `t.*` names the table in scope (by its alias if it has one).
+fn qualifier_matches(kind: &ast::SelectItemQualifiedWildcardKind, scope: &Scope) -> bool {
+    let ast::SelectItemQualifiedWildcardKind::ObjectName(name) = kind else {
+        return false;
+    };
+    let Ok(qualifier) = super::table_name(name) else {
+        return false;
+    };
+    scope
+        .table
+        .is_some_and(|t| scope.alias.unwrap_or(&t.name) == qualifier)
+}
+
 fn bind_projection(
     items: &[ast::SelectItem],
     scope: &Scope,
@@ -59,6 +72,12 @@ fn bind_projection(
             }
             ast::SelectItem::ExprWithAlias { expr, alias } => {
                 outputs.push(output(bind(expr, scope)?, ident_name(alias)))
+            }
+            ast::SelectItem::QualifiedWildcard(kind, _) if !qualifier_matches(kind, scope) => {
+                return Err(SqlError::new(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("missing FROM-clause entry for table \"{kind}\""),
+                ));
             }
             ast::SelectItem::Wildcard(options) | ast::SelectItem::QualifiedWildcard(_, options)
                 if options.opt_ilike.is_none()
@@ -88,18 +107,21 @@ fn bind_projection(
     Ok(outputs)
 }
 
-fn constant_count(expr: &ast::Expr, what: &str) -> SqlResult<usize> {
-    let typed = bind(expr, &Scope::empty())?;
-    match typed.expr.eval(&[])? {
-        Value::Int(n) if n >= 0 => Ok(n as usize),
-        Value::Null => Ok(usize::MAX),
+/// Evaluates a LIMIT or OFFSET count. NULL means no limit (LIMIT) or no offset (OFFSET).
+fn constant_count(
+    expr: &ast::Expr,
+    what: &str,
+    if_null: usize,
+    negative_code: &'static str,
+) -> SqlResult<usize> {
+    let bound = bind(expr, &Scope::empty())?.coerce_for_assignment(SqlType::BigInt, what)?;
+    match bound.eval(&[])? {
+        Value::Int(n) if n >= 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
         Value::Int(_) => Err(SqlError::new(
-            "2201W",
+            negative_code,
             format!("{what} must not be negative"),
         )),
-        _ => Err(SqlError::mismatch(format!(
-            "argument of {what} must be type bigint"
-        ))),
+        _ => Ok(if_null),
     }
 }
 
@@ -279,11 +301,11 @@ pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<State
                 return Err(SqlError::unsupported("LIMIT BY"));
             }
             let limit = match limit {
-                Some(e) => constant_count(e, "LIMIT")?,
+                Some(e) => constant_count(e, "LIMIT", usize::MAX, "2201W")?,
                 None => usize::MAX,
             };
             let offset = match offset {
-                Some(o) => constant_count(&o.value, "OFFSET")?,
+                Some(o) => constant_count(&o.value, "OFFSET", 0, "2201X")?,
                 None => 0,
             };
             (limit, offset)

@@ -81,7 +81,7 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
             txn.delete(old_key.clone());
         }
         for (_, values) in &updated {
-            let key = key_for_row(&table, values, (0, 0));
+            let key = key_for_row(&table, values, txn.start_ts());
             if txn.get(&key)?.is_some() {
                 return Err(duplicate_key(&table, values));
             }
