@@ -17,8 +17,9 @@
 //! Isolation is snapshot isolation for every transaction. `READ COMMITTED` and
 //! `REPEATABLE READ` are accepted (snapshot isolation gives at least their guarantees);
 //! `SERIALIZABLE` and `READ ONLY` are refused rather than silently weakened or ignored.
-//! A query string with several statements runs them one by one, each in autocommit unless
-//! inside a block (PostgreSQL would wrap them in one implicit transaction).
+//! A query string with several statements runs them in one implicit transaction, as
+//! PostgreSQL does: it commits when the string ends, and an error rolls back all of it. A
+//! `BEGIN` in the string turns it into an ordinary block; `COMMIT`/`ROLLBACK` end it early.
 
 use std::sync::Arc;
 
@@ -43,6 +44,9 @@ enum State {
     Idle,
     InBlock(Box<dyn Transaction>),
     Failed,
+    /// The implicit transaction of a multi-statement query string (never visible between
+    /// queries: it commits when the string ends).
+    Implicit(Box<dyn Transaction>),
 }
 
 pub struct Session {
@@ -81,6 +85,7 @@ impl Session {
             State::Idle => TransactionStatus::Idle,
             State::InBlock(_) => TransactionStatus::InBlock,
             State::Failed => TransactionStatus::Failed,
+            State::Implicit(_) => TransactionStatus::Idle,
         }
     }
 
@@ -94,34 +99,57 @@ impl Session {
                 return vec![Err(e)];
             }
         };
+        // Like PostgreSQL, the statements of one query string run in one implicit
+        // transaction unless they manage transactions themselves.
+        let implicit = statements.len() > 1;
         let mut results = Vec::with_capacity(statements.len());
         for statement in &statements {
-            let result = self.execute_statement(statement);
+            let result = self.execute_statement(statement, implicit);
             let failed = result.is_err();
             results.push(result);
             if failed {
                 break;
             }
         }
+        if matches!(self.state, State::Implicit(_))
+            && let State::Implicit(mut txn) = std::mem::replace(&mut self.state, State::Idle)
+            && let Err(e) = txn.commit()
+        {
+            results.push(Err(e.into()));
+        }
         results
     }
 
     /// Called when the connection ends: an open transaction is rolled back.
     pub fn close(&mut self) {
-        if let State::InBlock(mut txn) = std::mem::replace(&mut self.state, State::Idle) {
+        if let State::InBlock(mut txn) | State::Implicit(mut txn) =
+            std::mem::replace(&mut self.state, State::Idle)
+        {
             let _ = txn.rollback();
         }
     }
 
     /// A failure inside a block aborts the block's transaction.
     fn fail(&mut self) {
-        if let State::InBlock(txn) = &mut self.state {
-            let _ = txn.rollback();
-            self.state = State::Failed;
+        match &mut self.state {
+            State::InBlock(txn) => {
+                let _ = txn.rollback();
+                self.state = State::Failed;
+            }
+            // A failed implicit transaction just ends: the session is idle again.
+            State::Implicit(txn) => {
+                let _ = txn.rollback();
+                self.state = State::Idle;
+            }
+            State::Idle | State::Failed => {}
         }
     }
 
-    fn execute_statement(&mut self, statement: &ast::Statement) -> SqlResult<StatementResult> {
+    fn execute_statement(
+        &mut self,
+        statement: &ast::Statement,
+        implicit: bool,
+    ) -> SqlResult<StatementResult> {
         debug!(%statement, "execute");
         match statement {
             ast::Statement::StartTransaction {
@@ -133,10 +161,21 @@ impl Session {
                 if !statements.is_empty() || exception.is_some() {
                     return Err(SqlError::unsupported("BEGIN … END blocks"));
                 }
-                match self.state {
-                    State::Failed => Err(in_failed_transaction()),
+                match std::mem::replace(&mut self.state, State::Idle) {
+                    State::Failed => {
+                        self.state = State::Failed;
+                        Err(in_failed_transaction())
+                    }
                     // PostgreSQL warns and carries on.
-                    State::InBlock(_) => Ok(StatementResult::command("BEGIN")),
+                    State::InBlock(txn) => {
+                        self.state = State::InBlock(txn);
+                        Ok(StatementResult::command("BEGIN"))
+                    }
+                    // BEGIN inside a query string makes its implicit transaction explicit.
+                    State::Implicit(txn) => {
+                        self.state = State::InBlock(txn);
+                        Ok(StatementResult::command("BEGIN"))
+                    }
                     State::Idle => {
                         check_transaction_modes(modes)?;
                         self.state = State::InBlock(self.source.begin()?);
@@ -146,7 +185,7 @@ impl Session {
             }
             ast::Statement::Commit { chain: false, .. } => {
                 match std::mem::replace(&mut self.state, State::Idle) {
-                    State::InBlock(mut txn) => {
+                    State::InBlock(mut txn) | State::Implicit(mut txn) => {
                         txn.commit()?;
                         Ok(StatementResult::command("COMMIT"))
                     }
@@ -158,7 +197,9 @@ impl Session {
                 chain: false,
                 savepoint: None,
             } => {
-                if let State::InBlock(mut txn) = std::mem::replace(&mut self.state, State::Idle) {
+                if let State::InBlock(mut txn) | State::Implicit(mut txn) =
+                    std::mem::replace(&mut self.state, State::Idle)
+                {
                     txn.rollback()?;
                 }
                 Ok(StatementResult::command("ROLLBACK"))
@@ -168,14 +209,21 @@ impl Session {
                 self.fail();
                 Err(error)
             }
-            _ => self.execute_in_transaction(statement),
+            _ => self.execute_in_transaction(statement, implicit),
         }
     }
 
-    fn execute_in_transaction(&mut self, statement: &ast::Statement) -> SqlResult<StatementResult> {
+    fn execute_in_transaction(
+        &mut self,
+        statement: &ast::Statement,
+        implicit: bool,
+    ) -> SqlResult<StatementResult> {
+        if implicit && matches!(self.state, State::Idle) {
+            self.state = State::Implicit(self.source.begin()?);
+        }
         match &mut self.state {
             State::Failed => Err(in_failed_transaction()),
-            State::InBlock(txn) => {
+            State::InBlock(txn) | State::Implicit(txn) => {
                 let result = exec::execute(txn.as_mut(), statement);
                 if result.is_err() {
                     self.fail();
