@@ -8,7 +8,7 @@
 //! over gRPC ([`RemoteTxnCommands`]); routing each key to its region leader comes with
 //! replicated regions.
 
-mod remote;
+pub mod remote;
 mod transaction;
 mod txn_client;
 

@@ -19,6 +19,10 @@ use crate::storage::KvPair;
 use crate::txn::actions::PrewriteError;
 use crate::txn::{Mutation, TxnCommands, TxnStatus};
 
+/// Largest gRPC message either side accepts. Scans and prewrites are not paged yet, so this
+/// bounds the size of one read or one transaction's writes over the network.
+pub const MAX_MESSAGE_SIZE: usize = 256 << 20;
+
 pub struct RemoteTxnCommands {
     client: TxnKvClient<Channel>,
     runtime: Handle,

@@ -193,6 +193,13 @@ impl KvTransaction {
                 .prewrite(mutations, primary, self.start_ts, ttl)
             {
                 Ok(()) => return Ok(()),
+                Err(PrewriteError::Failed(KvError::Unavailable(reason))) => {
+                    // The prewrite may have been applied with its answer lost: take the locks
+                    // back (best effort; otherwise they expire) and fail.
+                    let keys: Vec<Vec<u8>> = mutations.iter().map(|m| m.key().to_vec()).collect();
+                    self.rollback_keys(&keys);
+                    return Err(KvError::Unavailable(reason));
+                }
                 Err(PrewriteError::Failed(e)) => return Err(e),
                 Err(PrewriteError::Locked { key, lock }) => {
                     self.shared.resolve_lock(&key, &lock, since)?;
@@ -277,6 +284,9 @@ impl Transaction for KvTransaction {
 
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvResult<Vec<KvPair>> {
         self.check_open()?;
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
         let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
         let buffered: Vec<(&Vec<u8>, &Buffered)> = self
             .buffer

@@ -23,6 +23,8 @@ impl TxnService {
     /// The service wrapped for `tonic::transport::Server::add_service`.
     pub fn into_server(self) -> TxnKvServer<TxnService> {
         TxnKvServer::new(self)
+            .max_decoding_message_size(crate::client::remote::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(crate::client::remote::MAX_MESSAGE_SIZE)
     }
 
     /// Runs a blocking store command on the blocking pool.
