@@ -289,3 +289,54 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    fn log_with_terms(terms: &[Term]) -> RaftLog<MemStorage> {
+        let mut log = RaftLog::new(MemStorage::default(), 0, 0).unwrap();
+        let entries: Vec<Entry> = terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Entry::normal(t, i as Index + 1, vec![]))
+            .collect();
+        log.append(&entries);
+        log
+    }
+
+    #[test]
+    fn only_entries_of_the_leaders_term_commit_by_counting_replicas() {
+        // Figure 8: index 2 (term 2) is on a majority, but the leader is in term 4. Committing
+        // it by counting would be unsafe; it commits together with an entry of term 4.
+        let mut log = log_with_terms(&[1, 2]);
+        assert!(!log.maybe_commit(2, 4));
+        assert_eq!(log.committed, 0);
+        log.append(&[Entry::normal(4, 3, vec![])]);
+        assert!(log.maybe_commit(3, 4));
+        assert_eq!(log.committed, 3);
+    }
+
+    #[test]
+    fn maybe_append_keeps_matching_entries_and_replaces_conflicts() {
+        let mut log = log_with_terms(&[1, 1, 2]);
+        // The same entries again: nothing changes, commit follows the leader up to them.
+        let same: Vec<Entry> = vec![Entry::normal(1, 2, vec![]), Entry::normal(2, 3, vec![])];
+        assert_eq!(log.maybe_append(1, 1, 2, &same), Some(3));
+        assert_eq!((log.last_index(), log.committed), (3, 2));
+        // A conflicting entry at 3 replaces the suffix.
+        assert_eq!(
+            log.maybe_append(2, 1, 3, &[Entry::normal(3, 3, vec![])]),
+            Some(3)
+        );
+        assert_eq!(log.term(3).unwrap(), 3);
+        // A mismatching previous entry is refused.
+        assert_eq!(log.maybe_append(3, 9, 3, &[]), None);
+        // The leader's commit beyond what the message covers is not taken.
+        assert_eq!(log.maybe_append(1, 1, 10, &[]), Some(1));
+        assert_eq!(log.committed, 3);
+        // Conflict hints: the largest index at or below 3 whose term is at most 2.
+        assert_eq!(log.find_conflict_by_term(3, 2), (2, 1));
+    }
+}
