@@ -1,5 +1,5 @@
-//! [`TxnStore`]: runs Percolator commands against one engine, each under latches and as one
-//! atomic write batch. This is what a region leader will run behind the gRPC service; the
+//! [`TxnStore`]: runs Percolator commands ([`TxnCommands`]) against one engine, each under
+//! latches and as one atomic write batch. This is what a region leader will run behind the gRPC service; the
 //! single-node cluster calls it in-process.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use scheduler::Timestamp;
 
 use super::actions::{self, Mutation, PrewriteError, TxnStatus};
+use super::commands::TxnCommands;
 use super::latches::Latches;
 use crate::error::KvResult;
 use crate::mvcc::key::decode_user_key;
@@ -37,13 +38,15 @@ impl<E: Engine> TxnStore<E> {
         }
         Ok(())
     }
+}
 
-    pub fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
+impl<E: Engine> TxnCommands for TxnStore<E> {
+    fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
         let snapshot = self.engine.snapshot();
         MvccReader::new(&snapshot).get(key, ts)
     }
 
-    pub fn scan(
+    fn scan(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
@@ -54,7 +57,7 @@ impl<E: Engine> TxnStore<E> {
         MvccReader::new(&snapshot).scan(start, end, ts, limit)
     }
 
-    pub fn prewrite(
+    fn prewrite(
         &self,
         mutations: &[Mutation],
         primary: &[u8],
@@ -69,12 +72,7 @@ impl<E: Engine> TxnStore<E> {
         Ok(())
     }
 
-    pub fn commit(
-        &self,
-        keys: &[Vec<u8>],
-        start_ts: Timestamp,
-        commit_ts: Timestamp,
-    ) -> KvResult<()> {
+    fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
         let snapshot = self.engine.snapshot();
         let batch = actions::commit(&snapshot, keys, start_ts, commit_ts)?;
@@ -82,7 +80,7 @@ impl<E: Engine> TxnStore<E> {
         self.write(batch)
     }
 
-    pub fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
+    fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
         let snapshot = self.engine.snapshot();
         let batch = actions::rollback(&snapshot, keys, start_ts)?;
@@ -92,11 +90,7 @@ impl<E: Engine> TxnStore<E> {
 
     /// Commits (`commit_ts = Some`) or rolls back (`None`) every lock of transaction
     /// `start_ts` on this store. Returns how many keys were resolved.
-    pub fn resolve_lock(
-        &self,
-        start_ts: Timestamp,
-        commit_ts: Option<Timestamp>,
-    ) -> KvResult<usize> {
+    fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
         let locked = {
             let snapshot = self.engine.snapshot();
             let mut keys = Vec::new();
@@ -119,7 +113,7 @@ impl<E: Engine> TxnStore<E> {
         Ok(resolved)
     }
 
-    pub fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
+    fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
         let _guard = self.latches.acquire([primary]);
         let snapshot = self.engine.snapshot();
         let (ttl, batch) = actions::txn_heartbeat(&snapshot, primary, start_ts, ttl_ms)?;
@@ -128,7 +122,7 @@ impl<E: Engine> TxnStore<E> {
         Ok(ttl)
     }
 
-    pub fn check_txn_status(
+    fn check_txn_status(
         &self,
         primary: &[u8],
         lock_ts: Timestamp,
