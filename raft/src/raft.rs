@@ -851,6 +851,30 @@ impl<S: Storage> Raft<S> {
         conf
     }
 
+    /// The application could not deliver a message to `id` (transport failure): stop
+    /// streaming to it and probe again, since appends in flight may be lost.
+    pub fn report_unreachable(&mut self, id: NodeId) {
+        if let Some(progress) = self.tracker.progress.get_mut(&id)
+            && progress.state == ProgressState::Replicate
+        {
+            progress.become_probe();
+        }
+    }
+
+    /// The application finished (or failed) sending the snapshot to `id`. On failure the
+    /// leader probes again, and sends a new snapshot if still needed; on success it waits for
+    /// the follower's acknowledgement as usual.
+    pub fn report_snapshot(&mut self, id: NodeId, success: bool) {
+        if let Some(progress) = self.tracker.progress.get_mut(&id)
+            && progress.state == ProgressState::Snapshot
+            && !success
+        {
+            // The follower did not get it: probe from what it is known to have.
+            progress.pending_snapshot = 0;
+            progress.become_probe();
+        }
+    }
+
     /// Starts transferring leadership to `target` (thesis §3.10). On a follower the request is
     /// forwarded to the leader.
     pub fn transfer_leader(&mut self, target: NodeId) {

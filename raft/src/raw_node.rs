@@ -11,7 +11,7 @@
 //!     if node.has_ready() {
 //!         let ready = node.ready();
 //!         1. persist ready.snapshot (if any), ready.entries and ready.hard_state, durably;
-//!         2. send ready.messages;
+//!         2. send ready.messages (report_unreachable / report_snapshot when a send fails);
 //!         3. apply ready.snapshot, then ready.committed_entries in order (calling
 //!            node.apply_conf_change for membership entries); serve ready.read_states
 //!            once their index is applied;
@@ -110,6 +110,16 @@ impl<S: Storage> RawNode<S> {
 
     pub fn transfer_leader(&mut self, target: NodeId) {
         self.raft.transfer_leader(target);
+    }
+
+    /// See [`Raft::report_unreachable`].
+    pub fn report_unreachable(&mut self, id: NodeId) {
+        self.raft.report_unreachable(id);
+    }
+
+    /// See [`Raft::report_snapshot`].
+    pub fn report_snapshot(&mut self, id: NodeId, success: bool) {
+        self.raft.report_snapshot(id, success);
     }
 
     pub fn read_index(&mut self, context: Vec<u8>) {
