@@ -28,6 +28,8 @@ pub struct Progress {
     pub probe_sent: bool,
     /// Snapshot: the index of the snapshot being sent.
     pub pending_snapshot: Index,
+    /// Snapshot: heartbeat responses received while waiting for the snapshot's answer.
+    pub snapshot_wait: usize,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
     /// Last indexes of unacknowledged appends (Replicate).
@@ -43,6 +45,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             pending_snapshot: 0,
+            snapshot_wait: 0,
             recent_active: false,
             inflights: VecDeque::new(),
             max_inflight: max_inflight.max(1),
@@ -52,6 +55,7 @@ impl Progress {
     fn reset(&mut self, state: ProgressState) {
         self.probe_sent = false;
         self.pending_snapshot = 0;
+        self.snapshot_wait = 0;
         self.inflights.clear();
         self.state = state;
     }

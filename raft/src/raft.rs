@@ -671,6 +671,15 @@ impl<S: Storage> Raft<S> {
             if progress.state == ProgressState::Replicate && progress.is_paused() {
                 progress.free_first();
             }
+            // A follower alive for a whole election timeout without acknowledging its
+            // snapshot lost it (or its answer): probe again, which re-sends it if needed.
+            if progress.state == ProgressState::Snapshot {
+                progress.snapshot_wait += 1;
+                if progress.snapshot_wait >= self.config.election_tick {
+                    progress.pending_snapshot = 0;
+                    progress.become_probe();
+                }
+            }
             if progress.matched < last_index {
                 self.send_append(from);
             }
@@ -922,7 +931,7 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let index = self.log.committed;
-        if self.tracker.conf.voters.len() == 1 && self.promotable() || self.config.lease_read {
+        if self.tracker.conf.voters.len() == 1 && self.promotable() || self.in_read_lease() {
             self.answer_read(context, index, from);
             return;
         }
@@ -936,6 +945,19 @@ impl<S: Storage> Raft<S> {
             Some(id) if id == self.id => self.read_states.push(ReadState { index, context }),
             Some(id) => self.send(id, MessageBody::ReadIndexResponse { index, context }),
         }
+    }
+
+    /// Whether a lease read is safe now: lease reads are on, a majority has answered within
+    /// the current check-quorum window (so no other leader can have been elected yet: those
+    /// voters are still within their election timeout), and no leadership transfer — which
+    /// overrides the voters' lease — is under way. Otherwise reads take a heartbeat round.
+    /// Like every lease, this assumes message delays well below the election timeout and
+    /// clocks that tick at similar rates; a restarted follower also forgets its lease.
+    fn in_read_lease(&self) -> bool {
+        self.config.lease_read
+            && self.config.check_quorum
+            && self.lead_transferee.is_none()
+            && self.tracker.quorum_active(self.id)
     }
 
     fn committed_in_term(&self) -> bool {

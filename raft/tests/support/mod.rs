@@ -428,8 +428,10 @@ impl Cluster {
             for &b in &ids[i + 1..] {
                 let (na, nb) = (&self.nodes[&a], &self.nodes[&b]);
                 // State machine safety.
+                // Applied entries are in index order: binary search instead of a scan.
                 for ea in &na.applied {
-                    if let Some(eb) = nb.applied.iter().find(|e| e.index == ea.index) {
+                    if let Ok(found) = nb.applied.binary_search_by_key(&ea.index, |e| e.index) {
+                        let eb = &nb.applied[found];
                         assert_eq!(
                             (ea.term, &ea.data),
                             (eb.term, &eb.data),
@@ -475,4 +477,127 @@ pub fn applied_data(entries: &[Entry]) -> Vec<String> {
         .filter(|e| e.kind == EntryKind::Normal && !e.data.is_empty())
         .map(|e| String::from_utf8_lossy(&e.data).into_owned())
         .collect()
+}
+
+/// An entry seen committed, and a bound on when it was committed.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub entry: Entry,
+    /// The term of the node that first saw it committed (it applied the entry, or its commit
+    /// index covered it). A node only learns of commits made by leaders of its term or earlier,
+    /// so the entry was committed in this term or before: every leader of a later term must
+    /// hold it (Leader Completeness), and so must a leader of this term.
+    pub by_term: Term,
+}
+
+/// Everything ever seen committed on any node, to check across time what
+/// [`Cluster::check_invariants`] checks on a snapshot of the nodes: a committed entry never
+/// changes (state machine safety, even for nodes restored from snapshots since), every leader
+/// holds every entry committed up to its term (Leader Completeness), and at most one node
+/// leads a term (Election Safety, observed on the nodes' roles directly).
+#[derive(Debug, Default)]
+pub struct CommitHistory {
+    pub committed: BTreeMap<Index, Committed>,
+    /// The leader of every term a node was seen leading.
+    pub leaders: BTreeMap<Term, NodeId>,
+    /// Per node: the commit index up to which its log was recorded.
+    recorded: BTreeMap<NodeId, Index>,
+    /// Per node: the term it was last seen leading and the committed index up to which its
+    /// log was checked (a leader's log only grows, so the check is incremental).
+    leader_checked: BTreeMap<NodeId, (Term, Index)>,
+}
+
+impl CommitHistory {
+    /// Records `entry` as committed, seen by `node` in `term`; panics if a different entry was
+    /// committed at its index before.
+    pub fn record(&mut self, entry: &Entry, node: NodeId, term: Term) {
+        match self.committed.get(&entry.index) {
+            Some(before) => assert!(
+                before.entry == *entry,
+                "committed entry changed at index {}: was {:?}, node {node} (term {term}) has \
+                 {:?}",
+                entry.index,
+                before.entry,
+                entry
+            ),
+            None => {
+                self.committed.insert(
+                    entry.index,
+                    Committed {
+                        entry: entry.clone(),
+                        by_term: term,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records the entries under node `id`'s commit index that were not recorded yet (if it is
+    /// running).
+    pub fn observe(&mut self, cluster: &Cluster, id: NodeId) {
+        let Some(raw) = cluster.nodes.get(&id).and_then(|n| n.raw.as_ref()) else {
+            return;
+        };
+        let log = &raw.raft.log;
+        // After a restart the commit index can be lower than before: record from there again.
+        let recorded = self.recorded.entry(id).or_default();
+        *recorded = (*recorded).min(log.committed);
+        let from = (*recorded + 1).max(log.first_index());
+        if from <= log.committed {
+            let entries = log
+                .slice(from, log.committed + 1, u64::MAX)
+                .unwrap_or_else(|e| panic!("node {id} cannot read its committed entries: {e}"));
+            assert_eq!(
+                entries.len() as Index,
+                log.committed + 1 - from,
+                "node {id}: committed entries {from}..={} are not all in its log",
+                log.committed
+            );
+            *recorded = log.committed;
+            let term = raw.raft.term;
+            for entry in &entries {
+                self.record(entry, id, term);
+            }
+        } else {
+            *recorded = log.committed;
+        }
+    }
+
+    /// Records every running node's committed entries, then checks Election Safety and Leader
+    /// Completeness on every running node that considers itself leader.
+    pub fn check(&mut self, cluster: &Cluster) {
+        for &id in cluster.nodes.keys() {
+            self.observe(cluster, id);
+        }
+        for (&id, node) in &cluster.nodes {
+            let Some(raw) = node.raw.as_ref().filter(|r| r.raft.role == Role::Leader) else {
+                continue;
+            };
+            let term = raw.raft.term;
+            let leader = *self.leaders.entry(term).or_insert(id);
+            assert_eq!(leader, id, "two leaders in term {term}: {leader} and {id}");
+            let checked = self.leader_checked.entry(id).or_insert((term, 0));
+            if checked.0 != term {
+                *checked = (term, 0);
+            }
+            let log = &raw.raft.log;
+            for (&index, committed) in self.committed.range(checked.1 + 1..) {
+                checked.1 = index;
+                if committed.by_term > term || index < log.first_index() {
+                    // Committed maybe after this (stale) leader's term; or compacted here,
+                    // which means applied here, and applied entries are checked on their own.
+                    continue;
+                }
+                let held = log.term(index).ok();
+                assert!(
+                    held == Some(committed.entry.term),
+                    "leader completeness: leader {id} of term {term} lacks entry {index} (term {}) \
+                     committed by term {}: it has {}",
+                    committed.entry.term,
+                    committed.by_term,
+                    held.map_or("nothing there".into(), |t| format!("an entry of term {t}"))
+                );
+            }
+        }
+    }
 }
