@@ -66,7 +66,7 @@ pub mod progress;
 pub mod raft;
 pub mod raw_node;
 pub mod read_only;
-mod rng;
+pub mod rng;
 pub mod storage;
 pub mod types;
 

@@ -1,5 +1,6 @@
 //! A small seeded pseudo-random generator (xorshift64*): Raft's only source of randomness, so
-//! that a node's behaviour is a pure function of its inputs and seed.
+//! that a node's behaviour is a pure function of its inputs and seed. Public so that
+//! simulations of a cluster can draw from the same kind of generator.
 
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -20,5 +21,15 @@ impl Rng {
     /// Uniform in `[low, high)`.
     pub fn range(&mut self, low: u64, high: u64) -> u64 {
         low + self.next_u64() % (high - low).max(1)
+    }
+
+    /// Uniform in `[0, n)`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.range(0, n)
+    }
+
+    /// True with the given percent chance.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
     }
 }
