@@ -51,6 +51,21 @@ pub struct Cluster {
     pub delayed: Vec<(u64, Message)>,
 }
 
+impl Node {
+    /// A running node with fresh state over `storage`.
+    fn start_new(config: Config, storage: MemStorage) -> Node {
+        let raw = RawNode::new(config.clone(), storage.clone()).expect("node");
+        Node {
+            raw: Some(raw),
+            storage,
+            applied: Vec::new(),
+            restored_from: 0,
+            read_states: Vec::new(),
+            config,
+        }
+    }
+}
+
 pub fn config(id: NodeId, pre_vote: bool, check_quorum: bool) -> Config {
     let mut config = Config::new(id);
     config.election_tick = 10;
@@ -79,18 +94,7 @@ impl Cluster {
             let mut cfg = config(id, true, true);
             adjust(&mut cfg);
             cfg.seed = seed.wrapping_add(id);
-            let raw = RawNode::new(cfg.clone(), storage.clone()).expect("node");
-            nodes.insert(
-                id,
-                Node {
-                    raw: Some(raw),
-                    storage,
-                    applied: Vec::new(),
-                    restored_from: 0,
-                    read_states: Vec::new(),
-                    config: cfg,
-                },
-            );
+            nodes.insert(id, Node::start_new(cfg, storage));
         }
         Cluster {
             nodes,
@@ -114,18 +118,7 @@ impl Cluster {
     pub fn add_empty_node(&mut self, id: NodeId, pre_vote: bool, check_quorum: bool) {
         let storage = MemStorage::new_with_conf(ConfState::default());
         let cfg = config(id, pre_vote, check_quorum);
-        let raw = RawNode::new(cfg.clone(), storage.clone()).expect("node");
-        self.nodes.insert(
-            id,
-            Node {
-                raw: Some(raw),
-                storage,
-                applied: Vec::new(),
-                restored_from: 0,
-                read_states: Vec::new(),
-                config: cfg,
-            },
-        );
+        self.nodes.insert(id, Node::start_new(cfg, storage));
     }
 
     pub fn node(&mut self, id: NodeId) -> &mut RawNode<MemStorage> {
