@@ -2,7 +2,7 @@
 //! generates the prost messages and tonic services.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/tso.proto", "proto/kvrpc.proto"];
+    let files = ["proto/scheduler.proto", "proto/kvrpc.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

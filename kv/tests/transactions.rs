@@ -37,7 +37,7 @@ fn fixture_with(remote: bool) -> Fixture {
         lock_ttl: Duration::from_millis(50),
         max_lock_wait: Duration::from_secs(5),
     };
-    let client = TxnClient::new(store.clone(), Arc::clone(&tso), options);
+    let client = TxnClient::new(store.clone(), tso.clone(), options);
     Fixture {
         store,
         local,

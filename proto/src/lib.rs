@@ -2,12 +2,12 @@
 //!
 //! The `.proto` files under `proto/proto/` are the source of truth; `build.rs` compiles them
 //! with protox (no `protoc` binary needed) into prost messages and tonic clients/servers.
-//! Defined so far: the timestamp oracle and the transactional KV service; the raft-message
-//! and scheduler services join them with replicated regions.
+//! Defined so far: the scheduler (timestamps, IDs) and the transactional KV service; raft
+//! messages, heartbeats and region lookup join them with replicated regions.
 
-/// Timestamp oracle service (`regiondb.tso`).
-pub mod tso {
-    tonic::include_proto!("regiondb.tso");
+/// Scheduler service (`regiondb.scheduler`): timestamp oracle and ID allocation.
+pub mod scheduler {
+    tonic::include_proto!("regiondb.scheduler");
 }
 
 /// Transactional KV service (`regiondb.kvrpc`): the Percolator commands.

@@ -17,15 +17,15 @@
 //! `physical = max(now, mark)`, so every new timestamp is larger than every old one even if the
 //! wall clock went backwards. The cost is one fsync per `SAVE_AHEAD_MS` of issued time.
 //!
-//! Not here yet: serving over gRPC (the `Tso` service in `proto/`), and leader election among
-//! several scheduler replicas (a single scheduler is the authority).
+//! Served over gRPC by [`crate::service`]; clients batch concurrent requests
+//! ([`crate::client`]). Not here yet: leader election among several scheduler replicas (a
+//! single scheduler is the authority).
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::high_water::{HighWater, HighWaterError};
 use crate::timestamp::{LOGICAL_PER_MS, Timestamp};
 
 /// How far ahead of the issued physical time the persisted high-water mark is kept.
@@ -35,16 +35,12 @@ const MARK_FILE: &str = "tso-high-water";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TsoError {
-    #[error("timestamp oracle I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("timestamp oracle state in {path} is corrupt: {content:?}")]
-    Corrupt { path: PathBuf, content: String },
+    #[error("timestamp oracle: {0}")]
+    Persist(#[from] HighWaterError),
     #[error("a timestamp batch must ask for between 1 and {max} timestamps, not {count}")]
     BadCount { count: u32, max: u64 },
+    #[error("timestamp oracle unavailable: {0}")]
+    Unavailable(String),
 }
 
 struct State {
@@ -56,8 +52,7 @@ struct State {
 
 /// The timestamp oracle. Thread-safe; share it behind an `Arc`.
 pub struct TimestampOracle {
-    /// Where the high-water mark lives; `None` for a purely in-memory oracle (tests).
-    dir: Option<PathBuf>,
+    high_water: HighWater,
     state: Mutex<State>,
 }
 
@@ -71,25 +66,9 @@ fn now_ms() -> u64 {
 impl TimestampOracle {
     /// An oracle that persists its high-water mark in `dir` (created if missing).
     pub fn open(dir: &Path) -> Result<Self, TsoError> {
-        let io = |source| TsoError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        fs::create_dir_all(dir).map_err(io)?;
-        let path = dir.join(MARK_FILE);
-        let mark = match fs::read_to_string(&path) {
-            Ok(content) => content
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| TsoError::Corrupt {
-                    path: path.clone(),
-                    content: content.clone(),
-                })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(source) => return Err(TsoError::Io { path, source }),
-        };
+        let (high_water, mark) = HighWater::open(dir, MARK_FILE)?;
         Ok(Self {
-            dir: Some(dir.to_path_buf()),
+            high_water,
             state: Mutex::new(State {
                 physical: mark,
                 logical: 0,
@@ -101,7 +80,7 @@ impl TimestampOracle {
     /// An oracle that persists nothing: for tests and throwaway clusters.
     pub fn in_memory() -> Self {
         Self {
-            dir: None,
+            high_water: HighWater::in_memory(MARK_FILE),
             state: Mutex::new(State {
                 physical: 0,
                 logical: 0,
@@ -137,32 +116,29 @@ impl TimestampOracle {
         }
         if state.physical >= state.mark {
             let mark = state.physical + SAVE_AHEAD_MS;
-            self.persist_mark(mark)?;
+            self.high_water.store(mark)?;
             state.mark = mark;
         }
         state.logical += count;
         Ok(Timestamp::compose(state.physical, state.logical))
     }
+}
 
-    fn persist_mark(&self, mark: u64) -> Result<(), TsoError> {
-        let Some(dir) = &self.dir else { return Ok(()) };
-        let path = dir.join(MARK_FILE);
-        let tmp = dir.join(format!("{MARK_FILE}.tmp"));
-        let io = |source| TsoError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(mark.to_string().as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+/// Where transactions get their timestamps: the oracle in-process, or a scheduler client.
+pub trait TimestampSource: Send + Sync {
+    fn get_timestamp(&self) -> Result<Timestamp, TsoError>;
+}
+
+impl TimestampSource for TimestampOracle {
+    fn get_timestamp(&self) -> Result<Timestamp, TsoError> {
+        TimestampOracle::get_timestamp(self)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
@@ -253,7 +229,7 @@ mod tests {
         fs::write(dir.path().join(MARK_FILE), "not a number").unwrap();
         assert!(matches!(
             TimestampOracle::open(dir.path()),
-            Err(TsoError::Corrupt { .. })
+            Err(TsoError::Persist(_))
         ));
     }
 }

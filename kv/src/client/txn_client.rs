@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scheduler::{Timestamp, TimestampOracle};
+use scheduler::{Timestamp, TimestampSource};
 use tracing::warn;
 
 use super::transaction::{Transaction, TransactionSource};
@@ -38,12 +38,12 @@ impl Default for TxnOptions {
 
 struct Shared {
     store: Arc<dyn TxnCommands>,
-    tso: Arc<TimestampOracle>,
+    tso: Arc<dyn TimestampSource>,
     options: TxnOptions,
 }
 
 /// Begins transactions against a store's [`TxnCommands`] (local or remote) with timestamps
-/// from a [`TimestampOracle`].
+/// from a [`TimestampSource`] (the oracle in-process, or a scheduler client).
 #[derive(Clone)]
 pub struct TxnClient {
     shared: Arc<Shared>,
@@ -52,7 +52,7 @@ pub struct TxnClient {
 impl TxnClient {
     pub fn new(
         store: Arc<dyn TxnCommands>,
-        tso: Arc<TimestampOracle>,
+        tso: Arc<dyn TimestampSource>,
         options: TxnOptions,
     ) -> Self {
         Self {
