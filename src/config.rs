@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_DATA_DIR: &str = "./regiondb-data";
 pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:5433";
+pub const DEFAULT_SCHEDULER_LISTEN: &str = "127.0.0.1:2379";
+pub const DEFAULT_SCHEDULER_DATA_DIR: &str = "./regiondb-scheduler";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,11 +52,13 @@ pub struct SingleArgs {
 
 #[derive(Args, Debug)]
 pub struct SchedulerArgs {
-    /// Address for gRPC from nodes
+    /// Address for gRPC from nodes and clients [default: 127.0.0.1:2379]
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Directory for the scheduler's state [default: ./regiondb-scheduler]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// TOML file with settings (keys: data_dir, listen)
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -82,6 +86,7 @@ pub struct NodeArgs {
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub pg_listen: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -113,6 +118,30 @@ impl SingleNodeConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             pg_listen: args.pg_listen.or(file.pg_listen).unwrap_or(default_pg),
+        })
+    }
+}
+
+/// The resolved settings of a scheduler process.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+}
+
+impl SchedulerConfig {
+    pub fn resolve(args: &SchedulerArgs) -> Result<SchedulerConfig, String> {
+        let file = FileConfig::load(args.config.as_deref())?;
+        let default_listen: SocketAddr = DEFAULT_SCHEDULER_LISTEN
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        Ok(SchedulerConfig {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SCHEDULER_DATA_DIR)),
+            listen: args.listen.or(file.listen).unwrap_or(default_listen),
         })
     }
 }
@@ -151,6 +180,31 @@ mod tests {
         let resolved = SingleNodeConfig::resolve(&flags).unwrap();
         assert_eq!(resolved.pg_listen.port(), 7001);
         assert_eq!(resolved.data_dir, PathBuf::from("/from/file"));
+    }
+
+    #[test]
+    fn scheduler_settings_resolve_like_the_node_settings() {
+        let args = SchedulerArgs {
+            listen: None,
+            data_dir: None,
+            config: None,
+        };
+        let defaults = SchedulerConfig::resolve(&args).unwrap();
+        assert_eq!(defaults.listen.to_string(), DEFAULT_SCHEDULER_LISTEN);
+        assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_SCHEDULER_DATA_DIR));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scheduler.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7379\"\n").unwrap();
+        let args = SchedulerArgs {
+            listen: None,
+            data_dir: Some("/flag".into()),
+            config: Some(path),
+        };
+        let resolved = SchedulerConfig::resolve(&args).unwrap();
+        assert_eq!(
+            (resolved.listen.port(), resolved.data_dir),
+            (7379, PathBuf::from("/flag"))
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The `regiondb` binary. See DESIGN.md's "Processes and command line":
 //!
 //! - `regiondb`: a whole single-node cluster (scheduler, store, SQL gateway) in one process;
-//! - `regiondb scheduler …` and `regiondb node …`: the processes of a multi-node cluster
-//!   (not available yet: they arrive with replicated regions).
+//! - `regiondb scheduler …`: the scheduler (timestamps, IDs) as its own process;
+//! - `regiondb node …`: a store and SQL gateway of a multi-node cluster (not available yet:
+//!   it arrives with replicated regions).
 
 mod config;
+mod scheduler_process;
 mod single_node;
 
 use std::process::ExitCode;
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use config::{Cli, Command, SingleNodeConfig};
+use config::{Cli, Command, SchedulerConfig, SingleNodeConfig};
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 async fn shutdown_signal() {
@@ -48,17 +50,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))
+    };
     let result = match &cli.command {
-        None => SingleNodeConfig::resolve(&cli.single).and_then(|config| {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-            runtime.block_on(single_node::run(config, shutdown_signal()))
+        None => SingleNodeConfig::resolve(&cli.single)
+            .and_then(|config| runtime()?.block_on(single_node::run(config, shutdown_signal()))),
+        Some(Command::Scheduler(args)) => SchedulerConfig::resolve(args).and_then(|config| {
+            runtime()?.block_on(scheduler_process::run(config, shutdown_signal()))
         }),
-        Some(Command::Scheduler(_)) | Some(Command::Node(_)) => Err(
-            "multi-node clusters (`regiondb scheduler` / `regiondb node`) are not available yet; \
-             run `regiondb` with no subcommand for a single-node cluster"
+        Some(Command::Node(_)) => Err(
+            "multi-node clusters (`regiondb node`) are not available yet; run `regiondb` with no \
+             subcommand for a single-node cluster"
                 .to_string(),
         ),
     };

@@ -1,0 +1,35 @@
+//! `regiondb scheduler`: the scheduler as its own process, serving timestamps and IDs over
+//! gRPC. Its state (the high-water marks) lives in its data directory, so timestamps and IDs
+//! keep increasing across restarts.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use scheduler::service::SchedulerService;
+use scheduler::{IdAllocator, TimestampOracle};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+
+use crate::config::SchedulerConfig;
+
+pub async fn run(
+    config: SchedulerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let tso = TimestampOracle::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let ids = IdAllocator::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let incoming = TcpIncoming::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = incoming.local_addr().map_err(|e| e.to_string())?;
+    info!(data_dir = %config.data_dir.display(), %address, "RegionDB scheduler is up");
+    println!("RegionDB scheduler is ready on {address}");
+    let service = SchedulerService::new(Arc::new(tso), Arc::new(ids));
+    Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| format!("scheduler server failed: {e}"))?;
+    info!("RegionDB scheduler stopped");
+    Ok(())
+}
