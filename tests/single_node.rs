@@ -255,3 +255,60 @@ fn a_second_process_cannot_open_the_same_data_directory() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot open the store"), "{stderr}");
 }
+
+/// Writers commit 3-row transactions while the node is killed with SIGKILL mid-stream. After a
+/// restart every acknowledged transaction is there in full, and no transaction is there in
+/// part: commits interrupted between the primary and the secondaries are rolled forward, and
+/// those interrupted before the primary are rolled back (after their locks' TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_concurrent_commits_keeps_transactions_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let setup = connect(node.port).await;
+    setup.batch_execute("CREATE TABLE parts (txn INT, part INT, PRIMARY KEY (txn, part))").await.unwrap();
+
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (port, acknowledged) = (node.port, std::sync::Arc::clone(&acknowledged));
+            tokio::spawn(async move {
+                let client = connect(port).await;
+                for i in 0.. {
+                    let txn = writer * 100_000 + i;
+                    let sql = format!(
+                        "BEGIN; INSERT INTO parts VALUES ({txn}, 1), ({txn}, 2); \
+                         INSERT INTO parts VALUES ({txn}, 3); COMMIT"
+                    );
+                    match client.batch_execute(&sql).await {
+                        Ok(()) => acknowledged.lock().unwrap().push(txn),
+                        Err(_) => return, // The node is gone.
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let some transactions through, then kill the node under load.
+    while acknowledged.lock().unwrap().len() < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    node.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let node = Node::start(dir.path());
+    let client = connect(node.port).await;
+    let rows = values(&client.simple_query("SELECT txn, part FROM parts").await.unwrap());
+    let mut parts: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+    for row in &rows {
+        let txn: i64 = row.split(',').next().unwrap().parse().unwrap();
+        *parts.entry(txn).or_default() += 1;
+    }
+    for (txn, count) in &parts {
+        assert_eq!(*count, 3, "transaction {txn} is present in part: {count} of 3 rows");
+    }
+    for txn in acknowledged {
+        assert!(parts.contains_key(&(txn as i64)), "acknowledged transaction {txn} was lost");
+    }
+}
