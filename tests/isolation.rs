@@ -6,32 +6,19 @@ mod support;
 
 use std::path::Path;
 
-use sql::script::{ScriptSession, run_script, script_files};
+use sql::script::{ScriptSession, SessionFactory, check_script_dir};
 use support::Node;
 
 #[test]
 fn hermitage_anomalies_over_the_wire() {
-    let paths = script_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/isolation"));
-    assert!(
-        paths.len() >= 9,
-        "expected the Hermitage scripts, found {paths:?}"
-    );
-    let mut failures = Vec::new();
-    for path in paths {
-        let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(dir.path());
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut new_session = || Box::new(node.connect()) as Box<dyn ScriptSession>;
-        failures.extend(run_script(
-            &text,
-            &path.display().to_string(),
-            &mut new_session,
-        ));
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failing steps:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/isolation");
+    // The nine anomalies: G0, G1a, G1b, G1c, OTV, PMP, P4, G-single, G2-item.
+    check_script_dir(&dir, 9, || {
+        let data = tempfile::tempdir().expect("temporary directory");
+        let node = Node::start(data.path());
+        Box::new(move || {
+            let _keep = &data; // The node's data lives as long as its sessions.
+            Box::new(node.connect()) as Box<dyn ScriptSession>
+        }) as SessionFactory
+    });
 }

@@ -265,7 +265,10 @@ async fn kill_9_during_concurrent_commits_keeps_transactions_atomic() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path());
     let setup = connect(node.port).await;
-    setup.batch_execute("CREATE TABLE parts (txn INT, part INT, PRIMARY KEY (txn, part))").await.unwrap();
+    setup
+        .batch_execute("CREATE TABLE parts (txn INT, part INT, PRIMARY KEY (txn, part))")
+        .await
+        .unwrap();
 
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..4)
@@ -299,16 +302,27 @@ async fn kill_9_during_concurrent_commits_keeps_transactions_atomic() {
 
     let node = Node::start(dir.path());
     let client = connect(node.port).await;
-    let rows = values(&client.simple_query("SELECT txn, part FROM parts").await.unwrap());
+    let rows = values(
+        &client
+            .simple_query("SELECT txn, part FROM parts")
+            .await
+            .unwrap(),
+    );
     let mut parts: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
     for row in &rows {
         let txn: i64 = row.split(',').next().unwrap().parse().unwrap();
         *parts.entry(txn).or_default() += 1;
     }
     for (txn, count) in &parts {
-        assert_eq!(*count, 3, "transaction {txn} is present in part: {count} of 3 rows");
+        assert_eq!(
+            *count, 3,
+            "transaction {txn} is present in part: {count} of 3 rows"
+        );
     }
     for txn in acknowledged {
-        assert!(parts.contains_key(&(txn as i64)), "acknowledged transaction {txn} was lost");
+        assert!(
+            parts.contains_key(&(txn as i64)),
+            "acknowledged transaction {txn} was lost"
+        );
     }
 }

@@ -193,3 +193,38 @@ pub fn script_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     paths.sort();
     paths
 }
+
+/// A way to open sessions on one fresh database (kept alive by the closure).
+pub type SessionFactory = Box<dyn FnMut() -> Box<dyn ScriptSession>>;
+
+/// Runs every `*.test` file of `dir`, each against a fresh database from `fresh`, and panics
+/// with every failing step if any fails, or if there are fewer than `at_least` files.
+pub fn check_script_dir(
+    dir: &std::path::Path,
+    at_least: usize,
+    mut fresh: impl FnMut() -> SessionFactory,
+) {
+    let paths = script_files(dir);
+    assert!(
+        paths.len() >= at_least,
+        "expected at least {at_least} scripts in {}, found {paths:?}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for path in paths {
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut new_session = fresh();
+        failures.extend(run_script(
+            &text,
+            &path.display().to_string(),
+            &mut new_session,
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing steps:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}

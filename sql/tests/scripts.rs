@@ -3,27 +3,13 @@
 use std::path::Path;
 
 use sql::Database;
-use sql::script::{ScriptSession, run_script, script_files};
+use sql::script::{ScriptSession, SessionFactory, check_script_dir};
 
 #[test]
 fn sql_scripts() {
-    let paths = script_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts"));
-    assert!(!paths.is_empty(), "no scripts found");
-    let mut failures = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).expect("readable script");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts");
+    check_script_dir(&dir, 1, || {
         let db = Database::in_memory();
-        let mut new_session = || Box::new(db.session()) as Box<dyn ScriptSession>;
-        failures.extend(run_script(
-            &text,
-            &path.display().to_string(),
-            &mut new_session,
-        ));
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failing steps:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+        Box::new(move || Box::new(db.session()) as Box<dyn ScriptSession>) as SessionFactory
+    });
 }
