@@ -19,6 +19,7 @@ pub mod client;
 pub mod codec;
 pub mod error;
 pub mod mvcc;
+pub mod raftstore;
 mod rpc;
 pub mod server;
 pub mod storage;

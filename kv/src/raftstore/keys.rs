@@ -1,0 +1,35 @@
+//! Store-local keys of a peer, in the `raft` column family (where no data key can go):
+//! `r{region_id}` followed by a kind byte, and for log entries the index.
+
+use raft::Index;
+
+const ENTRY: u8 = 0x01;
+const HARD_STATE: u8 = 0x02;
+const APPLY_STATE: u8 = 0x03;
+const CONF_STATE: u8 = 0x04;
+
+fn prefix(region_id: u64, kind: u8) -> Vec<u8> {
+    let mut key = Vec::with_capacity(18);
+    key.push(b'r');
+    key.extend_from_slice(&region_id.to_be_bytes());
+    key.push(kind);
+    key
+}
+
+pub fn entry(region_id: u64, index: Index) -> Vec<u8> {
+    let mut key = prefix(region_id, ENTRY);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub fn hard_state(region_id: u64) -> Vec<u8> {
+    prefix(region_id, HARD_STATE)
+}
+
+pub fn apply_state(region_id: u64) -> Vec<u8> {
+    prefix(region_id, APPLY_STATE)
+}
+
+pub fn conf_state(region_id: u64) -> Vec<u8> {
+    prefix(region_id, CONF_STATE)
+}

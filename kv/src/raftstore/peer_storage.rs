@@ -1,0 +1,381 @@
+//! [`PeerStorage`]: one peer's persistent Raft state, kept in the store's engine.
+//!
+//! # Persistence order and crash recovery
+//!
+//! Every change goes into a [`WriteBatch`] the caller writes atomically, together with the
+//! data it describes: entries and hard state of a Ready in one batch; applied data and the
+//! applied index in one batch; a snapshot's data, the log truncation and the new apply state
+//! in one batch. After a crash the engine therefore holds a prefix of those batches, each
+//! whole, and the peer reopens from exactly what was persisted: it never re-applies an entry
+//! whose effects are already in the data, and never believes it applied one whose effects are
+//! not. The in-memory caches are updated when a change is added to a batch; the caller must
+//! write that batch before using the storage again (if the write fails, drop the peer and
+//! reopen it).
+
+use std::sync::Arc;
+
+use raft::{
+    ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Storage, StorageError, Term,
+};
+
+use super::keys;
+use super::record::{self, ApplyState};
+use crate::error::{KvError, KvResult};
+use crate::mvcc::key::encode_user_key;
+use crate::storage::{Cf, Engine, Snapshot as EngineSnapshot, WriteBatch};
+
+/// The data column families a region's snapshot carries.
+const DATA_CFS: [Cf; 3] = [Cf::Default, Cf::Lock, Cf::Write];
+
+pub struct PeerStorage<E: Engine> {
+    engine: Arc<E>,
+    region_id: u64,
+    /// The region's user-key range `[start, end)` (`end = None`: unbounded), as engine keys.
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    apply: ApplyState,
+    last_index: Index,
+}
+
+fn storage_error(e: KvError) -> StorageError {
+    StorageError::Other(e.to_string())
+}
+
+impl<E: Engine> PeerStorage<E> {
+    /// Opens the peer of `region_id` covering user keys `[start, end)`. A peer with nothing
+    /// persisted starts with `initial_conf` (the bootstrap membership, or empty for a peer that
+    /// must be initialised by a snapshot).
+    pub fn open(
+        engine: Arc<E>,
+        region_id: u64,
+        start: &[u8],
+        end: Option<&[u8]>,
+        initial_conf: ConfState,
+    ) -> KvResult<Self> {
+        let snapshot = engine.snapshot();
+        let hard_state = match snapshot.get(Cf::Raft, &keys::hard_state(region_id))? {
+            Some(bytes) => record::decode_hard_state(&bytes)?,
+            None => HardState::default(),
+        };
+        let apply = match snapshot.get(Cf::Raft, &keys::apply_state(region_id))? {
+            Some(bytes) => record::decode_apply_state(&bytes)?,
+            None => ApplyState::default(),
+        };
+        let conf_state = match snapshot.get(Cf::Raft, &keys::conf_state(region_id))? {
+            Some(bytes) => record::decode_conf_state(&bytes)?,
+            None => initial_conf,
+        };
+        // The last entry: the highest index under this peer's entry prefix.
+        let mut last_index = apply.truncated_index;
+        let (from, to) = (
+            keys::entry(region_id, apply.truncated_index + 1),
+            keys::entry(region_id, Index::MAX),
+        );
+        for item in snapshot.scan(Cf::Raft, &from, Some(&to)) {
+            let (_, value) = item?;
+            last_index = record::decode_entry(&value)?.index;
+        }
+        drop(snapshot);
+        Ok(PeerStorage {
+            engine,
+            region_id,
+            start: encode_user_key(start),
+            end: end.map(encode_user_key),
+            hard_state,
+            conf_state,
+            apply,
+            last_index,
+        })
+    }
+
+    pub fn applied(&self) -> Index {
+        self.apply.applied
+    }
+
+    pub fn truncated(&self) -> (Index, Term) {
+        (self.apply.truncated_index, self.apply.truncated_term)
+    }
+
+    /// Persists entries (from a Ready), replacing any suffix they overlap.
+    pub fn append(&mut self, batch: &mut WriteBatch, entries: &[Entry]) {
+        let Some(last) = entries.last() else { return };
+        for entry in entries {
+            batch.put(
+                Cf::Raft,
+                keys::entry(self.region_id, entry.index),
+                record::encode_entry(entry),
+            );
+        }
+        for stale in last.index + 1..=self.last_index {
+            batch.delete(Cf::Raft, keys::entry(self.region_id, stale));
+        }
+        self.last_index = last.index;
+    }
+
+    pub fn set_hard_state(&mut self, batch: &mut WriteBatch, hard_state: HardState) {
+        batch.put(
+            Cf::Raft,
+            keys::hard_state(self.region_id),
+            record::encode_hard_state(&hard_state),
+        );
+        self.hard_state = hard_state;
+    }
+
+    /// Records that entries up to `applied` are applied (write it with their data).
+    pub fn set_applied(&mut self, batch: &mut WriteBatch, applied: Index) {
+        self.apply.applied = applied;
+        self.put_apply_state(batch);
+    }
+
+    /// Records the membership after applying a conf change (write it with the applied index).
+    pub fn set_conf_state(&mut self, batch: &mut WriteBatch, conf_state: ConfState) {
+        batch.put(
+            Cf::Raft,
+            keys::conf_state(self.region_id),
+            record::encode_conf_state(&conf_state),
+        );
+        self.conf_state = conf_state;
+    }
+
+    fn put_apply_state(&self, batch: &mut WriteBatch) {
+        batch.put(
+            Cf::Raft,
+            keys::apply_state(self.region_id),
+            record::encode_apply_state(&self.apply),
+        );
+    }
+
+    /// Drops the log up to `index` (which must be applied): raft log GC.
+    pub fn compact(&mut self, batch: &mut WriteBatch, index: Index) -> KvResult<()> {
+        if index <= self.apply.truncated_index {
+            return Ok(());
+        }
+        if index > self.apply.applied {
+            return Err(KvError::Corrupt(format!(
+                "cannot compact region {} to {index}: only {} is applied",
+                self.region_id, self.apply.applied
+            )));
+        }
+        let term = self
+            .term(index)
+            .map_err(|e| KvError::Corrupt(e.to_string()))?;
+        for stale in self.apply.truncated_index + 1..=index {
+            batch.delete(Cf::Raft, keys::entry(self.region_id, stale));
+        }
+        self.apply.truncated_index = index;
+        self.apply.truncated_term = term;
+        self.put_apply_state(batch);
+        Ok(())
+    }
+
+    fn data_range(&self) -> (&[u8], Option<&[u8]>) {
+        (&self.start, self.end.as_deref())
+    }
+
+    /// Replaces the region's data and log with a snapshot received from the leader: deletes the
+    /// data in the region's range (including keys deleted since the snapshot's state), writes
+    /// the snapshot's pairs, drops the whole log, and moves the apply state to the snapshot.
+    pub fn apply_snapshot(&mut self, batch: &mut WriteBatch, snapshot: &Snapshot) -> KvResult<()> {
+        let current = self.engine.snapshot();
+        let (start, end) = self.data_range();
+        for cf in DATA_CFS {
+            for item in current.scan(cf, start, end) {
+                let (key, _) = item?;
+                batch.delete(cf, key);
+            }
+        }
+        let from = keys::entry(self.region_id, 0);
+        let to = keys::entry(self.region_id, Index::MAX);
+        for item in current.scan(Cf::Raft, &from, Some(&to)) {
+            let (key, _) = item?;
+            batch.delete(Cf::Raft, key);
+        }
+        drop(current);
+        for (cf, key, value) in decode_snapshot_data(&snapshot.data)? {
+            batch.put(cf, key, value);
+        }
+        let meta = &snapshot.meta;
+        self.apply = ApplyState {
+            applied: meta.index,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
+        };
+        self.put_apply_state(batch);
+        self.set_conf_state(batch, meta.conf_state.clone());
+        let mut hard_state = self.hard_state.clone();
+        hard_state.commit = hard_state.commit.max(meta.index);
+        hard_state.term = hard_state.term.max(meta.term);
+        self.set_hard_state(batch, hard_state);
+        self.last_index = meta.index;
+        Ok(())
+    }
+
+    fn read_entries(&self, low: Index, high: Index, max_size: u64) -> KvResult<Vec<Entry>> {
+        let snapshot = self.engine.snapshot();
+        let (from, to) = (
+            keys::entry(self.region_id, low),
+            keys::entry(self.region_id, high),
+        );
+        let mut out = Vec::new();
+        let mut size = 0;
+        for item in snapshot.scan(Cf::Raft, &from, Some(&to)) {
+            let (_, value) = item?;
+            let entry = record::decode_entry(&value)?;
+            if entry.index != low + out.len() as Index {
+                return Err(KvError::Corrupt(format!(
+                    "raft log of region {} has a gap at {}",
+                    self.region_id, entry.index
+                )));
+            }
+            size += entry.size();
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// The region's state at the applied index, from one engine snapshot (applied data and the
+    /// apply state are written together, so they agree).
+    fn generate_snapshot(&self) -> KvResult<Snapshot> {
+        let snapshot = self.engine.snapshot();
+        let apply = match snapshot.get(Cf::Raft, &keys::apply_state(self.region_id))? {
+            Some(bytes) => record::decode_apply_state(&bytes)?,
+            None => ApplyState::default(),
+        };
+        let term = if apply.applied == apply.truncated_index {
+            apply.truncated_term
+        } else {
+            match snapshot.get(Cf::Raft, &keys::entry(self.region_id, apply.applied))? {
+                Some(bytes) => record::decode_entry(&bytes)?.term,
+                None => {
+                    return Err(KvError::Corrupt(format!(
+                        "applied entry {} is missing",
+                        apply.applied
+                    )));
+                }
+            }
+        };
+        let conf_state = match snapshot.get(Cf::Raft, &keys::conf_state(self.region_id))? {
+            Some(bytes) => record::decode_conf_state(&bytes)?,
+            None => self.conf_state.clone(),
+        };
+        let mut data = Vec::new();
+        let (start, end) = self.data_range();
+        for cf in DATA_CFS {
+            for item in snapshot.scan(cf, start, end) {
+                let (key, value) = item?;
+                encode_pair(&mut data, cf, &key, &value);
+            }
+        }
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                index: apply.applied,
+                term,
+                conf_state,
+            },
+            data,
+        })
+    }
+}
+
+fn cf_tag(cf: Cf) -> u8 {
+    match cf {
+        Cf::Default => 0,
+        Cf::Lock => 1,
+        Cf::Write => 2,
+        Cf::Raft => 3,
+    }
+}
+
+fn encode_pair(out: &mut Vec<u8>, cf: Cf, key: &[u8], value: &[u8]) {
+    out.push(cf_tag(cf));
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// One key-value pair of a snapshot, with its column family.
+type SnapshotPair = (Cf, Vec<u8>, Vec<u8>);
+
+fn decode_snapshot_data(mut input: &[u8]) -> KvResult<Vec<SnapshotPair>> {
+    let corrupt = || KvError::Corrupt("malformed snapshot data".into());
+    let take = |input: &mut &[u8]| -> KvResult<Vec<u8>> {
+        if input.len() < 4 {
+            return Err(corrupt());
+        }
+        let len = u32::from_be_bytes([input[0], input[1], input[2], input[3]]) as usize;
+        if input.len() < 4 + len {
+            return Err(corrupt());
+        }
+        let bytes = input[4..4 + len].to_vec();
+        *input = &input[4 + len..];
+        Ok(bytes)
+    };
+    let mut pairs = Vec::new();
+    while let Some((&tag, rest)) = input.split_first() {
+        input = rest;
+        let cf = match tag {
+            0 => Cf::Default,
+            1 => Cf::Lock,
+            2 => Cf::Write,
+            _ => return Err(corrupt()),
+        };
+        let key = take(&mut input)?;
+        let value = take(&mut input)?;
+        pairs.push((cf, key, value));
+    }
+    Ok(pairs)
+}
+
+impl<E: Engine> Storage for PeerStorage<E> {
+    fn initial_state(&self) -> Result<(HardState, ConfState), StorageError> {
+        Ok((self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(&self, low: Index, high: Index, max_size: u64) -> Result<Vec<Entry>, StorageError> {
+        if low <= self.apply.truncated_index {
+            return Err(StorageError::Compacted);
+        }
+        if high > self.last_index + 1 {
+            return Err(StorageError::Unavailable);
+        }
+        self.read_entries(low, high, max_size)
+            .map_err(storage_error)
+    }
+
+    fn term(&self, index: Index) -> Result<Term, StorageError> {
+        if index == self.apply.truncated_index {
+            return Ok(self.apply.truncated_term);
+        }
+        if index < self.apply.truncated_index {
+            return Err(StorageError::Compacted);
+        }
+        if index > self.last_index {
+            return Err(StorageError::Unavailable);
+        }
+        let entries = self
+            .read_entries(index, index + 1, u64::MAX)
+            .map_err(storage_error)?;
+        entries
+            .first()
+            .map(|e| e.term)
+            .ok_or(StorageError::Unavailable)
+    }
+
+    fn first_index(&self) -> Result<Index, StorageError> {
+        Ok(self.apply.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> Result<Index, StorageError> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        self.generate_snapshot().map_err(storage_error)
+    }
+}
