@@ -34,6 +34,14 @@ pub enum KvError {
     #[error("the outcome of transaction {start_ts} is unknown: {reason}")]
     CommitUnknown { start_ts: Timestamp, reason: String },
 
+    // --- Retry the request (elsewhere): region errors of the raftstore.
+    /// This peer is not the region's leader; `leader` is the peer id it knows, if any.
+    #[error("region {region_id}: not the leader (leader: {leader:?})")]
+    NotLeader { region_id: u64, leader: Option<u64> },
+    /// The proposal was overwritten by a new leader's log before it committed.
+    #[error("region {region_id}: the command was dropped by a leader change; retry it")]
+    StaleCommand { region_id: u64 },
+
     // --- Broken invariants in stored data: stop and report.
     #[error("corrupt data: {0}")]
     Corrupt(String),

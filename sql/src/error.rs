@@ -98,7 +98,11 @@ impl From<KvError> for SqlError {
             KvError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
             KvError::Storage(kv::storage::StorageError::Corrupt(_)) => sqlstate::DATA_CORRUPTED,
             KvError::CommitUnknown { .. } => sqlstate::STATEMENT_COMPLETION_UNKNOWN,
-            KvError::Storage(_) | KvError::Tso(_) | KvError::Unavailable(_) => sqlstate::IO_ERROR,
+            KvError::Storage(_)
+            | KvError::Tso(_)
+            | KvError::Unavailable(_)
+            | KvError::NotLeader { .. }
+            | KvError::StaleCommand { .. } => sqlstate::IO_ERROR,
             _ => sqlstate::INTERNAL_ERROR,
         };
         SqlError::new(code, e.to_string())

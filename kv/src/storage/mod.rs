@@ -129,6 +129,56 @@ impl WriteBatch {
     pub fn extend(&mut self, other: WriteBatch) {
         self.modifies.extend(other.modifies);
     }
+
+    /// A self-describing binary form, for shipping a batch in a Raft log entry.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for modify in &self.modifies {
+            let (tag, cf, key, value) = match modify {
+                Modify::Put { cf, key, value } => (0u8, cf, key, Some(value)),
+                Modify::Delete { cf, key } => (1u8, cf, key, None),
+            };
+            out.push(tag);
+            out.push(cf.index() as u8);
+            out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+            out.extend_from_slice(key);
+            if let Some(value) = value {
+                out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                out.extend_from_slice(value);
+            }
+        }
+        out
+    }
+
+    pub fn decode(mut input: &[u8]) -> StorageResult<WriteBatch> {
+        let corrupt = || StorageError::Corrupt("malformed encoded write batch".into());
+        let take = |input: &mut &[u8]| -> StorageResult<Vec<u8>> {
+            let len_bytes: [u8; 4] = input
+                .get(..4)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?;
+            let len = u32::from_be_bytes(len_bytes) as usize;
+            let bytes = input.get(4..4 + len).ok_or_else(corrupt)?.to_vec();
+            *input = &input[4 + len..];
+            Ok(bytes)
+        };
+        let mut batch = WriteBatch::new();
+        while let [tag, cf, rest @ ..] = input {
+            input = rest;
+            let cf = *Cf::ALL.get(*cf as usize).ok_or_else(corrupt)?;
+            let key = take(&mut input)?;
+            match tag {
+                0 => batch.put(cf, key, take(&mut input)?),
+                1 => batch.delete(cf, key),
+                _ => return Err(corrupt()),
+            }
+        }
+        if !input.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(batch)
+    }
 }
 
 /// A key-value pair read from the engine.

@@ -139,6 +139,19 @@ fn concurrent_writers(engine: &impl Engine) {
     assert_eq!(rows.len(), 200);
 }
 
+#[test]
+fn write_batches_round_trip_through_their_encoding() {
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::Default, b"k\0".to_vec(), vec![]);
+    batch.delete(Cf::Lock, vec![]);
+    batch.put(Cf::Raft, vec![0xFF; 300], vec![7; 70_000]);
+    assert_eq!(WriteBatch::decode(&batch.encode()).unwrap(), batch);
+    assert_eq!(WriteBatch::decode(&[]).unwrap(), WriteBatch::new());
+    assert!(WriteBatch::decode(&[0, 0, 0, 0, 0, 9]).is_err());
+    assert!(WriteBatch::decode(&[0, 7, 0, 0, 0, 0]).is_err());
+    assert!(WriteBatch::decode(&[3]).is_err());
+}
+
 /// Runs the whole suite; `fresh` makes a new, empty engine for each case.
 fn run_suite<E: Engine>(fresh: impl Fn() -> E) {
     point_reads_and_deletes(&fresh());

@@ -1,0 +1,215 @@
+//! [`Peer`]: one replica of a region — a Raft node over [`PeerStorage`], whose log entries are
+//! write batches that every replica applies to its engine.
+//!
+//! The leader computes the effect of a command (e.g. a Percolator prewrite) against its own
+//! data and proposes the resulting [`WriteBatch`]; once the entry commits, every replica
+//! applies exactly that batch, in log order, together with its new applied index. The
+//! proposer's callback completes after its own apply, with the result or a region error
+//! ([`KvError::NotLeader`], [`KvError::StaleCommand`]).
+//!
+//! A `Peer` is driven like a `RawNode`: `tick`, `step`, the proposal methods, then
+//! [`Peer::handle_ready`], which persists (entries, hard state, snapshot) *before* returning
+//! the messages to send, then applies committed entries. Threads, timers and the network are
+//! the caller's.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use raft::{ConfChange, ConfState, Config, EntryKind, Message, RaftError, RawNode, Role};
+
+use super::PeerStorage;
+use crate::error::{KvError, KvResult};
+use crate::storage::{Engine, WriteBatch};
+
+/// Called once with the outcome of a proposal.
+pub type Callback = Box<dyn FnOnce(KvResult<()>) + Send>;
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    callback: Callback,
+}
+
+pub struct Peer<E: Engine> {
+    region_id: u64,
+    node: RawNode<PeerStorage<E>>,
+    engine: Arc<E>,
+    proposals: VecDeque<Proposal>,
+}
+
+impl<E: Engine> Peer<E> {
+    /// Opens (or creates) the replica `peer_id` of region `region_id` covering user keys
+    /// `[start, end)`. A new replica of a new region starts with `initial_conf`; one joining an
+    /// existing region starts empty and is initialised by the leader's snapshot.
+    pub fn open(
+        engine: Arc<E>,
+        region_id: u64,
+        peer_id: u64,
+        range: (&[u8], Option<&[u8]>),
+        initial_conf: ConfState,
+        mut config: Config,
+    ) -> KvResult<Peer<E>> {
+        let storage = PeerStorage::open(
+            Arc::clone(&engine),
+            region_id,
+            range.0,
+            range.1,
+            initial_conf,
+        )?;
+        config.id = peer_id;
+        // Replicas must not share election timeouts: seed each by its own id.
+        config.seed = config.seed.wrapping_add(peer_id);
+        config.applied = storage.applied();
+        let node = RawNode::new(config, storage).map_err(|e| KvError::Corrupt(e.to_string()))?;
+        Ok(Peer {
+            region_id,
+            node,
+            engine,
+            proposals: VecDeque::new(),
+        })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.role == Role::Leader
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.node.raft.leader
+    }
+
+    pub fn status(&self) -> raft::Status {
+        self.node.status()
+    }
+
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    pub fn campaign(&mut self) {
+        self.node.campaign();
+    }
+
+    pub fn step(&mut self, message: Message) {
+        // Messages for other regions or malformed ones are the router's concern; Raft itself
+        // ignores what it cannot use.
+        let _ = self.node.step(message);
+    }
+
+    fn not_leader(&self) -> KvError {
+        KvError::NotLeader {
+            region_id: self.region_id,
+            leader: self.leader(),
+        }
+    }
+
+    fn propose_entry(
+        &mut self,
+        propose: impl FnOnce(&mut RawNode<PeerStorage<E>>) -> Result<(), RaftError>,
+        callback: Callback,
+    ) {
+        if !self.is_leader() {
+            callback(Err(self.not_leader()));
+            return;
+        }
+        let before = self.node.raft.log.last_index();
+        match propose(&mut self.node) {
+            Ok(()) if self.node.raft.log.last_index() > before => {
+                let (index, term) = (self.node.raft.log.last_index(), self.node.raft.term);
+                self.proposals.push_back(Proposal {
+                    index,
+                    term,
+                    callback,
+                });
+            }
+            Ok(()) | Err(RaftError::ProposalDropped) => callback(Err(self.not_leader())),
+            Err(e) => callback(Err(KvError::Server(e.to_string()))),
+        }
+    }
+
+    /// Proposes a write batch (leader only); `callback` completes after it is applied here.
+    pub fn propose_write(&mut self, batch: WriteBatch, callback: Callback) {
+        let data = batch.encode();
+        self.propose_entry(|node| node.propose(data), callback);
+    }
+
+    /// Proposes a membership change (leader only, one at a time).
+    pub fn propose_conf_change(&mut self, change: ConfChange, callback: Callback) {
+        self.propose_entry(|node| node.propose_conf_change(change), callback);
+    }
+
+    /// Compacts the log up to the applied index (raft log GC).
+    pub fn compact_log(&mut self) -> KvResult<()> {
+        let applied = self.node.raft.log.applied;
+        let mut batch = WriteBatch::new();
+        self.node.storage_mut().compact(&mut batch, applied)?;
+        self.engine.write(batch)?;
+        Ok(())
+    }
+
+    /// Persists, then returns the messages to send, then applies; see the module docs.
+    pub fn handle_ready(&mut self) -> KvResult<Vec<Message>> {
+        if !self.node.has_ready() {
+            return Ok(Vec::new());
+        }
+        let ready = self.node.ready();
+        // 1. Persist: the snapshot (with its data), the entries and the hard state, atomically.
+        let mut batch = WriteBatch::new();
+        if let Some(snapshot) = &ready.snapshot {
+            self.node
+                .storage_mut()
+                .apply_snapshot(&mut batch, snapshot)?;
+        }
+        self.node.storage_mut().append(&mut batch, &ready.entries);
+        if let Some(hard_state) = &ready.hard_state {
+            self.node
+                .storage_mut()
+                .set_hard_state(&mut batch, hard_state.clone());
+        }
+        if !batch.is_empty() {
+            self.engine.write(batch)?;
+        }
+        // 2. Apply committed entries: each entry's data and the applied index together.
+        let mut applied_to = Vec::new();
+        for entry in &ready.committed_entries {
+            let mut apply = WriteBatch::new();
+            match entry.kind {
+                EntryKind::Normal if !entry.data.is_empty() => {
+                    apply.extend(WriteBatch::decode(&entry.data)?)
+                }
+                EntryKind::Normal => {}
+                EntryKind::ConfChange => {
+                    if let Some(change) = ConfChange::decode(&entry.data) {
+                        let conf = self.node.apply_conf_change(change);
+                        self.node.storage_mut().set_conf_state(&mut apply, conf);
+                    }
+                }
+            }
+            self.node.storage_mut().set_applied(&mut apply, entry.index);
+            self.engine.write(apply)?;
+            applied_to.push((entry.index, entry.term));
+        }
+        let messages = ready.messages.clone();
+        self.node.advance(ready);
+        for (index, term) in applied_to {
+            self.complete_proposals(index, term);
+        }
+        Ok(messages)
+    }
+
+    /// Completes the proposals at or below an applied entry: the one at `index` succeeded if
+    /// its term matches; others were overwritten by a later leader.
+    fn complete_proposals(&mut self, index: u64, term: u64) {
+        while self.proposals.front().is_some_and(|p| p.index <= index) {
+            let Some(proposal) = self.proposals.pop_front() else {
+                break;
+            };
+            if proposal.index == index && proposal.term == term {
+                (proposal.callback)(Ok(()));
+            } else {
+                (proposal.callback)(Err(KvError::StaleCommand {
+                    region_id: self.region_id,
+                }));
+            }
+        }
+    }
+}

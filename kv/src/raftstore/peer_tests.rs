@@ -1,0 +1,234 @@
+//! Replicas of one region, driven deterministically in-process: writes replicate and apply
+//! everywhere, callbacks report the outcome, a replica that was down catches up by snapshot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use raft::{ConfState, Config, Message};
+
+use super::{Callback, Peer};
+use crate::error::{KvError, KvResult};
+use crate::storage::{Cf, Engine, MemoryEngine, Snapshot, WriteBatch};
+
+struct Group {
+    engines: BTreeMap<u64, Arc<MemoryEngine>>,
+    peers: BTreeMap<u64, Peer<MemoryEngine>>,
+    inbox: Vec<Message>,
+    /// Peers whose messages are dropped both ways.
+    isolated: BTreeSet<u64>,
+}
+
+fn config() -> Config {
+    let mut config = Config::new(1);
+    config.election_tick = 10;
+    config.heartbeat_tick = 1;
+    config
+}
+
+impl Group {
+    fn new(ids: &[u64]) -> Group {
+        let mut group = Group {
+            engines: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            inbox: Vec::new(),
+            isolated: BTreeSet::new(),
+        };
+        for &id in ids {
+            group.engines.insert(id, Arc::new(MemoryEngine::new()));
+            group.open(id, ConfState::with_voters(ids.iter().copied()));
+        }
+        group
+    }
+
+    /// (Re)opens peer `id` from its engine, as after a restart.
+    fn open(&mut self, id: u64, conf: ConfState) {
+        let engine = Arc::clone(&self.engines[&id]);
+        let peer = Peer::open(engine, 1, id, (b"", None), conf, config()).unwrap();
+        self.peers.insert(id, peer);
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            for peer in self.peers.values_mut() {
+                self.inbox.extend(peer.handle_ready().unwrap());
+            }
+            if self.inbox.is_empty() {
+                return;
+            }
+            for message in std::mem::take(&mut self.inbox) {
+                if self.isolated.contains(&message.from) || self.isolated.contains(&message.to) {
+                    continue;
+                }
+                if let Some(peer) = self.peers.get_mut(&message.to) {
+                    peer.step(message);
+                }
+            }
+        }
+        panic!("the group did not settle");
+    }
+
+    fn tick(&mut self, times: usize) {
+        for _ in 0..times {
+            for peer in self.peers.values_mut() {
+                peer.tick();
+            }
+            self.settle();
+        }
+    }
+
+    fn get(&self, id: u64, key: &[u8]) -> Option<Vec<u8>> {
+        self.engines[&id].get(Cf::Default, key).unwrap()
+    }
+}
+
+fn put(key: &str, value: &str) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Cf::Default,
+        key.as_bytes().to_vec(),
+        value.as_bytes().to_vec(),
+    );
+    batch
+}
+
+/// A callback that records its outcome.
+fn recorder() -> (Callback, Arc<Mutex<Option<KvResult<()>>>>) {
+    let outcome = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&outcome);
+    (
+        Box::new(move |result| *slot.lock().unwrap() = Some(result)),
+        outcome,
+    )
+}
+
+fn data(engine: &MemoryEngine) -> Vec<(Vec<u8>, Vec<u8>)> {
+    engine
+        .snapshot()
+        .scan(Cf::Default, b"", None)
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn writes_replicate_apply_everywhere_and_report_back() {
+    let mut group = Group::new(&[1, 2, 3]);
+    group.peers.get_mut(&1).unwrap().campaign();
+    group.settle();
+    assert!(group.peers[&1].is_leader());
+
+    let (callback, outcome) = recorder();
+    group
+        .peers
+        .get_mut(&1)
+        .unwrap()
+        .propose_write(put("a", "1"), callback);
+    group.settle();
+    group.tick(1); // the commit index reaches the followers
+    assert!(matches!(*outcome.lock().unwrap(), Some(Ok(()))));
+    for id in [1, 2, 3] {
+        assert_eq!(group.get(id, b"a"), Some(b"1".to_vec()), "peer {id}");
+    }
+
+    // A follower refuses, naming the leader.
+    let (callback, outcome) = recorder();
+    group
+        .peers
+        .get_mut(&2)
+        .unwrap()
+        .propose_write(put("b", "2"), callback);
+    assert!(matches!(
+        *outcome.lock().unwrap(),
+        Some(Err(KvError::NotLeader {
+            leader: Some(1),
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn a_replica_that_was_down_catches_up_by_snapshot_and_restarts_without_reapplying() {
+    let mut group = Group::new(&[1, 2, 3]);
+    group.peers.get_mut(&1).unwrap().campaign();
+    group.settle();
+    group.peers.remove(&3); // down
+    for i in 0..20 {
+        let (callback, _) = recorder();
+        group
+            .peers
+            .get_mut(&1)
+            .unwrap()
+            .propose_write(put(&format!("k{i:02}"), "v"), callback);
+        group.settle();
+    }
+    group.peers.get_mut(&1).unwrap().compact_log().unwrap();
+    group.peers.get_mut(&2).unwrap().compact_log().unwrap();
+    // Back up, from what its engine persisted: the leader needs a snapshot to catch it up.
+    group.open(3, ConfState::with_voters([1, 2, 3]));
+    group.tick(3);
+    assert_eq!(data(&group.engines[&3]), data(&group.engines[&1]));
+    assert_eq!(data(&group.engines[&3]).len(), 20);
+    // A restart of every replica applies nothing twice and keeps serving writes.
+    for id in [1, 2, 3] {
+        group.open(id, ConfState::default());
+    }
+    group.tick(30);
+    let leader = *group
+        .peers
+        .iter()
+        .find(|(_, p)| p.is_leader())
+        .map(|(id, _)| id)
+        .expect("a leader");
+    let (callback, outcome) = recorder();
+    group
+        .peers
+        .get_mut(&leader)
+        .unwrap()
+        .propose_write(put("after", "restart"), callback);
+    group.settle();
+    group.tick(1);
+    assert!(matches!(*outcome.lock().unwrap(), Some(Ok(()))));
+    for id in [1, 2, 3] {
+        assert_eq!(data(&group.engines[&id]).len(), 21, "peer {id}");
+    }
+}
+
+#[test]
+fn a_proposal_overwritten_by_a_new_leader_reports_stale_command() {
+    let mut group = Group::new(&[1, 2, 3]);
+    group.peers.get_mut(&1).unwrap().campaign();
+    group.settle();
+    // The leader is cut off; its proposal cannot commit.
+    group.isolated.insert(1);
+    let (callback, outcome) = recorder();
+    group
+        .peers
+        .get_mut(&1)
+        .unwrap()
+        .propose_write(put("lost", "x"), callback);
+    group.settle();
+    // The others elect a new leader once their leases run out, and commit their own write.
+    group.tick(30);
+    let leader = [2, 3]
+        .into_iter()
+        .find(|id| group.peers[id].is_leader())
+        .expect("a new leader");
+    let (callback, _) = recorder();
+    group
+        .peers
+        .get_mut(&leader)
+        .unwrap()
+        .propose_write(put("kept", "y"), callback);
+    group.settle();
+    group.isolated.clear();
+    group.tick(3);
+    assert!(
+        matches!(
+            *outcome.lock().unwrap(),
+            Some(Err(KvError::StaleCommand { .. }))
+        ),
+        "{:?}",
+        outcome.lock().unwrap()
+    );
+    assert_eq!(group.get(1, b"lost"), None);
+    assert_eq!(group.get(1, b"kept"), Some(b"y".to_vec()));
+}
