@@ -21,5 +21,5 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-pub use peer::{Callback, Peer};
+pub use peer::{Callback, Peer, ReadCallback};
 pub use peer_storage::PeerStorage;

@@ -24,6 +24,10 @@ use crate::storage::{Engine, WriteBatch};
 /// Called once with the outcome of a proposal.
 pub type Callback = Box<dyn FnOnce(KvResult<()>) + Send>;
 
+/// Called once when a linearizable read may proceed on this replica's engine (with the
+/// applied index it may read at), or with why it cannot.
+pub type ReadCallback = Box<dyn FnOnce(KvResult<u64>) + Send>;
+
 struct Proposal {
     index: u64,
     term: u64,
@@ -35,6 +39,11 @@ pub struct Peer<E: Engine> {
     node: RawNode<PeerStorage<E>>,
     engine: Arc<E>,
     proposals: VecDeque<Proposal>,
+    /// Read requests by context, waiting for their read index.
+    reads: Vec<(Vec<u8>, ReadCallback)>,
+    /// Read indexes granted, waiting for the apply index to reach them.
+    ready_reads: Vec<(u64, ReadCallback)>,
+    next_read_id: u64,
 }
 
 impl<E: Engine> Peer<E> {
@@ -66,6 +75,9 @@ impl<E: Engine> Peer<E> {
             node,
             engine,
             proposals: VecDeque::new(),
+            reads: Vec::new(),
+            ready_reads: Vec::new(),
+            next_read_id: 0,
         })
     }
 
@@ -137,6 +149,29 @@ impl<E: Engine> Peer<E> {
         self.propose_entry(|node| node.propose_conf_change(change), callback);
     }
 
+    /// Requests a linearizable read (ReadIndex, forwarded to the leader from a follower): the
+    /// callback runs once this replica has applied everything committed when the read was
+    /// confirmed, so that reading its engine then sees every write acknowledged before.
+    pub fn read_index(&mut self, callback: ReadCallback) {
+        if self.leader().is_none() {
+            callback(Err(self.not_leader()));
+            return;
+        }
+        self.next_read_id += 1;
+        let context = self.next_read_id.to_be_bytes().to_vec();
+        self.node.read_index(context.clone());
+        self.reads.push((context, callback));
+    }
+
+    /// Fails every waiting read (after a leader change its confirmation may never come).
+    pub fn fail_pending_reads(&mut self) {
+        for (_, callback) in self.reads.drain(..) {
+            callback(Err(KvError::StaleCommand {
+                region_id: self.region_id,
+            }));
+        }
+    }
+
     /// Compacts the log up to the applied index (raft log GC).
     pub fn compact_log(&mut self) -> KvResult<()> {
         let applied = self.node.raft.log.applied;
@@ -188,10 +223,24 @@ impl<E: Engine> Peer<E> {
             self.engine.write(apply)?;
             applied_to.push((entry.index, entry.term));
         }
+        for read in &ready.read_states {
+            if let Some(position) = self.reads.iter().position(|(c, _)| *c == read.context) {
+                let (_, callback) = self.reads.swap_remove(position);
+                self.ready_reads.push((read.index, callback));
+            }
+        }
         let messages = ready.messages.clone();
         self.node.advance(ready);
         for (index, term) in applied_to {
             self.complete_proposals(index, term);
+        }
+        let applied = self.node.raft.log.applied;
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.ready_reads = later;
+        for (_, callback) in now {
+            callback(Ok(applied));
         }
         Ok(messages)
     }

@@ -129,6 +129,27 @@ fn writes_replicate_apply_everywhere_and_report_back() {
         assert_eq!(group.get(id, b"a"), Some(b"1".to_vec()), "peer {id}");
     }
 
+    // Linearizable reads, on the leader and on a follower (forwarded ReadIndex).
+    for id in [1, 3] {
+        let read = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&read);
+        group
+            .peers
+            .get_mut(&id)
+            .unwrap()
+            .read_index(Box::new(move |r| *slot.lock().unwrap() = Some(r)));
+        group.settle();
+        group.tick(1);
+        let applied = match *read.lock().unwrap() {
+            Some(Ok(applied)) => applied,
+            ref other => panic!("peer {id}: {other:?}"),
+        };
+        assert!(
+            applied >= 2,
+            "peer {id} read at {applied}, before the write applied"
+        );
+    }
+
     // A follower refuses, naming the leader.
     let (callback, outcome) = recorder();
     group
