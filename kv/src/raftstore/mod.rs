@@ -12,6 +12,7 @@
 //! transport and snapshot streaming over gRPC, peer creation/destruction on conf change, and
 //! batching of many peers' Readies into one write.
 
+pub mod driver;
 mod keys;
 mod peer;
 mod peer_storage;

@@ -35,4 +35,4 @@ pub mod store;
 
 pub use actions::{Mutation, TxnStatus};
 pub use commands::TxnCommands;
-pub use store::TxnStore;
+pub use store::{Replication, TxnStore};

@@ -15,15 +15,48 @@ use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::{Lock, MvccReader};
 use crate::storage::{Cf, Engine, KvPair, Snapshot, WriteBatch};
 
+/// How a store's commands make their effects durable, and when its engine may be read.
+pub trait Replication: Send + Sync {
+    /// Returns once the local engine reflects every write committed before the call (a
+    /// replicated region: a ReadIndex round, then waiting for apply).
+    fn read_barrier(&self) -> KvResult<()>;
+    /// Makes `batch` durable — for a replicated region, committed through Raft — and returns
+    /// once it is applied to the local engine.
+    fn write(&self, batch: WriteBatch) -> KvResult<()>;
+}
+
+/// A single store: writes go straight to the engine, which is always current.
+struct Local<E: Engine>(Arc<E>);
+
+impl<E: Engine> Replication for Local<E> {
+    fn read_barrier(&self) -> KvResult<()> {
+        Ok(())
+    }
+
+    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+        Ok(self.0.write(batch)?)
+    }
+}
+
 pub struct TxnStore<E: Engine> {
     engine: Arc<E>,
+    replication: Arc<dyn Replication>,
     latches: Latches,
 }
 
 impl<E: Engine> TxnStore<E> {
+    /// A store whose commands write straight to `engine`.
     pub fn new(engine: Arc<E>) -> Self {
+        let replication = Arc::new(Local(Arc::clone(&engine)));
+        Self::with_replication(engine, replication)
+    }
+
+    /// A store over one replica of a replicated region: commands read `engine` after
+    /// `replication`'s barrier and write through it.
+    pub fn with_replication(engine: Arc<E>, replication: Arc<dyn Replication>) -> Self {
         Self {
             engine,
+            replication,
             latches: Latches::default(),
         }
     }
@@ -34,15 +67,21 @@ impl<E: Engine> TxnStore<E> {
 
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
         if !batch.is_empty() {
-            self.engine.write(batch)?;
+            self.replication.write(batch)?;
         }
         Ok(())
+    }
+
+    /// A snapshot of the engine that reflects every write committed before the call.
+    fn current(&self) -> KvResult<E::Snapshot<'_>> {
+        self.replication.read_barrier()?;
+        Ok(self.engine.snapshot())
     }
 }
 
 impl<E: Engine> TxnCommands for TxnStore<E> {
     fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
-        let snapshot = self.engine.snapshot();
+        let snapshot = self.current()?;
         MvccReader::new(&snapshot).get(key, ts)
     }
 
@@ -53,7 +92,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
         ts: Timestamp,
         limit: usize,
     ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
-        let snapshot = self.engine.snapshot();
+        let snapshot = self.current()?;
         MvccReader::new(&snapshot).scan(start, end, ts, limit)
     }
 
@@ -65,7 +104,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
         ttl_ms: u64,
     ) -> Result<(), PrewriteError> {
         let _guard = self.latches.acquire(mutations.iter().map(Mutation::key));
-        let snapshot = self.engine.snapshot();
+        let snapshot = self.current()?;
         let batch = actions::prewrite(&snapshot, mutations, primary, start_ts, ttl_ms)?;
         drop(snapshot);
         self.write(batch)?;
@@ -74,7 +113,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
 
     fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
-        let snapshot = self.engine.snapshot();
+        let snapshot = self.current()?;
         let batch = actions::commit(&snapshot, keys, start_ts, commit_ts)?;
         drop(snapshot);
         self.write(batch)
@@ -82,7 +121,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
 
     fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
-        let snapshot = self.engine.snapshot();
+        let snapshot = self.current()?;
         let batch = actions::rollback(&snapshot, keys, start_ts)?;
         drop(snapshot);
         self.write(batch)
@@ -92,7 +131,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
     /// `start_ts` on this store. Returns how many keys were resolved.
     fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
         let locked = {
-            let snapshot = self.engine.snapshot();
+            let snapshot = self.current()?;
             let mut keys = Vec::new();
             for item in snapshot.scan(Cf::Lock, b"", None) {
                 let (encoded, value) = item?;
@@ -106,7 +145,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
             return Ok(0);
         }
         let _guard = self.latches.acquire(locked.iter().map(Vec::as_slice));
-        let snapshot = self.engine.snapshot();
+        let snapshot = self.current()?;
         let (resolved, batch) = actions::resolve_locks(&snapshot, &locked, start_ts, commit_ts)?;
         drop(snapshot);
         self.write(batch)?;
@@ -115,7 +154,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
 
     fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
         let _guard = self.latches.acquire([primary]);
-        let snapshot = self.engine.snapshot();
+        let snapshot = self.current()?;
         let (ttl, batch) = actions::txn_heartbeat(&snapshot, primary, start_ts, ttl_ms)?;
         drop(snapshot);
         self.write(batch)?;
@@ -129,7 +168,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
         current_ts: Timestamp,
     ) -> KvResult<TxnStatus> {
         let _guard = self.latches.acquire([primary]);
-        let snapshot = self.engine.snapshot();
+        let snapshot = self.current()?;
         let (status, batch) = actions::check_txn_status(&snapshot, primary, lock_ts, current_ts)?;
         drop(snapshot);
         self.write(batch)?;
