@@ -10,10 +10,13 @@
 //!   [`TxnClient`] with Percolator's two-phase commit.
 //!
 //! - [`server`]: the gRPC service that exposes a store's commands; the client reaches it with
-//!   [`client::RemoteTxnCommands`].
+//!   [`client::RemoteTxnCommands`];
+//! - [`raftstore`]: region replicas — peer storage in the `raft` column family, peers whose
+//!   log entries are write batches, threads driving them — so that a [`txn::TxnStore`] can
+//!   write and read through Raft ([`txn::Replication`]).
 //!
-//! Regions and Raft replication come with the raftstore issue: the client then routes each
-//! command to the leader of the key's region, and nothing above it changes.
+//! Still to come with replicated regions: routing each command to the leader of its key's
+//! region (region cache, scheduler lookup), region epochs, splits, and the gRPC raft transport.
 
 pub mod client;
 pub mod codec;
