@@ -7,8 +7,7 @@
 //! - [`mvcc`]: versions, locks and commit records over the `default`/`lock`/`write` families;
 //! - [`txn`]: the Percolator actions and the store that runs them under latches;
 //! - [`client`]: the [`Transaction`] interface the SQL layer uses, implemented by
-//!   [`TxnClient`] with Percolator's two-phase commit.
-//!
+//!   [`TxnClient`] with Percolator's two-phase commit;
 //! - [`server`]: the gRPC service that exposes a store's commands; the client reaches it with
 //!   [`client::RemoteTxnCommands`];
 //! - [`raftstore`]: region replicas — peer storage in the `raft` column family, peers whose
