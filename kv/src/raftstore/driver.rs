@@ -25,6 +25,9 @@ use crate::error::{KvError, KvResult};
 use crate::storage::{Engine, WriteBatch};
 use crate::txn::Replication;
 
+/// Applied entries a peer keeps in its log before compacting (raft log GC).
+pub const RAFT_LOG_GC_LIMIT: u64 = 1000;
+
 /// Input of a peer's thread.
 pub enum PeerMsg {
     Raft(Message),
@@ -148,7 +151,10 @@ pub fn spawn_peer<E: Engine>(
                 peer.tick();
                 next_tick += tick;
             }
-            match peer.handle_ready() {
+            match peer.handle_ready().and_then(|messages| {
+                peer.maybe_compact_log(RAFT_LOG_GC_LIMIT)?;
+                Ok(messages)
+            }) {
                 Ok(messages) => {
                     for message in messages {
                         transport.send(region_id, message);

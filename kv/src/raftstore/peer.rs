@@ -89,6 +89,11 @@ impl<E: Engine> Peer<E> {
         self.node.raft.leader
     }
 
+    /// The last log index removed by compaction, and its term.
+    pub fn truncated(&self) -> (u64, u64) {
+        self.node.storage().truncated()
+    }
+
     pub fn status(&self) -> raft::Status {
         self.node.status()
     }
@@ -170,6 +175,16 @@ impl<E: Engine> Peer<E> {
                 region_id: self.region_id,
             }));
         }
+    }
+
+    /// Raft log GC: compacts the log up to the applied index once more than `max_entries`
+    /// applied entries are kept, so `applied - truncated` stays within `max_entries`.
+    pub fn maybe_compact_log(&mut self, max_entries: u64) -> KvResult<()> {
+        let (truncated, _) = self.node.storage().truncated();
+        if self.node.raft.log.applied.saturating_sub(truncated) > max_entries {
+            self.compact_log()?;
+        }
+        Ok(())
     }
 
     /// Compacts the log up to the applied index (raft log GC).

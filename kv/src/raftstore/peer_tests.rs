@@ -214,6 +214,37 @@ fn a_replica_that_was_down_catches_up_by_snapshot_and_restarts_without_reapplyin
 }
 
 #[test]
+fn log_gc_bounds_the_log_and_lagging_replicas_still_catch_up() {
+    let limit = 5;
+    let mut group = Group::new(&[1, 2, 3]);
+    group.peers.get_mut(&1).unwrap().campaign();
+    group.settle();
+    group.isolated.insert(3);
+    for i in 0..40 {
+        let (callback, _) = recorder();
+        group
+            .peers
+            .get_mut(&1)
+            .unwrap()
+            .propose_write(put(&format!("g{i:02}"), "v"), callback);
+        group.settle();
+        for peer in group.peers.values_mut() {
+            peer.maybe_compact_log(limit).unwrap();
+            let status = peer.status();
+            let (truncated, _) = peer.truncated();
+            assert!(
+                status.applied - truncated <= 2 * limit,
+                "applied {} truncated {truncated}",
+                status.applied
+            );
+        }
+    }
+    group.isolated.clear();
+    group.tick(3);
+    assert_eq!(data(&group.engines[&3]), data(&group.engines[&1]));
+}
+
+#[test]
 fn a_proposal_overwritten_by_a_new_leader_reports_stale_command() {
     let mut group = Group::new(&[1, 2, 3]);
     group.peers.get_mut(&1).unwrap().campaign();
