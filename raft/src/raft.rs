@@ -246,8 +246,18 @@ impl<S: Storage> Raft<S> {
         if self.role == Role::Leader || !self.promotable() {
             return;
         }
-        // Entries of an applied-but-pending membership change must be applied before
-        // campaigning under the old configuration would be safe to reason about.
+        // A committed membership change not applied yet may remove this node or change the
+        // quorum: campaign only under the configuration the log has decided.
+        if self.log.applied < self.log.committed
+            && self
+                .log
+                .slice(self.log.applied + 1, self.log.committed + 1, u64::MAX)
+                .map_or(true, |entries| {
+                    entries.iter().any(|e| e.kind == EntryKind::ConfChange)
+                })
+        {
+            return;
+        }
         if self.config.pre_vote && !transfer {
             self.campaign_pre_vote();
         } else {
@@ -309,6 +319,11 @@ impl<S: Storage> Raft<S> {
     fn poll(&mut self, from: NodeId, granted: bool) {
         self.tracker.record_vote(from, granted);
         match self.tracker.vote_result() {
+            // Removed while campaigning: a non-voter must not lead.
+            VoteResult::Won if !self.promotable() => {
+                let term = self.term;
+                self.become_follower(term, None);
+            }
             VoteResult::Won if self.role == Role::PreCandidate => self.campaign(false),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => {
@@ -820,6 +835,10 @@ impl<S: Storage> Raft<S> {
         }
         if self.pending_conf_index > self.log.applied {
             return Err(RaftError::ConfChangePending);
+        }
+        // A group without voters can never elect a leader again.
+        if change.apply_to(&self.tracker.conf).voters.is_empty() {
+            return Err(RaftError::ProposalDropped);
         }
         let entry = Entry {
             term: self.term,
