@@ -46,12 +46,17 @@
 //!   storage's snapshot; a snapshot older than the follower's commit index is ignored.
 //! - **Membership** (thesis §4.1): single-server changes, one pending at a time, applied when
 //!   the application applies the entry; learners receive the log without voting and can be
-//!   promoted; a removed leader steps down; a node outside the configuration never campaigns.
+//!   promoted. A removed leader keeps leading the new configuration (not counting itself)
+//!   until the most up-to-date remaining voter has its whole log, hands off with `TimeoutNow`
+//!   and steps down (thesis §4.2.2), so remaining voters that have not yet learned of the
+//!   removal can still win. A node does not campaign while a committed membership change is
+//!   unapplied, a non-voter never campaigns or wins, and removing the last voter is refused.
 //! - **Leadership transfer** (thesis §3.10): the leader catches the target up, then sends it
 //!   `TimeoutNow`; proposals are refused meanwhile; the transfer is abandoned after an election
-//!   timeout.
+//!   timeout (counted separately from the check-quorum window, which it must not stretch).
 //! - **ReadIndex** (thesis §6.4) for linearizable reads without log writes, and an optional
-//!   lease-based variant ([`read_only`]).
+//!   lease-based variant ([`read_only`]) that holds only within a check-quorum window in which
+//!   a majority answered, and never after this leader sent `TimeoutNow` in its term.
 //!
 //! # Deliberately not here
 //!

@@ -63,6 +63,17 @@ pub struct Raft<S: Storage> {
     pending_conf_index: Index,
     /// The node leadership is being transferred to.
     pub lead_transferee: Option<NodeId>,
+    /// Leader ticks since the current transfer started; it is abandoned after an election
+    /// timeout. Separate from `election_elapsed`, which is the check-quorum window and must
+    /// not be stretched by a transfer request.
+    transfer_elapsed: usize,
+    /// Whether this leader sent `TimeoutNow` in its term. The target may campaign at any time
+    /// after that (even if the transfer is cancelled or abandoned meanwhile), ignoring the
+    /// voters' lease, so the leader's read lease no longer holds for the rest of the term.
+    timeout_now_sent: bool,
+    /// A `TimeoutNow` of this term arrived while a committed membership change was still
+    /// unapplied: campaign once the application has applied it.
+    campaign_after_apply: Option<Term>,
     read_only: ReadOnly,
     /// Read requests that arrived before this leader committed an entry of its term.
     pending_reads: Vec<(Vec<u8>, Option<NodeId>)>,
@@ -93,6 +104,9 @@ impl<S: Storage> Raft<S> {
             randomized_election_timeout: 0,
             pending_conf_index: 0,
             lead_transferee: None,
+            transfer_elapsed: 0,
+            timeout_now_sent: false,
+            campaign_after_apply: None,
             read_only: ReadOnly::default(),
             pending_reads: Vec::new(),
         };
@@ -148,6 +162,8 @@ impl<S: Storage> Raft<S> {
         self.tracker.votes.clear();
         self.tracker.reset_all(self.log.last_index() + 1);
         self.lead_transferee = None;
+        self.transfer_elapsed = 0;
+        self.timeout_now_sent = false;
         self.read_only.clear();
         self.pending_reads.clear();
     }
@@ -230,8 +246,18 @@ impl<S: Storage> Raft<S> {
                     return;
                 }
             }
-            // A transfer that did not finish within an election timeout is abandoned.
-            self.lead_transferee = None;
+        }
+        if self.lead_transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_tick {
+                // A transfer that did not finish within an election timeout is abandoned; a
+                // leader that is no longer a voter tries again, possibly with another target.
+                self.lead_transferee = None;
+                self.transfer_elapsed = 0;
+                if !self.promotable() {
+                    self.hand_off_leadership();
+                }
+            }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
@@ -248,20 +274,43 @@ impl<S: Storage> Raft<S> {
         }
         // A committed membership change not applied yet may remove this node or change the
         // quorum: campaign only under the configuration the log has decided.
-        if self.log.applied < self.log.committed
-            && self
-                .log
-                .slice(self.log.applied + 1, self.log.committed + 1, u64::MAX)
-                .map_or(true, |entries| {
-                    entries.iter().any(|e| e.kind == EntryKind::ConfChange)
-                })
-        {
+        if self.has_unapplied_conf_change() {
             return;
         }
         if self.config.pre_vote && !transfer {
             self.campaign_pre_vote();
         } else {
             self.campaign(transfer);
+        }
+    }
+
+    fn has_unapplied_conf_change(&self) -> bool {
+        self.log.applied < self.log.committed
+            && self
+                .log
+                .slice(self.log.applied + 1, self.log.committed + 1, u64::MAX)
+                .map_or(true, |entries| {
+                    entries.iter().any(|e| e.kind == EntryKind::ConfChange)
+                })
+    }
+
+    /// The leader asks this node to campaign now (a transfer). If a committed membership
+    /// change is still unapplied, the campaign waits for it (see [`Raft::on_applied`]).
+    fn handle_timeout_now(&mut self) {
+        if self.has_unapplied_conf_change() {
+            self.campaign_after_apply = Some(self.term);
+        } else {
+            self.hup(true);
+        }
+    }
+
+    /// Called after the application applied committed entries: runs a transfer campaign that
+    /// was waiting for a membership change to be applied.
+    pub fn on_applied(&mut self) {
+        if self.campaign_after_apply.is_some() && !self.has_unapplied_conf_change() {
+            if self.campaign_after_apply.take() == Some(self.term) {
+                self.hup(true);
+            }
         }
     }
 
@@ -453,7 +502,7 @@ impl<S: Storage> Raft<S> {
                 self.handle_snapshot(m.from, snapshot);
             }
             // Leader transfer: campaign at once, skipping pre-vote and the lease.
-            MessageBody::TimeoutNow => self.hup(true),
+            MessageBody::TimeoutNow => self.handle_timeout_now(),
             MessageBody::AppendResponse {
                 reject,
                 index,
@@ -672,7 +721,7 @@ impl<S: Storage> Raft<S> {
             {}
         }
         if self.lead_transferee == Some(from) && matched == self.log.last_index() {
-            self.send(from, MessageBody::TimeoutNow);
+            self.send_timeout_now(from);
         }
     }
 
@@ -812,7 +861,10 @@ impl<S: Storage> Raft<S> {
     /// Appends client data to the log (leader), or forwards it to the leader (follower).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
         match self.role {
-            Role::Leader if self.lead_transferee.is_some() => Err(RaftError::ProposalDropped),
+            // A transfer (or a removed leader's hand-off) is under way.
+            Role::Leader if self.lead_transferee.is_some() || !self.promotable() => {
+                Err(RaftError::ProposalDropped)
+            }
             Role::Leader => {
                 self.append_entries(vec![Entry::normal(self.term, 0, data)]);
                 self.broadcast_append();
@@ -830,7 +882,7 @@ impl<S: Storage> Raft<S> {
 
     /// Proposes a membership change (leader only; one at a time).
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<(), RaftError> {
-        if self.role != Role::Leader || self.lead_transferee.is_some() {
+        if self.role != Role::Leader || self.lead_transferee.is_some() || !self.promotable() {
             return Err(RaftError::ProposalDropped);
         }
         if self.pending_conf_index > self.log.applied {
@@ -865,15 +917,12 @@ impl<S: Storage> Raft<S> {
             self.lead_transferee = None;
         }
         if self.role == Role::Leader {
-            if !conf.voters.contains(&self.id) {
-                // A removed leader steps down; the others elect a new one.
-                let term = self.term;
-                self.become_follower(term, None);
-            } else {
-                // The smaller quorum may already cover pending entries; new members start
-                // probing right away.
-                self.maybe_commit();
-                self.broadcast_append();
+            // The smaller quorum may already cover pending entries; new members start
+            // probing right away.
+            self.maybe_commit();
+            self.broadcast_append();
+            if !self.promotable() {
+                self.hand_off_leadership();
             }
         }
         conf
@@ -913,23 +962,68 @@ impl<S: Storage> Raft<S> {
             return;
         }
         if target == self.id {
-            self.lead_transferee = None; // Transferring to self cancels a transfer.
+            // Transferring to self cancels a transfer, unless this leader was removed and
+            // is handing off: it cannot keep the leadership.
+            if self.promotable() {
+                self.lead_transferee = None;
+                self.transfer_elapsed = 0;
+            }
             return;
         }
         if !self.tracker.conf.voters.contains(&target) || self.lead_transferee == Some(target) {
             return;
         }
+        self.start_transfer(target);
+    }
+
+    /// A leader that applied its own removal keeps leading the new configuration (without
+    /// counting itself) and hands the leadership to the most up-to-date remaining voter.
+    ///
+    /// Stepping down at once is not safe for liveness: a remaining voter that has not learned
+    /// that the removal committed still campaigns under the old configuration, where it may
+    /// need the removed node's vote, which that node refuses if its log is longer (thesis
+    /// §4.2.2 has the leader step down only once the new configuration can elect without it).
+    /// The hand-off is an ordinary transfer: proposals stop, the target is caught up, and its
+    /// `TimeoutNow` campaign is at least as up to date as this node, so it gets the vote. The
+    /// removed leader steps down as soon as `TimeoutNow` is sent.
+    fn hand_off_leadership(&mut self) {
+        let target = self
+            .tracker
+            .conf
+            .voters
+            .iter()
+            .filter_map(|id| self.tracker.progress.get(id).map(|p| (*id, p)))
+            .max_by_key(|(id, p)| (p.recent_active, p.matched, std::cmp::Reverse(*id)))
+            .map(|(id, _)| id);
+        if let Some(target) = target {
+            self.start_transfer(target);
+        }
+    }
+
+    fn start_transfer(&mut self, target: NodeId) {
         self.lead_transferee = Some(target);
-        self.election_elapsed = 0; // The transfer must finish within an election timeout.
+        self.transfer_elapsed = 0; // The transfer must finish within an election timeout.
         let up_to_date = self
             .tracker
             .progress
             .get(&target)
             .is_some_and(|p| p.matched == self.log.last_index());
         if up_to_date {
-            self.send(target, MessageBody::TimeoutNow);
+            self.send_timeout_now(target);
         } else {
             self.send_append(target);
+        }
+    }
+
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.timeout_now_sent = true;
+        self.send(to, MessageBody::TimeoutNow);
+        if !self.promotable() {
+            // A removed leader's hand-off is done: the target has every entry this node has
+            // and this node appends no more, so even if `TimeoutNow` is lost the target wins an
+            // ordinary election, with this node's vote if the old configuration needs it.
+            let term = self.term;
+            self.become_follower(term, None);
         }
     }
 
@@ -954,7 +1048,8 @@ impl<S: Storage> Raft<S> {
             self.answer_read(context, index, from);
             return;
         }
-        self.read_only.add(context.clone(), index, from, self.id);
+        let leader_ack = self.promotable().then_some(self.id);
+        self.read_only.add(context.clone(), index, from, leader_ack);
         self.broadcast_heartbeat(Some(context));
     }
 
@@ -976,6 +1071,7 @@ impl<S: Storage> Raft<S> {
         self.config.lease_read
             && self.config.check_quorum
             && self.lead_transferee.is_none()
+            && !self.timeout_now_sent
             && self.tracker.quorum_active(self.id)
     }
 

@@ -176,6 +176,7 @@ impl<S: Storage> RawNode<S> {
         }
         if let Some(last) = ready.committed_entries.last() {
             self.raft.log.applied_to(last.index);
+            self.raft.on_applied();
         }
     }
 

@@ -32,11 +32,19 @@ pub struct ReadOnly {
 }
 
 impl ReadOnly {
-    pub fn add(&mut self, context: Vec<u8>, index: Index, from: Option<NodeId>, leader: NodeId) {
+    /// Starts a confirmation round; `leader_ack` is the leader itself when it is a voter (a
+    /// leader handing off after its own removal does not count toward the quorum).
+    pub fn add(
+        &mut self,
+        context: Vec<u8>,
+        index: Index,
+        from: Option<NodeId>,
+        leader_ack: Option<NodeId>,
+    ) {
         if self.pending.iter().any(|r| r.context == context) {
             return;
         }
-        let acks = BTreeSet::from([leader]);
+        let acks = leader_ack.into_iter().collect::<BTreeSet<_>>();
         self.pending.push_back(ReadRequest {
             context,
             index,

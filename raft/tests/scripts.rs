@@ -404,6 +404,13 @@ fn raft_scripts() {
         .expect("scripts directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "test"))
+        // RAFT_SCRIPT=name runs only the scripts whose file name contains `name`.
+        .filter(|p| {
+            std::env::var("RAFT_SCRIPT").map_or(true, |only| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(&only))
+            })
+        })
         .collect();
     paths.sort();
     assert!(!paths.is_empty());

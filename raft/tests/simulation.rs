@@ -35,6 +35,11 @@
 //!
 //! `RAFT_STEPS=n` changes the number of steps per run; `RAFT_SEEDS=n` runs seeds `0..n`
 //! instead of the default set (for longer soak runs).
+//!
+//! The membership variant (`membership_simulation`) also proposes random membership changes
+//! on the leader: add a learner, add a voter, remove a member (the leader included), over ids
+//! 1..=7, creating empty nodes for new ids (they join by snapshot). Its liveness checks cover
+//! the members of the settled leader's configuration; removed nodes may stay behind.
 
 mod support;
 
@@ -96,6 +101,8 @@ struct Stats {
 
 struct Sim {
     seed: u64,
+    /// Whether random membership changes are proposed.
+    membership: bool,
     cluster: Cluster,
     history: CommitHistory,
     machines: BTreeMap<NodeId, Machine>,
@@ -119,7 +126,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(seed: u64) -> Sim {
+    fn new(seed: u64, membership: bool) -> Sim {
         // Cluster shape from the seed alone (the harness Rng lives inside the cluster).
         let mut setup = Rng::new(seed ^ 0x5EED);
         let size = 3 + seed % 3;
@@ -132,6 +139,7 @@ impl Sim {
         let cluster = Cluster::new(&ids, pre_vote, check_quorum, seed);
         Sim {
             seed,
+            membership,
             cluster,
             history: CommitHistory::default(),
             machines: ids.iter().map(|&id| (id, Machine::default())).collect(),
@@ -153,10 +161,11 @@ impl Sim {
     fn describe(&self) -> String {
         let config = &self.cluster.nodes.values().next().expect("a node").config;
         format!(
-            "{} nodes, pre_vote={}, check_quorum={}",
+            "{} nodes, pre_vote={}, check_quorum={}, membership changes={}",
             self.cluster.nodes.len(),
             config.pre_vote,
-            config.check_quorum
+            config.check_quorum,
+            self.membership
         )
     }
 
@@ -212,14 +221,19 @@ impl Sim {
                 Some(raw) => {
                     let s = raw.status();
                     let mut line = format!(
-                        "  {id}: {:?} term={} leader={:?} commit={} applied={} first={} last={}",
+                        "  {id}: {:?} term={} leader={:?} commit={} applied={} first={} last={} \
+                         last_term={} vote={:?} voters={:?} learners={:?}",
                         s.role,
                         s.term,
                         s.leader,
                         s.commit,
                         s.applied,
                         raw.raft.log.first_index(),
-                        s.last_index
+                        s.last_index,
+                        raw.raft.log.last_term(),
+                        s.vote,
+                        s.conf.voters,
+                        s.conf.learners
                     );
                     if s.role == Role::Leader {
                         line += &format!(" transferee={:?} progress:", raw.raft.lead_transferee);
@@ -392,7 +406,15 @@ impl Sim {
 
     fn random_step(&mut self) {
         self.scheduled_recoveries();
-        match self.below(200) {
+        let choices = if self.membership { 216 } else { 206 };
+        match self.below(choices) {
+            200..206 => {
+                // An application that steps and ticks in one go before handling its Ready.
+                self.log("deliver then tick (no Ready in between)".into());
+                self.deliver();
+                self.tick_all();
+            }
+            206..216 => self.conf_change(),
             0..50 => {
                 self.log("tick".into());
                 self.tick_all();
@@ -427,6 +449,35 @@ impl Sim {
                 self.deliver();
             }
         }
+    }
+
+    /// Proposes a random membership change on the current leader, creating an empty node
+    /// for an id the cluster has not seen yet.
+    fn conf_change(&mut self) {
+        let Some(leader) = self.cluster.leader() else {
+            return;
+        };
+        if self.cluster.role(leader).is_none() {
+            return;
+        }
+        let conf = self.cluster.node(leader).raft.conf_state().clone();
+        let id = 1 + self.below(7);
+        let change = match self.below(3) {
+            0 => raft::ConfChange::AddLearner(id),
+            1 => raft::ConfChange::AddVoter(id),
+            _ => raft::ConfChange::Remove(id),
+        };
+        if !self.cluster.nodes.contains_key(&id) {
+            let config = &self.cluster.nodes.values().next().expect("a node").config;
+            let (pre_vote, check_quorum) = (config.pre_vote, config.check_quorum);
+            self.cluster.add_empty_node(id, pre_vote, check_quorum);
+            self.machines.insert(id, Machine::default());
+        }
+        let result = self.cluster.node(leader).propose_conf_change(change);
+        self.log(format!(
+            "conf change {change:?} on {leader}: {result:?} (voters {:?}, learners {:?})",
+            conf.voters, conf.learners
+        ));
     }
 
     /// Heals partitions and starts stopped nodes whose time has come.
@@ -615,10 +666,16 @@ impl Sim {
         }
         let leader = self.cluster.leader()?;
         let lead = self.cluster.nodes[&leader].raw.as_ref()?;
+        let conf = lead.raft.conf_state().clone();
+        if !conf.voters.contains(&leader) {
+            return None; // A removed leader still handing off.
+        }
         let (term, last) = (lead.raft.term, lead.raft.log.last_index());
         self.cluster
             .nodes
-            .values()
+            .iter()
+            .filter(|(id, _)| conf.contains(**id))
+            .map(|(_, n)| n)
             .all(|n| {
                 n.raw.as_ref().is_some_and(|r| {
                     r.raft.term == term
@@ -691,7 +748,8 @@ impl Sim {
             .propose(leader, &value)
             .unwrap_or_else(|e| panic!("liveness: the settled leader {leader} refused: {e}"));
         self.process_all();
-        self.settle_or_fail("after a write on the healed cluster");
+        let leader = self.settle_or_fail("after a write on the healed cluster");
+        let conf = self.cluster.node(leader).raft.conf_state().clone();
 
         // Every node applied the same entries: exactly the values seen committed, in order.
         let last = self.history.committed.keys().last().copied().unwrap_or(0);
@@ -707,6 +765,9 @@ impl Sim {
             "the write after healing did not commit last"
         );
         for (id, machine) in &self.machines {
+            if !conf.contains(*id) {
+                continue; // Removed (or never added): it may have stopped where it left.
+            }
             assert_eq!(
                 machine.applied, last,
                 "node {id} applied up to {}, the cluster committed up to {last}",
@@ -734,18 +795,27 @@ fn committed_values(history: &CommitHistory, index: Index) -> Vec<String> {
 }
 
 /// Runs one seed; on failure returns a report with the seed and the last steps.
-fn run_seed(seed: u64, steps: usize) -> Result<(u64, String), String> {
-    let mut sim = Sim::new(seed);
+fn run_seed(seed: u64, steps: usize, membership: bool) -> Result<(u64, String), String> {
+    let mut sim = Sim::new(seed, membership);
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| sim.run(steps)));
     match outcome {
         Ok(fingerprint) => {
             let s = &sim.stats;
             let summary = format!(
-                "seed {seed} ({}): {} entries committed, {} terms with a leader, {} proposals, \
-                 {} reads answered, {} snapshots restored, {} crashes, {} partitions, at most {} \
-                 messages in flight",
+                "seed {seed} ({}): {} entries committed ({} membership changes, final voters \
+                 {:?}), {} terms with a leader, {} proposals, {} reads answered, {} snapshots \
+                 restored, {} crashes, {} partitions, at most {} messages in flight",
                 sim.describe(),
                 sim.history.committed.len(),
+                sim.history
+                    .committed
+                    .values()
+                    .filter(|c| c.entry.kind == EntryKind::ConfChange)
+                    .count(),
+                sim.cluster
+                    .leader()
+                    .and_then(|l| sim.cluster.nodes[&l].raw.as_ref())
+                    .map(|r| r.raft.conf_state().voters.clone()),
                 sim.history.leaders.len(),
                 s.proposals,
                 s.reads_answered,
@@ -766,11 +836,16 @@ fn run_seed(seed: u64, steps: usize) -> Result<(u64, String), String> {
             Err(format!(
                 "seed {seed} failed at step {} of {steps} ({}): {message}\nnodes:\n{}\nlast \
                  steps:\n  {}\nreplay: RAFT_SEED={seed} RAFT_STEPS={steps} RAFT_TRACE=1 cargo \
-                 test -p raft --test simulation -- --nocapture",
+                 test -p raft --test simulation {} -- --nocapture",
                 sim.step,
                 sim.describe(),
                 sim.status(),
-                recent.join("\n  ")
+                recent.join("\n  "),
+                if membership {
+                    "membership_simulation"
+                } else {
+                    "randomized_simulation"
+                }
             ))
         }
     }
@@ -787,6 +862,16 @@ fn env(name: &str) -> Option<u64> {
 
 #[test]
 fn randomized_simulation() {
+    simulate(false);
+}
+
+/// The same, with random membership changes.
+#[test]
+fn membership_simulation() {
+    simulate(true);
+}
+
+fn simulate(membership: bool) {
     let steps = env("RAFT_STEPS").map_or(STEPS, |s| s as usize);
     let seeds: Vec<u64> = match (env("RAFT_SEED"), env("RAFT_SEEDS")) {
         (Some(seed), _) => vec![seed],
@@ -795,7 +880,7 @@ fn randomized_simulation() {
     };
     let mut failures = Vec::new();
     for seed in seeds {
-        match run_seed(seed, steps) {
+        match run_seed(seed, steps, membership) {
             Ok((_, summary)) => println!("{summary}"),
             Err(report) => {
                 eprintln!("{report}");
@@ -814,7 +899,7 @@ fn randomized_simulation() {
 /// The same seed gives the same run, step for step.
 #[test]
 fn a_seed_replays_exactly() {
-    let first = run_seed(3, 800).expect("seed 3");
-    let second = run_seed(3, 800).expect("seed 3");
+    let first = run_seed(3, 800, true).expect("seed 3");
+    let second = run_seed(3, 800, true).expect("seed 3");
     assert_eq!(first, second);
 }
