@@ -27,6 +27,9 @@ pub enum RaftError {
     ProposalDropped,
     /// A membership change is already pending.
     ConfChangePending,
+    /// The leader was asked to remove itself: transfer the leadership first, then let the new
+    /// leader remove this node.
+    RemoveLeader,
     Storage(StorageError),
 }
 
@@ -37,6 +40,9 @@ impl std::fmt::Display for RaftError {
                 f.write_str("proposal dropped: not the leader, or a leader transfer is in progress")
             }
             RaftError::ConfChangePending => f.write_str("a membership change is already pending"),
+            RaftError::RemoveLeader => {
+                f.write_str("the leader cannot remove itself: transfer the leadership first")
+            }
             RaftError::Storage(e) => write!(f, "{e}"),
         }
     }
@@ -861,8 +867,14 @@ impl<S: Storage> Raft<S> {
     /// Appends client data to the log (leader), or forwards it to the leader (follower).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), RaftError> {
         match self.role {
-            // A transfer (or a removed leader's hand-off) is under way.
-            Role::Leader if self.lead_transferee.is_some() || !self.promotable() => {
+            // A transfer (or a removed leader's hand-off) is under way, or this leader's log
+            // holds its own removal, which it will hand off on applying (see
+            // `hand_off_leadership`): its log must not grow past what the others can get.
+            Role::Leader
+                if self.lead_transferee.is_some()
+                    || !self.promotable()
+                    || self.own_removal_pending() =>
+            {
                 Err(RaftError::ProposalDropped)
             }
             Role::Leader => {
@@ -882,8 +894,21 @@ impl<S: Storage> Raft<S> {
 
     /// Proposes a membership change (leader only; one at a time).
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<(), RaftError> {
+        self.propose_conf_change_with_context(change, Vec::new())
+    }
+
+    /// Proposes a membership change carrying application context (appended to the entry's
+    /// data; see [`ConfChange::decode_with_context`]).
+    pub fn propose_conf_change_with_context(
+        &mut self,
+        change: ConfChange,
+        context: Vec<u8>,
+    ) -> Result<(), RaftError> {
         if self.role != Role::Leader || self.lead_transferee.is_some() || !self.promotable() {
             return Err(RaftError::ProposalDropped);
+        }
+        if change == ConfChange::Remove(self.id) {
+            return Err(RaftError::RemoveLeader);
         }
         if self.pending_conf_index > self.log.applied {
             return Err(RaftError::ConfChangePending);
@@ -896,12 +921,27 @@ impl<S: Storage> Raft<S> {
             term: self.term,
             index: 0,
             kind: EntryKind::ConfChange,
-            data: change.encode(),
+            data: [change.encode(), context].concat(),
         };
         self.append_entries(vec![entry]);
         self.pending_conf_index = self.log.last_index();
         self.broadcast_append();
         Ok(())
+    }
+
+    /// Whether the unapplied part of this leader's log removes this node (a change proposed
+    /// by an earlier leader).
+    fn own_removal_pending(&self) -> bool {
+        self.pending_conf_index > self.log.applied
+            && self
+                .log
+                .slice(self.log.applied + 1, self.log.last_index() + 1, u64::MAX)
+                .map_or(true, |entries| {
+                    entries.iter().any(|e| {
+                        e.kind == EntryKind::ConfChange
+                            && ConfChange::decode(&e.data) == Some(ConfChange::Remove(self.id))
+                    })
+                })
     }
 
     /// Applies a committed membership change (called by the application when it applies the
@@ -979,10 +1019,14 @@ impl<S: Storage> Raft<S> {
     /// A leader that applied its own removal keeps leading the new configuration (without
     /// counting itself) and hands the leadership to the most up-to-date remaining voter.
     ///
-    /// Stepping down at once is not safe for liveness: a remaining voter that has not learned
-    /// that the removal committed still campaigns under the old configuration, where it may
-    /// need the removed node's vote, which that node refuses if its log is longer (thesis
-    /// §4.2.2 has the leader step down only once the new configuration can elect without it).
+    /// A leader never proposes its own removal ([`RaftError::RemoveLeader`]): it gets here only
+    /// when it was elected with an earlier leader's removal of it in its log, and then it took
+    /// no proposals, so its log ends with committed entries. Stepping down at once is not safe
+    /// for liveness: a remaining voter that has not learned that the removal committed still
+    /// campaigns under the old configuration, where it may need the removed node's vote, which
+    /// that node refuses if its log is longer (thesis §4.2.2 has the leader step down only once
+    /// the new configuration can elect without it). With a log of committed entries only, the
+    /// removed node's vote goes to any voter that can safely lead.
     /// The hand-off is an ordinary transfer: proposals stop, the target is caught up, and its
     /// `TimeoutNow` campaign is at least as up to date as this node, so it gets the vote. The
     /// removed leader steps down as soon as `TimeoutNow` is sent.

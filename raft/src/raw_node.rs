@@ -104,6 +104,15 @@ impl<S: Storage> RawNode<S> {
         self.raft.propose_conf_change(change)
     }
 
+    /// See [`Raft::propose_conf_change_with_context`].
+    pub fn propose_conf_change_with_context(
+        &mut self,
+        change: ConfChange,
+        context: Vec<u8>,
+    ) -> Result<(), RaftError> {
+        self.raft.propose_conf_change_with_context(change, context)
+    }
+
     pub fn apply_conf_change(&mut self, change: ConfChange) -> ConfState {
         self.raft.apply_conf_change(change)
     }

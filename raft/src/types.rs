@@ -97,14 +97,27 @@ impl ConfChange {
     }
 
     pub fn decode(data: &[u8]) -> Option<ConfChange> {
-        let (&tag, id) = data.split_first()?;
-        let id = NodeId::from_be_bytes(id.try_into().ok()?);
-        match tag {
-            1 => Some(ConfChange::AddVoter(id)),
-            2 => Some(ConfChange::AddLearner(id)),
-            3 => Some(ConfChange::Remove(id)),
-            _ => None,
+        Self::decode_with_context(data).map(|(change, _)| change)
+    }
+
+    /// Decodes a conf change entry's data: the change, then the application's context (for
+    /// example, where the new member lives), as proposed with
+    /// [`crate::RawNode::propose_conf_change_with_context`].
+    pub fn decode_with_context(data: &[u8]) -> Option<(ConfChange, &[u8])> {
+        const LEN: usize = 1 + std::mem::size_of::<NodeId>();
+        if data.len() < LEN {
+            return None;
         }
+        let (change, context) = data.split_at(LEN);
+        let (&tag, id) = change.split_first()?;
+        let id = NodeId::from_be_bytes(id.try_into().ok()?);
+        let change = match tag {
+            1 => ConfChange::AddVoter(id),
+            2 => ConfChange::AddLearner(id),
+            3 => ConfChange::Remove(id),
+            _ => return None,
+        };
+        Some((change, context))
     }
 
     pub fn node(&self) -> NodeId {
@@ -172,6 +185,18 @@ mod tests {
             assert_eq!(ConfChange::decode(&cc.encode()), Some(cc));
         }
         assert_eq!(ConfChange::decode(&[9, 0]), None);
+        let with_context = [ConfChange::Remove(4).encode(), b"ctx".to_vec()].concat();
+        assert_eq!(
+            ConfChange::decode_with_context(&with_context),
+            Some((ConfChange::Remove(4), &b"ctx"[..]))
+        );
+        assert_eq!(
+            ConfChange::decode(&with_context),
+            Some(ConfChange::Remove(4))
+        );
+        let mut bad_tag = with_context.clone();
+        bad_tag[0] = 0;
+        assert_eq!(ConfChange::decode_with_context(&bad_tag), None);
         let conf = ConfState::with_voters([1, 2]);
         let with_learner = ConfChange::AddLearner(3).apply_to(&conf);
         assert!(with_learner.learners.contains(&3));

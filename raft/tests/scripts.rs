@@ -67,6 +67,7 @@ fn outcome(result: Result<(), RaftError>) -> String {
         Ok(()) => "ok".into(),
         Err(RaftError::ProposalDropped) => "dropped".into(),
         Err(RaftError::ConfChangePending) => "pending".into(),
+        Err(RaftError::RemoveLeader) => "remove-leader".into(),
         Err(e) => format!("error {e}"),
     }
 }

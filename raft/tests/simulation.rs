@@ -37,9 +37,10 @@
 //! instead of the default set (for longer soak runs).
 //!
 //! The membership variant (`membership_simulation`) also proposes random membership changes
-//! on the leader: add a learner, add a voter, remove a member (the leader included), over ids
-//! 1..=7, creating empty nodes for new ids (they join by snapshot). Its liveness checks cover
-//! the members of the settled leader's configuration; removed nodes may stay behind.
+//! on the leader: add a learner, add a voter, remove a member (for the leader itself: transfer
+//! the leadership away first, as a leader does not remove itself), over ids 1..=7, creating
+//! empty nodes for new ids (they join by snapshot). Its liveness checks cover the members of
+//! the settled leader's configuration; removed nodes may stay behind.
 
 mod support;
 
@@ -472,6 +473,16 @@ impl Sim {
             let (pre_vote, check_quorum) = (config.pre_vote, config.check_quorum);
             self.cluster.add_empty_node(id, pre_vote, check_quorum);
             self.machines.insert(id, Machine::default());
+        }
+        if change == raft::ConfChange::Remove(leader) {
+            // A leader does not remove itself: like an operator, move the leadership first
+            // (a later step may then remove the old leader).
+            let target = conf.voters.iter().copied().find(|&v| v != leader);
+            if let Some(target) = target {
+                self.log(format!("transfer {leader} -> {target} to remove {leader}"));
+                self.cluster.node(leader).transfer_leader(target);
+            }
+            return;
         }
         let result = self.cluster.node(leader).propose_conf_change(change);
         self.log(format!(
