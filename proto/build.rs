@@ -2,7 +2,12 @@
 //! generates the prost messages and tonic services.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/scheduler.proto", "proto/kvrpc.proto"];
+    let files = [
+        "proto/metapb.proto",
+        "proto/scheduler.proto",
+        "proto/kvrpc.proto",
+        "proto/raftpb.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

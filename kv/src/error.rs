@@ -41,6 +41,22 @@ pub enum KvError {
     /// The proposal was overwritten by a new leader's log before it committed.
     #[error("region {region_id}: the command was dropped by a leader change; retry it")]
     StaleCommand { region_id: u64 },
+    /// This store has no replica of the region (never had, or it was removed).
+    #[error("region {region_id} is not on this store")]
+    RegionNotFound { region_id: u64 },
+    /// The request's region epoch is not the current one (the membership or range changed):
+    /// refresh the region and retry. `current` is the region as this store knows it.
+    #[error("region {region_id}: stale epoch (the region changed); refresh and retry")]
+    EpochNotMatch {
+        region_id: u64,
+        current: Option<Box<proto::metapb::Region>>,
+    },
+    /// A key of the request lies outside the region's range.
+    #[error("region {region_id}: key is not in the region")]
+    KeyNotInRegion { key: Vec<u8>, region_id: u64 },
+    /// The store is overloaded (too many proposals waiting): back off and retry.
+    #[error("server is busy: {0}")]
+    ServerIsBusy(String),
 
     // --- Broken invariants in stored data: stop and report.
     #[error("corrupt data: {0}")]
@@ -60,6 +76,20 @@ pub enum KvError {
 }
 
 impl KvError {
+    /// A region error: the request reached the wrong replica or a stale view of the region;
+    /// the client refreshes its routing and retries the same request.
+    pub fn is_region_error(&self) -> bool {
+        matches!(
+            self,
+            KvError::NotLeader { .. }
+                | KvError::StaleCommand { .. }
+                | KvError::RegionNotFound { .. }
+                | KvError::EpochNotMatch { .. }
+                | KvError::KeyNotInRegion { .. }
+                | KvError::ServerIsBusy(_)
+        )
+    }
+
     /// Whether re-running the whole transaction from the start may succeed.
     pub fn is_retryable_transaction(&self) -> bool {
         matches!(

@@ -80,6 +80,9 @@ pub fn error_to_pb(e: &KvError) -> pb::KeyError {
             });
         }
         KvError::TxnAborted { reason, .. } => out.aborted = reason.clone(),
+        region_error if region_error.is_region_error() => {
+            out.region = Some(region_error_to_pb(region_error));
+        }
         KvError::Corrupt(m) => out.corrupt = m.clone(),
         KvError::Storage(crate::storage::StorageError::Corrupt(m)) => out.corrupt = m.clone(),
         other => out.server = other.to_string(),
@@ -120,7 +123,71 @@ pub fn error_from_pb(e: pb::KeyError, start_ts: Timestamp) -> KvError {
     if !e.corrupt.is_empty() {
         return KvError::Corrupt(e.corrupt);
     }
+    if let Some(region) = e.region {
+        return region_error_from_pb(region);
+    }
     KvError::Server(e.server)
+}
+
+fn region_error_to_pb(e: &KvError) -> pb::RegionError {
+    let mut out = pb::RegionError::default();
+    match e {
+        KvError::NotLeader { region_id, leader } => {
+            out.not_leader = Some(pb::NotLeader {
+                region_id: *region_id,
+                leader: leader.unwrap_or(0),
+            });
+        }
+        KvError::StaleCommand { region_id } => out.stale_command = *region_id,
+        KvError::RegionNotFound { region_id } => out.region_not_found = *region_id,
+        KvError::EpochNotMatch { region_id, current } => {
+            out.epoch_not_match = Some(pb::EpochNotMatch {
+                region_id: *region_id,
+                current: current.as_deref().cloned(),
+            });
+        }
+        KvError::KeyNotInRegion { key, region_id } => {
+            out.key_not_in_region = Some(pb::KeyNotInRegion {
+                key: key.clone(),
+                region_id: *region_id,
+            });
+        }
+        KvError::ServerIsBusy(reason) => out.server_is_busy = reason.clone(),
+        other => out.server_is_busy = other.to_string(),
+    }
+    out
+}
+
+fn region_error_from_pb(e: pb::RegionError) -> KvError {
+    if let Some(n) = e.not_leader {
+        return KvError::NotLeader {
+            region_id: n.region_id,
+            leader: (n.leader != 0).then_some(n.leader),
+        };
+    }
+    if e.stale_command != 0 {
+        return KvError::StaleCommand {
+            region_id: e.stale_command,
+        };
+    }
+    if e.region_not_found != 0 {
+        return KvError::RegionNotFound {
+            region_id: e.region_not_found,
+        };
+    }
+    if let Some(m) = e.epoch_not_match {
+        return KvError::EpochNotMatch {
+            region_id: m.region_id,
+            current: m.current.map(Box::new),
+        };
+    }
+    if let Some(k) = e.key_not_in_region {
+        return KvError::KeyNotInRegion {
+            key: k.key,
+            region_id: k.region_id,
+        };
+    }
+    KvError::ServerIsBusy(e.server_is_busy)
 }
 
 pub fn prewrite_error_from_pb(e: pb::KeyError, start_ts: Timestamp) -> PrewriteError {

@@ -5,6 +5,16 @@
 //! Defined so far: the scheduler (timestamps, IDs) and the transactional KV service; raft
 //! messages, heartbeats and region lookup join them with replicated regions.
 
+/// Cluster metadata (`regiondb.metapb`): stores, peers, regions and their epochs.
+pub mod metapb {
+    tonic::include_proto!("regiondb.metapb");
+}
+
+/// Raft messages between stores (`regiondb.raftpb`).
+pub mod raftpb {
+    tonic::include_proto!("regiondb.raftpb");
+}
+
 /// Scheduler service (`regiondb.scheduler`): timestamp oracle and ID allocation.
 pub mod scheduler {
     tonic::include_proto!("regiondb.scheduler");

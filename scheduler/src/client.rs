@@ -5,17 +5,28 @@
 //! one call, then hands each caller one timestamp of the contiguous block. Under load this
 //! turns N concurrent transactions' requests into one round trip; alone, a request costs one.
 //!
-//! The synchronous [`TimestampSource`] impl blocks on the runtime, so it must be called from a
-//! thread that is not driving that runtime (a `spawn_blocking` task or a plain thread).
+//! The synchronous [`TimestampSource`] and [`ClusterApi`] impls block on the runtime, so they
+//! must be called from a thread that is not driving that runtime (a `spawn_blocking` task or a
+//! plain thread). Every [`ClusterApi`] call has a deadline of [`CALL_TIMEOUT`]: a dead or
+//! unreachable scheduler is [`ClusterError::Unavailable`], not a hang.
 
+use std::future::Future;
+use std::time::Duration;
+
+use proto::metapb::{Peer, Region, Store};
 use proto::scheduler as pb;
 use proto::scheduler::scheduler_client::SchedulerClient as GrpcClient;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
+use crate::cluster_api::{ClusterApi, ClusterError};
 use crate::timestamp::Timestamp;
 use crate::tso::{TimestampSource, TsoError};
+
+/// The deadline of one [`ClusterApi`] call, connecting included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Requests answered by one call at most (the oracle's logical counter bounds a batch).
 const MAX_BATCH: usize = 10_000;
@@ -73,6 +84,112 @@ impl TimestampSource for SchedulerClient {
     }
 }
 
+/// The cluster error for a gRPC status (the inverse of the service's mapping).
+fn cluster_error(status: Status) -> ClusterError {
+    match status.code() {
+        Code::InvalidArgument => ClusterError::Invalid(status.message().to_string()),
+        Code::Internal => ClusterError::Storage(status.message().to_string()),
+        _ => ClusterError::Unavailable(status.to_string()),
+    }
+}
+
+impl SchedulerClient {
+    /// Runs one cluster call to completion, within [`CALL_TIMEOUT`].
+    fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ClusterError>
+    where
+        F: FnOnce(GrpcClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let rpc = self.rpc.clone();
+        self.runtime.block_on(async move {
+            match tokio::time::timeout(CALL_TIMEOUT, f(rpc)).await {
+                Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) => Err(cluster_error(status)),
+                Err(_) => Err(ClusterError::Unavailable(format!(
+                    "{what}: no answer from the scheduler within {CALL_TIMEOUT:?}"
+                ))),
+            }
+        })
+    }
+}
+
+impl ClusterApi for SchedulerClient {
+    fn alloc_id(&self) -> Result<u64, ClusterError> {
+        let response = self.call("alloc_ids", |mut rpc| async move {
+            rpc.alloc_ids(pb::AllocIdsRequest { count: 1 }).await
+        })?;
+        Ok(response.first)
+    }
+
+    fn is_bootstrapped(&self) -> Result<bool, ClusterError> {
+        let response = self.call("is_bootstrapped", |mut rpc| async move {
+            rpc.is_bootstrapped(pb::IsBootstrappedRequest {}).await
+        })?;
+        Ok(response.bootstrapped)
+    }
+
+    fn bootstrap(&self, store: Store, region: Region) -> Result<bool, ClusterError> {
+        let request = pb::BootstrapRequest {
+            store: Some(store),
+            region: Some(region),
+        };
+        let response = self.call("bootstrap", |mut rpc| async move {
+            rpc.bootstrap(request).await
+        })?;
+        Ok(!response.already_bootstrapped)
+    }
+
+    fn put_store(&self, store: Store) -> Result<(), ClusterError> {
+        let request = pb::PutStoreRequest { store: Some(store) };
+        self.call("put_store", |mut rpc| async move {
+            rpc.put_store(request).await
+        })?;
+        Ok(())
+    }
+
+    fn get_store(&self, store_id: u64) -> Result<Option<Store>, ClusterError> {
+        let response = self.call("get_store", |mut rpc| async move {
+            rpc.get_store(pb::GetStoreRequest { store_id }).await
+        })?;
+        Ok(response.store)
+    }
+
+    fn store_heartbeat(&self, request: pb::StoreHeartbeatRequest) -> Result<(), ClusterError> {
+        self.call("store_heartbeat", |mut rpc| async move {
+            rpc.store_heartbeat(request).await
+        })?;
+        Ok(())
+    }
+
+    fn region_heartbeat(
+        &self,
+        request: pb::RegionHeartbeatRequest,
+    ) -> Result<pb::RegionHeartbeatResponse, ClusterError> {
+        self.call("region_heartbeat", |mut rpc| async move {
+            rpc.region_heartbeat(request).await
+        })
+    }
+
+    fn get_region(&self, key: &[u8]) -> Result<Option<(Region, Option<Peer>)>, ClusterError> {
+        let request = pb::GetRegionRequest { key: key.to_vec() };
+        let response = self.call("get_region", |mut rpc| async move {
+            rpc.get_region(request).await
+        })?;
+        Ok(response.region.map(|region| (region, response.leader)))
+    }
+
+    fn get_region_by_id(
+        &self,
+        region_id: u64,
+    ) -> Result<Option<(Region, Option<Peer>)>, ClusterError> {
+        let response = self.call("get_region_by_id", |mut rpc| async move {
+            rpc.get_region_by_id(pb::GetRegionByIdRequest { region_id })
+                .await
+        })?;
+        Ok(response.region.map(|region| (region, response.leader)))
+    }
+}
+
 /// The batching loop: one call for every request waiting when the previous call returned.
 async fn batch_timestamps(
     mut queue: mpsc::UnboundedReceiver<Waiter>,
@@ -110,7 +227,7 @@ mod tests {
 
     use tonic::transport::Server;
     use tonic::transport::server::TcpIncoming;
-    use tonic::{Request, Response, Status};
+    use tonic::{Request, Response};
 
     use super::*;
     use crate::id_alloc::IdAllocator;
@@ -138,6 +255,69 @@ mod tests {
             request: Request<pb::AllocIdsRequest>,
         ) -> Result<Response<pb::AllocIdsResponse>, Status> {
             self.inner.alloc_ids(request).await
+        }
+
+        async fn is_bootstrapped(
+            &self,
+            request: Request<pb::IsBootstrappedRequest>,
+        ) -> Result<Response<pb::IsBootstrappedResponse>, Status> {
+            self.inner.is_bootstrapped(request).await
+        }
+
+        async fn bootstrap(
+            &self,
+            request: Request<pb::BootstrapRequest>,
+        ) -> Result<Response<pb::BootstrapResponse>, Status> {
+            self.inner.bootstrap(request).await
+        }
+
+        async fn put_store(
+            &self,
+            request: Request<pb::PutStoreRequest>,
+        ) -> Result<Response<pb::PutStoreResponse>, Status> {
+            self.inner.put_store(request).await
+        }
+
+        async fn get_store(
+            &self,
+            request: Request<pb::GetStoreRequest>,
+        ) -> Result<Response<pb::GetStoreResponse>, Status> {
+            self.inner.get_store(request).await
+        }
+
+        async fn get_all_stores(
+            &self,
+            request: Request<pb::GetAllStoresRequest>,
+        ) -> Result<Response<pb::GetAllStoresResponse>, Status> {
+            self.inner.get_all_stores(request).await
+        }
+
+        async fn store_heartbeat(
+            &self,
+            request: Request<pb::StoreHeartbeatRequest>,
+        ) -> Result<Response<pb::StoreHeartbeatResponse>, Status> {
+            self.inner.store_heartbeat(request).await
+        }
+
+        async fn region_heartbeat(
+            &self,
+            request: Request<pb::RegionHeartbeatRequest>,
+        ) -> Result<Response<pb::RegionHeartbeatResponse>, Status> {
+            self.inner.region_heartbeat(request).await
+        }
+
+        async fn get_region(
+            &self,
+            request: Request<pb::GetRegionRequest>,
+        ) -> Result<Response<pb::GetRegionResponse>, Status> {
+            self.inner.get_region(request).await
+        }
+
+        async fn get_region_by_id(
+            &self,
+            request: Request<pb::GetRegionByIdRequest>,
+        ) -> Result<Response<pb::GetRegionResponse>, Status> {
+            self.inner.get_region_by_id(request).await
         }
     }
 

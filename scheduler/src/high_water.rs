@@ -5,7 +5,6 @@
 //! go backwards across a restart.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +62,11 @@ impl HighWater {
     /// Durably replaces the stored value.
     pub fn store(&self, value: u64) -> Result<(), HighWaterError> {
         let Some(dir) = &self.dir else { return Ok(()) };
-        let path = dir.join(self.name);
-        let tmp = dir.join(format!("{}.tmp", self.name));
-        let io = |source| HighWaterError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(value.to_string().as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        crate::atomic_file::write_atomically(dir, self.name, value.to_string().as_bytes())
+            .map_err(|source| HighWaterError::Io {
+                path: dir.join(self.name),
+                source,
+            })?;
         Ok(())
     }
 }

@@ -1,22 +1,38 @@
-//! The RegionDB scheduler: the cluster's single source of timestamps and IDs (and, with
-//! replicated regions, of region metadata and balancing decisions).
+//! The RegionDB scheduler: the cluster's single source of timestamps, IDs and region
+//! metadata, and the replica checker that keeps every region at its wanted replica count.
 //!
 //! - [`tso`]: the timestamp oracle; [`id_alloc`]: unique IDs; both persist a high-water mark
-//!   ([`high_water`]) so they never go backwards across a restart.
-//! - [`service`]: both over gRPC (`regiondb.scheduler.Scheduler`).
+//!   ([`high_water`], written with [`atomic_file`]) so they never go backwards across a restart.
+//! - [`cluster`]: the cluster metadata — bootstrap, stores and their liveness, regions with an
+//!   index by start key for lookup, region heartbeats with the epoch staleness rule, the
+//!   per-region operators — persisted in one file in the data directory.
+//! - [`replica_checker`]: the pure decision of one membership change for a region (promote a
+//!   caught-up learner, add a learner on the least loaded up store, remove an extra replica).
+//! - [`cluster_api`]: [`ClusterApi`], the synchronous interface the stores and clients use,
+//!   in-process ([`LocalCluster`]) or remote ([`SchedulerClient`]).
+//! - [`service`]: all of it over gRPC (`regiondb.scheduler.Scheduler`).
 //! - [`client`]: the client side, batching concurrent timestamp requests into one call.
 //!
-//! Not here yet (replicated regions): store and region heartbeats, region lookup by key, the
-//! replica checker and balancing schedulers, and a replicated scheduler.
+//! Deliberately not here (yet): balancing regions or leaders between stores, removing or
+//! replacing replicas on down stores (a down store's peers stay until an operator acts), and a
+//! replicated scheduler (this one process is the authority).
 
+pub mod atomic_file;
 pub mod client;
+pub mod cluster;
+pub mod cluster_api;
 pub mod high_water;
 pub mod id_alloc;
+pub mod replica_checker;
 pub mod service;
 pub mod timestamp;
 pub mod tso;
 
 pub use client::SchedulerClient;
+pub use cluster::{Cluster, ClusterConfig, StoreStats};
+pub use cluster_api::{ClusterApi, ClusterError, LocalCluster};
 pub use id_alloc::{IdAllocator, IdError};
+pub use proto::metapb::{Peer, Region, RegionEpoch, Store};
+pub use replica_checker::ReplicaChange;
 pub use timestamp::Timestamp;
 pub use tso::{TimestampOracle, TimestampSource, TsoError};

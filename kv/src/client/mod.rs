@@ -5,13 +5,15 @@
 //! [`TxnCommands`](crate::txn::TxnCommands): reads at `start_ts` (resolving any lock they meet),
 //! writes buffered in the transaction, and two-phase commit on `commit`. The store is either in
 //! the same process ([`TxnStore`](crate::txn::TxnStore), the single-node cluster) or reached
-//! over gRPC ([`RemoteTxnCommands`]); routing each key to its region leader comes with
-//! replicated regions.
+//! over gRPC ([`RemoteTxnCommands`]), or a whole cluster of replicated regions
+//! ([`RoutedCommands`], which sends each command to the leader of its keys' region).
 
 pub mod remote;
+pub mod routing;
 mod transaction;
 mod txn_client;
 
 pub use remote::RemoteTxnCommands;
+pub use routing::{GrpcStores, RoutedCommands, StoreConnector};
 pub use transaction::{Transaction, TransactionSource};
 pub use txn_client::{TxnClient, TxnOptions};

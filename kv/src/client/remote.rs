@@ -17,15 +17,23 @@ use crate::mvcc::reader::ReadOutcome;
 use crate::rpc::{error_from_pb, lock_from_pb, mutation_to_pb, prewrite_error_from_pb};
 use crate::storage::KvPair;
 use crate::txn::actions::PrewriteError;
-use crate::txn::{Mutation, TxnCommands, TxnStatus};
+use crate::txn::{Mutation, RegionContext, TxnCommands, TxnStatus};
 
 /// Largest gRPC message either side accepts. Scans and prewrites are not paged yet, so this
 /// bounds the size of one read or one transaction's writes over the network.
 pub const MAX_MESSAGE_SIZE: usize = 256 << 20;
 
+/// How long connecting to a store may take, and how long one request may wait for its answer
+/// (longer than a store's own wait for a write to apply, so that its answer gets through).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+#[derive(Clone)]
 pub struct RemoteTxnCommands {
     client: TxnKvClient<Channel>,
     runtime: Handle,
+    /// The region every request names (none for a store without regions).
+    context: Option<pb::Context>,
 }
 
 fn unavailable(status: tonic::Status) -> KvError {
@@ -40,11 +48,27 @@ impl RemoteTxnCommands {
         let _context = runtime.enter();
         let channel = Channel::from_shared(endpoint.to_string())
             .map_err(|e| KvError::Unavailable(format!("bad endpoint {endpoint}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
             .connect_lazy();
         Ok(Self {
             client: TxnKvClient::new(channel),
             runtime,
+            context: None,
         })
+    }
+
+    /// The same store's commands, for the region `context` names (shares the connection).
+    pub fn for_region(&self, context: RegionContext) -> RemoteTxnCommands {
+        RemoteTxnCommands {
+            context: Some(pb::Context {
+                region_id: context.region_id,
+                region_epoch: Some(proto::metapb::RegionEpoch {
+                    conf_ver: context.conf_ver,
+                    version: context.version,
+                }),
+            }),
+            ..self.clone()
+        }
     }
 
     fn call<T>(
@@ -52,10 +76,15 @@ impl RemoteTxnCommands {
         request: impl AsyncFnOnce(TxnKvClient<Channel>) -> Result<tonic::Response<T>, tonic::Status>,
     ) -> KvResult<T> {
         let client = self.client.clone();
-        self.runtime
-            .block_on(request(client))
-            .map(tonic::Response::into_inner)
-            .map_err(unavailable)
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, request(client)).await })
+        {
+            Ok(answer) => answer.map(tonic::Response::into_inner).map_err(unavailable),
+            Err(_) => Err(KvError::Unavailable(format!(
+                "no answer within {REQUEST_TIMEOUT:?}"
+            ))),
+        }
     }
 }
 
@@ -87,6 +116,7 @@ fn result(error: Option<pb::KeyError>, start_ts: Timestamp) -> KvResult<()> {
 impl TxnCommands for RemoteTxnCommands {
     fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
         let request = pb::GetRequest {
+            context: self.context.clone(),
             key: key.to_vec(),
             version: ts.0,
         };
@@ -102,6 +132,7 @@ impl TxnCommands for RemoteTxnCommands {
         limit: usize,
     ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
         let request = pb::ScanRequest {
+            context: self.context.clone(),
             start_key: start.to_vec(),
             end_key: end.map(<[u8]>::to_vec).unwrap_or_default(),
             version: ts.0,
@@ -120,6 +151,7 @@ impl TxnCommands for RemoteTxnCommands {
         ttl_ms: u64,
     ) -> Result<(), PrewriteError> {
         let request = pb::PrewriteRequest {
+            context: self.context.clone(),
             mutations: mutations.iter().map(mutation_to_pb).collect(),
             primary: primary.to_vec(),
             start_ts: start_ts.0,
@@ -134,6 +166,7 @@ impl TxnCommands for RemoteTxnCommands {
 
     fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
         let request = pb::CommitRequest {
+            context: self.context.clone(),
             keys: keys.to_vec(),
             start_ts: start_ts.0,
             commit_ts: commit_ts.0,
@@ -144,6 +177,7 @@ impl TxnCommands for RemoteTxnCommands {
 
     fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
         let request = pb::BatchRollbackRequest {
+            context: self.context.clone(),
             keys: keys.to_vec(),
             start_ts: start_ts.0,
         };
@@ -158,6 +192,7 @@ impl TxnCommands for RemoteTxnCommands {
         current_ts: Timestamp,
     ) -> KvResult<TxnStatus> {
         let request = pb::CheckTxnStatusRequest {
+            context: self.context.clone(),
             primary: primary.to_vec(),
             lock_ts: lock_ts.0,
             current_ts: current_ts.0,
@@ -179,6 +214,7 @@ impl TxnCommands for RemoteTxnCommands {
 
     fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
         let request = pb::ResolveLockRequest {
+            context: self.context.clone(),
             start_ts: start_ts.0,
             commit_ts: commit_ts.map_or(0, |t| t.0),
         };
@@ -189,6 +225,7 @@ impl TxnCommands for RemoteTxnCommands {
 
     fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
         let request = pb::TxnHeartBeatRequest {
+            context: self.context.clone(),
             primary: primary.to_vec(),
             start_ts: start_ts.0,
             advise_ttl_ms: ttl_ms,

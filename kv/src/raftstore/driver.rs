@@ -1,25 +1,33 @@
 //! Driving peers: one thread per peer, fed through a channel, ticking on a timer.
 //!
-//! # Threading model (first version)
+//! # Threading model
 //!
 //! Each [`Peer`] is owned by one thread that takes messages from its channel (raft messages
-//! from the transport, writes and reads from the store's commands), ticks it every `tick`,
-//! and after each batch of input handles its Ready: persist, send through the [`Transport`],
-//! apply, complete callbacks. Callers block on their callback's answer with a timeout, so a
-//! region that cannot reach a quorum fails requests with an error instead of hanging them.
+//! from the transport, writes and reads from the store's commands, membership changes and
+//! transfers from the scheduler's answers), ticks it every `tick`, and after each batch of
+//! input handles its Ready: persist, send through the [`Transport`], apply, complete
+//! callbacks. Callers block on their callback's answer with a timeout, so a region that cannot
+//! reach a quorum fails requests with an error instead of hanging them. A leader reports its
+//! region to the store ([`StoreEvents::region_heartbeat`]) every `heartbeat_ticks` and when
+//! its region or leadership changes; a replica that applied its own removal destroys itself
+//! and tells the store ([`StoreEvents::peer_destroyed`]).
 //!
-//! Not yet: batching the Readies of many peers into one write and one fsync, a pool of
-//! threads instead of one per peer, and a gRPC transport (an in-process one is here).
+//! Not yet: batching the Readies of many peers into one write and one fsync, and a pool of
+//! threads instead of one per peer (one region per cluster today: regions do not split).
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use proto::metapb::{Peer as PeerMeta, Region};
+use proto::scheduler::RegionHeartbeatRequest;
 use raft::Message;
-use tracing::warn;
+use std::sync::RwLock;
+use tracing::{info, warn};
 
+use super::region::ChangePeer;
+use super::transport::Transport;
 use super::{Callback, Peer, ReadCallback};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Engine, WriteBatch};
@@ -28,25 +36,77 @@ use crate::txn::Replication;
 /// Applied entries a peer keeps in its log before compacting (raft log GC).
 pub const RAFT_LOG_GC_LIMIT: u64 = 1000;
 
+/// Proposals waiting to apply beyond which a peer answers ServerIsBusy.
+pub const MAX_PENDING_PROPOSALS: usize = 4096;
+
 /// Input of a peer's thread.
 pub enum PeerMsg {
-    Raft(Message),
+    /// A raft message from the peer `from`.
+    Raft(PeerMeta, Message),
     Write(WriteBatch, Callback),
     ReadIndex(ReadCallback),
+    ChangePeer(ChangePeer, Callback),
+    TransferLeader(u64),
+    Unreachable(u64),
+    SnapshotStatus(u64, bool),
     Campaign,
+    /// The peer was removed from its region (a newer membership says so): destroy its data
+    /// and end the thread.
+    Destroy,
+    /// Asks for the peer's state (tests, operators).
+    Status(Box<dyn FnOnce(PeerStatus) + Send>),
     Stop,
 }
 
-/// Carries raft messages between the peers of a region.
-pub trait Transport: Send + Sync + 'static {
-    /// Best effort: a message that cannot be delivered is dropped (Raft retries).
-    fn send(&self, region_id: u64, message: Message);
+/// A snapshot of a peer's state.
+#[derive(Clone, Debug)]
+pub struct PeerStatus {
+    pub raft: raft::Status,
+    pub peer_id: u64,
+    /// The last log index removed by log GC.
+    pub truncated: u64,
+    pub region: Region,
+}
+
+/// What a peer thread tells its store.
+pub trait StoreEvents: Send + Sync + 'static {
+    /// The leader's region report, for the scheduler.
+    fn region_heartbeat(&self, report: RegionHeartbeatRequest);
+    /// The peer applied its own removal and destroyed its data; its thread has ended.
+    fn peer_destroyed(&self, region_id: u64, peer_id: u64);
+}
+
+/// How peer threads run.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub tick: Duration,
+    /// How long a caller waits for a write to apply or a read to be confirmed.
+    pub timeout: Duration,
+    pub log_gc_limit: u64,
+    /// A leader reports its region every this many ticks.
+    pub heartbeat_ticks: u64,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            tick: Duration::from_millis(100),
+            timeout: Duration::from_secs(5),
+            log_gc_limit: RAFT_LOG_GC_LIMIT,
+            heartbeat_ticks: 10,
+        }
+    }
 }
 
 /// A handle to a peer's thread; also the region replica's [`Replication`] for a `TxnStore`.
 #[derive(Clone)]
 pub struct PeerHandle {
     region_id: u64,
+    peer_id: u64,
+    /// The region as the peer last applied it (kept current by the peer's thread).
+    region: Arc<RwLock<Region>>,
+    /// Whether the peer is initialised (has its region's data and membership).
+    initialized: Arc<std::sync::atomic::AtomicBool>,
     sender: Sender<PeerMsg>,
     /// How long a caller waits for a write to apply or a read to be confirmed.
     timeout: Duration,
@@ -80,6 +140,48 @@ impl PeerHandle {
     }
 }
 
+impl PeerHandle {
+    pub fn region_id(&self) -> u64 {
+        self.region_id
+    }
+
+    pub fn peer_id(&self) -> u64 {
+        self.peer_id
+    }
+
+    pub fn region(&self) -> Region {
+        self.region
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.initialized.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The peer's state (None if its thread has ended or does not answer in time).
+    pub fn status(&self) -> Option<PeerStatus> {
+        let (answer, result) = mpsc::channel();
+        let callback = Box::new(move |status| {
+            let _ = answer.send(status);
+        });
+        if !self.send(PeerMsg::Status(callback)) {
+            return None;
+        }
+        result.recv_timeout(self.timeout).ok()
+    }
+
+    pub fn transfer_leader(&self, peer_id: u64) -> bool {
+        self.send(PeerMsg::TransferLeader(peer_id))
+    }
+
+    /// Proposes a membership change and waits until it applied here.
+    pub fn change_peer(&self, change: ChangePeer) -> KvResult<()> {
+        self.wait(|callback| PeerMsg::ChangePeer(change, callback))
+    }
+}
+
 impl Replication for PeerHandle {
     fn read_barrier(&self) -> KvResult<()> {
         self.wait(PeerMsg::ReadIndex).map(drop)
@@ -97,6 +199,19 @@ pub struct PeerThread {
 }
 
 impl PeerThread {
+    /// Destroys the peer (data, raft state; a tombstone stays) and waits for its thread.
+    /// When called from the peer's own thread (an in-process transport delivering the
+    /// notice on the sender's thread), it cannot wait: the thread destroys the peer as soon
+    /// as the current step returns.
+    pub fn destroy(mut self) {
+        self.handle.send(PeerMsg::Destroy);
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
+
     /// Stops the thread (the peer's persisted state stays in its engine).
     pub fn stop(mut self) {
         self.handle.send(PeerMsg::Stop);
@@ -109,24 +224,34 @@ impl PeerThread {
 impl Drop for PeerThread {
     fn drop(&mut self) {
         self.handle.send(PeerMsg::Stop);
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
             let _ = thread.join();
         }
     }
 }
 
-/// Starts driving `peer` of `region_id` on its own thread.
+/// Starts driving `peer` on its own thread.
 pub fn spawn_peer<E: Engine>(
     mut peer: Peer<E>,
-    region_id: u64,
     transport: Arc<dyn Transport>,
-    tick: Duration,
-    timeout: Duration,
+    events: Arc<dyn StoreEvents>,
+    config: DriverConfig,
 ) -> PeerThread {
+    let region_id = peer.region_id();
+    let peer_id = peer.meta().id;
     let (sender, inbox) = mpsc::channel::<PeerMsg>();
+    let timeout = config.timeout;
+    let region = Arc::new(RwLock::new(peer.region().clone()));
+    let initialized = Arc::new(std::sync::atomic::AtomicBool::new(peer.is_initialized()));
+    let (shared_region, shared_initialized) = (Arc::clone(&region), Arc::clone(&initialized));
     let thread = std::thread::spawn(move || {
+        let tick = config.tick;
         let mut next_tick = Instant::now() + tick;
         let mut known_leader = peer.leader();
+        let mut reported = None;
+        let mut ticks_since_report = 0;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = match inbox.recv_timeout(wait) {
@@ -140,24 +265,53 @@ pub fn spawn_peer<E: Engine>(
                 .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
             {
                 match message {
-                    PeerMsg::Raft(m) => peer.step(m),
+                    PeerMsg::Raft(from, m) => peer.step_from(from, m),
+                    PeerMsg::Write(_, callback)
+                        if peer.pending_proposals() >= MAX_PENDING_PROPOSALS =>
+                    {
+                        callback(Err(KvError::ServerIsBusy(format!(
+                            "region {region_id}: {MAX_PENDING_PROPOSALS} proposals waiting"
+                        ))))
+                    }
                     PeerMsg::Write(batch, callback) => peer.propose_write(batch, callback),
                     PeerMsg::ReadIndex(callback) => peer.read_index(callback),
+                    PeerMsg::ChangePeer(change, callback) => {
+                        peer.propose_change_peer(change, callback)
+                    }
+                    PeerMsg::TransferLeader(to) => peer.transfer_leader(to),
+                    PeerMsg::Unreachable(to) => peer.report_unreachable(to),
+                    PeerMsg::SnapshotStatus(to, ok) => peer.report_snapshot(to, ok),
                     PeerMsg::Campaign => peer.campaign(),
+                    PeerMsg::Status(callback) => callback(PeerStatus {
+                        raft: peer.status(),
+                        peer_id: peer.meta().id,
+                        truncated: peer.truncated().0,
+                        region: peer.region().clone(),
+                    }),
+                    PeerMsg::Destroy => {
+                        let peer_id = peer.meta().id;
+                        match peer.destroy() {
+                            Ok(()) => info!(region_id, peer_id, "stale replica destroyed"),
+                            Err(e) => warn!(region_id, peer_id, error = %e, "destroying failed"),
+                        }
+                        events.peer_destroyed(region_id, peer_id);
+                        return;
+                    }
                     PeerMsg::Stop => return,
                 }
             }
             if Instant::now() >= next_tick {
                 peer.tick();
                 next_tick += tick;
+                ticks_since_report += 1;
             }
             match peer.handle_ready().and_then(|messages| {
-                peer.maybe_compact_log(RAFT_LOG_GC_LIMIT)?;
+                peer.maybe_compact_log(config.log_gc_limit)?;
                 Ok(messages)
             }) {
                 Ok(messages) => {
-                    for message in messages {
-                        transport.send(region_id, message);
+                    for envelope in peer.envelopes(messages) {
+                        transport.send(envelope);
                     }
                 }
                 Err(e) => {
@@ -167,71 +321,46 @@ pub fn spawn_peer<E: Engine>(
                     return;
                 }
             }
+            if *peer.region() != *shared_region.read().unwrap_or_else(|e| e.into_inner()) {
+                *shared_region.write().unwrap_or_else(|e| e.into_inner()) = peer.region().clone();
+            }
+            shared_initialized.store(peer.is_initialized(), std::sync::atomic::Ordering::Release);
+            if peer.is_removed() {
+                let peer_id = peer.meta().id;
+                match peer.destroy() {
+                    Ok(()) => info!(region_id, peer_id, "removed from the region: destroyed"),
+                    Err(e) => warn!(region_id, peer_id, error = %e, "destroying failed"),
+                }
+                events.peer_destroyed(region_id, peer_id);
+                return;
+            }
             // Reads waiting on a previous leader's confirmation may never get it.
             if peer.leader() != known_leader {
                 peer.fail_pending_reads();
                 known_leader = peer.leader();
+            }
+            // The leader reports its region periodically and whenever it changed.
+            if let Some(report) = peer.heartbeat_report() {
+                let key = (report.region.clone(), report.term);
+                if ticks_since_report >= config.heartbeat_ticks || reported.as_ref() != Some(&key) {
+                    ticks_since_report = 0;
+                    reported = Some(key);
+                    events.region_heartbeat(report);
+                }
+            } else {
+                reported = None;
             }
         }
     });
     PeerThread {
         handle: PeerHandle {
             region_id,
+            peer_id,
+            region,
+            initialized,
             sender,
             timeout,
         },
         thread: Some(thread),
-    }
-}
-
-/// An in-process transport: peers register their handles; cut links drop messages (tests).
-#[derive(Default)]
-pub struct LocalTransport {
-    peers: Mutex<BTreeMap<u64, Sender<PeerMsg>>>,
-    /// Peers whose messages are dropped both ways.
-    isolated: Mutex<Vec<u64>>,
-}
-
-impl LocalTransport {
-    pub fn register(&self, peer_id: u64, handle: &PeerHandle) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(peer_id, handle.sender.clone());
-    }
-
-    pub fn unregister(&self, peer_id: u64) {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer_id);
-    }
-
-    pub fn isolate(&self, peer_id: u64) {
-        self.isolated
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(peer_id);
-    }
-
-    pub fn heal(&self) {
-        self.isolated
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
-}
-
-impl Transport for LocalTransport {
-    fn send(&self, _region_id: u64, message: Message) {
-        let isolated = self.isolated.lock().unwrap_or_else(|e| e.into_inner());
-        if isolated.contains(&message.from) || isolated.contains(&message.to) {
-            return;
-        }
-        drop(isolated);
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sender) = peers.get(&message.to) {
-            let _ = sender.send(PeerMsg::Raft(message));
-        }
     }
 }

@@ -1,5 +1,6 @@
-//! Store-local keys of a peer, in the `raft` column family (where no data key can go):
-//! `r{region_id}` followed by a kind byte, and for log entries the index.
+//! Store-local keys, in the `raft` column family (where no data key can go): a peer's
+//! `r{region_id}` followed by a kind byte (and for log entries the index), a region's state
+//! `R{region_id}`, and the store's identity `S`.
 
 use raft::Index;
 
@@ -32,4 +33,22 @@ pub fn apply_state(region_id: u64) -> Vec<u8> {
 
 pub fn conf_state(region_id: u64) -> Vec<u8> {
     prefix(region_id, CONF_STATE)
+}
+
+/// A region's state (`RegionLocalState`), under its own prefix `R{region_id}` so that a
+/// store finds its regions at startup without scanning raft logs.
+pub fn region_state(region_id: u64) -> Vec<u8> {
+    let mut key = vec![b'R'];
+    key.extend_from_slice(&region_id.to_be_bytes());
+    key
+}
+
+/// The range holding every region state key.
+pub fn region_state_range() -> (Vec<u8>, Vec<u8>) {
+    (vec![b'R'], vec![b'R' + 1])
+}
+
+/// The store's identity (its id, once assigned by the scheduler).
+pub fn store_ident() -> Vec<u8> {
+    b"S".to_vec()
 }

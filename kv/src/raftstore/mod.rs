@@ -1,26 +1,50 @@
-//! The raftstore: one Raft peer per region replica on this store (being built).
+//! The raftstore: one Raft peer per region replica on this store.
 //!
-//! Here so far:
-//! - [`PeerStorage`]: the persistent state of one peer — its Raft log, hard state, membership
-//!   and apply state in the store-local `raft` column family of the store's engine, written in
-//!   the same batches as the data they describe; snapshot generation and application.
+//! - [`PeerStorage`]: the persistent state of one peer — its Raft log, hard state, membership,
+//!   apply state and region in the store-local `raft` column family of the store's engine,
+//!   written in the same batches as the data they describe; snapshot generation and
+//!   application (the region's data range, deletes included, plus its metadata).
 //! - [`Peer`]: a replica driven like a `RawNode`, whose log entries are write batches applied
-//!   by every replica; proposals complete through callbacks after apply, with region errors.
+//!   by every replica; proposals complete through callbacks after apply, with region errors;
+//!   membership changes update the region and its epoch.
+//! - [`driver`]: the thread that drives a peer (ticks, input, Ready, log GC, destruction).
+//! - [`store::Store`]: a node's peers — message routing, creation on demand, bootstrap,
+//!   heartbeats to the scheduler and its membership changes.
+//! - [`store_commands`]: the transactional commands of a store, dispatched to the region
+//!   named by the request after checking its epoch and keys.
+//! - [`transport`], [`wire`], [`grpc_transport`]: raft messages between stores.
+//! - [`region`]: region metadata and how membership changes update it.
 //!
-//! Not here yet (the replicated-regions issue): the store's driving loop and threading,
-//! region epochs and the errors that need them, automatic raft log GC, the raft-message
-//! transport and snapshot streaming over gRPC, peer creation/destruction on conf change, and
-//! batching of many peers' Readies into one write.
+//! # Persistence order and crash recovery
+//!
+//! A Ready is persisted (entries, hard state, snapshot with its data) in one atomic batch
+//! before its messages are sent; each committed entry is applied in one batch together with
+//! the new applied index (and, for membership changes, the new membership and region). After
+//! a crash the engine holds a prefix of those batches, each whole, so a restarted peer resumes
+//! from exactly what it persisted: it never re-applies an entry whose effects are in the data,
+//! never forgets a vote or an acknowledged entry, and never acknowledged a message it had not
+//! persisted. A destroyed replica's data, log and states go in one batch with its tombstone.
+//!
+//! Not here: region split and merge (a cluster has one region), batching many peers' Readies
+//! into one fsync, and log GC by size (it is by entry count).
 
 pub mod driver;
+pub mod grpc_transport;
 mod keys;
 mod peer;
 mod peer_storage;
 #[cfg(test)]
 mod peer_tests;
 mod record;
+pub mod region;
+pub mod store;
+pub mod store_commands;
 #[cfg(test)]
 mod tests;
+pub mod transport;
+pub mod wire;
 
 pub use peer::{Callback, Peer, ReadCallback};
 pub use peer_storage::PeerStorage;
+pub use store::{Store, StoreConfig};
+pub use transport::{RaftEnvelope, RaftRouter, StoreResolver, Transport};

@@ -11,13 +11,23 @@
 //! [`Peer::handle_ready`], which persists (entries, hard state, snapshot) *before* returning
 //! the messages to send, then applies committed entries. Threads, timers and the network are
 //! the caller's.
+//!
+//! Membership changes ([`ChangePeer`]) carry the peer's store in the entry, so every replica
+//! updates its copy of the region (peers, `conf_ver`) in the same batch as the applied index.
+//! A replica that applies its own removal reports [`Peer::is_removed`]; its driver then
+//! destroys it. A leader never removes itself: asked to, it transfers the leadership to
+//! another voter and answers NotLeader, and the new leader can then remove it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use raft::{ConfChange, ConfState, Config, EntryKind, Message, RaftError, RawNode, Role};
+use proto::metapb::{Peer as PeerMeta, Region};
+use proto::scheduler::RegionHeartbeatRequest;
+use raft::{Config, EntryKind, Message, RaftError, RawNode, Role};
 
 use super::PeerStorage;
+use super::region::{self, ChangePeer};
+use super::transport::RaftEnvelope;
 use crate::error::{KvError, KvResult};
 use crate::storage::{Engine, WriteBatch};
 
@@ -36,6 +46,10 @@ struct Proposal {
 
 pub struct Peer<E: Engine> {
     region_id: u64,
+    /// This replica: its peer id (the Raft node id) and store.
+    meta: PeerMeta,
+    /// Set once this replica applied its own removal.
+    removed: bool,
     node: RawNode<PeerStorage<E>>,
     engine: Arc<E>,
     proposals: VecDeque<Proposal>,
@@ -44,27 +58,24 @@ pub struct Peer<E: Engine> {
     /// Read indexes granted, waiting for the apply index to reach them.
     ready_reads: Vec<(u64, ReadCallback)>,
     next_read_id: u64,
+    /// Where peers not (yet) in this replica's region live, learned from their messages: a
+    /// replica created for a leader's first message answers it before it knows the region.
+    peer_cache: std::collections::BTreeMap<u64, PeerMeta>,
 }
 
 impl<E: Engine> Peer<E> {
-    /// Opens (or creates) the replica `peer_id` of region `region_id` covering user keys
-    /// `[start, end)`. A new replica of a new region starts with `initial_conf`; one joining an
-    /// existing region starts empty and is initialised by the leader's snapshot.
+    /// Opens (or creates) replica `meta` of `region`. A replica of a new region starts with
+    /// the region's peers as its membership; one joining an existing region is given the
+    /// region without peers and is initialised by the leader's snapshot.
     pub fn open(
         engine: Arc<E>,
-        region_id: u64,
-        peer_id: u64,
-        range: (&[u8], Option<&[u8]>),
-        initial_conf: ConfState,
+        region: &Region,
+        meta: PeerMeta,
         mut config: Config,
     ) -> KvResult<Peer<E>> {
-        let storage = PeerStorage::open(
-            Arc::clone(&engine),
-            region_id,
-            range.0,
-            range.1,
-            initial_conf,
-        )?;
+        let region_id = region.id;
+        let peer_id = meta.id;
+        let storage = PeerStorage::open(Arc::clone(&engine), region)?;
         config.id = peer_id;
         // Replicas must not share election timeouts: seed each by its own id.
         config.seed = config.seed.wrapping_add(peer_id);
@@ -72,13 +83,40 @@ impl<E: Engine> Peer<E> {
         let node = RawNode::new(config, storage).map_err(|e| KvError::Corrupt(e.to_string()))?;
         Ok(Peer {
             region_id,
+            meta,
+            removed: false,
             node,
             engine,
             proposals: VecDeque::new(),
             reads: Vec::new(),
             ready_reads: Vec::new(),
             next_read_id: 0,
+            peer_cache: Default::default(),
         })
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.region_id
+    }
+
+    pub fn meta(&self) -> &PeerMeta {
+        &self.meta
+    }
+
+    /// The region as of the applied index.
+    pub fn region(&self) -> &Region {
+        self.node.storage().region()
+    }
+
+    /// Whether this replica applied its own removal (its driver destroys it).
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    /// Whether this replica has been initialised (knows its membership; a replica created for
+    /// a leader's first message has not until the snapshot arrives).
+    pub fn is_initialized(&self) -> bool {
+        self.node.raft.conf_state().members().next().is_some()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -96,6 +134,103 @@ impl<E: Engine> Peer<E> {
 
     pub fn status(&self) -> raft::Status {
         self.node.status()
+    }
+
+    /// The leader's report for the scheduler's region heartbeat (None on a follower).
+    pub fn heartbeat_report(&self) -> Option<RegionHeartbeatRequest> {
+        if !self.is_leader() {
+            return None;
+        }
+        let region = self.region().clone();
+        let raft = &self.node.raft;
+        let (truncated, _) = self.truncated();
+        // Far behind: needs entries the leader compacted (a snapshot), or never answered.
+        let pending_peers = raft
+            .tracker
+            .progress
+            .iter()
+            .filter(|(id, p)| {
+                **id != self.meta.id
+                    && (p.state == raft::progress::ProgressState::Snapshot
+                        || p.matched < truncated
+                        || p.matched == 0)
+            })
+            .filter_map(|(id, _)| region::find_peer(&region, *id).cloned())
+            .collect();
+        Some(RegionHeartbeatRequest {
+            region: Some(region),
+            leader: Some(self.meta.clone()),
+            pending_peers,
+            approximate_size: 0,
+            term: raft.term,
+        })
+    }
+
+    /// Steps a message from another peer, remembering where that peer lives.
+    pub fn step_from(&mut self, from: PeerMeta, message: Message) {
+        if region::find_peer(self.region(), from.id).is_none() {
+            self.peer_cache.insert(from.id, from);
+        }
+        self.step(message);
+    }
+
+    pub fn pending_proposals(&self) -> usize {
+        self.proposals.len()
+    }
+
+    /// Wraps raft messages for the transport (messages to peers this replica cannot locate
+    /// are dropped: they can only be stale).
+    pub fn envelopes(&self, messages: Vec<Message>) -> Vec<RaftEnvelope> {
+        let region = self.region();
+        messages
+            .into_iter()
+            .filter_map(|message| {
+                let to_peer = region::find_peer(region, message.to)
+                    .or_else(|| self.peer_cache.get(&message.to))?
+                    .clone();
+                Some(RaftEnvelope {
+                    region_id: self.region_id,
+                    from_peer: self.meta.clone(),
+                    to_peer,
+                    epoch: region::epoch(region),
+                    start_key: region.start_key.clone(),
+                    end_key: region.end_key.clone(),
+                    message,
+                    is_tombstone: false,
+                })
+            })
+            .collect()
+    }
+
+    pub fn transfer_leader(&mut self, peer_id: u64) {
+        self.node.transfer_leader(peer_id);
+    }
+
+    pub fn report_unreachable(&mut self, peer_id: u64) {
+        self.node.report_unreachable(peer_id);
+    }
+
+    pub fn report_snapshot(&mut self, peer_id: u64, success: bool) {
+        self.node.report_snapshot(peer_id, success);
+    }
+
+    /// Deletes this (removed) replica's data and Raft state, leaving a tombstone.
+    pub fn destroy(&mut self) -> KvResult<()> {
+        let mut batch = WriteBatch::new();
+        self.node.storage_mut().destroy(&mut batch)?;
+        self.engine.write(batch)?;
+        for proposal in self.proposals.drain(..) {
+            (proposal.callback)(Err(KvError::RegionNotFound {
+                region_id: self.region_id,
+            }));
+        }
+        self.fail_pending_reads();
+        for (_, callback) in self.ready_reads.drain(..) {
+            callback(Err(KvError::RegionNotFound {
+                region_id: self.region_id,
+            }));
+        }
+        Ok(())
     }
 
     pub fn tick(&mut self) {
@@ -149,9 +284,53 @@ impl<E: Engine> Peer<E> {
         self.propose_entry(|node| node.propose(data), callback);
     }
 
-    /// Proposes a membership change (leader only, one at a time).
-    pub fn propose_conf_change(&mut self, change: ConfChange, callback: Callback) {
-        self.propose_entry(|node| node.propose_conf_change(change), callback);
+    /// Proposes a membership change (leader only, one at a time). Asked to remove itself, the
+    /// leader hands its leadership to the most up-to-date other voter instead and answers
+    /// NotLeader: the caller retries the removal on the new leader.
+    pub fn propose_change_peer(&mut self, change: ChangePeer, callback: Callback) {
+        if !self.is_leader() {
+            callback(Err(self.not_leader()));
+            return;
+        }
+        if let ChangePeer::AddLearner(peer) | ChangePeer::AddVoter(peer) = &change
+            && let Some(existing) = region::peer_on_store(self.region(), peer.store_id)
+            && existing.id != peer.id
+        {
+            callback(Err(KvError::Server(format!(
+                "region {}: store {} already holds peer {}",
+                self.region_id, peer.store_id, existing.id
+            ))));
+            return;
+        }
+        if matches!(&change, ChangePeer::Remove(p) if p.id == self.meta.id) {
+            let raft = &self.node.raft;
+            let target = raft
+                .conf_state()
+                .voters
+                .iter()
+                .filter(|&&id| id != self.meta.id)
+                .max_by_key(|&&id| raft.tracker.progress.get(&id).map_or(0, |p| p.matched))
+                .copied();
+            match target {
+                Some(target) => {
+                    self.node.transfer_leader(target);
+                    callback(Err(KvError::NotLeader {
+                        region_id: self.region_id,
+                        leader: Some(target),
+                    }));
+                }
+                None => callback(Err(KvError::Server(format!(
+                    "region {}: cannot remove its only voter",
+                    self.region_id
+                )))),
+            }
+            return;
+        }
+        let (raft_change, context) = (change.raft_change(), change.context());
+        self.propose_entry(
+            |node| node.propose_conf_change_with_context(raft_change, context),
+            callback,
+        );
     }
 
     /// Requests a linearizable read (ReadIndex, forwarded to the leader from a follower): the
@@ -228,9 +407,14 @@ impl<E: Engine> Peer<E> {
                 }
                 EntryKind::Normal => {}
                 EntryKind::ConfChange => {
-                    if let Some(change) = ConfChange::decode(&entry.data) {
-                        let conf = self.node.apply_conf_change(change);
-                        self.node.storage_mut().set_conf_state(&mut apply, conf);
+                    let change = ChangePeer::from_entry(&entry.data)?;
+                    let conf = self.node.apply_conf_change(change.raft_change());
+                    let region = change.apply_to(self.region());
+                    let storage = self.node.storage_mut();
+                    storage.set_conf_state(&mut apply, conf);
+                    storage.set_region(&mut apply, region);
+                    if matches!(&change, ChangePeer::Remove(p) if p.id == self.meta.id) {
+                        self.removed = true;
                     }
                 }
             }

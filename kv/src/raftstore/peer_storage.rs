@@ -18,8 +18,11 @@ use raft::{
     ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Storage, StorageError, Term,
 };
 
+use proto::metapb::Region;
+
 use super::keys;
 use super::record::{self, ApplyState};
+use super::region::{self, RegionLocalState};
 use crate::error::{KvError, KvResult};
 use crate::mvcc::key::encode_user_key;
 use crate::storage::{Cf, Engine, Snapshot as EngineSnapshot, WriteBatch};
@@ -30,6 +33,8 @@ const DATA_CFS: [Cf; 3] = [Cf::Default, Cf::Lock, Cf::Write];
 pub struct PeerStorage<E: Engine> {
     engine: Arc<E>,
     region_id: u64,
+    /// The region as of the applied index: range, epoch and peers.
+    region: Region,
     /// The region's user-key range `[start, end)` (`end = None`: unbounded), as engine keys.
     start: Vec<u8>,
     end: Option<Vec<u8>>,
@@ -44,17 +49,34 @@ fn storage_error(e: KvError) -> StorageError {
 }
 
 impl<E: Engine> PeerStorage<E> {
-    /// Opens the peer of `region_id` covering user keys `[start, end)`. A peer with nothing
-    /// persisted starts with `initial_conf` (the bootstrap membership, or empty for a peer that
-    /// must be initialised by a snapshot).
-    pub fn open(
-        engine: Arc<E>,
-        region_id: u64,
-        start: &[u8],
-        end: Option<&[u8]>,
-        initial_conf: ConfState,
-    ) -> KvResult<Self> {
+    /// Opens this store's peer of `region`. A peer with nothing persisted starts from
+    /// `region` as given: its peers are the bootstrap membership, or none for a peer created
+    /// to join an existing region, which the leader's snapshot then initialises.
+    pub fn open(engine: Arc<E>, region: &Region) -> KvResult<Self> {
+        let region_id = region.id;
         let snapshot = engine.snapshot();
+        let persisted = match snapshot.get(Cf::Raft, &keys::region_state(region_id))? {
+            Some(bytes) => Some(RegionLocalState::decode(&bytes)?).filter(|s| !s.tombstone),
+            None => None,
+        };
+        let region = match persisted {
+            Some(state) => state.region,
+            None => {
+                // A replica of a new region records it at once, so a restart finds it; one
+                // created to join a region is recorded by the snapshot that initialises it.
+                if !region.peers.is_empty() {
+                    let state = RegionLocalState {
+                        region: region.clone(),
+                        tombstone: false,
+                    };
+                    let mut batch = WriteBatch::new();
+                    batch.put(Cf::Raft, keys::region_state(region_id), state.encode());
+                    engine.write(batch)?;
+                }
+                region.clone()
+            }
+        };
+        let initial_conf = region::conf_state(&region);
         let hard_state = match snapshot.get(Cf::Raft, &keys::hard_state(region_id))? {
             Some(bytes) => record::decode_hard_state(&bytes)?,
             None => HardState::default(),
@@ -78,16 +100,63 @@ impl<E: Engine> PeerStorage<E> {
             last_index = record::decode_entry(&value)?.index;
         }
         drop(snapshot);
+        let (start, end) = data_range(&region);
         Ok(PeerStorage {
             engine,
             region_id,
-            start: encode_user_key(start),
-            end: end.map(encode_user_key),
+            region,
+            start,
+            end,
             hard_state,
             conf_state,
             apply,
             last_index,
         })
+    }
+
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Records the region after an applied change (write it with the applied index).
+    pub fn set_region(&mut self, batch: &mut WriteBatch, region: Region) {
+        let state = RegionLocalState {
+            region,
+            tombstone: false,
+        };
+        batch.put(Cf::Raft, keys::region_state(self.region_id), state.encode());
+        (self.start, self.end) = data_range(&state.region);
+        self.region = state.region;
+    }
+
+    /// Destroys this replica (it was removed from the region): deletes its data and its Raft
+    /// state, and leaves a tombstone with the region as of the removal, so that stale messages
+    /// from the old membership do not recreate it.
+    pub fn destroy(&mut self, batch: &mut WriteBatch) -> KvResult<()> {
+        let current = self.engine.snapshot();
+        let (start, end) = self.data_range();
+        for cf in DATA_CFS {
+            for item in current.scan(cf, start, end) {
+                let (key, _) = item?;
+                batch.delete(cf, key);
+            }
+        }
+        let from = keys::entry(self.region_id, 0);
+        let to = keys::entry(self.region_id, Index::MAX);
+        for item in current.scan(Cf::Raft, &from, Some(&to)) {
+            let (key, _) = item?;
+            batch.delete(Cf::Raft, key);
+        }
+        drop(current);
+        batch.delete(Cf::Raft, keys::hard_state(self.region_id));
+        batch.delete(Cf::Raft, keys::apply_state(self.region_id));
+        batch.delete(Cf::Raft, keys::conf_state(self.region_id));
+        let state = RegionLocalState {
+            region: self.region.clone(),
+            tombstone: true,
+        };
+        batch.put(Cf::Raft, keys::region_state(self.region_id), state.encode());
+        Ok(())
     }
 
     pub fn applied(&self) -> Index {
@@ -193,9 +262,17 @@ impl<E: Engine> PeerStorage<E> {
             batch.delete(Cf::Raft, key);
         }
         drop(current);
-        for (cf, key, value) in decode_snapshot_data(&snapshot.data)? {
+        let (region, pairs) = decode_snapshot_data(&snapshot.data)?;
+        if region.id != self.region_id {
+            return Err(KvError::Corrupt(format!(
+                "snapshot of region {} sent to region {}",
+                region.id, self.region_id
+            )));
+        }
+        for (cf, key, value) in pairs {
             batch.put(cf, key, value);
         }
+        self.set_region(batch, region);
         let meta = &snapshot.meta;
         self.apply = ApplyState {
             applied: meta.index,
@@ -263,7 +340,14 @@ impl<E: Engine> PeerStorage<E> {
             Some(bytes) => record::decode_conf_state(&bytes)?,
             None => self.conf_state.clone(),
         };
+        let region = match snapshot.get(Cf::Raft, &keys::region_state(self.region_id))? {
+            Some(bytes) => RegionLocalState::decode(&bytes)?.region,
+            None => self.region.clone(),
+        };
+        let region_bytes = prost::Message::encode_to_vec(&region);
         let mut data = Vec::new();
+        data.extend_from_slice(&(region_bytes.len() as u32).to_be_bytes());
+        data.extend_from_slice(&region_bytes);
         let (start, end) = self.data_range();
         for cf in DATA_CFS {
             for item in snapshot.scan(cf, start, end) {
@@ -280,6 +364,12 @@ impl<E: Engine> PeerStorage<E> {
             data,
         })
     }
+}
+
+/// The engine-key range of a region's user keys.
+fn data_range(region: &Region) -> (Vec<u8>, Option<Vec<u8>>) {
+    let end = (!region.end_key.is_empty()).then(|| encode_user_key(&region.end_key));
+    (encode_user_key(&region.start_key), end)
 }
 
 fn cf_tag(cf: Cf) -> u8 {
@@ -302,7 +392,8 @@ fn encode_pair(out: &mut Vec<u8>, cf: Cf, key: &[u8], value: &[u8]) {
 /// One key-value pair of a snapshot, with its column family.
 type SnapshotPair = (Cf, Vec<u8>, Vec<u8>);
 
-fn decode_snapshot_data(mut input: &[u8]) -> KvResult<Vec<SnapshotPair>> {
+/// A snapshot's data: the region (length-prefixed protobuf), then the pairs.
+fn decode_snapshot_data(mut input: &[u8]) -> KvResult<(Region, Vec<SnapshotPair>)> {
     let corrupt = || KvError::Corrupt("malformed snapshot data".into());
     let take = |input: &mut &[u8]| -> KvResult<Vec<u8>> {
         if input.len() < 4 {
@@ -316,6 +407,8 @@ fn decode_snapshot_data(mut input: &[u8]) -> KvResult<Vec<SnapshotPair>> {
         *input = &input[4 + len..];
         Ok(bytes)
     };
+    let region_bytes = take(&mut input)?;
+    let region: Region = prost::Message::decode(region_bytes.as_slice()).map_err(|_| corrupt())?;
     let mut pairs = Vec::new();
     while let Some((&tag, rest)) = input.split_first() {
         input = rest;
@@ -329,7 +422,7 @@ fn decode_snapshot_data(mut input: &[u8]) -> KvResult<Vec<SnapshotPair>> {
         let value = take(&mut input)?;
         pairs.push((cf, key, value));
     }
-    Ok(pairs)
+    Ok((region, pairs))
 }
 
 impl<E: Engine> Storage for PeerStorage<E> {

@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use raft::{ConfState, Config, Message};
+use proto::metapb::Peer as PeerMeta;
+use raft::{Config, Message};
 
+use super::region::whole_keyspace;
 use super::{Callback, Peer};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Cf, Engine, MemoryEngine, Snapshot, WriteBatch};
@@ -35,15 +37,21 @@ impl Group {
         };
         for &id in ids {
             group.engines.insert(id, Arc::new(MemoryEngine::new()));
-            group.open(id, ConfState::with_voters(ids.iter().copied()));
+            group.open(id, ids);
         }
         group
     }
 
     /// (Re)opens peer `id` from its engine, as after a restart.
-    fn open(&mut self, id: u64, conf: ConfState) {
+    fn open(&mut self, id: u64, voters: &[u64]) {
         let engine = Arc::clone(&self.engines[&id]);
-        let peer = Peer::open(engine, 1, id, (b"", None), conf, config()).unwrap();
+        let region = whole_keyspace(1, voters.iter().copied());
+        let me = PeerMeta {
+            id,
+            store_id: id,
+            learner: false,
+        };
+        let peer = Peer::open(engine, &region, me, config()).unwrap();
         self.peers.insert(id, peer);
     }
 
@@ -184,13 +192,13 @@ fn a_replica_that_was_down_catches_up_by_snapshot_and_restarts_without_reapplyin
     group.peers.get_mut(&1).unwrap().compact_log().unwrap();
     group.peers.get_mut(&2).unwrap().compact_log().unwrap();
     // Back up, from what its engine persisted: the leader needs a snapshot to catch it up.
-    group.open(3, ConfState::with_voters([1, 2, 3]));
+    group.open(3, &[1, 2, 3]);
     group.tick(3);
     assert_eq!(data(&group.engines[&3]), data(&group.engines[&1]));
     assert_eq!(data(&group.engines[&3]).len(), 20);
     // A restart of every replica applies nothing twice and keeps serving writes.
     for id in [1, 2, 3] {
-        group.open(id, ConfState::default());
+        group.open(id, &[]);
     }
     group.tick(30);
     let leader = *group

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use raft::{ConfState, Config, Entry, HardState, RawNode, Storage, StorageError};
+use raft::{Config, Entry, HardState, RawNode, Storage, StorageError};
 
 use super::PeerStorage;
+use super::region::whole_keyspace;
 use crate::storage::{Cf, Engine, MemoryEngine, WriteBatch};
 
 fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
@@ -15,14 +16,7 @@ fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
 }
 
 fn open<E: Engine>(engine: &Arc<E>) -> PeerStorage<E> {
-    PeerStorage::open(
-        Arc::clone(engine),
-        1,
-        b"",
-        None,
-        ConfState::with_voters([1]),
-    )
-    .unwrap()
+    PeerStorage::open(Arc::clone(engine), &whole_keyspace(1, [1])).unwrap()
 }
 
 fn log_and_compaction<E: Engine>(engine: Arc<E>) {

@@ -48,3 +48,27 @@ pub trait TxnCommands: Send + Sync {
 
     fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64>;
 }
+
+/// The region context of a request, as the client knows the region (see `kvrpc.Context`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionContext {
+    pub region_id: u64,
+    pub conf_ver: u64,
+    pub version: u64,
+}
+
+/// Finds the commands for a request's region on a store: a store of replicated regions checks
+/// that it holds the region, at the request's epoch; a plain single store has one keyspace.
+pub trait CommandRouter: Send + Sync {
+    /// `None`: the request named no region (single-node clients).
+    fn route(&self, context: Option<RegionContext>) -> KvResult<std::sync::Arc<dyn TxnCommands>>;
+}
+
+/// A single store without regions: every request goes to its one set of commands.
+pub struct SingleKeyspace(pub std::sync::Arc<dyn TxnCommands>);
+
+impl CommandRouter for SingleKeyspace {
+    fn route(&self, _context: Option<RegionContext>) -> KvResult<std::sync::Arc<dyn TxnCommands>> {
+        Ok(std::sync::Arc::clone(&self.0))
+    }
+}

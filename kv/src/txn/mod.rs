@@ -34,5 +34,5 @@ pub mod latches;
 pub mod store;
 
 pub use actions::{Mutation, TxnStatus};
-pub use commands::TxnCommands;
+pub use commands::{CommandRouter, RegionContext, SingleKeyspace, TxnCommands};
 pub use store::{Replication, TxnStore};

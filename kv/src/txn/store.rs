@@ -10,7 +10,7 @@ use super::actions::{self, Mutation, PrewriteError, TxnStatus};
 use super::commands::TxnCommands;
 use super::latches::Latches;
 use crate::error::KvResult;
-use crate::mvcc::key::decode_user_key;
+use crate::mvcc::key::{decode_user_key, encode_user_key};
 use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::{Lock, MvccReader};
 use crate::storage::{Cf, Engine, KvPair, Snapshot, WriteBatch};
@@ -42,6 +42,9 @@ pub struct TxnStore<E: Engine> {
     engine: Arc<E>,
     replication: Arc<dyn Replication>,
     latches: Latches,
+    /// The engine-key range of the locks `resolve_lock` looks at (a region's range; the whole
+    /// keyspace by default).
+    lock_range: (Vec<u8>, Option<Vec<u8>>),
 }
 
 impl<E: Engine> TxnStore<E> {
@@ -58,7 +61,16 @@ impl<E: Engine> TxnStore<E> {
             engine,
             replication,
             latches: Latches::default(),
+            lock_range: (Vec::new(), None),
         }
+    }
+
+    /// Limits the store to the user keys `[start, end)` (a region's range; empty end:
+    /// unbounded), which is where `resolve_lock` looks for locks.
+    pub fn in_range(mut self, start: &[u8], end: &[u8]) -> Self {
+        let end = (!end.is_empty()).then(|| encode_user_key(end));
+        self.lock_range = (encode_user_key(start), end);
+        self
     }
 
     pub fn engine(&self) -> &Arc<E> {
@@ -133,7 +145,8 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
         let locked = {
             let snapshot = self.current()?;
             let mut keys = Vec::new();
-            for item in snapshot.scan(Cf::Lock, b"", None) {
+            let (from, to) = (&self.lock_range.0, self.lock_range.1.as_deref());
+            for item in snapshot.scan(Cf::Lock, from, to) {
                 let (encoded, value) = item?;
                 if Lock::decode(&value)?.start_ts == start_ts {
                     keys.push(decode_user_key(&encoded)?);

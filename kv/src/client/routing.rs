@@ -1,0 +1,434 @@
+//! [`RoutedCommands`]: the Percolator commands of a whole cluster, each sent to the leader of
+//! the region holding its keys.
+//!
+//! A region cache (key range → region, leader) is filled from the scheduler on a miss. Each
+//! command runs on one region (multi-key commands are split by region; a scan walks the
+//! regions in key order) and reacts to what comes back:
+//!
+//! - `NotLeader` with a hint: retry at once on the hinted peer; without one, try the next
+//!   replica after a short back-off (an election is probably under way);
+//! - `RegionNotFound`, `EpochNotMatch`, `KeyNotInRegion`: drop the cached region and ask the
+//!   scheduler again;
+//! - `StaleCommand`, `ServerIsBusy`: back off and retry;
+//! - a store that cannot be reached: avoid it for this command, refresh the region from the
+//!   scheduler (which learns the new leader from its heartbeats) and retry.
+//!
+//! Back-off grows from 20 ms to 500 ms, and a command gives up with the last error once its
+//! deadline passes. Retrying is safe because every command is idempotent. Other errors (a
+//! lock, a write conflict, an aborted transaction) are the transaction client's to handle.
+//!
+//! Not here: regions that split while a multi-key command is under way are not re-grouped
+//! (regions do not split yet); scans are bounded by `limit` per region call.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::metapb::{Peer as PeerMeta, Region};
+use scheduler::{ClusterApi, Timestamp};
+use tokio::runtime::Handle;
+use tracing::debug;
+
+use super::remote::RemoteTxnCommands;
+use crate::error::{KvError, KvResult};
+use crate::mvcc::reader::ReadOutcome;
+use crate::storage::KvPair;
+use crate::txn::actions::{Mutation, PrewriteError, TxnStatus};
+use crate::txn::{CommandRouter, RegionContext, TxnCommands};
+
+/// Reaches the stores of a cluster: the command router of a store, by id.
+pub trait StoreConnector: Send + Sync {
+    fn store(&self, store_id: u64) -> KvResult<Arc<dyn CommandRouter>>;
+}
+
+/// Stores reached over gRPC, their addresses resolved through the scheduler (and cached
+/// until a connection fails).
+pub struct GrpcStores {
+    cluster: Arc<dyn ClusterApi>,
+    runtime: Handle,
+    stores: Mutex<BTreeMap<u64, Arc<RemoteStore>>>,
+}
+
+impl GrpcStores {
+    pub fn new(cluster: Arc<dyn ClusterApi>, runtime: Handle) -> Self {
+        GrpcStores {
+            cluster,
+            runtime,
+            stores: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+struct RemoteStore(RemoteTxnCommands);
+
+impl CommandRouter for RemoteStore {
+    fn route(&self, context: Option<RegionContext>) -> KvResult<Arc<dyn TxnCommands>> {
+        Ok(match context {
+            Some(context) => Arc::new(self.0.for_region(context)),
+            None => Arc::new(self.0.clone()),
+        })
+    }
+}
+
+impl StoreConnector for GrpcStores {
+    fn store(&self, store_id: u64) -> KvResult<Arc<dyn CommandRouter>> {
+        if let Some(store) = self
+            .stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&store_id)
+        {
+            return Ok(Arc::clone(store) as Arc<dyn CommandRouter>);
+        }
+        let meta = self
+            .cluster
+            .get_store(store_id)
+            .map_err(|e| KvError::Unavailable(format!("scheduler: {e}")))?
+            .ok_or_else(|| KvError::Unavailable(format!("store {store_id} is unknown")))?;
+        let remote = RemoteTxnCommands::connect_lazy(
+            &format!("http://{}", meta.address),
+            self.runtime.clone(),
+        )?;
+        let store = Arc::new(RemoteStore(remote));
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(store_id, Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct CachedRegion {
+    region: Region,
+    leader: Option<PeerMeta>,
+}
+
+/// The cluster's commands, routed by key.
+pub struct RoutedCommands {
+    cluster: Arc<dyn ClusterApi>,
+    stores: Arc<dyn StoreConnector>,
+    /// By start key.
+    cache: Mutex<BTreeMap<Vec<u8>, CachedRegion>>,
+    /// How long one command keeps retrying.
+    timeout: Duration,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+fn contains(region: &Region, key: &[u8]) -> bool {
+    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < &region.end_key[..])
+}
+
+/// The region error inside a command's error, if it is one the router handles.
+trait RoutingError {
+    fn routing_error(&self) -> Option<&KvError>;
+}
+
+impl RoutingError for KvError {
+    fn routing_error(&self) -> Option<&KvError> {
+        (self.is_region_error() || matches!(self, KvError::Unavailable(_))).then_some(self)
+    }
+}
+
+impl RoutingError for PrewriteError {
+    fn routing_error(&self) -> Option<&KvError> {
+        match self {
+            PrewriteError::Failed(e) => e.routing_error(),
+            PrewriteError::Locked { .. } => None,
+        }
+    }
+}
+
+impl RoutedCommands {
+    pub fn new(
+        cluster: Arc<dyn ClusterApi>,
+        stores: Arc<dyn StoreConnector>,
+        timeout: Duration,
+    ) -> Self {
+        RoutedCommands {
+            cluster,
+            stores,
+            cache: Mutex::new(BTreeMap::new()),
+            timeout,
+        }
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, CachedRegion>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The region holding `key`, from the cache or the scheduler.
+    fn locate(&self, key: &[u8]) -> KvResult<CachedRegion> {
+        if let Some((_, cached)) = self.lock_cache().range(..=key.to_vec()).next_back()
+            && contains(&cached.region, key)
+        {
+            return Ok(cached.clone());
+        }
+        let (region, leader) = self
+            .cluster
+            .get_region(key)
+            .map_err(|e| KvError::Unavailable(format!("scheduler: {e}")))?
+            .ok_or_else(|| KvError::Unavailable("the cluster has no region yet".into()))?;
+        let cached = CachedRegion { region, leader };
+        let mut cache = self.lock_cache();
+        // Drop cached regions the fresh one overlaps.
+        cache.retain(|_, c| {
+            let r = &c.region;
+            let before = !r.end_key.is_empty() && r.end_key <= cached.region.start_key;
+            let after = !cached.region.end_key.is_empty() && r.start_key >= cached.region.end_key;
+            before || after
+        });
+        cache.insert(cached.region.start_key.clone(), cached.clone());
+        Ok(cached)
+    }
+
+    fn invalidate(&self, region_id: u64) {
+        self.lock_cache().retain(|_, c| c.region.id != region_id);
+    }
+
+    fn set_leader(&self, region_id: u64, leader: Option<u64>) {
+        let mut cache = self.lock_cache();
+        let Some(cached) = cache.values_mut().find(|c| c.region.id == region_id) else {
+            return;
+        };
+        match leader {
+            Some(id) => match cached.region.peers.iter().find(|p| p.id == id) {
+                Some(peer) => cached.leader = Some(*peer),
+                // A leader this view of the region does not know: it is stale.
+                None => {
+                    let region_id = cached.region.id;
+                    drop(cache);
+                    self.invalidate(region_id);
+                }
+            },
+            None => cached.leader = None,
+        }
+    }
+
+    /// Runs `op` on the leader of the region holding `key`, retrying as the module explains.
+    /// `op` gets the region it runs on.
+    fn on_region<T, E: RoutingError + From<KvError>>(
+        &self,
+        key: &[u8],
+        mut op: impl FnMut(&dyn TxnCommands, &Region) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = FIRST_BACKOFF;
+        let mut avoid: BTreeSet<u64> = BTreeSet::new();
+        loop {
+            let attempt = (|| -> Result<T, E> {
+                let cached = self.locate(key)?;
+                let region = &cached.region;
+                let target = cached
+                    .leader
+                    .filter(|l| !avoid.contains(&l.store_id))
+                    .or_else(|| {
+                        region
+                            .peers
+                            .iter()
+                            .find(|p| !p.learner && !avoid.contains(&p.store_id))
+                            .copied()
+                    })
+                    .or_else(|| region.peers.first().copied())
+                    .ok_or_else(|| KvError::Unavailable("region has no peers".into()))?;
+                let router = self.stores.store(target.store_id)?;
+                let epoch = region.epoch.unwrap_or_default();
+                let commands = router.route(Some(RegionContext {
+                    region_id: region.id,
+                    conf_ver: epoch.conf_ver,
+                    version: epoch.version,
+                }));
+                let commands = match commands {
+                    Ok(c) => c,
+                    Err(e) => {
+                        avoid.insert(target.store_id);
+                        return Err(e.into());
+                    }
+                };
+                op(commands.as_ref(), region).inspect_err(|e| {
+                    if let Some(KvError::Unavailable(_)) = e.routing_error() {
+                        avoid.insert(target.store_id);
+                    }
+                })
+            })();
+            let error = match attempt {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let Some(routing) = error.routing_error() else {
+                return Err(error);
+            };
+            if Instant::now() >= deadline {
+                return Err(error);
+            }
+            debug!(error = %routing, "re-routing a command");
+            let mut wait = true;
+            match routing {
+                KvError::NotLeader {
+                    region_id,
+                    leader: Some(leader),
+                } => {
+                    self.set_leader(*region_id, Some(*leader));
+                    wait = false;
+                }
+                KvError::NotLeader {
+                    region_id,
+                    leader: None,
+                } => {
+                    self.set_leader(*region_id, None);
+                    self.invalidate(*region_id);
+                }
+                KvError::RegionNotFound { region_id }
+                | KvError::EpochNotMatch { region_id, .. }
+                | KvError::KeyNotInRegion { region_id, .. } => {
+                    self.invalidate(*region_id);
+                }
+                KvError::Unavailable(_) => {
+                    // Ask the scheduler again: it may know a newer leader.
+                    if let Ok(cached) = self.locate(key) {
+                        self.invalidate(cached.region.id);
+                    }
+                    // Every replica failed once: give them all another chance.
+                    if let Ok(cached) = self.locate(key)
+                        && cached
+                            .region
+                            .peers
+                            .iter()
+                            .all(|p| avoid.contains(&p.store_id))
+                    {
+                        avoid.clear();
+                    }
+                }
+                _ => {}
+            }
+            if wait {
+                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    /// Splits keys by region (in key order of first appearance), for multi-key commands.
+    fn group_by_region<K: Clone>(
+        &self,
+        items: &[K],
+        key: impl Fn(&K) -> &[u8],
+    ) -> KvResult<Vec<Vec<K>>> {
+        let mut groups: Vec<(u64, Vec<K>)> = Vec::new();
+        for item in items {
+            let region = self.locate(key(item))?.region.id;
+            match groups.iter_mut().find(|(id, _)| *id == region) {
+                Some((_, group)) => group.push(item.clone()),
+                None => groups.push((region, vec![item.clone()])),
+            }
+        }
+        Ok(groups.into_iter().map(|(_, g)| g).collect())
+    }
+
+    /// Every region of the cluster, in key order.
+    fn all_regions(&self) -> KvResult<Vec<Region>> {
+        let mut regions = Vec::new();
+        let mut key = Vec::new();
+        loop {
+            let region = self.locate(&key)?.region;
+            let end = region.end_key.clone();
+            regions.push(region);
+            if end.is_empty() {
+                return Ok(regions);
+            }
+            key = end;
+        }
+    }
+}
+
+impl TxnCommands for RoutedCommands {
+    fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
+        self.on_region(key, |c, _| c.get(key, ts))
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        ts: Timestamp,
+        limit: usize,
+    ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
+        let mut pairs = Vec::new();
+        let mut from = start.to_vec();
+        loop {
+            let remaining = limit - pairs.len();
+            let (outcome, region_end) = self.on_region(&from, |c, region| {
+                Ok::<_, KvError>((c.scan(&from, end, ts, remaining)?, region.end_key.clone()))
+            })?;
+            match outcome {
+                ReadOutcome::Value(found) => pairs.extend(found),
+                locked @ ReadOutcome::Locked { .. } => return Ok(locked),
+            }
+            let done = pairs.len() >= limit
+                || region_end.is_empty()
+                || end.is_some_and(|end| end <= region_end.as_slice());
+            if done {
+                return Ok(ReadOutcome::Value(pairs));
+            }
+            from = region_end;
+        }
+    }
+
+    fn prewrite(
+        &self,
+        mutations: &[Mutation],
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<(), PrewriteError> {
+        // The primary's region first: once its lock is in, the transaction can be resolved.
+        let mut groups = self.group_by_region(mutations, Mutation::key)?;
+        groups.sort_by_key(|g| !g.iter().any(|m| m.key() == primary));
+        for group in groups {
+            let first = group[0].key().to_vec();
+            self.on_region(&first, |c, _| c.prewrite(&group, primary, start_ts, ttl_ms))?;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
+        for group in self.group_by_region(keys, Vec::as_slice)? {
+            self.on_region(&group[0], |c, _| c.commit(&group, start_ts, commit_ts))?;
+        }
+        Ok(())
+    }
+
+    fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
+        for group in self.group_by_region(keys, Vec::as_slice)? {
+            self.on_region(&group[0], |c, _| c.rollback(&group, start_ts))?;
+        }
+        Ok(())
+    }
+
+    fn check_txn_status(
+        &self,
+        primary: &[u8],
+        lock_ts: Timestamp,
+        current_ts: Timestamp,
+    ) -> KvResult<TxnStatus> {
+        self.on_region(primary, |c, _| {
+            c.check_txn_status(primary, lock_ts, current_ts)
+        })
+    }
+
+    fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
+        let mut resolved = 0;
+        for region in self.all_regions()? {
+            resolved += self.on_region(&region.start_key, |c, _| {
+                c.resolve_lock(start_ts, commit_ts)
+            })?;
+        }
+        Ok(resolved)
+    }
+
+    fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
+        self.on_region(primary, |c, _| c.txn_heartbeat(primary, start_ts, ttl_ms))
+    }
+}

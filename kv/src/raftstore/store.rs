@@ -1,0 +1,581 @@
+//! [`Store`]: the replicas of one node's engine — the peers of every region it holds, routing
+//! raft messages to them, creating and destroying them, and talking to the scheduler.
+//!
+//! # Lifecycle of a replica
+//!
+//! - **Bootstrap.** The first store of a cluster creates region 1 (the whole keyspace, itself
+//!   the only voter), persists it, and registers it with the scheduler; exactly one bootstrap
+//!   wins, a loser discards its region.
+//! - **Startup.** A store reopens every region whose state it persisted (tombstones excepted);
+//!   each peer resumes from its persisted Raft and apply state.
+//! - **Creation on demand.** A store that receives a leader's message (append, heartbeat or
+//!   snapshot) for a region it does not hold, addressed to a peer on this store, creates that
+//!   peer empty; the leader's snapshot initialises it (data, membership, region). A tombstone
+//!   from an epoch at least as new as the message's stops stale messages from recreating a
+//!   removed peer; a newer membership (the peer was added back) does recreate it.
+//! - **Removal.** A peer that applies its own removal destroys its data and Raft state,
+//!   leaving a tombstone, and its thread ends.
+//!
+//! # Scheduler
+//!
+//! A heartbeat thread sends the store's heartbeat every `store_heartbeat` and forwards each
+//! leader's region report; the scheduler's answer may carry one membership change (the
+//! replica checker), which the thread hands to the region's leader as a proposal.
+//!
+//! Not here: region split/merge (one region per cluster), balancing leaders, removing
+//! replicas of dead stores.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use proto::metapb::{Peer as PeerMeta, Region, Store as StoreMeta};
+use proto::scheduler::{ChangePeerType, RegionHeartbeatRequest, StoreHeartbeatRequest};
+use raft::{Config as RaftConfig, MessageBody};
+use scheduler::ClusterApi;
+use tracing::{debug, info, warn};
+
+use super::Peer;
+use super::driver::{DriverConfig, PeerHandle, PeerMsg, PeerThread, StoreEvents, spawn_peer};
+use super::keys;
+use super::region::{self, ChangePeer, RegionLocalState};
+use super::transport::{RaftEnvelope, RaftRouter, Transport};
+use crate::error::{KvError, KvResult};
+use crate::storage::{Cf, Engine, Snapshot, WriteBatch};
+
+/// How a store runs its peers.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub raft: RaftConfig,
+    pub driver: DriverConfig,
+    /// How often the store sends its own heartbeat to the scheduler.
+    pub store_heartbeat: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            raft: RaftConfig::new(0),
+            driver: DriverConfig::default(),
+            store_heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+enum Event {
+    RegionReport(RegionHeartbeatRequest),
+    Stop,
+}
+
+struct Inner<E: Engine> {
+    store_id: u64,
+    engine: Arc<E>,
+    cluster: Arc<dyn ClusterApi>,
+    transport: Arc<dyn Transport>,
+    config: StoreConfig,
+    peers: Mutex<BTreeMap<u64, PeerThread>>,
+    events: Mutex<Sender<Event>>,
+    /// Set when the store shuts down: no new peers.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// One node's store. Cloning shares it.
+pub struct Store<E: Engine> {
+    inner: Arc<Inner<E>>,
+    heartbeat: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Reads the store id persisted in `engine`, if it was assigned one.
+pub fn load_store_id<E: Engine>(engine: &E) -> KvResult<Option<u64>> {
+    match engine.snapshot().get(Cf::Raft, &keys::store_ident())? {
+        Some(bytes) => {
+            let id: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| KvError::Corrupt("malformed store identity".into()))?;
+            Ok(Some(u64::from_be_bytes(id)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Gets this engine's store id: the persisted one, or a new one from the scheduler, persisted.
+pub fn ensure_store_id<E: Engine>(engine: &E, cluster: &dyn ClusterApi) -> KvResult<u64> {
+    if let Some(id) = load_store_id(engine)? {
+        return Ok(id);
+    }
+    let id = cluster.alloc_id().map_err(cluster_error)?;
+    let mut batch = WriteBatch::new();
+    batch.put(Cf::Raft, keys::store_ident(), id.to_be_bytes().to_vec());
+    engine.write(batch)?;
+    Ok(id)
+}
+
+pub fn cluster_error(e: scheduler::ClusterError) -> KvError {
+    KvError::Unavailable(format!("scheduler: {e}"))
+}
+
+impl<E: Engine> Store<E> {
+    /// Opens the store: registers it with the scheduler (address `meta.address`), bootstraps
+    /// the cluster if nobody has, and starts every region replica persisted in the engine.
+    pub fn start(
+        engine: Arc<E>,
+        meta: StoreMeta,
+        cluster: Arc<dyn ClusterApi>,
+        transport: Arc<dyn Transport>,
+        config: StoreConfig,
+    ) -> KvResult<Store<E>> {
+        let store_id = meta.id;
+        cluster.put_store(meta.clone()).map_err(cluster_error)?;
+        let (sender, receiver) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            store_id,
+            engine,
+            cluster,
+            transport,
+            config,
+            peers: Mutex::new(BTreeMap::new()),
+            events: Mutex::new(sender),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        });
+        let regions = inner.local_regions()?;
+        if regions.is_empty() {
+            inner.bootstrap_if_needed(&meta)?;
+        }
+        for region in inner.local_regions()? {
+            let Some(me) = region::peer_on_store(&region, store_id).cloned() else {
+                continue;
+            };
+            inner.start_peer(&region, me)?;
+        }
+        let weak = Arc::downgrade(&inner);
+        let heartbeat = std::thread::spawn(move || heartbeat_loop(weak, receiver));
+        Ok(Store {
+            inner,
+            heartbeat: Mutex::new(Some(heartbeat)),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.store_id
+    }
+
+    pub fn engine(&self) -> &Arc<E> {
+        &self.inner.engine
+    }
+
+    /// The handle of this store's replica of `region_id`.
+    pub fn peer(&self, region_id: u64) -> Option<PeerHandle> {
+        self.inner
+            .lock_peers()
+            .get(&region_id)
+            .map(|p| p.handle.clone())
+    }
+
+    pub fn region_ids(&self) -> Vec<u64> {
+        self.inner.lock_peers().keys().copied().collect()
+    }
+
+    /// The router the transport delivers this store's incoming messages to.
+    pub fn router(&self) -> Arc<dyn RaftRouter> {
+        Arc::new(Router(Arc::downgrade(&self.inner)))
+    }
+
+    /// Stops every peer and the heartbeat thread (persisted state stays).
+    pub fn stop(&self) {
+        self.inner
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _ = self
+            .inner
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Event::Stop);
+        if let Some(thread) = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = thread.join();
+        }
+        let peers = std::mem::take(&mut *self.inner.lock_peers());
+        for (_, peer) in peers {
+            peer.stop();
+        }
+    }
+}
+
+impl<E: Engine> Drop for Store<E> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl<E: Engine> Inner<E> {
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PeerThread>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The regions persisted in the engine (tombstones excluded).
+    fn local_regions(&self) -> KvResult<Vec<Region>> {
+        let (from, to) = keys::region_state_range();
+        let snapshot = self.engine.snapshot();
+        let mut regions = Vec::new();
+        for item in snapshot.scan(Cf::Raft, &from, Some(&to)) {
+            let (_, value) = item?;
+            let state = RegionLocalState::decode(&value)?;
+            if !state.tombstone {
+                regions.push(state.region);
+            }
+        }
+        Ok(regions)
+    }
+
+    fn local_state(&self, region_id: u64) -> KvResult<Option<RegionLocalState>> {
+        match self
+            .engine
+            .snapshot()
+            .get(Cf::Raft, &keys::region_state(region_id))?
+        {
+            Some(bytes) => Ok(Some(RegionLocalState::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates region 1's first replica here if the cluster has no region yet.
+    fn bootstrap_if_needed(&self, meta: &StoreMeta) -> KvResult<()> {
+        if self.cluster.is_bootstrapped().map_err(cluster_error)? {
+            return Ok(());
+        }
+        let region_id = self.cluster.alloc_id().map_err(cluster_error)?;
+        let peer_id = self.cluster.alloc_id().map_err(cluster_error)?;
+        let region = Region {
+            id: region_id,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: Some(region::initial_epoch()),
+            peers: vec![PeerMeta {
+                id: peer_id,
+                store_id: self.store_id,
+                learner: false,
+            }],
+        };
+        let state = RegionLocalState {
+            region: region.clone(),
+            tombstone: false,
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Raft, keys::region_state(region_id), state.encode());
+        self.engine.write(batch)?;
+        if self
+            .cluster
+            .bootstrap(meta.clone(), region)
+            .map_err(cluster_error)?
+        {
+            info!(
+                store_id = self.store_id,
+                region_id, "bootstrapped the cluster"
+            );
+        } else {
+            // Another store won: forget the region prepared here.
+            let mut batch = WriteBatch::new();
+            batch.delete(Cf::Raft, keys::region_state(region_id));
+            self.engine.write(batch)?;
+        }
+        Ok(())
+    }
+
+    fn start_peer(self: &Arc<Self>, region: &Region, me: PeerMeta) -> KvResult<PeerHandle> {
+        let peer = Peer::open(
+            Arc::clone(&self.engine),
+            region,
+            me,
+            self.config.raft.clone(),
+        )?;
+        let events: Arc<dyn StoreEvents> = Arc::new(Events(Arc::downgrade(self)));
+        let thread = spawn_peer(
+            peer,
+            Arc::clone(&self.transport),
+            events,
+            self.config.driver.clone(),
+        );
+        let handle = thread.handle.clone();
+        self.lock_peers().insert(region.id, thread);
+        Ok(handle)
+    }
+
+    /// Whether an envelope for a region this store does not hold should create its peer.
+    fn should_create(&self, envelope: &RaftEnvelope) -> KvResult<bool> {
+        if envelope.to_peer.store_id != self.store_id
+            || !matches!(
+                envelope.message.body,
+                MessageBody::Append { .. }
+                    | MessageBody::Heartbeat { .. }
+                    | MessageBody::Snapshot { .. }
+            )
+        {
+            return Ok(false);
+        }
+        Ok(match self.local_state(envelope.region_id)? {
+            None => true,
+            // A removed peer comes back only through a newer membership.
+            Some(state) if state.tombstone => {
+                region::epoch(&state.region).conf_ver < envelope.epoch.conf_ver
+            }
+            // Persisted but not running: being destroyed or stopped.
+            Some(_) => false,
+        })
+    }
+
+    fn deliver(self: &Arc<Self>, envelope: RaftEnvelope) {
+        let region_id = envelope.region_id;
+        let newer = |local: &Region| region::epoch(local).conf_ver < envelope.epoch.conf_ver;
+        {
+            let mut peers = self.lock_peers();
+            if let Some(peer) = peers.get(&region_id) {
+                let local = peer.handle.region();
+                let is_local_peer = peer.handle.peer_id() == envelope.to_peer.id;
+                if envelope.is_tombstone {
+                    // Removed from the region: destroy the replica if the notice is for it.
+                    if is_local_peer && newer(&local) {
+                        if let Some(peer) = peers.remove(&region_id) {
+                            info!(region_id, "told that this replica was removed");
+                            peer.destroy();
+                        }
+                    }
+                    return;
+                }
+                if !is_local_peer {
+                    if !newer(&local) {
+                        return; // For an older incarnation of this store's replica.
+                    }
+                    // A newer membership has another peer here: the local one is stale.
+                    if let Some(peer) = peers.remove(&region_id) {
+                        info!(region_id, "replaced by a newer replica of the region");
+                        peer.destroy();
+                    }
+                } else {
+                    // A peer that is no longer in the region (by a newer epoch than the
+                    // message's) learns so, since the group no longer talks to it.
+                    let initialized = peer.handle.is_initialized();
+                    if initialized
+                        && region::find_peer(&local, envelope.from_peer.id).is_none()
+                        && region::epoch(&local).conf_ver > envelope.epoch.conf_ver
+                    {
+                        drop(peers);
+                        self.send_tombstone(&local, envelope);
+                        return;
+                    }
+                    let message = PeerMsg::Raft(envelope.from_peer.clone(), envelope.message);
+                    if !peer.handle.send(message) {
+                        // The peer's thread ended (it was destroyed): forget it. A later
+                        // message of a newer membership may create it again.
+                        peers.remove(&region_id);
+                    }
+                    return;
+                }
+            }
+        }
+        if envelope.is_tombstone {
+            return;
+        }
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        match self.should_create(&envelope) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(region_id, error = %e, "cannot read region state");
+                return;
+            }
+        }
+        let region = Region {
+            id: region_id,
+            start_key: envelope.start_key.clone(),
+            end_key: envelope.end_key.clone(),
+            epoch: Some(envelope.epoch),
+            peers: Vec::new(),
+        };
+        info!(
+            store_id = self.store_id,
+            region_id,
+            peer_id = envelope.to_peer.id,
+            "creating a replica for the leader's message"
+        );
+        match self.start_peer(&region, envelope.to_peer.clone()) {
+            Ok(handle) => {
+                handle.send(PeerMsg::Raft(envelope.from_peer, envelope.message));
+            }
+            Err(e) => warn!(region_id, error = %e, "cannot create replica"),
+        }
+    }
+
+    /// Tells the sender of `envelope` that it is no longer a member of `local`.
+    fn send_tombstone(&self, local: &Region, envelope: RaftEnvelope) {
+        let Some(me) = region::peer_on_store(local, self.store_id).cloned() else {
+            return;
+        };
+        debug!(
+            region_id = local.id,
+            to = envelope.from_peer.id,
+            "telling a removed replica to go"
+        );
+        self.transport.send(RaftEnvelope {
+            region_id: local.id,
+            from_peer: me,
+            to_peer: envelope.from_peer,
+            epoch: region::epoch(local),
+            start_key: local.start_key.clone(),
+            end_key: local.end_key.clone(),
+            message: envelope.message,
+            is_tombstone: true,
+        });
+    }
+
+    fn send_to_peer(&self, region_id: u64, message: PeerMsg) {
+        if let Some(peer) = self.lock_peers().get(&region_id) {
+            peer.handle.send(message);
+        }
+    }
+
+    /// Carries out the scheduler's answer to a region report.
+    fn handle_scheduler_answer(&self, report: &RegionHeartbeatRequest, answer: ChangeAnswer) {
+        let Some(region) = &report.region else { return };
+        let change = match answer {
+            ChangeAnswer::None => return,
+            ChangeAnswer::Change(kind, peer) => match kind {
+                ChangePeerType::ChangePeerAddLearner => ChangePeer::AddLearner(PeerMeta {
+                    learner: true,
+                    ..peer
+                }),
+                ChangePeerType::ChangePeerPromote => ChangePeer::AddVoter(PeerMeta {
+                    learner: false,
+                    ..peer
+                }),
+                ChangePeerType::ChangePeerRemove => ChangePeer::Remove(peer),
+            },
+        };
+        info!(
+            region_id = region.id,
+            ?change,
+            "scheduler asks for a membership change"
+        );
+        let region_id = region.id;
+        let callback = Box::new(move |result: KvResult<()>| match result {
+            Ok(()) => info!(region_id, "membership change applied"),
+            Err(e) => debug!(region_id, error = %e, "membership change not applied"),
+        });
+        self.send_to_peer(region_id, PeerMsg::ChangePeer(change, callback));
+    }
+}
+
+enum ChangeAnswer {
+    None,
+    Change(ChangePeerType, PeerMeta),
+}
+
+/// The store's heartbeat thread: store heartbeats on a timer, region reports as they come.
+fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<Event>) {
+    let interval = match store.upgrade() {
+        Some(inner) => inner.config.store_heartbeat,
+        None => return,
+    };
+    let mut next = Instant::now();
+    loop {
+        if Instant::now() >= next {
+            next = Instant::now() + interval;
+            let Some(inner) = store.upgrade() else { return };
+            let (regions, leaders) = {
+                let peers = inner.lock_peers();
+                (peers.len() as u32, 0)
+            };
+            let request = StoreHeartbeatRequest {
+                store_id: inner.store_id,
+                region_count: regions,
+                leader_count: leaders,
+            };
+            if let Err(e) = inner.cluster.store_heartbeat(request) {
+                debug!(error = %e, "store heartbeat failed");
+            }
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        match events.recv_timeout(wait) {
+            Ok(Event::RegionReport(report)) => {
+                let Some(inner) = store.upgrade() else { return };
+                match inner.cluster.region_heartbeat(report.clone()) {
+                    Ok(response) => {
+                        if !response.stale.is_empty() {
+                            debug!(reason = %response.stale, "region report was stale");
+                            continue;
+                        }
+                        let answer = match response.change_peer {
+                            Some(change) => {
+                                match (ChangePeerType::try_from(change.change_type), change.peer) {
+                                    (Ok(kind), Some(peer)) => ChangeAnswer::Change(kind, peer),
+                                    _ => ChangeAnswer::None,
+                                }
+                            }
+                            None => ChangeAnswer::None,
+                        };
+                        inner.handle_scheduler_answer(&report, answer);
+                    }
+                    Err(e) => debug!(error = %e, "region heartbeat failed"),
+                }
+            }
+            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+struct Events<E: Engine>(Weak<Inner<E>>);
+
+impl<E: Engine> StoreEvents for Events<E> {
+    fn region_heartbeat(&self, report: RegionHeartbeatRequest) {
+        if let Some(inner) = self.0.upgrade() {
+            let _ = inner
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Event::RegionReport(report));
+        }
+    }
+
+    fn peer_destroyed(&self, region_id: u64, peer_id: u64) {
+        // Called from the peer's own thread as it ends: the entry is dropped by the next
+        // delivery or request that finds the thread gone.
+        if let Some(inner) = self.0.upgrade() {
+            info!(
+                store_id = inner.store_id,
+                region_id, peer_id, "replica destroyed"
+            );
+        }
+    }
+}
+
+/// Delivers incoming envelopes to this store's peers.
+struct Router<E: Engine>(Weak<Inner<E>>);
+
+impl<E: Engine> RaftRouter for Router<E> {
+    fn deliver(&self, envelope: RaftEnvelope) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.deliver(envelope);
+        }
+    }
+
+    fn report_unreachable(&self, region_id: u64, to_peer_id: u64) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.send_to_peer(region_id, PeerMsg::Unreachable(to_peer_id));
+        }
+    }
+
+    fn report_snapshot(&self, region_id: u64, to_peer_id: u64, success: bool) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.send_to_peer(region_id, PeerMsg::SnapshotStatus(to_peer_id, success));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The transactional commands of a [`Store`]: each request names a region; the store checks
+//! that it holds an initialised replica of it, that the request's epoch is current and that
+//! every key lies in the region, then runs the Percolator command on that replica (reads after
+//! a ReadIndex barrier, writes through Raft: see [`TxnStore::with_replication`]).
+//!
+//! Errors a client reacts to by re-routing: `RegionNotFound` (no replica here),
+//! `EpochNotMatch` (the region's range changed: the request's `version` is not the current
+//! one; a membership change alone does not invalidate a request), `KeyNotInRegion`, and from
+//! the replica `NotLeader`, `StaleCommand`, `ServerIsBusy`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use scheduler::Timestamp;
+
+use super::driver::PeerHandle;
+use super::region;
+use super::store::Store;
+use crate::error::{KvError, KvResult};
+use crate::mvcc::reader::ReadOutcome;
+use crate::storage::{Engine, KvPair};
+use crate::txn::actions::{Mutation, PrewriteError};
+use crate::txn::{CommandRouter, RegionContext, TxnCommands, TxnStatus, TxnStore};
+
+/// Routes a store's requests to its regions.
+pub struct StoreCommands<E: Engine> {
+    store: Arc<Store<E>>,
+    /// One command set (and so one set of latches) per region replica, by region id, with the
+    /// replica's peer id (a replica removed and added back gets a new one).
+    regions: Mutex<BTreeMap<u64, (u64, Arc<RegionCommands<E>>)>>,
+}
+
+impl<E: Engine> StoreCommands<E> {
+    pub fn new(store: Arc<Store<E>>) -> Self {
+        StoreCommands {
+            store,
+            regions: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl<E: Engine> CommandRouter for StoreCommands<E> {
+    fn route(&self, context: Option<RegionContext>) -> KvResult<Arc<dyn TxnCommands>> {
+        let context = match context {
+            Some(context) => context,
+            // No region named: allowed while the store holds exactly one region.
+            None => match self.store.region_ids().as_slice() {
+                [only] => RegionContext {
+                    region_id: *only,
+                    ..RegionContext::default()
+                },
+                _ => {
+                    return Err(KvError::Server(
+                        "the request names no region; this store holds several".into(),
+                    ));
+                }
+            },
+        };
+        let region_id = context.region_id;
+        let not_found = || KvError::RegionNotFound { region_id };
+        let handle = self.store.peer(region_id).ok_or_else(not_found)?;
+        if !handle.is_initialized() {
+            return Err(not_found());
+        }
+        let region = handle.region();
+        let current = region::epoch(&region);
+        if context.version != 0 && context.version != current.version {
+            return Err(KvError::EpochNotMatch {
+                region_id,
+                current: Some(Box::new(region)),
+            });
+        }
+        let peer_id = region::peer_on_store(&region, self.store.id())
+            .map(|p| p.id)
+            .ok_or_else(not_found)?;
+        let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_peer, commands)) = regions.get(&region_id)
+            && *cached_peer == peer_id
+        {
+            return Ok(Arc::clone(commands) as Arc<dyn TxnCommands>);
+        }
+        let txn =
+            TxnStore::with_replication(Arc::clone(self.store.engine()), Arc::new(handle.clone()))
+                .in_range(&region.start_key, &region.end_key);
+        let commands = Arc::new(RegionCommands { handle, txn });
+        regions.insert(region_id, (peer_id, Arc::clone(&commands)));
+        Ok(commands)
+    }
+}
+
+/// One region replica's commands, refusing keys outside the region.
+struct RegionCommands<E: Engine> {
+    handle: PeerHandle,
+    txn: TxnStore<E>,
+}
+
+impl<E: Engine> RegionCommands<E> {
+    fn check_keys<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> KvResult<()> {
+        let region = self.handle.region();
+        for key in keys {
+            if !region::contains_key(&region, key) {
+                return Err(KvError::KeyNotInRegion {
+                    key: key.to_vec(),
+                    region_id: region.id,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<E: Engine> TxnCommands for RegionCommands<E> {
+    fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
+        self.check_keys([key])?;
+        self.txn.get(key, ts)
+    }
+
+    /// Scans the part of `[start, end)` inside the region: `start` must be in it, and the scan
+    /// stops at the region's end (the client continues in the next region).
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        ts: Timestamp,
+        limit: usize,
+    ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
+        self.check_keys([start])?;
+        let region = self.handle.region();
+        let end = match (end, region.end_key.is_empty()) {
+            (end, true) => end,
+            (Some(end), false) if end <= region.end_key.as_slice() => Some(end),
+            (_, false) => Some(region.end_key.as_slice()),
+        };
+        self.txn.scan(start, end, ts, limit)
+    }
+
+    fn prewrite(
+        &self,
+        mutations: &[Mutation],
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<(), PrewriteError> {
+        self.check_keys(mutations.iter().map(Mutation::key))
+            .map_err(PrewriteError::Failed)?;
+        self.txn.prewrite(mutations, primary, start_ts, ttl_ms)
+    }
+
+    fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
+        self.check_keys(keys.iter().map(Vec::as_slice))?;
+        self.txn.commit(keys, start_ts, commit_ts)
+    }
+
+    fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
+        self.check_keys(keys.iter().map(Vec::as_slice))?;
+        self.txn.rollback(keys, start_ts)
+    }
+
+    fn check_txn_status(
+        &self,
+        primary: &[u8],
+        lock_ts: Timestamp,
+        current_ts: Timestamp,
+    ) -> KvResult<TxnStatus> {
+        self.check_keys([primary])?;
+        self.txn.check_txn_status(primary, lock_ts, current_ts)
+    }
+
+    fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
+        self.txn.resolve_lock(start_ts, commit_ts)
+    }
+
+    fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
+        self.check_keys([primary])?;
+        self.txn.txn_heartbeat(primary, start_ts, ttl_ms)
+    }
+}

@@ -1,0 +1,408 @@
+//! An in-process cluster for raftstore tests: N stores on RocksDB engines in temp dirs, an
+//! in-process scheduler, a network with filters (isolate a store, partition the stores into
+//! groups, drop a fraction of messages) and stop/restart of stores, plus a transaction client
+//! routed through the scheduler like a real node's.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use kv::client::{RoutedCommands, StoreConnector};
+use kv::raftstore::driver::{DriverConfig, PeerStatus};
+use kv::raftstore::region::ChangePeer;
+use kv::raftstore::store::ensure_store_id;
+use kv::raftstore::store_commands::StoreCommands;
+use kv::raftstore::{RaftEnvelope, RaftRouter, Store, StoreConfig, Transport};
+use kv::storage::RocksEngine;
+use kv::txn::CommandRouter;
+use kv::{KvError, KvResult, TxnClient, TxnOptions};
+use proto::metapb::{Peer as PeerMeta, Region, Store as StoreMeta};
+use raft::Config as RaftConfig;
+use scheduler::{Cluster, ClusterApi, ClusterConfig, IdAllocator, LocalCluster, TimestampOracle};
+use tempfile::TempDir;
+
+/// Generous: a loaded 2-core machine must meet it.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The network between stores, with filters.
+#[derive(Default)]
+pub struct Network {
+    routers: RwLock<BTreeMap<u64, Arc<dyn RaftRouter>>>,
+    filters: Mutex<Filters>,
+}
+
+#[derive(Default)]
+struct Filters {
+    isolated: BTreeSet<u64>,
+    /// Stores in different groups cannot talk (empty: no partition).
+    groups: Vec<BTreeSet<u64>>,
+    drop_percent: u64,
+    rng: u64,
+}
+
+impl Filters {
+    fn blocks(&mut self, from: u64, to: u64) -> bool {
+        if self.isolated.contains(&from) || self.isolated.contains(&to) {
+            return true;
+        }
+        if !self.groups.is_empty() {
+            let group = |s: u64| self.groups.iter().position(|g| g.contains(&s));
+            if group(from) != group(to) {
+                return true;
+            }
+        }
+        if self.drop_percent > 0 {
+            // xorshift: deterministic per seed, good enough for dropping messages.
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            return self.rng % 100 < self.drop_percent;
+        }
+        false
+    }
+}
+
+impl Network {
+    fn filters(&self) -> std::sync::MutexGuard<'_, Filters> {
+        self.filters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn isolate(&self, store: u64) {
+        self.filters().isolated.insert(store);
+    }
+
+    pub fn partition(&self, groups: &[&[u64]]) {
+        self.filters().groups = groups.iter().map(|g| g.iter().copied().collect()).collect();
+    }
+
+    pub fn drop_percent(&self, percent: u64, seed: u64) {
+        let mut filters = self.filters();
+        filters.drop_percent = percent;
+        filters.rng = seed | 1;
+    }
+
+    pub fn heal(&self) {
+        let mut filters = self.filters();
+        filters.isolated.clear();
+        filters.groups.clear();
+        filters.drop_percent = 0;
+    }
+}
+
+impl Transport for Network {
+    fn send(&self, envelope: RaftEnvelope) {
+        let (from, to) = (envelope.from_peer.store_id, envelope.to_peer.store_id);
+        if self.filters().blocks(from, to) {
+            return;
+        }
+        let router = self
+            .routers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to)
+            .cloned();
+        if let Some(router) = router {
+            router.deliver(envelope);
+        }
+    }
+}
+
+/// The stores' command routers, for the client (a stopped store is unreachable).
+#[derive(Default)]
+pub struct InProcessStores {
+    stores: RwLock<BTreeMap<u64, Arc<dyn CommandRouter>>>,
+    /// Stores the client cannot reach (isolated from clients too).
+    unreachable: RwLock<BTreeSet<u64>>,
+}
+
+impl StoreConnector for InProcessStores {
+    fn store(&self, store_id: u64) -> KvResult<Arc<dyn CommandRouter>> {
+        if self
+            .unreachable
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&store_id)
+        {
+            return Err(KvError::Unavailable(format!(
+                "store {store_id} unreachable"
+            )));
+        }
+        self.stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&store_id)
+            .cloned()
+            .ok_or_else(|| KvError::Unavailable(format!("store {store_id} is down")))
+    }
+}
+
+pub struct TestCluster {
+    pub scheduler: Arc<LocalCluster>,
+    pub network: Arc<Network>,
+    pub client: TxnClient,
+    pub tso: Arc<TimestampOracle>,
+    connector: Arc<InProcessStores>,
+    /// Store id -> its data dir (kept across restarts).
+    dirs: BTreeMap<u64, TempDir>,
+    stores: BTreeMap<u64, Option<Arc<Store<RocksEngine>>>>,
+    config: StoreConfig,
+}
+
+static SEEDS: AtomicU64 = AtomicU64::new(1);
+
+pub fn store_config(log_gc_limit: u64) -> StoreConfig {
+    let mut raft = RaftConfig::new(0);
+    raft.election_tick = 10;
+    raft.heartbeat_tick = 2;
+    raft.seed = SEEDS.fetch_add(1000, Ordering::Relaxed);
+    StoreConfig {
+        raft,
+        driver: DriverConfig {
+            tick: Duration::from_millis(20),
+            timeout: Duration::from_secs(3),
+            log_gc_limit,
+            heartbeat_ticks: 5,
+        },
+        store_heartbeat: Duration::from_millis(100),
+    }
+}
+
+impl TestCluster {
+    /// `count` stores, bootstrapped by the first; the scheduler brings the region to
+    /// `max_replicas`.
+    pub fn new(count: usize, max_replicas: usize) -> TestCluster {
+        Self::with_config(count, max_replicas, store_config(1000))
+    }
+
+    pub fn with_config(count: usize, max_replicas: usize, config: StoreConfig) -> TestCluster {
+        let scheduler_config = ClusterConfig {
+            max_replicas,
+            store_down_after: Duration::from_secs(2),
+            operator_timeout: Duration::from_secs(5),
+        };
+        let scheduler = Arc::new(LocalCluster::new(
+            Arc::new(Cluster::in_memory(scheduler_config)),
+            Arc::new(IdAllocator::in_memory()),
+        ));
+        let connector = Arc::new(InProcessStores::default());
+        let tso = Arc::new(TimestampOracle::in_memory());
+        let routed = RoutedCommands::new(
+            Arc::clone(&scheduler) as Arc<dyn ClusterApi>,
+            Arc::clone(&connector) as Arc<dyn StoreConnector>,
+            Duration::from_secs(20),
+        );
+        let client = TxnClient::new(Arc::new(routed), tso.clone(), TxnOptions::default());
+        let mut cluster = TestCluster {
+            scheduler,
+            network: Arc::new(Network::default()),
+            client,
+            tso,
+            connector,
+            dirs: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            config,
+        };
+        for _ in 0..count {
+            cluster.add_store();
+        }
+        cluster
+    }
+
+    /// Adds and starts a new store; returns its id.
+    pub fn add_store(&mut self) -> u64 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = RocksEngine::open(dir.path()).expect("open engine");
+        let id = ensure_store_id(&engine, self.scheduler.as_ref()).expect("store id");
+        drop(engine);
+        self.dirs.insert(id, dir);
+        self.start(id);
+        id
+    }
+
+    pub fn store_ids(&self) -> Vec<u64> {
+        self.stores.keys().copied().collect()
+    }
+
+    /// (Re)starts store `id` from its data dir.
+    pub fn start(&mut self, id: u64) {
+        let engine = Arc::new(RocksEngine::open(self.dirs[&id].path()).expect("open engine"));
+        let meta = StoreMeta {
+            id,
+            address: format!("store-{id}"),
+            pg_address: String::new(),
+        };
+        let store = Arc::new(
+            Store::start(
+                engine,
+                meta,
+                Arc::clone(&self.scheduler) as Arc<dyn ClusterApi>,
+                Arc::clone(&self.network) as Arc<dyn Transport>,
+                self.config.clone(),
+            )
+            .expect("start store"),
+        );
+        self.network
+            .routers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, store.router());
+        self.connector
+            .stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(StoreCommands::new(Arc::clone(&store))));
+        self.stores.insert(id, Some(store));
+    }
+
+    /// Stops store `id` (its data stays), like a crash of its process.
+    pub fn stop(&mut self, id: u64) {
+        self.network
+            .routers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.connector
+            .stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(Some(store)) = self.stores.insert(id, None) {
+            store.stop();
+        }
+    }
+
+    pub fn store(&self, id: u64) -> &Arc<Store<RocksEngine>> {
+        self.stores[&id].as_ref().expect("store is running")
+    }
+
+    /// Cuts store `id` off from the other stores and from clients.
+    pub fn isolate(&self, id: u64) {
+        self.network.isolate(id);
+        self.connector
+            .unreachable
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+    }
+
+    pub fn heal(&self) {
+        self.network.heal();
+        self.connector
+            .unreachable
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// The status of every running replica of `region_id`, by store.
+    pub fn statuses(&self, region_id: u64) -> BTreeMap<u64, PeerStatus> {
+        self.stores
+            .iter()
+            .filter_map(|(&id, s)| {
+                let status = s.as_ref()?.peer(region_id)?.status()?;
+                Some((id, status))
+            })
+            .collect()
+    }
+
+    /// The region's id (the cluster has one).
+    pub fn region_id(&self) -> u64 {
+        self.wait_for("the bootstrap region", || {
+            self.scheduler
+                .get_region(b"")
+                .ok()
+                .flatten()
+                .map(|(r, _)| r.id)
+        })
+    }
+
+    /// The store whose replica leads the region, once exactly one running replica does and
+    /// its term is the highest.
+    pub fn leader_store(&self, region_id: u64) -> u64 {
+        self.wait_for("a leader", || {
+            let statuses = self.statuses(region_id);
+            let leaders: Vec<_> = statuses
+                .iter()
+                .filter(|(_, s)| s.raft.role == raft::Role::Leader)
+                .collect();
+            let max_term = statuses.values().map(|s| s.raft.term).max()?;
+            match leaders.as_slice() {
+                [(store, s)] if s.raft.term == max_term => Some(**store),
+                _ => None,
+            }
+        })
+    }
+
+    /// Waits until the region has `voters` voters (and no learner) on distinct stores, as
+    /// applied by the leader.
+    pub fn wait_for_voters(&self, region_id: u64, voters: usize) -> Region {
+        self.wait_for("the region's membership", || {
+            let leader = self.leader_store(region_id);
+            let status = self.statuses(region_id).remove(&leader)?;
+            let region = status.region;
+            (region.peers.len() == voters && region.peers.iter().all(|p| !p.learner))
+                .then_some(region)
+        })
+    }
+
+    /// Polls `check` until it returns something or the deadline passes (then panics).
+    pub fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!("timed out after {DEADLINE:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Proposes a membership change on the region's leader, retrying on a new leader.
+    pub fn change_peer(&self, region_id: u64, change: ChangePeer) {
+        self.wait_for("the membership change", || {
+            let leader = self.leader_store(region_id);
+            let handle = self.store(leader).peer(region_id)?;
+            match handle.change_peer(change.clone()) {
+                Ok(()) => Some(()),
+                Err(_) => None,
+            }
+        })
+    }
+
+    pub fn transfer_leader(&self, region_id: u64, to_store: u64) {
+        self.wait_for("the leader transfer", || {
+            let leader = self.leader_store(region_id);
+            if leader == to_store {
+                return Some(());
+            }
+            let region = self.statuses(region_id).remove(&leader)?.region;
+            let target = region.peers.iter().find(|p| p.store_id == to_store)?;
+            self.store(leader)
+                .peer(region_id)?
+                .transfer_leader(target.id);
+            std::thread::sleep(Duration::from_millis(50));
+            None
+        })
+    }
+
+    pub fn peer_on(region: &Region, store: u64) -> Option<PeerMeta> {
+        region.peers.iter().find(|p| p.store_id == store).copied()
+    }
+
+    pub fn stop_all(&mut self) {
+        for id in self.store_ids() {
+            self.stop(id);
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,1026 @@
+//! [`Cluster`]: the scheduler's view of the cluster — stores, regions, their leaders — built
+//! from bootstrap, store registration and heartbeats, and the replica checker's operators.
+//!
+//! # State
+//!
+//! - *Persisted* (one file, [`STATE_FILE`], in the data directory, a prost-encoded
+//!   `ClusterState`, replaced atomically on every change): the bootstrapped flag, the stores,
+//!   the regions. A change is written before it becomes visible in memory; if the write fails
+//!   the change is dropped and the caller gets [`ClusterError::Storage`].
+//! - *Soft* (rebuilt from heartbeats after a restart): each store's last heartbeat and counts,
+//!   each region's last reported leader and term, the pending operators. After a restart every
+//!   store counts as down until it heartbeats or registers again, so the replica checker adds
+//!   nothing on stale liveness information.
+//!
+//! Time is a parameter (`now`), never read here, so tests control the clock.
+//!
+//! # Regions and staleness
+//!
+//! Regions are keyed by id, with an index by start key: the region containing `key` is the one
+//! with the greatest `start_key <= key`, if `key < end_key` (an empty end key is unbounded).
+//! The index never holds overlapping ranges. A region heartbeat is *stale* — answered with a
+//! reason in `stale` and otherwise ignored — if its epoch's `version` or `conf_ver` is lower than
+//! the known one of the same region, or its `version` is lower than that of a known region
+//! (another id) whose range overlaps it. An accepted report replaces the region and drops every
+//! overlapping region (all of which then have a version lower than or equal to the report's:
+//! the newer report wins). Among reports with the same epoch, one with a lower Raft `term` than
+//! the known leader's is from a deposed leader: it does not replace the leader and gets no
+//! operation.
+//!
+//! # Operators
+//!
+//! The replica checker ([`crate::replica_checker`]) is pure and would decide afresh on every
+//! heartbeat; a new learner would then get a new peer id each time. So a decision becomes an
+//! *operator* of its region, remembered with the region's `conf_ver` at the time: every later
+//! heartbeat of that region gets the same operation (same peer id) until a report shows a
+//! greater `conf_ver` (the change was applied) or [`ClusterConfig::operator_timeout`] passed
+//! (the leader lost it, or it failed); only then does the checker decide again. One exception:
+//! a removal whose target has since become the leader is dropped at once (a leader does not
+//! remove itself) and the checker decides again.
+//!
+//! # Deliberately left out
+//!
+//! Balancing regions or leaders between stores, removing replicas from down stores, and
+//! replicating the scheduler itself (this is the single authority, like the TSO).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use proto::metapb::{Peer, Region, RegionEpoch, Store};
+use proto::scheduler::{
+    ChangePeer, ChangePeerType, ClusterState, RegionHeartbeatRequest, RegionHeartbeatResponse,
+    StoreHeartbeatRequest,
+};
+
+use crate::atomic_file::write_atomically;
+use crate::cluster_api::ClusterError;
+use crate::id_alloc::IdAllocator;
+use crate::replica_checker::{self, ReplicaChange};
+
+/// The file holding the persisted cluster state in the data directory.
+pub const STATE_FILE: &str = "cluster-state";
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The wanted number of replicas per region.
+    pub max_replicas: usize,
+    /// A store not heard from (heartbeat or registration) for longer than this is down.
+    pub store_down_after: Duration,
+    /// How long an operator is answered before the checker may decide again.
+    pub operator_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            max_replicas: 3,
+            store_down_after: Duration::from_secs(10),
+            operator_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What is persisted. Cloned, changed, written, then swapped in: a failed write changes nothing.
+#[derive(Clone, Default)]
+struct Meta {
+    bootstrapped: bool,
+    stores: BTreeMap<u64, Store>,
+    regions: BTreeMap<u64, Region>,
+    /// start key -> region id; the ranges never overlap.
+    by_start: BTreeMap<Vec<u8>, u64>,
+}
+
+/// A store's liveness and its last reported load (0 before its first heartbeat).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreStats {
+    pub up: bool,
+    pub region_count: u32,
+    pub leader_count: u32,
+}
+
+#[derive(Clone, Copy)]
+struct StoreStatus {
+    last_seen: Instant,
+    region_count: u32,
+    leader_count: u32,
+}
+
+struct Leader {
+    peer: Peer,
+    term: u64,
+}
+
+struct Operator {
+    change: ChangePeer,
+    /// The region's conf_ver when the operator was created; a greater one means done.
+    conf_ver: u64,
+    created: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    meta: Meta,
+    stores: HashMap<u64, StoreStatus>,
+    leaders: HashMap<u64, Leader>,
+    operators: HashMap<u64, Operator>,
+}
+
+/// The cluster metadata. Thread-safe; share it behind an `Arc`.
+pub struct Cluster {
+    config: ClusterConfig,
+    /// `None`: in memory only.
+    dir: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+fn epoch(region: &Region) -> RegionEpoch {
+    region.epoch.unwrap_or_default()
+}
+
+fn storage_error(path: &Path, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Storage(format!("{}: {e}", path.display()))
+}
+
+impl Meta {
+    fn from_state(state: ClusterState) -> Meta {
+        let mut meta = Meta {
+            bootstrapped: state.bootstrapped,
+            ..Meta::default()
+        };
+        for store in state.stores {
+            meta.stores.insert(store.id, store);
+        }
+        for region in state.regions {
+            meta.insert_region(region);
+        }
+        meta
+    }
+
+    fn to_state(&self) -> ClusterState {
+        ClusterState {
+            bootstrapped: self.bootstrapped,
+            stores: self.stores.values().cloned().collect(),
+            regions: self.regions.values().cloned().collect(),
+        }
+    }
+
+    /// Ids of the regions whose range overlaps `[start, end)`, excluding `except`.
+    fn overlapping(&self, start: &[u8], end: &[u8], except: u64) -> Vec<u64> {
+        let mut ids = Vec::new();
+        // The region starting before `start` overlaps if it reaches past it.
+        if let Some((_, id)) = self
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(start)))
+            .next_back()
+        {
+            let region = &self.regions[id];
+            if region.end_key.is_empty() || region.end_key.as_slice() > start {
+                ids.push(*id);
+            }
+        }
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        ids.extend(
+            self.by_start
+                .range::<[u8], _>((Bound::Included(start), upper))
+                .map(|(_, id)| *id),
+        );
+        ids.retain(|id| *id != except);
+        ids
+    }
+
+    /// Inserts or replaces `region`, dropping every other region overlapping it; returns the
+    /// ids of the dropped ones.
+    fn insert_region(&mut self, region: Region) -> Vec<u64> {
+        let dropped = self.overlapping(&region.start_key, &region.end_key, region.id);
+        for id in dropped.iter().copied().chain([region.id]) {
+            if let Some(old) = self.regions.remove(&id) {
+                self.by_start.remove(&old.start_key);
+            }
+        }
+        self.by_start.insert(region.start_key.clone(), region.id);
+        self.regions.insert(region.id, region);
+        dropped
+    }
+}
+
+fn validate_region(region: &Region) -> Result<(), ClusterError> {
+    let invalid = |why: &str| {
+        Err(ClusterError::Invalid(format!(
+            "region {}: {why}",
+            region.id
+        )))
+    };
+    if region.id == 0 {
+        return invalid("the region id must not be 0");
+    }
+    if !region.end_key.is_empty() && region.start_key >= region.end_key {
+        return invalid("empty key range");
+    }
+    if region.peers.is_empty() {
+        return invalid("no peers");
+    }
+    for (i, peer) in region.peers.iter().enumerate() {
+        if peer.id == 0 || peer.store_id == 0 {
+            return invalid("a peer id or store id is 0");
+        }
+        if region.peers[..i]
+            .iter()
+            .any(|p| p.id == peer.id || p.store_id == peer.store_id)
+        {
+            return invalid("two peers share an id or a store");
+        }
+    }
+    Ok(())
+}
+
+impl Cluster {
+    /// The cluster state persisted in `dir` (created if missing; empty if never written).
+    pub fn open(dir: &Path, config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        std::fs::create_dir_all(dir).map_err(|e| storage_error(dir, e))?;
+        let path = dir.join(STATE_FILE);
+        let meta = match std::fs::read(&path) {
+            Ok(bytes) => Meta::from_state(
+                ClusterState::decode(bytes.as_slice()).map_err(|e| storage_error(&path, e))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Meta::default(),
+            Err(e) => return Err(storage_error(&path, e)),
+        };
+        Ok(Cluster {
+            config,
+            dir: Some(dir.to_path_buf()),
+            state: Mutex::new(State {
+                meta,
+                ..State::default()
+            }),
+        })
+    }
+
+    /// A cluster that persists nothing: for tests and throwaway clusters.
+    pub fn in_memory(config: ClusterConfig) -> Cluster {
+        Cluster {
+            config,
+            dir: None,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Durably writes `meta`, then makes it the current state.
+    fn commit(&self, state: &mut State, meta: Meta) -> Result<(), ClusterError> {
+        if let Some(dir) = &self.dir {
+            let bytes = meta.to_state().encode_to_vec();
+            write_atomically(dir, STATE_FILE, &bytes)
+                .map_err(|e| storage_error(&dir.join(STATE_FILE), e))?;
+        }
+        state.meta = meta;
+        Ok(())
+    }
+
+    pub fn is_bootstrapped(&self) -> bool {
+        self.lock().meta.bootstrapped
+    }
+
+    /// Bootstraps the cluster with its first store and region; Ok(false) if it already was
+    /// (nothing changes then). The region's peers must be on `store` or on known stores.
+    pub fn bootstrap(
+        &self,
+        store: Store,
+        region: Region,
+        now: Instant,
+    ) -> Result<bool, ClusterError> {
+        if store.id == 0 {
+            return Err(ClusterError::Invalid("the store id must not be 0".into()));
+        }
+        validate_region(&region)?;
+        let mut state = self.lock();
+        if state.meta.bootstrapped {
+            return Ok(false);
+        }
+        if let Some(peer) = region
+            .peers
+            .iter()
+            .find(|p| p.store_id != store.id && !state.meta.stores.contains_key(&p.store_id))
+        {
+            return Err(ClusterError::Invalid(format!(
+                "peer {} of region {} is on unknown store {}",
+                peer.id, region.id, peer.store_id
+            )));
+        }
+        let mut meta = state.meta.clone();
+        meta.bootstrapped = true;
+        let store_id = store.id;
+        meta.stores.insert(store_id, store);
+        meta.insert_region(region);
+        self.commit(&mut state, meta)?;
+        state
+            .stores
+            .entry(store_id)
+            .or_insert(StoreStatus {
+                last_seen: now,
+                region_count: 0,
+                leader_count: 0,
+            })
+            .last_seen = now;
+        Ok(true)
+    }
+
+    /// Registers a store or updates its addresses; counts as a sign of life.
+    pub fn put_store(&self, store: Store, now: Instant) -> Result<(), ClusterError> {
+        if store.id == 0 {
+            return Err(ClusterError::Invalid("the store id must not be 0".into()));
+        }
+        if store.address.is_empty() {
+            return Err(ClusterError::Invalid(format!(
+                "store {} has no address",
+                store.id
+            )));
+        }
+        let mut state = self.lock();
+        let store_id = store.id;
+        if state.meta.stores.get(&store_id) != Some(&store) {
+            let mut meta = state.meta.clone();
+            meta.stores.insert(store_id, store);
+            self.commit(&mut state, meta)?;
+        }
+        state
+            .stores
+            .entry(store_id)
+            .or_insert(StoreStatus {
+                last_seen: now,
+                region_count: 0,
+                leader_count: 0,
+            })
+            .last_seen = now;
+        Ok(())
+    }
+
+    pub fn get_store(&self, store_id: u64) -> Option<Store> {
+        self.lock().meta.stores.get(&store_id).cloned()
+    }
+
+    /// Every known store, by id.
+    pub fn all_stores(&self) -> Vec<Store> {
+        self.lock().meta.stores.values().cloned().collect()
+    }
+
+    /// Records a store's sign of life and load. The store must be registered.
+    pub fn store_heartbeat(
+        &self,
+        request: &StoreHeartbeatRequest,
+        now: Instant,
+    ) -> Result<(), ClusterError> {
+        let mut state = self.lock();
+        if !state.meta.stores.contains_key(&request.store_id) {
+            return Err(ClusterError::Invalid(format!(
+                "heartbeat from unknown store {}",
+                request.store_id
+            )));
+        }
+        state.stores.insert(
+            request.store_id,
+            StoreStatus {
+                last_seen: now,
+                region_count: request.region_count,
+                leader_count: request.leader_count,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether the store was heard from within `store_down_after` before `now`.
+    pub fn is_store_up(&self, store_id: u64, now: Instant) -> bool {
+        let state = self.lock();
+        self.up_stores(&state, now).contains_key(&store_id)
+    }
+
+    /// What is known about a registered store's liveness and load.
+    pub fn store_stats(&self, store_id: u64, now: Instant) -> Option<StoreStats> {
+        let state = self.lock();
+        state.meta.stores.get(&store_id)?;
+        let status = state.stores.get(&store_id);
+        Some(StoreStats {
+            up: self.up_stores(&state, now).contains_key(&store_id),
+            region_count: status.map_or(0, |s| s.region_count),
+            leader_count: status.map_or(0, |s| s.leader_count),
+        })
+    }
+
+    /// The up stores with their reported region counts.
+    fn up_stores(&self, state: &State, now: Instant) -> BTreeMap<u64, u32> {
+        state
+            .stores
+            .iter()
+            .filter(|(id, status)| {
+                state.meta.stores.contains_key(id)
+                    && now.saturating_duration_since(status.last_seen)
+                        <= self.config.store_down_after
+            })
+            .map(|(id, status)| (*id, status.region_count))
+            .collect()
+    }
+
+    /// The region containing `key` and its last reported leader.
+    pub fn get_region(&self, key: &[u8]) -> Option<(Region, Option<Peer>)> {
+        let state = self.lock();
+        let (_, id) = state
+            .meta
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()?;
+        let region = &state.meta.regions[id];
+        if !region.end_key.is_empty() && key >= region.end_key.as_slice() {
+            return None;
+        }
+        let leader = state.leaders.get(id).map(|l| l.peer);
+        Some((region.clone(), leader))
+    }
+
+    pub fn get_region_by_id(&self, region_id: u64) -> Option<(Region, Option<Peer>)> {
+        let state = self.lock();
+        let region = state.meta.regions.get(&region_id)?;
+        let leader = state.leaders.get(&region_id).map(|l| l.peer);
+        Some((region.clone(), leader))
+    }
+
+    /// Takes a region leader's report (see the module doc for the staleness rule) and answers
+    /// with the region's pending operation, if any. `ids` allocates new peer ids.
+    pub fn region_heartbeat(
+        &self,
+        request: RegionHeartbeatRequest,
+        ids: &IdAllocator,
+        now: Instant,
+    ) -> Result<RegionHeartbeatResponse, ClusterError> {
+        let RegionHeartbeatRequest {
+            region,
+            leader,
+            pending_peers,
+            term,
+            ..
+        } = request;
+        let region = region
+            .ok_or_else(|| ClusterError::Invalid("a region heartbeat without a region".into()))?;
+        validate_region(&region)?;
+        let leader = leader.ok_or_else(|| {
+            ClusterError::Invalid(format!(
+                "heartbeat of region {} without a leader",
+                region.id
+            ))
+        })?;
+        if !region.peers.iter().any(|p| p.id == leader.id) {
+            return Err(ClusterError::Invalid(format!(
+                "the leader {} of region {} is not one of its peers",
+                leader.id, region.id
+            )));
+        }
+        let mut response = RegionHeartbeatResponse {
+            region_id: region.id,
+            ..RegionHeartbeatResponse::default()
+        };
+        let mut state = self.lock();
+        if !state.meta.bootstrapped {
+            return Err(ClusterError::Invalid(
+                "region heartbeat before the cluster was bootstrapped".into(),
+            ));
+        }
+        if let Some(reason) = Self::stale_reason(&state.meta, &region) {
+            response.stale = reason;
+            return Ok(response);
+        }
+        let reported = epoch(&region);
+        let same_epoch = state
+            .meta
+            .regions
+            .get(&region.id)
+            .is_some_and(|known| epoch(known) == reported);
+        let deposed = same_epoch
+            && state
+                .leaders
+                .get(&region.id)
+                .is_some_and(|known| term < known.term);
+        if deposed {
+            return Ok(response);
+        }
+
+        if state.meta.regions.get(&region.id) != Some(&region) {
+            let mut meta = state.meta.clone();
+            let dropped = meta.insert_region(region.clone());
+            self.commit(&mut state, meta)?;
+            for id in dropped {
+                state.leaders.remove(&id);
+                state.operators.remove(&id);
+            }
+        }
+        state
+            .leaders
+            .insert(region.id, Leader { peer: leader, term });
+
+        if let Some(op) = state.operators.get(&region.id) {
+            let done = reported.conf_ver > op.conf_ver;
+            let expired = now.saturating_duration_since(op.created) >= self.config.operator_timeout;
+            // Leadership moved to the very peer the operator would remove: decide again.
+            let removes_leader = op.change.change_type == ChangePeerType::ChangePeerRemove as i32
+                && op.change.peer.as_ref().is_some_and(|p| p.id == leader.id);
+            if !done && !expired && !removes_leader {
+                response.change_peer = Some(op.change);
+                return Ok(response);
+            }
+            state.operators.remove(&region.id);
+        }
+        let up = self.up_stores(&state, now);
+        let Some(decision) = replica_checker::check(
+            &region,
+            &leader,
+            &pending_peers,
+            &up,
+            self.config.max_replicas,
+        ) else {
+            return Ok(response);
+        };
+        let change = match decision {
+            ReplicaChange::AddLearner { store_id } => ChangePeer {
+                change_type: ChangePeerType::ChangePeerAddLearner as i32,
+                peer: Some(Peer {
+                    id: ids.alloc(1)?,
+                    store_id,
+                    learner: true,
+                }),
+            },
+            ReplicaChange::Promote(peer) => ChangePeer {
+                change_type: ChangePeerType::ChangePeerPromote as i32,
+                peer: Some(peer),
+            },
+            ReplicaChange::Remove(peer) => ChangePeer {
+                change_type: ChangePeerType::ChangePeerRemove as i32,
+                peer: Some(peer),
+            },
+        };
+        state.operators.insert(
+            region.id,
+            Operator {
+                change,
+                conf_ver: reported.conf_ver,
+                created: now,
+            },
+        );
+        response.change_peer = Some(change);
+        Ok(response)
+    }
+
+    /// Why a report of `region` is stale, or `None` if it is not.
+    fn stale_reason(meta: &Meta, region: &Region) -> Option<String> {
+        let reported = epoch(region);
+        if let Some(known) = meta.regions.get(&region.id) {
+            let known = epoch(known);
+            if reported.version < known.version || reported.conf_ver < known.conf_ver {
+                return Some(format!(
+                    "region {} epoch (conf_ver {}, version {}) is older than the known \
+                     (conf_ver {}, version {})",
+                    region.id, reported.conf_ver, reported.version, known.conf_ver, known.version
+                ));
+            }
+        }
+        meta.overlapping(&region.start_key, &region.end_key, region.id)
+            .into_iter()
+            .map(|id| &meta.regions[&id])
+            .find(|other| epoch(other).version > reported.version)
+            .map(|other| {
+                format!(
+                    "region {} version {} is older than overlapping region {} version {}",
+                    region.id,
+                    reported.version,
+                    other.id,
+                    epoch(other).version
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(id: u64) -> Store {
+        Store {
+            id,
+            address: format!("127.0.0.1:{}", 20000 + id),
+            pg_address: String::new(),
+        }
+    }
+
+    fn peer(id: u64, store_id: u64) -> Peer {
+        Peer {
+            id,
+            store_id,
+            learner: false,
+        }
+    }
+
+    fn region(
+        id: u64,
+        range: (&[u8], &[u8]),
+        conf_ver: u64,
+        version: u64,
+        peers: Vec<Peer>,
+    ) -> Region {
+        Region {
+            id,
+            start_key: range.0.to_vec(),
+            end_key: range.1.to_vec(),
+            epoch: Some(RegionEpoch { conf_ver, version }),
+            peers,
+        }
+    }
+
+    fn report(region: &Region, leader: &Peer, term: u64) -> RegionHeartbeatRequest {
+        RegionHeartbeatRequest {
+            region: Some(region.clone()),
+            leader: Some(*leader),
+            term,
+            ..RegionHeartbeatRequest::default()
+        }
+    }
+
+    fn single_replica() -> ClusterConfig {
+        ClusterConfig {
+            max_replicas: 1,
+            ..ClusterConfig::default()
+        }
+    }
+
+    /// A cluster bootstrapped with store 1 and region 1 = [start, end) on peer 10.
+    fn bootstrapped(config: ClusterConfig, range: (&[u8], &[u8]), now: Instant) -> Cluster {
+        let cluster = Cluster::in_memory(config);
+        let r = region(1, range, 1, 1, vec![peer(10, 1)]);
+        assert!(cluster.bootstrap(store(1), r, now).unwrap());
+        cluster
+    }
+
+    fn region_at(cluster: &Cluster, key: &[u8]) -> Option<u64> {
+        cluster.get_region(key).map(|(r, _)| r.id)
+    }
+
+    #[test]
+    fn exactly_one_bootstrap_wins_and_invalid_ones_change_nothing() {
+        let now = Instant::now();
+        let cluster = Cluster::in_memory(ClusterConfig::default());
+        assert!(!cluster.is_bootstrapped());
+        let invalid = [
+            region(0, (b"", b""), 1, 1, vec![peer(10, 1)]),
+            region(1, (b"", b""), 1, 1, vec![]),
+            region(1, (b"", b""), 1, 1, vec![peer(10, 1), peer(11, 2)]), // store 2 unknown
+            region(1, (b"b", b"a"), 1, 1, vec![peer(10, 1)]),
+        ];
+        for r in invalid {
+            let result = cluster.bootstrap(store(1), r.clone(), now);
+            assert!(matches!(result, Err(ClusterError::Invalid(_))), "{r:?}");
+        }
+        assert!(!cluster.is_bootstrapped());
+        assert_eq!(cluster.get_region(b"a"), None);
+
+        // A peer on an already registered store is fine.
+        cluster.put_store(store(2), now).unwrap();
+        let first = region(1, (b"", b""), 1, 1, vec![peer(10, 1), peer(11, 2)]);
+        assert!(cluster.bootstrap(store(1), first.clone(), now).unwrap());
+        let second = region(7, (b"", b""), 1, 1, vec![peer(70, 3)]);
+        assert!(!cluster.bootstrap(store(3), second, now).unwrap());
+        assert!(cluster.is_bootstrapped());
+        assert_eq!(cluster.get_region_by_id(1), Some((first, None)));
+        assert_eq!(cluster.get_region_by_id(7), None);
+        assert_eq!(cluster.get_store(3), None);
+        assert_eq!(
+            cluster
+                .all_stores()
+                .iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+    }
+
+    #[test]
+    fn concurrent_bootstraps_have_one_winner() {
+        let cluster = Cluster::in_memory(ClusterConfig::default());
+        let now = Instant::now();
+        let wins: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..=8u64)
+                .map(|i| {
+                    let cluster = &cluster;
+                    scope.spawn(move || {
+                        let r = region(i, (b"", b""), 1, 1, vec![peer(100 + i, i)]);
+                        usize::from(cluster.bootstrap(store(i), r, now).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 1);
+        assert_eq!(cluster.all_stores().len(), 1);
+    }
+
+    #[test]
+    fn lookup_by_key_respects_range_edges_and_the_unbounded_end() {
+        let now = Instant::now();
+        let ids = IdAllocator::in_memory();
+        // [b, d) only: keys outside it have no region.
+        let cluster = bootstrapped(single_replica(), (b"b", b"d"), now);
+        assert_eq!(region_at(&cluster, b""), None);
+        assert_eq!(region_at(&cluster, b"a\xff"), None);
+        assert_eq!(region_at(&cluster, b"b"), Some(1));
+        assert_eq!(region_at(&cluster, b"c\xff\xff"), Some(1));
+        assert_eq!(region_at(&cluster, b"d"), None);
+
+        // A split of [, ) into [, m) and [m, ).
+        let cluster = bootstrapped(single_replica(), (b"", b""), now);
+        assert_eq!(region_at(&cluster, b""), Some(1));
+        assert_eq!(region_at(&cluster, b"\xff\xff\xff"), Some(1));
+        let left = region(1, (b"", b"m"), 1, 2, vec![peer(10, 1)]);
+        let right = region(2, (b"m", b""), 1, 2, vec![peer(20, 1)]);
+        for r in [&right, &left] {
+            let response = cluster
+                .region_heartbeat(report(r, &r.peers[0], 1), &ids, now)
+                .unwrap();
+            assert_eq!(response.stale, "");
+        }
+        assert_eq!(region_at(&cluster, b""), Some(1));
+        assert_eq!(region_at(&cluster, b"l\xff"), Some(1));
+        assert_eq!(region_at(&cluster, b"m"), Some(2));
+        assert_eq!(region_at(&cluster, b"\xff\xff\xff"), Some(2));
+        assert_eq!(cluster.get_region(b"m").unwrap().1, Some(peer(20, 1)));
+        assert_eq!(cluster.get_region_by_id(1).unwrap().0, left);
+    }
+
+    #[test]
+    fn stale_reports_are_rejected_and_change_nothing() {
+        let now = Instant::now();
+        let ids = IdAllocator::in_memory();
+        let cluster = bootstrapped(single_replica(), (b"", b""), now);
+        let known = region(1, (b"", b""), 5, 5, vec![peer(10, 1)]);
+        let leader = peer(10, 1);
+        cluster
+            .region_heartbeat(report(&known, &leader, 3), &ids, now)
+            .unwrap();
+
+        let lower_conf_ver = region(1, (b"", b""), 4, 9, vec![peer(10, 1), peer(11, 2)]);
+        let lower_version = region(1, (b"", b"x"), 9, 4, vec![peer(10, 1)]);
+        for r in [lower_conf_ver, lower_version] {
+            let response = cluster
+                .region_heartbeat(report(&r, &leader, 99), &ids, now)
+                .unwrap();
+            assert_eq!(response.region_id, 1);
+            assert!(!response.stale.is_empty(), "{r:?} must be stale");
+            assert_eq!(response.change_peer, None);
+            assert_eq!(
+                cluster.get_region_by_id(1),
+                Some((known.clone(), Some(leader)))
+            );
+        }
+
+        // Another region overlapping region 1 with a lower version is stale...
+        let old = region(2, (b"m", b""), 1, 4, vec![peer(20, 1)]);
+        let response = cluster
+            .region_heartbeat(report(&old, &old.peers[0], 1), &ids, now)
+            .unwrap();
+        assert!(
+            response.stale.contains("overlapping region 1"),
+            "{}",
+            response.stale
+        );
+        assert_eq!(cluster.get_region_by_id(2), None);
+        assert_eq!(region_at(&cluster, b"z"), Some(1));
+        // ...and with a higher version it replaces the overlapped part of the keyspace.
+        let new = region(2, (b"m", b""), 1, 6, vec![peer(20, 1)]);
+        let response = cluster
+            .region_heartbeat(report(&new, &new.peers[0], 1), &ids, now)
+            .unwrap();
+        assert_eq!(response.stale, "");
+        assert_eq!(region_at(&cluster, b"z"), Some(2));
+        // Region 1 overlapped it with a lower version: dropped, the index stays consistent.
+        assert_eq!(cluster.get_region_by_id(1), None);
+        assert_eq!(region_at(&cluster, b"a"), None);
+    }
+
+    #[test]
+    fn a_lower_term_with_the_same_epoch_does_not_replace_the_leader() {
+        let now = Instant::now();
+        let ids = IdAllocator::in_memory();
+        let cluster = Cluster::in_memory(single_replica());
+        cluster.put_store(store(2), now).unwrap();
+        cluster.put_store(store(3), now).unwrap();
+        let r = region(
+            1,
+            (b"", b""),
+            3,
+            1,
+            vec![peer(10, 1), peer(11, 2), peer(12, 3)],
+        );
+        assert!(cluster.bootstrap(store(1), r.clone(), now).unwrap());
+
+        cluster
+            .region_heartbeat(report(&r, &peer(11, 2), 7), &ids, now)
+            .unwrap();
+        // The deposed leader of term 6 reports late: not stale, but ignored, and no operation
+        // (the region has 3 peers for max_replicas 1: a new leader would get a removal).
+        let response = cluster
+            .region_heartbeat(report(&r, &peer(10, 1), 6), &ids, now)
+            .unwrap();
+        assert_eq!(response.stale, "");
+        assert_eq!(response.change_peer, None);
+        assert_eq!(cluster.get_region_by_id(1).unwrap().1, Some(peer(11, 2)));
+        // A newer term takes over.
+        let response = cluster
+            .region_heartbeat(report(&r, &peer(12, 3), 8), &ids, now)
+            .unwrap();
+        assert_eq!(cluster.get_region(b"k").unwrap().1, Some(peer(12, 3)));
+        let change = response.change_peer.unwrap();
+        assert_eq!(change.change_type, ChangePeerType::ChangePeerRemove as i32);
+        // The operator that removed peer 12 (now the leader) is replaced by one removing 11.
+        assert_eq!(change.peer.unwrap().id, 11);
+        // A newer epoch wins even with a lower term.
+        let newer = region(1, (b"", b""), 4, 1, vec![peer(10, 1), peer(12, 3)]);
+        cluster
+            .region_heartbeat(report(&newer, &peer(10, 1), 2), &ids, now)
+            .unwrap();
+        assert_eq!(
+            cluster.get_region_by_id(1),
+            Some((newer, Some(peer(10, 1))))
+        );
+    }
+
+    #[test]
+    fn stores_are_up_while_they_heartbeat() {
+        let t0 = Instant::now();
+        let config = ClusterConfig::default();
+        let down_after = config.store_down_after;
+        let cluster = Cluster::in_memory(config);
+        cluster.put_store(store(1), t0).unwrap();
+        // Registration is a sign of life.
+        assert!(cluster.is_store_up(1, t0 + down_after));
+        assert!(!cluster.is_store_up(1, t0 + down_after + Duration::from_millis(1)));
+        assert!(!cluster.is_store_up(2, t0));
+        // Heartbeats from unknown stores are refused.
+        let beat = |store_id, region_count| StoreHeartbeatRequest {
+            store_id,
+            region_count,
+            leader_count: 1,
+        };
+        assert!(matches!(
+            cluster.store_heartbeat(&beat(2, 0), t0),
+            Err(ClusterError::Invalid(_))
+        ));
+        let t1 = t0 + Duration::from_secs(60);
+        cluster.store_heartbeat(&beat(1, 4), t1).unwrap();
+        assert_eq!(
+            cluster.store_stats(1, t1 + Duration::from_secs(5)),
+            Some(StoreStats {
+                up: true,
+                region_count: 4,
+                leader_count: 1
+            })
+        );
+        assert!(!cluster.store_stats(1, t1 + down_after * 2).unwrap().up);
+        // Re-registration with a new address updates it.
+        let moved = Store {
+            address: "10.0.0.1:1".into(),
+            ..store(1)
+        };
+        cluster.put_store(moved.clone(), t1).unwrap();
+        assert_eq!(cluster.get_store(1), Some(moved));
+        assert!(matches!(
+            cluster.put_store(store(0), t1),
+            Err(ClusterError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_state_survives_reopening_and_write_failures_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let ids = IdAllocator::in_memory();
+        let r = region(1, (b"", b"m"), 2, 3, vec![peer(10, 1), peer(11, 2)]);
+        {
+            let cluster = Cluster::open(dir.path(), ClusterConfig::default()).unwrap();
+            cluster.put_store(store(2), now).unwrap();
+            let first = region(1, (b"", b""), 1, 1, vec![peer(10, 1)]);
+            assert!(cluster.bootstrap(store(1), first, now).unwrap());
+            cluster
+                .region_heartbeat(report(&r, &peer(10, 1), 1), &ids, now)
+                .unwrap();
+        }
+        let cluster = Cluster::open(dir.path(), ClusterConfig::default()).unwrap();
+        assert!(cluster.is_bootstrapped());
+        assert_eq!(cluster.all_stores(), vec![store(1), store(2)]);
+        // Leaders and liveness are not persisted.
+        assert_eq!(cluster.get_region(b"a"), Some((r.clone(), None)));
+        assert_eq!(cluster.get_region(b"m"), None);
+        assert!(!cluster.is_store_up(1, now));
+        assert!(!cluster.bootstrap(store(1), r.clone(), now).unwrap());
+
+        // A failed write is an error and the change is not visible.
+        let gone = dir.path().join("gone");
+        let cluster = Cluster::open(&gone, ClusterConfig::default()).unwrap();
+        std::fs::remove_dir_all(&gone).unwrap();
+        assert!(matches!(
+            cluster.put_store(store(5), now),
+            Err(ClusterError::Storage(_))
+        ));
+        assert_eq!(cluster.get_store(5), None);
+        let only_store_1 = region(1, (b"", b""), 1, 1, vec![peer(10, 1)]);
+        assert!(matches!(
+            cluster.bootstrap(store(1), only_store_1, now),
+            Err(ClusterError::Storage(_))
+        ));
+        assert!(!cluster.is_bootstrapped());
+
+        std::fs::write(dir.path().join(STATE_FILE), b"\xff\xff\xff").unwrap();
+        assert!(matches!(
+            Cluster::open(dir.path(), ClusterConfig::default()),
+            Err(ClusterError::Storage(_))
+        ));
+    }
+
+    #[test]
+    fn an_operator_is_repeated_until_applied_or_timed_out() {
+        let t0 = Instant::now();
+        let ids = IdAllocator::in_memory();
+        let config = ClusterConfig::default();
+        let timeout = config.operator_timeout;
+        let cluster = bootstrapped(config, (b"", b""), t0);
+        for id in [2, 3, 4] {
+            cluster.put_store(store(id), t0).unwrap();
+        }
+        let leader = peer(10, 1);
+        let r = region(1, (b"", b""), 1, 1, vec![leader]);
+        let heartbeat = |r: &Region, now| {
+            cluster
+                .region_heartbeat(report(r, &leader, 1), &ids, now)
+                .unwrap()
+                .change_peer
+        };
+        let add = heartbeat(&r, t0).expect("a missing replica is added");
+        assert_eq!(add.change_type, ChangePeerType::ChangePeerAddLearner as i32);
+        let learner = add.peer.unwrap();
+        assert!(learner.learner && learner.store_id == 2 && learner.id != 0);
+        // Store 2 now looks loaded: a fresh decision would pick store 3, the operator does not.
+        cluster
+            .store_heartbeat(
+                &StoreHeartbeatRequest {
+                    store_id: 2,
+                    region_count: 50,
+                    leader_count: 0,
+                },
+                t0,
+            )
+            .unwrap();
+        assert_eq!(heartbeat(&r, t0 + Duration::from_secs(1)), Some(add));
+        assert_eq!(
+            heartbeat(&r, t0 + timeout - Duration::from_millis(1)),
+            Some(add)
+        );
+
+        // Timed out: decided again, with a new peer id, on the now least loaded store.
+        let t1 = t0 + timeout;
+        for id in [1, 3, 4] {
+            cluster.put_store(store(id), t1).unwrap();
+        }
+        cluster
+            .store_heartbeat(
+                &StoreHeartbeatRequest {
+                    store_id: 2,
+                    region_count: 50,
+                    leader_count: 0,
+                },
+                t1,
+            )
+            .unwrap();
+        let again = heartbeat(&r, t1).unwrap();
+        let learner = again.peer.unwrap();
+        assert_eq!(learner.store_id, 3);
+        assert_ne!(Some(learner), add.peer);
+        assert_eq!(heartbeat(&r, t1), Some(again));
+
+        // Applied (conf_ver advanced): the next decision is the promotion, then it stays.
+        let with_learner = region(1, (b"", b""), 2, 1, vec![leader, learner]);
+        let promote = heartbeat(&with_learner, t1).unwrap();
+        assert_eq!(
+            promote.change_type,
+            ChangePeerType::ChangePeerPromote as i32
+        );
+        assert_eq!(promote.peer, Some(learner));
+        assert_eq!(heartbeat(&with_learner, t1), Some(promote));
+    }
+}
