@@ -13,6 +13,8 @@ pub const DEFAULT_DATA_DIR: &str = "./regiondb-data";
 pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_SCHEDULER_LISTEN: &str = "127.0.0.1:2379";
 pub const DEFAULT_SCHEDULER_DATA_DIR: &str = "./regiondb-scheduler";
+pub const DEFAULT_NODE_LISTEN: &str = "127.0.0.1:20160";
+pub const DEFAULT_NODE_DATA_DIR: &str = "./regiondb-node";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,19 +65,21 @@ pub struct SchedulerArgs {
     pub config: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct NodeArgs {
-    /// The scheduler's address
+    /// The scheduler's gRPC address [default: 127.0.0.1:2379]
     #[arg(long)]
     pub scheduler: Option<SocketAddr>,
-    /// Address for gRPC from other nodes
+    /// Address for gRPC from other nodes (KV commands, raft messages) [default: 127.0.0.1:20160]
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Address for PostgreSQL clients
+    /// Address for PostgreSQL clients [default: 127.0.0.1:5433]
     #[arg(long)]
     pub pg_listen: Option<SocketAddr>,
+    /// Directory for the node's data (created if missing) [default: ./regiondb-node]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// TOML file with settings (keys: scheduler, listen, pg_listen, data_dir)
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -87,6 +91,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub pg_listen: Option<SocketAddr>,
     pub listen: Option<SocketAddr>,
+    pub scheduler: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -142,6 +147,41 @@ impl SchedulerConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SCHEDULER_DATA_DIR)),
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
+        })
+    }
+}
+
+/// The resolved settings of a cluster node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub scheduler: SocketAddr,
+    pub listen: SocketAddr,
+    pub pg_listen: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl NodeConfig {
+    pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, String> {
+        let file = FileConfig::load(args.config.as_deref())?;
+        let parse = |s: &str| s.parse::<SocketAddr>().map_err(|e| format!("{e}"));
+        Ok(NodeConfig {
+            scheduler: match args.scheduler.or(file.scheduler) {
+                Some(address) => address,
+                None => parse(DEFAULT_SCHEDULER_LISTEN)?,
+            },
+            listen: match args.listen.or(file.listen) {
+                Some(address) => address,
+                None => parse(DEFAULT_NODE_LISTEN)?,
+            },
+            pg_listen: match args.pg_listen.or(file.pg_listen) {
+                Some(address) => address,
+                None => parse(DEFAULT_PG_LISTEN)?,
+            },
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DATA_DIR)),
         })
     }
 }

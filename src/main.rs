@@ -2,10 +2,10 @@
 //!
 //! - `regiondb`: a whole single-node cluster (scheduler, store, SQL gateway) in one process;
 //! - `regiondb scheduler …`: the scheduler (timestamps, IDs) as its own process;
-//! - `regiondb node …`: a store and SQL gateway of a multi-node cluster (not available yet:
-//!   it arrives with replicated regions).
+//! - `regiondb node …`: a store and SQL gateway of a multi-node cluster.
 
 mod config;
+mod node;
 mod scheduler_process;
 mod single_node;
 
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use config::{Cli, Command, SchedulerConfig, SingleNodeConfig};
+use config::{Cli, Command, NodeConfig, SchedulerConfig, SingleNodeConfig};
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 async fn shutdown_signal() {
@@ -62,11 +62,8 @@ fn main() -> ExitCode {
         Some(Command::Scheduler(args)) => SchedulerConfig::resolve(args).and_then(|config| {
             runtime()?.block_on(scheduler_process::run(config, shutdown_signal()))
         }),
-        Some(Command::Node(_)) => Err(
-            "multi-node clusters (`regiondb node`) are not available yet; run `regiondb` with no \
-             subcommand for a single-node cluster"
-                .to_string(),
-        ),
+        Some(Command::Node(args)) => NodeConfig::resolve(args)
+            .and_then(|config| runtime()?.block_on(node::run(config, shutdown_signal()))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,13 @@
-//! `regiondb scheduler`: the scheduler as its own process, serving timestamps and IDs over
-//! gRPC. Its state (the high-water marks) lives in its data directory, so timestamps and IDs
-//! keep increasing across restarts.
+//! `regiondb scheduler`: the scheduler as its own process, serving timestamps, IDs and the
+//! cluster metadata (stores, regions, heartbeats, the replica checker) over gRPC. Its state
+//! (the high-water marks and the cluster's stores and regions) lives in its data directory,
+//! so timestamps and IDs keep increasing and the cluster is remembered across restarts.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use scheduler::service::SchedulerService;
-use scheduler::{IdAllocator, TimestampOracle};
+use scheduler::{Cluster, ClusterConfig, IdAllocator, TimestampOracle};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
@@ -19,12 +20,14 @@ pub async fn run(
 ) -> Result<(), String> {
     let tso = TimestampOracle::open(&config.data_dir).map_err(|e| e.to_string())?;
     let ids = IdAllocator::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let cluster =
+        Cluster::open(&config.data_dir, ClusterConfig::default()).map_err(|e| e.to_string())?;
     let incoming = TcpIncoming::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = incoming.local_addr().map_err(|e| e.to_string())?;
     info!(data_dir = %config.data_dir.display(), %address, "RegionDB scheduler is up");
     println!("RegionDB scheduler is ready on {address}");
-    let service = SchedulerService::new(Arc::new(tso), Arc::new(ids));
+    let service = SchedulerService::with_cluster(Arc::new(tso), Arc::new(ids), Arc::new(cluster));
     Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)

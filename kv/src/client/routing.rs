@@ -39,6 +39,9 @@ use crate::txn::{CommandRouter, RegionContext, TxnCommands};
 /// Reaches the stores of a cluster: the command router of a store, by id.
 pub trait StoreConnector: Send + Sync {
     fn store(&self, store_id: u64) -> KvResult<Arc<dyn CommandRouter>>;
+    /// The store could not be reached: drop what is cached about it (it may have restarted
+    /// on another address).
+    fn forget(&self, _store_id: u64) {}
 }
 
 /// Stores reached over gRPC, their addresses resolved through the scheduler (and cached
@@ -95,6 +98,13 @@ impl StoreConnector for GrpcStores {
             .unwrap_or_else(|e| e.into_inner())
             .insert(store_id, Arc::clone(&store));
         Ok(store)
+    }
+
+    fn forget(&self, store_id: u64) {
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&store_id);
     }
 }
 
@@ -250,6 +260,7 @@ impl RoutedCommands {
                 op(commands.as_ref(), region).inspect_err(|e| {
                     if let Some(KvError::Unavailable(_)) = e.routing_error() {
                         avoid.insert(target.store_id);
+                        self.stores.forget(target.store_id);
                     }
                 })
             })();

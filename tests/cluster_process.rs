@@ -1,0 +1,236 @@
+//! A real cluster of processes on loopback: a scheduler and three `regiondb node`s. A table is
+//! written through the nodes' PostgreSQL ports while the node holding the region's leader is
+//! killed with SIGKILL; writes go on under a new leader; the node restarts and catches up;
+//! every node then returns every acknowledged row.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use scheduler::{ClusterApi, SchedulerClient};
+use support::WireClient;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Process {
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `regiondb ARGS` and waits for a stdout line containing `ready`; returns the line.
+fn spawn(args: &[&str], data_dir: &Path) -> (Process, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regiondb"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start regiondb");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = loop {
+        let line = lines
+            .next()
+            .expect("regiondb exited before it was ready")
+            .expect("read stdout");
+        if line.contains("ready") {
+            break line;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Process { child }, ready)
+}
+
+struct Node {
+    process: Option<Process>,
+    store_id: u64,
+    grpc: String,
+    pg_port: u16,
+}
+
+/// Starts a node; `ports` = (gRPC address, PostgreSQL port) to reuse after a restart.
+fn start_node(scheduler: &str, data_dir: &Path, ports: Option<(&str, u16)>) -> Node {
+    let (listen, pg) = match ports {
+        Some((grpc, pg)) => (grpc.to_string(), format!("127.0.0.1:{pg}")),
+        None => ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()),
+    };
+    let args = [
+        "node",
+        "--scheduler",
+        scheduler,
+        "--listen",
+        &listen,
+        "--pg-listen",
+        &pg,
+    ];
+    let (process, line) = spawn(&args, data_dir);
+    // "RegionDB node N is ready (gRPC on ADDR). Connect with: psql -h IP -p PORT -U postgres"
+    let word_after = |marker: &str| {
+        line.split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"))
+            .trim_end_matches(&[')', '.'][..])
+            .to_string()
+    };
+    Node {
+        process: Some(process),
+        store_id: word_after("node ").parse().expect("store id"),
+        grpc: word_after("gRPC on "),
+        pg_port: word_after(" -p ").parse().expect("port"),
+    }
+}
+
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ids of the rows of `t`, through `port`.
+fn ids(port: u16) -> Vec<u64> {
+    let mut client = WireClient::connect(port);
+    client
+        .rows("SELECT id FROM t ORDER BY id")
+        .iter()
+        .map(|r| r.parse().expect("id"))
+        .collect()
+}
+
+#[test]
+fn a_three_node_cluster_survives_a_sigkilled_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_scheduler, line) = spawn(
+        &["scheduler", "--listen", "127.0.0.1:0"],
+        &dir.path().join("scheduler"),
+    );
+    let scheduler = line
+        .rsplit(' ')
+        .next()
+        .expect("scheduler address")
+        .to_string();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start_node(&scheduler, &dir.path().join(format!("node{i}")), None))
+        .collect();
+
+    // The scheduler's replica checker brings the region to three voters.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster =
+        SchedulerClient::connect_lazy(&format!("http://{scheduler}"), runtime.handle().clone())
+            .unwrap();
+    let voters = |cluster: &SchedulerClient| {
+        let (region, leader) = cluster.get_region(b"").ok()??;
+        let voters = region.peers.iter().filter(|p| !p.learner).count();
+        Some((voters, leader?.store_id))
+    };
+    wait_for("three voters", || voters(&cluster).filter(|(v, _)| *v == 3));
+
+    WireClient::connect(nodes[0].pg_port).ok("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
+
+    // Writers on the two nodes that do not hold the leader, which is then killed.
+    let (_, leader_store) = voters(&cluster).expect("a leader");
+    let victim = nodes
+        .iter()
+        .position(|n| n.store_id == leader_store)
+        .expect("the leader's node");
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let acked_after_kill = Arc::new(Mutex::new(0usize));
+    let killed = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .enumerate()
+        .map(|(w, (_, node))| {
+            let port = node.pg_port;
+            let (acked, acked_after_kill) = (Arc::clone(&acked), Arc::clone(&acked_after_kill));
+            let (killed, stop) = (Arc::clone(&killed), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut client = WireClient::connect(port);
+                let mut id = w as u64 * 1_000_000;
+                while !stop.load(Ordering::Acquire) {
+                    id += 1;
+                    let reply = client.query(&format!("INSERT INTO t VALUES ({id}, 'w{w}')"));
+                    if reply.error.is_none() {
+                        acked.lock().unwrap().insert(id);
+                        if killed.load(Ordering::Acquire) {
+                            *acked_after_kill.lock().unwrap() += 1;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("some writes", || {
+        (acked.lock().unwrap().len() >= 20).then_some(())
+    });
+
+    let (grpc, pg_port) = (nodes[victim].grpc.clone(), nodes[victim].pg_port);
+    let mut process = nodes[victim].process.take().expect("running");
+    process.child.kill().expect("SIGKILL");
+    process.child.wait().expect("wait");
+    killed.store(true, Ordering::Release);
+
+    // Writes go on under a new leader.
+    wait_for("writes after the kill", || {
+        (*acked_after_kill.lock().unwrap() >= 20).then_some(())
+    });
+    let new_leader = wait_for("a new leader", || {
+        voters(&cluster)
+            .map(|(_, leader)| leader)
+            .filter(|&l| l != leader_store)
+    });
+    assert_ne!(new_leader, leader_store);
+
+    // The killed node restarts on its addresses and catches up.
+    let data_dir = dir.path().join(format!("node{victim}"));
+    nodes[victim] = start_node(&scheduler, &data_dir, Some((&grpc, pg_port)));
+    assert_eq!(
+        nodes[victim].store_id, leader_store,
+        "same store after restart"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Release);
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+
+    // Every node returns every acknowledged row (rows whose answer was lost may be there too),
+    // each once.
+    let acked = acked.lock().unwrap().clone();
+    for node in &nodes {
+        let found = wait_for("every acknowledged row", || {
+            let found = ids(node.pg_port);
+            let set: BTreeSet<u64> = found.iter().copied().collect();
+            acked.is_subset(&set).then_some(found)
+        });
+        let unique: BTreeSet<u64> = found.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            found.len(),
+            "duplicate rows on node {}",
+            node.store_id
+        );
+    }
+    drop(runtime);
+}
