@@ -156,6 +156,7 @@ fn envelope(region_id: u64, from_store: u64, to_store: u64, body: MessageBody) -
             term: 4,
             body,
         },
+        is_tombstone: false,
     }
 }
 

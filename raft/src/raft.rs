@@ -313,10 +313,11 @@ impl<S: Storage> Raft<S> {
     /// Called after the application applied committed entries: runs a transfer campaign that
     /// was waiting for a membership change to be applied.
     pub fn on_applied(&mut self) {
-        if self.campaign_after_apply.is_some() && !self.has_unapplied_conf_change() {
-            if self.campaign_after_apply.take() == Some(self.term) {
-                self.hup(true);
-            }
+        if self.campaign_after_apply.is_some()
+            && !self.has_unapplied_conf_change()
+            && self.campaign_after_apply.take() == Some(self.term)
+        {
+            self.hup(true);
         }
     }
 

@@ -116,7 +116,7 @@ fn result(error: Option<pb::KeyError>, start_ts: Timestamp) -> KvResult<()> {
 impl TxnCommands for RemoteTxnCommands {
     fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
         let request = pb::GetRequest {
-            context: self.context.clone(),
+            context: self.context,
             key: key.to_vec(),
             version: ts.0,
         };
@@ -132,7 +132,7 @@ impl TxnCommands for RemoteTxnCommands {
         limit: usize,
     ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
         let request = pb::ScanRequest {
-            context: self.context.clone(),
+            context: self.context,
             start_key: start.to_vec(),
             end_key: end.map(<[u8]>::to_vec).unwrap_or_default(),
             version: ts.0,
@@ -151,7 +151,7 @@ impl TxnCommands for RemoteTxnCommands {
         ttl_ms: u64,
     ) -> Result<(), PrewriteError> {
         let request = pb::PrewriteRequest {
-            context: self.context.clone(),
+            context: self.context,
             mutations: mutations.iter().map(mutation_to_pb).collect(),
             primary: primary.to_vec(),
             start_ts: start_ts.0,
@@ -166,7 +166,7 @@ impl TxnCommands for RemoteTxnCommands {
 
     fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
         let request = pb::CommitRequest {
-            context: self.context.clone(),
+            context: self.context,
             keys: keys.to_vec(),
             start_ts: start_ts.0,
             commit_ts: commit_ts.0,
@@ -177,7 +177,7 @@ impl TxnCommands for RemoteTxnCommands {
 
     fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
         let request = pb::BatchRollbackRequest {
-            context: self.context.clone(),
+            context: self.context,
             keys: keys.to_vec(),
             start_ts: start_ts.0,
         };
@@ -192,7 +192,7 @@ impl TxnCommands for RemoteTxnCommands {
         current_ts: Timestamp,
     ) -> KvResult<TxnStatus> {
         let request = pb::CheckTxnStatusRequest {
-            context: self.context.clone(),
+            context: self.context,
             primary: primary.to_vec(),
             lock_ts: lock_ts.0,
             current_ts: current_ts.0,
@@ -214,7 +214,7 @@ impl TxnCommands for RemoteTxnCommands {
 
     fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
         let request = pb::ResolveLockRequest {
-            context: self.context.clone(),
+            context: self.context,
             start_ts: start_ts.0,
             commit_ts: commit_ts.map_or(0, |t| t.0),
         };
@@ -225,7 +225,7 @@ impl TxnCommands for RemoteTxnCommands {
 
     fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
         let request = pb::TxnHeartBeatRequest {
-            context: self.context.clone(),
+            context: self.context,
             primary: primary.to_vec(),
             start_ts: start_ts.0,
             advise_ttl_ms: ttl_ms,

@@ -159,7 +159,7 @@ impl<E: Engine> Peer<E> {
             .collect();
         Some(RegionHeartbeatRequest {
             region: Some(region),
-            leader: Some(self.meta.clone()),
+            leader: Some(self.meta),
             pending_peers,
             approximate_size: 0,
             term: raft.term,
@@ -185,12 +185,11 @@ impl<E: Engine> Peer<E> {
         messages
             .into_iter()
             .filter_map(|message| {
-                let to_peer = region::find_peer(region, message.to)
-                    .or_else(|| self.peer_cache.get(&message.to))?
-                    .clone();
+                let to_peer = *region::find_peer(region, message.to)
+                    .or_else(|| self.peer_cache.get(&message.to))?;
                 Some(RaftEnvelope {
                     region_id: self.region_id,
-                    from_peer: self.meta.clone(),
+                    from_peer: self.meta,
                     to_peer,
                     epoch: region::epoch(region),
                     start_key: region.start_key.clone(),

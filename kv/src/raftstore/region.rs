@@ -132,12 +132,12 @@ impl ChangePeer {
         match self {
             ChangePeer::AddLearner(peer) => {
                 if find_peer(&next, peer.id).is_none() {
-                    next.peers.push(peer.clone());
+                    next.peers.push(*peer);
                 }
             }
             ChangePeer::AddVoter(peer) => match next.peers.iter_mut().find(|p| p.id == peer.id) {
                 Some(existing) => existing.learner = false,
-                None => next.peers.push(peer.clone()),
+                None => next.peers.push(*peer),
             },
             ChangePeer::Remove(peer) => next.peers.retain(|p| p.id != peer.id),
         }

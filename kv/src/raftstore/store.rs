@@ -340,11 +340,12 @@ impl<E: Engine> Inner<E> {
                 let is_local_peer = peer.handle.peer_id() == envelope.to_peer.id;
                 if envelope.is_tombstone {
                     // Removed from the region: destroy the replica if the notice is for it.
-                    if is_local_peer && newer(&local) {
-                        if let Some(peer) = peers.remove(&region_id) {
-                            info!(region_id, "told that this replica was removed");
-                            peer.destroy();
-                        }
+                    if is_local_peer
+                        && newer(&local)
+                        && let Some(peer) = peers.remove(&region_id)
+                    {
+                        info!(region_id, "told that this replica was removed");
+                        peer.destroy();
                     }
                     return;
                 }
@@ -369,7 +370,7 @@ impl<E: Engine> Inner<E> {
                         self.send_tombstone(&local, envelope);
                         return;
                     }
-                    let message = PeerMsg::Raft(envelope.from_peer.clone(), envelope.message);
+                    let message = PeerMsg::Raft(envelope.from_peer, envelope.message);
                     if !peer.handle.send(message) {
                         // The peer's thread ended (it was destroyed): forget it. A later
                         // message of a newer membership may create it again.
@@ -406,7 +407,7 @@ impl<E: Engine> Inner<E> {
             peer_id = envelope.to_peer.id,
             "creating a replica for the leader's message"
         );
-        match self.start_peer(&region, envelope.to_peer.clone()) {
+        match self.start_peer(&region, envelope.to_peer) {
             Ok(handle) => {
                 handle.send(PeerMsg::Raft(envelope.from_peer, envelope.message));
             }

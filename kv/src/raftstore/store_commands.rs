@@ -27,8 +27,11 @@ pub struct StoreCommands<E: Engine> {
     store: Arc<Store<E>>,
     /// One command set (and so one set of latches) per region replica, by region id, with the
     /// replica's peer id (a replica removed and added back gets a new one).
-    regions: Mutex<BTreeMap<u64, (u64, Arc<RegionCommands<E>>)>>,
+    regions: Mutex<BTreeMap<u64, CachedRegion<E>>>,
 }
+
+/// A region's commands and the peer id of the replica they run on.
+type CachedRegion<E> = (u64, Arc<RegionCommands<E>>);
 
 impl<E: Engine> StoreCommands<E> {
     pub fn new(store: Arc<Store<E>>) -> Self {

@@ -286,6 +286,7 @@ mod tests {
                 term: 5,
                 body,
             },
+            is_tombstone: true,
         }
     }
 
