@@ -218,7 +218,7 @@ mod tests {
             learner: true,
             ..peer(2, 5)
         };
-        let add = ChangePeer::AddLearner(learner.clone());
+        let add = ChangePeer::AddLearner(learner);
         let entry = [add.raft_change().encode(), add.context()].concat();
         assert_eq!(ChangePeer::from_entry(&entry).unwrap(), add);
         let r2 = add.apply_to(&r);
