@@ -146,6 +146,9 @@ fn a_minority_leader_never_acknowledges_and_catches_up_after_healing() {
     );
     let result = kv::txn::Replication::write(&handle, batch);
     assert!(result.is_err(), "a minority leader acknowledged a write");
+    // Nor does it serve a read: it cannot confirm its leadership with a majority.
+    let read = kv::txn::Replication::read_barrier(&handle);
+    assert!(read.is_err(), "a minority leader confirmed a read");
     // The majority elects a new leader and goes on.
     put(&cluster.client, "during", "2").unwrap();
     let new_leader = cluster.leader_store(region_id);

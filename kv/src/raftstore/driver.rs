@@ -36,6 +36,9 @@ use crate::txn::Replication;
 /// Applied entries a peer keeps in its log before compacting (raft log GC).
 pub const RAFT_LOG_GC_LIMIT: u64 = 1000;
 
+/// Bytes of log a peer keeps before compacting, whatever the entry count (large writes).
+pub const RAFT_LOG_GC_SIZE_LIMIT: u64 = 64 << 20;
+
 /// Proposals waiting to apply beyond which a peer answers ServerIsBusy.
 pub const MAX_PENDING_PROPOSALS: usize = 4096;
 
@@ -83,6 +86,8 @@ pub struct DriverConfig {
     /// How long a caller waits for a write to apply or a read to be confirmed.
     pub timeout: Duration,
     pub log_gc_limit: u64,
+    /// Bytes of log a peer keeps before compacting (raft log GC by size).
+    pub log_gc_size_limit: u64,
     /// A leader reports its region every this many ticks.
     pub heartbeat_ticks: u64,
 }
@@ -93,6 +98,7 @@ impl Default for DriverConfig {
             tick: Duration::from_millis(100),
             timeout: Duration::from_secs(5),
             log_gc_limit: RAFT_LOG_GC_LIMIT,
+            log_gc_size_limit: RAFT_LOG_GC_SIZE_LIMIT,
             heartbeat_ticks: 10,
         }
     }
@@ -306,7 +312,7 @@ pub fn spawn_peer<E: Engine>(
                 ticks_since_report += 1;
             }
             match peer.handle_ready().and_then(|messages| {
-                peer.maybe_compact_log(config.log_gc_limit)?;
+                peer.maybe_compact_log(config.log_gc_limit, config.log_gc_size_limit)?;
                 Ok(messages)
             }) {
                 Ok(messages) => {

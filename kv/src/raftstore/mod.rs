@@ -14,6 +14,7 @@
 //!   named by the request after checking its epoch and keys.
 //! - [`transport`], [`wire`], [`grpc_transport`]: raft messages between stores.
 //! - [`region`]: region metadata and how membership changes update it.
+//! - [`write_batcher`]: group commit of all the store's peers' batches (one write, one fsync).
 //!
 //! # Persistence order and crash recovery
 //!
@@ -25,8 +26,8 @@
 //! never forgets a vote or an acknowledged entry, and never acknowledged a message it had not
 //! persisted. A destroyed replica's data, log and states go in one batch with its tombstone.
 //!
-//! Not here: region split and merge (a cluster has one region), batching many peers' Readies
-//! into one fsync, and log GC by size (it is by entry count).
+//! Not here: region split and merge (a cluster has one region), and deleting compacted log
+//! entries in the background (they are deleted in the batch that records the truncation).
 
 pub mod driver;
 pub mod grpc_transport;
@@ -43,6 +44,7 @@ pub mod store_commands;
 mod tests;
 pub mod transport;
 pub mod wire;
+pub mod write_batcher;
 
 pub use peer::{Callback, Peer, ReadCallback};
 pub use peer_storage::PeerStorage;

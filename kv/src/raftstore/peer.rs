@@ -28,6 +28,7 @@ use raft::{Config, EntryKind, Message, RaftError, RawNode, Role};
 use super::PeerStorage;
 use super::region::{self, ChangePeer};
 use super::transport::RaftEnvelope;
+use super::write_batcher::{DirectWriter, RaftWriter};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Engine, WriteBatch};
 
@@ -51,7 +52,8 @@ pub struct Peer<E: Engine> {
     /// Set once this replica applied its own removal.
     removed: bool,
     node: RawNode<PeerStorage<E>>,
-    engine: Arc<E>,
+    /// Persists this peer's batches (the store's group-commit writer, or the engine).
+    writer: Arc<dyn RaftWriter>,
     proposals: VecDeque<Proposal>,
     /// Read requests by context, waiting for their read index.
     reads: Vec<(Vec<u8>, ReadCallback)>,
@@ -86,13 +88,19 @@ impl<E: Engine> Peer<E> {
             meta,
             removed: false,
             node,
-            engine,
+            writer: Arc::new(DirectWriter(engine)),
             proposals: VecDeque::new(),
             reads: Vec::new(),
             ready_reads: Vec::new(),
             next_read_id: 0,
             peer_cache: Default::default(),
         })
+    }
+
+    /// Persists through `writer` (a store's group-commit writer) instead of the engine.
+    pub fn with_writer(mut self, writer: Arc<dyn RaftWriter>) -> Self {
+        self.writer = writer;
+        self
     }
 
     pub fn region_id(&self) -> u64 {
@@ -217,7 +225,7 @@ impl<E: Engine> Peer<E> {
     pub fn destroy(&mut self) -> KvResult<()> {
         let mut batch = WriteBatch::new();
         self.node.storage_mut().destroy(&mut batch)?;
-        self.engine.write(batch)?;
+        self.writer.write(batch)?;
         for proposal in self.proposals.drain(..) {
             (proposal.callback)(Err(KvError::RegionNotFound {
                 region_id: self.region_id,
@@ -357,9 +365,12 @@ impl<E: Engine> Peer<E> {
 
     /// Raft log GC: compacts the log up to the applied index once more than `max_entries`
     /// applied entries are kept, so `applied - truncated` stays within `max_entries`.
-    pub fn maybe_compact_log(&mut self, max_entries: u64) -> KvResult<()> {
+    pub fn maybe_compact_log(&mut self, max_entries: u64, max_bytes: u64) -> KvResult<()> {
         let (truncated, _) = self.node.storage().truncated();
-        if self.node.raft.log.applied.saturating_sub(truncated) > max_entries {
+        let applied = self.node.raft.log.applied;
+        let too_long = applied.saturating_sub(truncated) > max_entries;
+        let too_big = applied > truncated && self.node.storage().log_bytes() > max_bytes;
+        if too_long || too_big {
             self.compact_log()?;
         }
         Ok(())
@@ -370,7 +381,7 @@ impl<E: Engine> Peer<E> {
         let applied = self.node.raft.log.applied;
         let mut batch = WriteBatch::new();
         self.node.storage_mut().compact(&mut batch, applied)?;
-        self.engine.write(batch)?;
+        self.writer.write(batch)?;
         Ok(())
     }
 
@@ -394,7 +405,7 @@ impl<E: Engine> Peer<E> {
                 .set_hard_state(&mut batch, hard_state.clone());
         }
         if !batch.is_empty() {
-            self.engine.write(batch)?;
+            self.writer.write(batch)?;
         }
         // 2. Apply committed entries: each entry's data and the applied index together.
         let mut applied_to = Vec::new();
@@ -418,7 +429,7 @@ impl<E: Engine> Peer<E> {
                 }
             }
             self.node.storage_mut().set_applied(&mut apply, entry.index);
-            self.engine.write(apply)?;
+            self.writer.write(apply)?;
             applied_to.push((entry.index, entry.term));
         }
         for read in &ready.read_states {

@@ -42,6 +42,9 @@ pub struct PeerStorage<E: Engine> {
     conf_state: ConfState,
     apply: ApplyState,
     last_index: Index,
+    /// Approximate bytes of the log kept (entries after the truncation point), for log GC by
+    /// size: counted on append, reset on compaction, recounted on open.
+    log_bytes: u64,
 }
 
 fn storage_error(e: KvError) -> StorageError {
@@ -90,6 +93,7 @@ impl<E: Engine> PeerStorage<E> {
             None => initial_conf,
         };
         // The last entry: the highest index under this peer's entry prefix.
+        let mut log_bytes = 0;
         let mut last_index = apply.truncated_index;
         let (from, to) = (
             keys::entry(region_id, apply.truncated_index + 1),
@@ -97,7 +101,9 @@ impl<E: Engine> PeerStorage<E> {
         );
         for item in snapshot.scan(Cf::Raft, &from, Some(&to)) {
             let (_, value) = item?;
-            last_index = record::decode_entry(&value)?.index;
+            let entry = record::decode_entry(&value)?;
+            last_index = entry.index;
+            log_bytes += entry.size();
         }
         drop(snapshot);
         let (start, end) = data_range(&region);
@@ -111,6 +117,7 @@ impl<E: Engine> PeerStorage<E> {
             conf_state,
             apply,
             last_index,
+            log_bytes,
         })
     }
 
@@ -181,6 +188,12 @@ impl<E: Engine> PeerStorage<E> {
             batch.delete(Cf::Raft, keys::entry(self.region_id, stale));
         }
         self.last_index = last.index;
+        self.log_bytes += entries.iter().map(Entry::size).sum::<u64>();
+    }
+
+    /// Approximate bytes of log entries kept (see `log_bytes`).
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
     }
 
     pub fn set_hard_state(&mut self, batch: &mut WriteBatch, hard_state: HardState) {
@@ -235,6 +248,8 @@ impl<E: Engine> PeerStorage<E> {
         }
         self.apply.truncated_index = index;
         self.apply.truncated_term = term;
+        // What remains after `index` is at most the unapplied tail: count it as nothing.
+        self.log_bytes = 0;
         self.put_apply_state(batch);
         Ok(())
     }

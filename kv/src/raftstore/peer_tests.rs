@@ -237,7 +237,7 @@ fn log_gc_bounds_the_log_and_lagging_replicas_still_catch_up() {
             .propose_write(put(&format!("g{i:02}"), "v"), callback);
         group.settle();
         for peer in group.peers.values_mut() {
-            peer.maybe_compact_log(limit).unwrap();
+            peer.maybe_compact_log(limit, u64::MAX).unwrap();
             let status = peer.status();
             let (truncated, _) = peer.truncated();
             assert!(
@@ -250,6 +250,36 @@ fn log_gc_bounds_the_log_and_lagging_replicas_still_catch_up() {
     group.isolated.clear();
     group.tick(3);
     assert_eq!(data(&group.engines[&3]), data(&group.engines[&1]));
+}
+
+#[test]
+fn log_gc_by_size_compacts_a_few_large_entries() {
+    let max_bytes = 64 << 10;
+    let mut group = Group::new(&[1, 2, 3]);
+    group.peers.get_mut(&1).unwrap().campaign();
+    group.settle();
+    let big = "x".repeat(16 << 10);
+    for i in 0..20 {
+        let (callback, _) = recorder();
+        group
+            .peers
+            .get_mut(&1)
+            .unwrap()
+            .propose_write(put(&format!("big{i:02}"), &big), callback);
+        group.settle();
+        for peer in group.peers.values_mut() {
+            // The entry-count limit alone would keep all twenty.
+            peer.maybe_compact_log(1000, max_bytes).unwrap();
+            let (truncated, _) = peer.truncated();
+            let kept = peer.status().applied - truncated;
+            assert!(
+                kept * (16 << 10) <= 2 * max_bytes,
+                "{kept} large entries kept"
+            );
+        }
+    }
+    let (truncated, _) = group.peers[&1].truncated();
+    assert!(truncated > 0, "nothing was compacted");
 }
 
 #[test]

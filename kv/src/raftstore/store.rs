@@ -41,6 +41,7 @@ use super::driver::{DriverConfig, PeerHandle, PeerMsg, PeerThread, StoreEvents, 
 use super::keys;
 use super::region::{self, ChangePeer, RegionLocalState};
 use super::transport::{RaftEnvelope, RaftRouter, Transport};
+use super::write_batcher::{RaftWriter, WriteBatcher};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Cf, Engine, Snapshot, WriteBatch};
 
@@ -75,6 +76,8 @@ struct Inner<E: Engine> {
     transport: Arc<dyn Transport>,
     config: StoreConfig,
     peers: Mutex<BTreeMap<u64, PeerThread>>,
+    /// Group commit of every peer's writes.
+    writer: Arc<WriteBatcher>,
     events: Mutex<Sender<Event>>,
     /// Set when the store shuts down: no new peers.
     stopped: std::sync::atomic::AtomicBool,
@@ -129,6 +132,7 @@ impl<E: Engine> Store<E> {
         let store_id = meta.id;
         cluster.put_store(meta.clone()).map_err(cluster_error)?;
         let (sender, receiver) = mpsc::channel();
+        let writer = Arc::new(WriteBatcher::start(Arc::clone(&engine)));
         let inner = Arc::new(Inner {
             store_id,
             engine,
@@ -136,6 +140,7 @@ impl<E: Engine> Store<E> {
             transport,
             config,
             peers: Mutex::new(BTreeMap::new()),
+            writer,
             events: Mutex::new(sender),
             stopped: std::sync::atomic::AtomicBool::new(false),
         });
@@ -294,7 +299,8 @@ impl<E: Engine> Inner<E> {
             region,
             me,
             self.config.raft.clone(),
-        )?;
+        )?
+        .with_writer(Arc::clone(&self.writer) as Arc<dyn RaftWriter>);
         let events: Arc<dyn StoreEvents> = Arc::new(Events(Arc::downgrade(self)));
         let thread = spawn_peer(
             peer,

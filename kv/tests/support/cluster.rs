@@ -164,6 +164,7 @@ pub fn store_config(log_gc_limit: u64) -> StoreConfig {
             tick: Duration::from_millis(20),
             timeout: Duration::from_secs(3),
             log_gc_limit,
+            log_gc_size_limit: 64 << 20,
             heartbeat_ticks: 5,
         },
         store_heartbeat: Duration::from_millis(100),
