@@ -7,15 +7,17 @@
 //! - [`mvcc`]: versions, locks and commit records over the `default`/`lock`/`write` families;
 //! - [`txn`]: the Percolator actions and the store that runs them under latches;
 //! - [`client`]: the [`Transaction`] interface the SQL layer uses, implemented by
-//!   [`TxnClient`] with Percolator's two-phase commit;
-//! - [`server`]: the gRPC service that exposes a store's commands; the client reaches it with
-//!   [`client::RemoteTxnCommands`];
+//!   [`TxnClient`] with Percolator's two-phase commit over any [`txn::TxnCommands`]: a local
+//!   store, one remote store ([`client::RemoteTxnCommands`]) or a whole cluster
+//!   ([`client::RoutedCommands`]: region cache from the scheduler, routing to region leaders,
+//!   retries on region errors);
+//! - [`server`]: the gRPC service that exposes a store's commands, per region;
 //! - [`raftstore`]: region replicas — peer storage in the `raft` column family, peers whose
-//!   log entries are write batches, threads driving them — so that a [`txn::TxnStore`] can
-//!   write and read through Raft ([`txn::Replication`]).
+//!   log entries are write batches, threads driving them, the store that creates, routes and
+//!   destroys them, and the gRPC raft transport — so that a [`txn::TxnStore`] writes and reads
+//!   through Raft ([`txn::Replication`]).
 //!
-//! Still to come with replicated regions: routing each command to the leader of its key's
-//! region (region cache, scheduler lookup), region epochs, splits, and the gRPC raft transport.
+//! Still to come: region splits (a cluster has one region) and balancing.
 
 pub mod client;
 pub mod codec;
