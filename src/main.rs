@@ -5,6 +5,7 @@
 //! - `regiondb node …`: a store and SQL gateway of a multi-node cluster.
 
 mod config;
+mod data_dir;
 mod node;
 mod scheduler_process;
 mod single_node;

@@ -21,7 +21,6 @@ use kv::raftstore::store::ensure_store_id;
 use kv::raftstore::store_commands::StoreCommands;
 use kv::raftstore::{RaftEnvelope, RaftRouter, Store, StoreConfig, StoreResolver, Transport};
 use kv::server::TxnService;
-use kv::storage::RocksEngine;
 use kv::{TxnClient, TxnOptions};
 
 use scheduler::{ClusterApi, SchedulerClient, Store as StoreMeta};
@@ -88,20 +87,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot create data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
-    let engine = Arc::new(
-        RocksEngine::open(&config.data_dir.join("store")).map_err(|e| {
-            format!(
-                "cannot open the store in {} (is another regiondb using it?): {e}",
-                config.data_dir.display()
-            )
-        })?,
-    );
+    let engine = Arc::new(crate::data_dir::open_store(&config.data_dir)?);
     let runtime = tokio::runtime::Handle::current();
     let scheduler = Arc::new(
         SchedulerClient::connect_lazy(&format!("http://{}", config.scheduler), runtime.clone())

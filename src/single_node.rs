@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use kv::storage::RocksEngine;
 use kv::txn::{TxnCommands, TxnStore};
 use kv::{TxnClient, TxnOptions};
 use scheduler::TimestampOracle;
@@ -23,18 +22,7 @@ pub async fn run(
     config: SingleNodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot create data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
-    let engine = RocksEngine::open(&config.data_dir.join("store")).map_err(|e| {
-        format!(
-            "cannot open the store in {} (is another regiondb using it?): {e}",
-            config.data_dir.display()
-        )
-    })?;
+    let engine = crate::data_dir::open_store(&config.data_dir)?;
     let tso =
         TimestampOracle::open(&config.data_dir.join("scheduler")).map_err(|e| e.to_string())?;
     let store: Arc<dyn TxnCommands> = Arc::new(TxnStore::new(Arc::new(engine)));

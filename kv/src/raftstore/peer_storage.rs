@@ -140,21 +140,8 @@ impl<E: Engine> PeerStorage<E> {
     /// state, and leaves a tombstone with the region as of the removal, so that stale messages
     /// from the old membership do not recreate it.
     pub fn destroy(&mut self, batch: &mut WriteBatch) -> KvResult<()> {
-        let current = self.engine.snapshot();
-        let (start, end) = self.data_range();
-        for cf in DATA_CFS {
-            for item in current.scan(cf, start, end) {
-                let (key, _) = item?;
-                batch.delete(cf, key);
-            }
-        }
-        let from = keys::entry(self.region_id, 0);
-        let to = keys::entry(self.region_id, Index::MAX);
-        for item in current.scan(Cf::Raft, &from, Some(&to)) {
-            let (key, _) = item?;
-            batch.delete(Cf::Raft, key);
-        }
-        drop(current);
+        let (start, end) = data_range(&self.region);
+        self.delete_data_and_log(batch, &start, end.as_deref())?;
         batch.delete(Cf::Raft, keys::hard_state(self.region_id));
         batch.delete(Cf::Raft, keys::apply_state(self.region_id));
         batch.delete(Cf::Raft, keys::conf_state(self.region_id));
@@ -254,16 +241,15 @@ impl<E: Engine> PeerStorage<E> {
         Ok(())
     }
 
-    fn data_range(&self) -> (&[u8], Option<&[u8]>) {
-        (&self.start, self.end.as_deref())
-    }
-
-    /// Replaces the region's data and log with a snapshot received from the leader: deletes the
-    /// data in the region's range (including keys deleted since the snapshot's state), writes
-    /// the snapshot's pairs, drops the whole log, and moves the apply state to the snapshot.
-    pub fn apply_snapshot(&mut self, batch: &mut WriteBatch, snapshot: &Snapshot) -> KvResult<()> {
+    /// Adds deletes of every data pair in the engine-key range `[start, end)` and of this
+    /// peer's whole raft log.
+    fn delete_data_and_log(
+        &self,
+        batch: &mut WriteBatch,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> KvResult<()> {
         let current = self.engine.snapshot();
-        let (start, end) = self.data_range();
         for cf in DATA_CFS {
             for item in current.scan(cf, start, end) {
                 let (key, _) = item?;
@@ -276,13 +262,30 @@ impl<E: Engine> PeerStorage<E> {
             let (key, _) = item?;
             batch.delete(Cf::Raft, key);
         }
-        drop(current);
+        Ok(())
+    }
+
+    fn data_range(&self) -> (&[u8], Option<&[u8]>) {
+        (&self.start, self.end.as_deref())
+    }
+
+    /// Replaces the region's data and log with a snapshot received from the leader: deletes the
+    /// data in the region's range (including keys deleted since the snapshot's state), writes
+    /// the snapshot's pairs, drops the whole log, and moves the apply state to the snapshot.
+    pub fn apply_snapshot(&mut self, batch: &mut WriteBatch, snapshot: &Snapshot) -> KvResult<()> {
         let (region, pairs) = decode_snapshot_data(&snapshot.data)?;
         if region.id != self.region_id {
             return Err(KvError::Corrupt(format!(
                 "snapshot of region {} sent to region {}",
                 region.id, self.region_id
             )));
+        }
+        // Whatever this replica had in its range, and in the snapshot's (the same unless the
+        // replica was created from a message with an older view of the region).
+        let (old, new) = (data_range(&self.region), data_range(&region));
+        self.delete_data_and_log(batch, &old.0, old.1.as_deref())?;
+        if new != old {
+            self.delete_data_and_log(batch, &new.0, new.1.as_deref())?;
         }
         for (cf, key, value) in pairs {
             batch.put(cf, key, value);

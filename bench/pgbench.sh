@@ -1,0 +1,68 @@
+#!/bin/bash
+# pgbench: PostgreSQL 15, a single-node RegionDB and a three-node RegionDB cluster, on this
+# machine in one invocation, reported as ratios to PostgreSQL (absolute numbers drift on a
+# shared machine).
+#
+#   bench/pgbench.sh [SECONDS] [CLIENTS]
+#
+# Load: ../shared/bench/init_plain.sh scale 1 without pgbench_history (RegionDB has no
+# TIMESTAMP yet). Workloads: pgbench's select-only script, and an update workload (BEGIN;
+# UPDATE accounts; SELECT; END) - simple-update without its history insert.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${1:-15}
+CLIENTS=${2:-4}
+SHARED=../shared/bench
+WORK=$(mktemp -d /tmp/regiondb-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -n "${PGDATA_DIR:-}" ] && pg_ctl -D "$PGDATA_DIR" stop -m immediate >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+source scripts/env.sh
+cargo build --release --quiet
+BIN=target/release/regiondb
+PGBIN=$(dirname "$(command -v pg_ctl || ls /usr/lib/postgresql/15/bin/pg_ctl)")
+export PATH="$PGBIN:$PATH"
+
+"$SHARED/init_plain.sh" 1 | grep -v pgbench_history > "$WORK/init.sql"
+sed '/pgbench_history/d' "$SHARED/simple-update.sql" > "$WORK/update.sql"
+
+wait_port() { for _ in $(seq 1 100); do psql -h 127.0.0.1 -p "$1" -U postgres -c 'select 1' >/dev/null 2>&1 && return; sleep 0.2; done; echo "port $1 never answered" >&2; exit 1; }
+
+run() { # name port script
+  pgbench -h 127.0.0.1 -p "$2" -U postgres -n -f "$3" -s 1 -c "$CLIENTS" -j 1 -T "$SECONDS_PER_RUN" -M simple postgres 2>/dev/null \
+    | awk '/^tps/ {print $3; exit}'
+}
+
+# PostgreSQL 15 (fsync on, like RegionDB).
+PGDATA_DIR="$WORK/pg"
+initdb -D "$PGDATA_DIR" -U postgres -A trust >/dev/null
+pg_ctl -D "$PGDATA_DIR" -o "-p 25400 -k $WORK -c listen_addresses=127.0.0.1" -l "$WORK/pg.log" start >/dev/null
+wait_port 25400
+# Single-node RegionDB.
+"$BIN" --data-dir "$WORK/single" --pg-listen 127.0.0.1:25401 >/dev/null 2>"$WORK/single.log" & PIDS+=($!)
+# Three-node RegionDB.
+"$BIN" scheduler --listen 127.0.0.1:25410 --data-dir "$WORK/sched" >/dev/null 2>"$WORK/sched.log" & PIDS+=($!)
+for i in 1 2 3; do
+  "$BIN" node --scheduler 127.0.0.1:25410 --listen "127.0.0.1:2542$i" --pg-listen "127.0.0.1:2540$((i+1))" \
+    --data-dir "$WORK/node$i" >/dev/null 2>"$WORK/node$i.log" & PIDS+=($!)
+  sleep 0.5
+done
+for port in 25401 25402 25403 25404; do wait_port $port; done
+sleep 5 # the scheduler brings the region to three replicas
+
+for port in 25400 25401 25402; do
+  psql -h 127.0.0.1 -p $port -U postgres -q -v ON_ERROR_STOP=1 -f "$WORK/init.sql" postgres >/dev/null
+done
+
+printf "%-28s %12s %12s %12s   %s\n" workload postgres single-node 3-node "ratios (single, 3-node)"
+for workload in select-only update; do
+  script="$SHARED/select-only.sql"; [ $workload = update ] && script="$WORK/update.sql"
+  pg=$(run pg 25400 "$script"); single=$(run single 25401 "$script"); cluster=$(run cluster 25402 "$script")
+  printf "%-28s %12.0f %12.0f %12.0f   %.2f %.2f\n" "$workload (c=$CLIENTS, ${SECONDS_PER_RUN}s)" \
+    "$pg" "$single" "$cluster" "$(echo "$single / $pg" | bc -l)" "$(echo "$cluster / $pg" | bc -l)"
+done
