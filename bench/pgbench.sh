@@ -15,9 +15,10 @@ CLIENTS=${2:-4}
 SHARED=../shared/bench
 WORK=$(mktemp -d /tmp/regiondb-bench.XXXXXX)
 PIDS=()
+AS_PG=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -n "${PGDATA_DIR:-}" ] && pg_ctl -D "$PGDATA_DIR" stop -m immediate >/dev/null 2>&1 || true
+  [ -n "${PGDATA_DIR:-}" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA_DIR" stop -m immediate >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -38,10 +39,15 @@ run() { # name port script
     | awk '/^tps/ {print $3; exit}'
 }
 
-# PostgreSQL 15 (fsync on, like RegionDB).
+# PostgreSQL 15 (fsync on, like RegionDB). PostgreSQL refuses to run as root: then it runs
+# as the `postgres` user.
+AS_PG=()
+if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); fi
 PGDATA_DIR="$WORK/pg"
-initdb -D "$PGDATA_DIR" -U postgres -A trust >/dev/null
-pg_ctl -D "$PGDATA_DIR" -o "-p 25400 -k $WORK -c listen_addresses=127.0.0.1" -l "$WORK/pg.log" start >/dev/null
+chmod 755 "$WORK"
+mkdir -p "$PGDATA_DIR" && [ ${#AS_PG[@]} -gt 0 ] && chown postgres "$PGDATA_DIR"
+"${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust >/dev/null
+"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -o "-p 25400 -k $PGDATA_DIR -c listen_addresses=127.0.0.1" -l "$PGDATA_DIR/pg.log" start >/dev/null
 wait_port 25400
 # Single-node RegionDB.
 "$BIN" --data-dir "$WORK/single" --pg-listen 127.0.0.1:25401 >/dev/null 2>"$WORK/single.log" & PIDS+=($!)

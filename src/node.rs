@@ -95,8 +95,11 @@ pub async fn run(
     );
     let cluster: Arc<dyn ClusterApi> = scheduler.clone();
 
+    // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and delayed
+    // acknowledgements add tens of milliseconds to every call.
     let grpc = TcpIncoming::bind(config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?
+        .with_nodelay(Some(true));
     let grpc_address = grpc.local_addr().map_err(|e| e.to_string())?;
     let pg = TcpListener::bind(config.pg_listen)
         .await

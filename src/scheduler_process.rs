@@ -22,8 +22,11 @@ pub async fn run(
     let ids = IdAllocator::open(&config.data_dir).map_err(|e| e.to_string())?;
     let cluster =
         Cluster::open(&config.data_dir, ClusterConfig::default()).map_err(|e| e.to_string())?;
+    // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and delayed
+    // acknowledgements add tens of milliseconds to every call.
     let incoming = TcpIncoming::bind(config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?
+        .with_nodelay(Some(true));
     let address = incoming.local_addr().map_err(|e| e.to_string())?;
     info!(data_dir = %config.data_dir.display(), %address, "RegionDB scheduler is up");
     println!("RegionDB scheduler is ready on {address}");

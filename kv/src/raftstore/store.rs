@@ -57,7 +57,12 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            raft: RaftConfig::new(0),
+            raft: RaftConfig {
+                // Reads on the leader within its check-quorum lease skip the heartbeat round
+                // (raft's `read_only` module gives the timing assumption).
+                lease_read: true,
+                ..RaftConfig::new(0)
+            },
             driver: DriverConfig::default(),
             store_heartbeat: Duration::from_secs(1),
         }
