@@ -144,7 +144,7 @@ fn a_minority_leader_never_acknowledges_and_catches_up_after_healing() {
         b"zz-minority".to_vec(),
         b"x".to_vec(),
     );
-    let result = kv::txn::Replication::write(&handle, batch);
+    let result = kv::txn::Replication::write(&handle, batch, kv::txn::ReadFence::default());
     assert!(result.is_err(), "a minority leader acknowledged a write");
     // Nor does it serve a read: it cannot confirm its leadership with a majority.
     let read = kv::txn::Replication::read_barrier(&handle);
@@ -419,4 +419,39 @@ fn a_removed_replica_that_missed_its_removal_is_told_and_destroys_its_data() {
         assert_eq!(left, 0, "the destroyed replica left data in {cf:?}");
     }
     assert_eq!(get(&cluster.client, "k").unwrap().as_deref(), Some("v"));
+}
+
+#[test]
+fn a_removed_replica_that_hears_nothing_learns_its_removal_from_the_scheduler() {
+    let cluster = TestCluster::new(4, 3);
+    let region_id = cluster.region_id();
+    let region = cluster.wait_for_voters(region_id, 3);
+    put(&cluster.client, "k", "v").unwrap();
+    let leader = cluster.leader_store(region_id);
+    let victim = region
+        .peers
+        .iter()
+        .find(|p| p.store_id != leader)
+        .copied()
+        .unwrap();
+    cluster.wait_for("the victim to apply the write", || {
+        let statuses = cluster.statuses(region_id);
+        let leader_applied = statuses.get(&leader)?.raft.applied;
+        (statuses.get(&victim.store_id)?.raft.applied >= leader_applied).then_some(())
+    });
+    // Cut off for good from the other stores: no message, no tombstone notice reaches it
+    // (the scheduler still does).
+    cluster.network.isolate(victim.store_id);
+    cluster.change_peer(region_id, ChangePeer::Remove(victim));
+    cluster.wait_for("the isolated removed replica to be destroyed", || {
+        cluster
+            .store(victim.store_id)
+            .peer(region_id)
+            .is_none()
+            .then_some(())
+    });
+    let engine = cluster.store(victim.store_id).engine();
+    let snapshot = kv::storage::Engine::snapshot(engine.as_ref());
+    let left = kv::storage::Snapshot::scan(&snapshot, kv::storage::Cf::Write, b"", None).count();
+    assert_eq!(left, 0, "the destroyed replica left data");
 }

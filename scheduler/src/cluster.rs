@@ -594,10 +594,17 @@ impl Cluster {
                 ));
             }
         }
+        // A region the scheduler does not know must be strictly newer than what it overlaps
+        // (a split's result): an unknown region of the same version is a stray (for example
+        // one prepared by a bootstrap that lost), and must not displace a known region.
+        let unknown = !meta.regions.contains_key(&region.id);
         meta.overlapping(&region.start_key, &region.end_key, region.id)
             .into_iter()
             .map(|id| &meta.regions[&id])
-            .find(|other| epoch(other).version > reported.version)
+            .find(|other| {
+                epoch(other).version > reported.version
+                    || (unknown && epoch(other).version >= reported.version)
+            })
             .map(|other| {
                 format!(
                     "region {} version {} is older than overlapping region {} version {}",

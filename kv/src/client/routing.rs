@@ -13,9 +13,11 @@
 //! - a store that cannot be reached: avoid it for this command, refresh the region from the
 //!   scheduler (which learns the new leader from its heartbeats) and retry.
 //!
-//! Back-off grows from 20 ms to 500 ms, and a command gives up with the last error once its
-//! deadline passes. Retrying is safe because every command is idempotent. Other errors (a
-//! lock, a write conflict, an aborted transaction) are the transaction client's to handle.
+//! Back-off grows from 20 ms to 500 ms, and a command gives up once its deadline passes: with
+//! `Unavailable` if any attempt went unanswered (it may have been applied: the transaction
+//! client then treats the outcome as unknown), else with the last error. Retrying is safe
+//! because every command is idempotent. Other errors (a lock, a write conflict, an aborted
+//! transaction) are the transaction client's to handle.
 //!
 //! Not here: regions that split while a multi-key command is under way are not re-grouped
 //! (regions do not split yet); scans are bounded by `limit` per region call.
@@ -227,6 +229,8 @@ impl RoutedCommands {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = FIRST_BACKOFF;
         let mut avoid: BTreeSet<u64> = BTreeSet::new();
+        // Whether an attempt reached a store and got no answer: it may have been applied.
+        let ambiguous = std::cell::Cell::new(false);
         loop {
             let attempt = (|| -> Result<T, E> {
                 let cached = self.locate(key)?;
@@ -261,6 +265,7 @@ impl RoutedCommands {
                     if let Some(KvError::Unavailable(_)) = e.routing_error() {
                         avoid.insert(target.store_id);
                         self.stores.forget(target.store_id);
+                        ambiguous.set(true);
                     }
                 })
             })();
@@ -272,6 +277,14 @@ impl RoutedCommands {
                 return Err(error);
             };
             if Instant::now() >= deadline {
+                // Giving up: if an earlier attempt may have been applied, say so (the caller
+                // treats `Unavailable` as "outcome unknown"), whatever the last attempt said.
+                if ambiguous.get() && !matches!(routing, KvError::Unavailable(_)) {
+                    return Err(E::from(KvError::Unavailable(format!(
+                        "an earlier attempt got no answer and may have been applied; the last \
+                         one failed: {routing}"
+                    ))));
+                }
                 return Err(error);
             }
             debug!(error = %routing, "re-routing a command");

@@ -12,10 +12,12 @@
 //! its region or leadership changes; a replica that applied its own removal destroys itself
 //! and tells the store ([`StoreEvents::peer_destroyed`]).
 //!
-//! Not yet: batching the Readies of many peers into one write and one fsync, and a pool of
-//! threads instead of one per peer (one region per cluster today: regions do not split).
+//! Every peer persists through its store's group-commit writer (`write_batcher`), so the
+//! Readies of many peers share one engine write and one fsync. Not yet: a pool of threads
+//! instead of one per peer (one region per cluster today: regions do not split).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,7 +33,7 @@ use super::transport::Transport;
 use super::{Callback, Peer, ReadCallback};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Engine, WriteBatch};
-use crate::txn::Replication;
+use crate::txn::{ReadFence, Replication};
 
 /// Applied entries a peer keeps in its log before compacting (raft log GC).
 pub const RAFT_LOG_GC_LIMIT: u64 = 1000;
@@ -46,7 +48,7 @@ pub const MAX_PENDING_PROPOSALS: usize = 4096;
 pub enum PeerMsg {
     /// A raft message from the peer `from`.
     Raft(PeerMeta, Message),
-    Write(WriteBatch, Callback),
+    Write(WriteBatch, ReadFence, Callback),
     ReadIndex(ReadCallback),
     ChangePeer(ChangePeer, Callback),
     TransferLeader(u64),
@@ -83,8 +85,11 @@ pub trait StoreEvents: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     pub tick: Duration,
-    /// How long a caller waits for a write to apply or a read to be confirmed.
+    /// How long a caller waits for a read to be confirmed or a membership change to apply.
     pub timeout: Duration,
+    /// How long a caller waits for a write to apply (holding its latches): longer than any
+    /// client's request timeout (see `PeerHandle`'s `Replication::write`).
+    pub write_timeout: Duration,
     pub log_gc_limit: u64,
     /// Bytes of log a peer keeps before compacting (raft log GC by size).
     pub log_gc_size_limit: u64,
@@ -97,6 +102,7 @@ impl Default for DriverConfig {
         DriverConfig {
             tick: Duration::from_millis(100),
             timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
             log_gc_limit: RAFT_LOG_GC_LIMIT,
             log_gc_size_limit: RAFT_LOG_GC_SIZE_LIMIT,
             heartbeat_ticks: 10,
@@ -112,10 +118,16 @@ pub struct PeerHandle {
     /// The region as the peer last applied it (kept current by the peer's thread).
     region: Arc<RwLock<Region>>,
     /// Whether the peer is initialised (has its region's data and membership).
-    initialized: Arc<std::sync::atomic::AtomicBool>,
+    initialized: Arc<AtomicBool>,
+    /// Whether the peer leads its region (as of its last Ready).
+    leader: Arc<AtomicBool>,
+    /// Cleared when the peer's thread ends (stopped, destroyed, or failed).
+    alive: Arc<AtomicBool>,
     sender: Sender<PeerMsg>,
-    /// How long a caller waits for a write to apply or a read to be confirmed.
+    /// How long a caller waits for a read to be confirmed, or a membership change to apply.
     timeout: Duration,
+    /// How long a caller waits for a write to apply.
+    write_timeout: Duration,
 }
 
 impl PeerHandle {
@@ -125,6 +137,14 @@ impl PeerHandle {
 
     fn wait<T: Send + 'static>(
         &self,
+        request: impl FnOnce(Box<dyn FnOnce(KvResult<T>) + Send>) -> PeerMsg,
+    ) -> KvResult<T> {
+        self.wait_for(self.timeout, request)
+    }
+
+    fn wait_for<T: Send + 'static>(
+        &self,
+        timeout: Duration,
         request: impl FnOnce(Box<dyn FnOnce(KvResult<T>) + Send>) -> PeerMsg,
     ) -> KvResult<T> {
         let (answer, result) = mpsc::channel();
@@ -137,10 +157,10 @@ impl PeerHandle {
                 self.region_id
             )));
         }
-        result.recv_timeout(self.timeout).unwrap_or_else(|_| {
+        result.recv_timeout(timeout).unwrap_or_else(|_| {
             Err(KvError::Unavailable(format!(
-                "region {}: no answer within {:?}",
-                self.region_id, self.timeout
+                "region {}: no answer within {timeout:?}",
+                self.region_id
             )))
         })
     }
@@ -163,7 +183,15 @@ impl PeerHandle {
     }
 
     pub fn is_initialized(&self) -> bool {
-        self.initialized.load(std::sync::atomic::Ordering::Acquire)
+        self.initialized.load(Ordering::Acquire)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     /// The peer's state (None if its thread has ended or does not answer in time).
@@ -189,12 +217,18 @@ impl PeerHandle {
 }
 
 impl Replication for PeerHandle {
-    fn read_barrier(&self) -> KvResult<()> {
-        self.wait(PeerMsg::ReadIndex).map(drop)
+    fn read_barrier(&self) -> KvResult<ReadFence> {
+        self.wait(PeerMsg::ReadIndex)
     }
 
-    fn write(&self, batch: WriteBatch) -> KvResult<()> {
-        self.wait(|callback| PeerMsg::Write(batch, callback))
+    /// Waits for the write to apply for `write_timeout`, well beyond a client's request
+    /// timeout: the command's latches are held until then, so that a command retried after
+    /// a lost answer (a rollback after an unanswered commit, say) waits for this one instead
+    /// of being computed while this one may still commit.
+    fn write(&self, batch: WriteBatch, fence: ReadFence) -> KvResult<()> {
+        self.wait_for(self.write_timeout, |callback| {
+            PeerMsg::Write(batch, fence, callback)
+        })
     }
 }
 
@@ -248,11 +282,24 @@ pub fn spawn_peer<E: Engine>(
     let region_id = peer.region_id();
     let peer_id = peer.meta().id;
     let (sender, inbox) = mpsc::channel::<PeerMsg>();
-    let timeout = config.timeout;
+    let (timeout, write_timeout) = (config.timeout, config.write_timeout);
     let region = Arc::new(RwLock::new(peer.region().clone()));
-    let initialized = Arc::new(std::sync::atomic::AtomicBool::new(peer.is_initialized()));
+    let initialized = Arc::new(AtomicBool::new(peer.is_initialized()));
+    let (leader, alive) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(true)),
+    );
     let (shared_region, shared_initialized) = (Arc::clone(&region), Arc::clone(&initialized));
+    let (shared_leader, shared_alive) = (Arc::clone(&leader), Arc::clone(&alive));
     let thread = std::thread::spawn(move || {
+        // However the thread ends, its handle learns that it did.
+        struct Alive(Arc<AtomicBool>);
+        impl Drop for Alive {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _alive = Alive(shared_alive);
         let tick = config.tick;
         let mut next_tick = Instant::now() + tick;
         let mut known_leader = peer.leader();
@@ -272,14 +319,16 @@ pub fn spawn_peer<E: Engine>(
             {
                 match message {
                     PeerMsg::Raft(from, m) => peer.step_from(from, m),
-                    PeerMsg::Write(_, callback)
+                    PeerMsg::Write(_, _, callback)
                         if peer.pending_proposals() >= MAX_PENDING_PROPOSALS =>
                     {
                         callback(Err(KvError::ServerIsBusy(format!(
                             "region {region_id}: {MAX_PENDING_PROPOSALS} proposals waiting"
                         ))))
                     }
-                    PeerMsg::Write(batch, callback) => peer.propose_write(batch, callback),
+                    PeerMsg::Write(batch, fence, callback) => {
+                        peer.propose_write(batch, fence, callback)
+                    }
                     PeerMsg::ReadIndex(callback) => peer.read_index(callback),
                     PeerMsg::ChangePeer(change, callback) => {
                         peer.propose_change_peer(change, callback)
@@ -330,7 +379,12 @@ pub fn spawn_peer<E: Engine>(
             if *peer.region() != *shared_region.read().unwrap_or_else(|e| e.into_inner()) {
                 *shared_region.write().unwrap_or_else(|e| e.into_inner()) = peer.region().clone();
             }
-            shared_initialized.store(peer.is_initialized(), std::sync::atomic::Ordering::Release);
+            shared_initialized.store(peer.is_initialized(), Ordering::Release);
+            shared_leader.store(peer.is_leader(), Ordering::Release);
+            // Peers removed from the region are told so (a removed learner never speaks up).
+            for notice in peer.take_removal_notices() {
+                transport.send(notice);
+            }
             if peer.is_removed() {
                 let peer_id = peer.meta().id;
                 match peer.destroy() {
@@ -364,8 +418,11 @@ pub fn spawn_peer<E: Engine>(
             peer_id,
             region,
             initialized,
+            leader,
+            alive,
             sender,
             timeout,
+            write_timeout,
         },
         thread: Some(thread),
     }

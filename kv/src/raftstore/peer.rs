@@ -31,13 +31,14 @@ use super::transport::RaftEnvelope;
 use super::write_batcher::{DirectWriter, RaftWriter};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Engine, WriteBatch};
+use crate::txn::ReadFence;
 
 /// Called once with the outcome of a proposal.
 pub type Callback = Box<dyn FnOnce(KvResult<()>) + Send>;
 
 /// Called once when a linearizable read may proceed on this replica's engine (with the
 /// applied index it may read at), or with why it cannot.
-pub type ReadCallback = Box<dyn FnOnce(KvResult<u64>) + Send>;
+pub type ReadCallback = Box<dyn FnOnce(KvResult<ReadFence>) + Send>;
 
 struct Proposal {
     index: u64,
@@ -51,14 +52,18 @@ pub struct Peer<E: Engine> {
     meta: PeerMeta,
     /// Set once this replica applied its own removal.
     removed: bool,
+    /// Set once its data and raft state are deleted (a tombstone written).
+    destroyed: bool,
+    /// Peers whose removal this replica applied, to be told they are out.
+    removed_peers: Vec<PeerMeta>,
     node: RawNode<PeerStorage<E>>,
     /// Persists this peer's batches (the store's group-commit writer, or the engine).
     writer: Arc<dyn RaftWriter>,
     proposals: VecDeque<Proposal>,
     /// Read requests by context, waiting for their read index.
-    reads: Vec<(Vec<u8>, ReadCallback)>,
+    reads: Vec<(Vec<u8>, u64, ReadCallback)>,
     /// Read indexes granted, waiting for the apply index to reach them.
-    ready_reads: Vec<(u64, ReadCallback)>,
+    ready_reads: Vec<(u64, u64, ReadCallback)>,
     next_read_id: u64,
     /// Where peers not (yet) in this replica's region live, learned from their messages: a
     /// replica created for a leader's first message answers it before it knows the region.
@@ -87,6 +92,8 @@ impl<E: Engine> Peer<E> {
             region_id,
             meta,
             removed: false,
+            destroyed: false,
+            removed_peers: Vec::new(),
             node,
             writer: Arc::new(DirectWriter(engine)),
             proposals: VecDeque::new(),
@@ -209,6 +216,33 @@ impl<E: Engine> Peer<E> {
             .collect()
     }
 
+    /// Tombstone notices for the peers whose removal this replica applied: the group no
+    /// longer sends them anything, and a removed learner never campaigns, so without a notice
+    /// a replica that missed its removal would stay forever. Best effort (a lost notice leaves
+    /// the peer until it speaks up and is answered with one).
+    pub fn take_removal_notices(&mut self) -> Vec<RaftEnvelope> {
+        let region = self.region().clone();
+        std::mem::take(&mut self.removed_peers)
+            .into_iter()
+            .map(|to_peer| RaftEnvelope {
+                region_id: self.region_id,
+                from_peer: self.meta,
+                to_peer,
+                epoch: region::epoch(&region),
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+                // Not stepped: a tombstone notice is handled by the receiving store.
+                message: Message {
+                    from: self.meta.id,
+                    to: to_peer.id,
+                    term: 0,
+                    body: raft::MessageBody::TimeoutNow,
+                },
+                is_tombstone: true,
+            })
+            .collect()
+    }
+
     pub fn transfer_leader(&mut self, peer_id: u64) {
         self.node.transfer_leader(peer_id);
     }
@@ -223,16 +257,19 @@ impl<E: Engine> Peer<E> {
 
     /// Deletes this (removed) replica's data and Raft state, leaving a tombstone.
     pub fn destroy(&mut self) -> KvResult<()> {
-        let mut batch = WriteBatch::new();
-        self.node.storage_mut().destroy(&mut batch)?;
-        self.writer.write(batch)?;
+        if !self.destroyed {
+            let mut batch = WriteBatch::new();
+            self.node.storage_mut().destroy(&mut batch)?;
+            self.writer.write(batch)?;
+            self.destroyed = true;
+        }
         for proposal in self.proposals.drain(..) {
             (proposal.callback)(Err(KvError::RegionNotFound {
                 region_id: self.region_id,
             }));
         }
         self.fail_pending_reads();
-        for (_, callback) in self.ready_reads.drain(..) {
+        for (_, _, callback) in self.ready_reads.drain(..) {
             callback(Err(KvError::RegionNotFound {
                 region_id: self.region_id,
             }));
@@ -286,7 +323,17 @@ impl<E: Engine> Peer<E> {
     }
 
     /// Proposes a write batch (leader only); `callback` completes after it is applied here.
-    pub fn propose_write(&mut self, batch: WriteBatch, callback: Callback) {
+    ///
+    /// `fence` is where the batch's inputs were read ([`Peer::read_index`]): if this replica's
+    /// term moved since, it may have missed another leader's writes, and the batch is refused
+    /// with StaleCommand (the command is computed again).
+    pub fn propose_write(&mut self, batch: WriteBatch, fence: ReadFence, callback: Callback) {
+        if fence.term != 0 && fence.term != self.node.raft.term {
+            callback(Err(KvError::StaleCommand {
+                region_id: self.region_id,
+            }));
+            return;
+        }
         let data = batch.encode();
         self.propose_entry(|node| node.propose(data), callback);
     }
@@ -342,7 +389,9 @@ impl<E: Engine> Peer<E> {
 
     /// Requests a linearizable read (ReadIndex, forwarded to the leader from a follower): the
     /// callback runs once this replica has applied everything committed when the read was
-    /// confirmed, so that reading its engine then sees every write acknowledged before.
+    /// confirmed, so that reading its engine then sees every write acknowledged before. The
+    /// fence it gets is the term the read was confirmed in; a term change before the replica
+    /// caught up fails the read with StaleCommand.
     pub fn read_index(&mut self, callback: ReadCallback) {
         if self.leader().is_none() {
             callback(Err(self.not_leader()));
@@ -351,12 +400,12 @@ impl<E: Engine> Peer<E> {
         self.next_read_id += 1;
         let context = self.next_read_id.to_be_bytes().to_vec();
         self.node.read_index(context.clone());
-        self.reads.push((context, callback));
+        self.reads.push((context, self.node.raft.term, callback));
     }
 
     /// Fails every waiting read (after a leader change its confirmation may never come).
     pub fn fail_pending_reads(&mut self) {
-        for (_, callback) in self.reads.drain(..) {
+        for (_, _, callback) in self.reads.drain(..) {
             callback(Err(KvError::StaleCommand {
                 region_id: self.region_id,
             }));
@@ -423,19 +472,31 @@ impl<E: Engine> Peer<E> {
                     let storage = self.node.storage_mut();
                     storage.set_conf_state(&mut apply, conf);
                     storage.set_region(&mut apply, region);
-                    if matches!(&change, ChangePeer::Remove(p) if p.id == self.meta.id) {
-                        self.removed = true;
+                    match &change {
+                        ChangePeer::Remove(p) if p.id == self.meta.id => self.removed = true,
+                        ChangePeer::Remove(p) => self.removed_peers.push(*p),
+                        _ => {}
                     }
                 }
             }
             self.node.storage_mut().set_applied(&mut apply, entry.index);
+            if self.removed {
+                // This replica's end: its data, raft state and tombstone go in the same batch
+                // as the removal itself, so a crash cannot leave a replica that is neither
+                // running nor destroyed. Later entries are no longer this replica's business.
+                self.node.storage_mut().destroy(&mut apply)?;
+                self.destroyed = true;
+                self.writer.write(apply)?;
+                applied_to.push((entry.index, entry.term));
+                break;
+            }
             self.writer.write(apply)?;
             applied_to.push((entry.index, entry.term));
         }
         for read in &ready.read_states {
-            if let Some(position) = self.reads.iter().position(|(c, _)| *c == read.context) {
-                let (_, callback) = self.reads.swap_remove(position);
-                self.ready_reads.push((read.index, callback));
+            if let Some(position) = self.reads.iter().position(|(c, _, _)| *c == read.context) {
+                let (_, term, callback) = self.reads.swap_remove(position);
+                self.ready_reads.push((read.index, term, callback));
             }
         }
         let messages = ready.messages.clone();
@@ -446,10 +507,17 @@ impl<E: Engine> Peer<E> {
         let applied = self.node.raft.log.applied;
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads)
             .into_iter()
-            .partition(|(index, _)| *index <= applied);
+            .partition(|(index, _, _)| *index <= applied);
         self.ready_reads = later;
-        for (_, callback) in now {
-            callback(Ok(applied));
+        let current_term = self.node.raft.term;
+        for (_, term, callback) in now {
+            if term == current_term {
+                callback(Ok(ReadFence { term }));
+            } else {
+                callback(Err(KvError::StaleCommand {
+                    region_id: self.region_id,
+                }));
+            }
         }
         Ok(messages)
     }

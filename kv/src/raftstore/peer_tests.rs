@@ -11,6 +11,7 @@ use super::region::whole_keyspace;
 use super::{Callback, Peer};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Cf, Engine, MemoryEngine, Snapshot, WriteBatch};
+use crate::txn::ReadFence;
 
 struct Group {
     engines: BTreeMap<u64, Arc<MemoryEngine>>,
@@ -129,7 +130,7 @@ fn writes_replicate_apply_everywhere_and_report_back() {
         .peers
         .get_mut(&1)
         .unwrap()
-        .propose_write(put("a", "1"), callback);
+        .propose_write(put("a", "1"), ReadFence::default(), callback);
     group.settle();
     group.tick(1); // the commit index reaches the followers
     assert!(matches!(*outcome.lock().unwrap(), Some(Ok(()))));
@@ -148,13 +149,14 @@ fn writes_replicate_apply_everywhere_and_report_back() {
             .read_index(Box::new(move |r| *slot.lock().unwrap() = Some(r)));
         group.settle();
         group.tick(1);
-        let applied = match *read.lock().unwrap() {
-            Some(Ok(applied)) => applied,
+        match *read.lock().unwrap() {
+            Some(Ok(fence)) => assert_eq!(fence.term, group.peers[&id].status().term),
             ref other => panic!("peer {id}: {other:?}"),
-        };
+        }
+        // The read was answered once the write had been applied here.
         assert!(
-            applied >= 2,
-            "peer {id} read at {applied}, before the write applied"
+            group.peers[&id].status().applied >= 2,
+            "peer {id} read before the write applied"
         );
     }
 
@@ -164,7 +166,7 @@ fn writes_replicate_apply_everywhere_and_report_back() {
         .peers
         .get_mut(&2)
         .unwrap()
-        .propose_write(put("b", "2"), callback);
+        .propose_write(put("b", "2"), ReadFence::default(), callback);
     assert!(matches!(
         *outcome.lock().unwrap(),
         Some(Err(KvError::NotLeader {
@@ -182,11 +184,11 @@ fn a_replica_that_was_down_catches_up_by_snapshot_and_restarts_without_reapplyin
     group.peers.remove(&3); // down
     for i in 0..20 {
         let (callback, _) = recorder();
-        group
-            .peers
-            .get_mut(&1)
-            .unwrap()
-            .propose_write(put(&format!("k{i:02}"), "v"), callback);
+        group.peers.get_mut(&1).unwrap().propose_write(
+            put(&format!("k{i:02}"), "v"),
+            ReadFence::default(),
+            callback,
+        );
         group.settle();
     }
     group.peers.get_mut(&1).unwrap().compact_log().unwrap();
@@ -208,11 +210,11 @@ fn a_replica_that_was_down_catches_up_by_snapshot_and_restarts_without_reapplyin
         .map(|(id, _)| id)
         .expect("a leader");
     let (callback, outcome) = recorder();
-    group
-        .peers
-        .get_mut(&leader)
-        .unwrap()
-        .propose_write(put("after", "restart"), callback);
+    group.peers.get_mut(&leader).unwrap().propose_write(
+        put("after", "restart"),
+        ReadFence::default(),
+        callback,
+    );
     group.settle();
     group.tick(1);
     assert!(matches!(*outcome.lock().unwrap(), Some(Ok(()))));
@@ -230,11 +232,11 @@ fn log_gc_bounds_the_log_and_lagging_replicas_still_catch_up() {
     group.isolated.insert(3);
     for i in 0..40 {
         let (callback, _) = recorder();
-        group
-            .peers
-            .get_mut(&1)
-            .unwrap()
-            .propose_write(put(&format!("g{i:02}"), "v"), callback);
+        group.peers.get_mut(&1).unwrap().propose_write(
+            put(&format!("g{i:02}"), "v"),
+            ReadFence::default(),
+            callback,
+        );
         group.settle();
         for peer in group.peers.values_mut() {
             peer.maybe_compact_log(limit, u64::MAX).unwrap();
@@ -261,11 +263,11 @@ fn log_gc_by_size_compacts_a_few_large_entries() {
     let big = "x".repeat(16 << 10);
     for i in 0..20 {
         let (callback, _) = recorder();
-        group
-            .peers
-            .get_mut(&1)
-            .unwrap()
-            .propose_write(put(&format!("big{i:02}"), &big), callback);
+        group.peers.get_mut(&1).unwrap().propose_write(
+            put(&format!("big{i:02}"), &big),
+            ReadFence::default(),
+            callback,
+        );
         group.settle();
         for peer in group.peers.values_mut() {
             // The entry-count limit alone would keep all twenty.
@@ -283,6 +285,37 @@ fn log_gc_by_size_compacts_a_few_large_entries() {
 }
 
 #[test]
+fn a_write_computed_in_an_earlier_term_is_refused() {
+    let mut group = Group::new(&[1, 2, 3]);
+    group.peers.get_mut(&1).unwrap().campaign();
+    group.settle();
+    let term = group.peers[&1].status().term;
+    // A batch whose inputs were read under another term (the leader lost and regained its
+    // leadership in between) may be stale: refused, and nothing is proposed.
+    let (callback, outcome) = recorder();
+    let before = group.peers[&1].status().last_index;
+    group.peers.get_mut(&1).unwrap().propose_write(
+        put("stale", "x"),
+        ReadFence { term: term + 1 },
+        callback,
+    );
+    assert!(matches!(
+        *outcome.lock().unwrap(),
+        Some(Err(KvError::StaleCommand { .. }))
+    ));
+    assert_eq!(group.peers[&1].status().last_index, before);
+    // The same batch read in the current term goes through.
+    let (callback, outcome) = recorder();
+    group
+        .peers
+        .get_mut(&1)
+        .unwrap()
+        .propose_write(put("fresh", "y"), ReadFence { term }, callback);
+    group.settle();
+    assert!(matches!(*outcome.lock().unwrap(), Some(Ok(()))));
+}
+
+#[test]
 fn a_proposal_overwritten_by_a_new_leader_reports_stale_command() {
     let mut group = Group::new(&[1, 2, 3]);
     group.peers.get_mut(&1).unwrap().campaign();
@@ -290,11 +323,11 @@ fn a_proposal_overwritten_by_a_new_leader_reports_stale_command() {
     // The leader is cut off; its proposal cannot commit.
     group.isolated.insert(1);
     let (callback, outcome) = recorder();
-    group
-        .peers
-        .get_mut(&1)
-        .unwrap()
-        .propose_write(put("lost", "x"), callback);
+    group.peers.get_mut(&1).unwrap().propose_write(
+        put("lost", "x"),
+        ReadFence::default(),
+        callback,
+    );
     group.settle();
     // The others elect a new leader once their leases run out, and commit their own write.
     group.tick(30);
@@ -303,11 +336,11 @@ fn a_proposal_overwritten_by_a_new_leader_reports_stale_command() {
         .find(|id| group.peers[id].is_leader())
         .expect("a new leader");
     let (callback, _) = recorder();
-    group
-        .peers
-        .get_mut(&leader)
-        .unwrap()
-        .propose_write(put("kept", "y"), callback);
+    group.peers.get_mut(&leader).unwrap().propose_write(
+        put("kept", "y"),
+        ReadFence::default(),
+        callback,
+    );
     group.settle();
     group.isolated.clear();
     group.tick(3);

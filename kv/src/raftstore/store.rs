@@ -36,12 +36,12 @@ use raft::{Config as RaftConfig, MessageBody};
 use scheduler::ClusterApi;
 use tracing::{debug, info, warn};
 
-use super::Peer;
 use super::driver::{DriverConfig, PeerHandle, PeerMsg, PeerThread, StoreEvents, spawn_peer};
 use super::keys;
 use super::region::{self, ChangePeer, RegionLocalState};
 use super::transport::{RaftEnvelope, RaftRouter, Transport};
 use super::write_batcher::{RaftWriter, WriteBatcher};
+use super::{Peer, PeerStorage};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Cf, Engine, Snapshot, WriteBatch};
 
@@ -81,6 +81,9 @@ struct Inner<E: Engine> {
     transport: Arc<dyn Transport>,
     config: StoreConfig,
     peers: Mutex<BTreeMap<u64, PeerThread>>,
+    /// Held while replicas are created or destroyed, so that a replica of a region is never
+    /// created while an older one of the same region is still being destroyed.
+    lifecycle: Mutex<()>,
     /// Group commit of every peer's writes.
     writer: Arc<WriteBatcher>,
     events: Mutex<Sender<Event>>,
@@ -145,16 +148,24 @@ impl<E: Engine> Store<E> {
             transport,
             config,
             peers: Mutex::new(BTreeMap::new()),
+            lifecycle: Mutex::new(()),
             writer,
             events: Mutex::new(sender),
             stopped: std::sync::atomic::AtomicBool::new(false),
         });
-        let regions = inner.local_regions()?;
-        if regions.is_empty() {
-            inner.bootstrap_if_needed(&meta)?;
-        }
+        inner.bootstrap_if_needed(&meta)?;
         for region in inner.local_regions()? {
-            let Some(me) = region::peer_on_store(&region, store_id).cloned() else {
+            let Some(me) = region::peer_on_store(&region, store_id).copied() else {
+                // Removed from the region (its removal applied) but not destroyed: finish.
+                info!(
+                    store_id,
+                    region_id = region.id,
+                    "destroying a removed replica"
+                );
+                let mut storage = PeerStorage::open(Arc::clone(&inner.engine), &region)?;
+                let mut batch = WriteBatch::new();
+                storage.destroy(&mut batch)?;
+                inner.engine.write(batch)?;
                 continue;
             };
             inner.start_peer(&region, me)?;
@@ -180,11 +191,17 @@ impl<E: Engine> Store<E> {
         self.inner
             .lock_peers()
             .get(&region_id)
+            .filter(|p| p.handle.is_alive())
             .map(|p| p.handle.clone())
     }
 
     pub fn region_ids(&self) -> Vec<u64> {
-        self.inner.lock_peers().keys().copied().collect()
+        self.inner
+            .lock_peers()
+            .iter()
+            .filter(|(_, p)| p.handle.is_alive())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The router the transport delivers this store's incoming messages to.
@@ -255,31 +272,75 @@ impl<E: Engine> Inner<E> {
         }
     }
 
-    /// Creates region 1's first replica here if the cluster has no region yet.
+    /// Creates the cluster's first region here if the cluster has no region yet.
+    ///
+    /// The region is persisted before the scheduler hears of it, so a crash (or a failed call)
+    /// in between leaves it on disk: the next start offers the same region again. If another
+    /// store bootstrapped meanwhile, the region prepared here never served anything (clients
+    /// route through the scheduler, which never knew it) and is dropped.
     fn bootstrap_if_needed(&self, meta: &StoreMeta) -> KvResult<()> {
+        let local = self.local_regions()?;
+        let prepared = local
+            .iter()
+            .find(|r| {
+                r.peers.len() == 1
+                    && r.peers[0].store_id == self.store_id
+                    && region::epoch(r) == region::initial_epoch()
+            })
+            .cloned();
         if self.cluster.is_bootstrapped().map_err(cluster_error)? {
+            // A prepared region the scheduler does not know lost the race: drop it.
+            if let Some(region) = prepared
+                && self
+                    .cluster
+                    .get_region_by_id(region.id)
+                    .map_err(cluster_error)?
+                    .is_none()
+            {
+                info!(
+                    region_id = region.id,
+                    "dropping a region whose bootstrap lost"
+                );
+                let mut batch = WriteBatch::new();
+                batch.delete(Cf::Raft, keys::region_state(region.id));
+                self.engine.write(batch)?;
+            }
             return Ok(());
         }
-        let region_id = self.cluster.alloc_id().map_err(cluster_error)?;
-        let peer_id = self.cluster.alloc_id().map_err(cluster_error)?;
-        let region = Region {
-            id: region_id,
-            start_key: Vec::new(),
-            end_key: Vec::new(),
-            epoch: Some(region::initial_epoch()),
-            peers: vec![PeerMeta {
-                id: peer_id,
-                store_id: self.store_id,
-                learner: false,
-            }],
+        let region = match prepared {
+            Some(region) => region,
+            None if !local.is_empty() => {
+                return Err(KvError::Server(
+                    "this store holds regions but the scheduler knows no cluster: is it the \
+                     right scheduler?"
+                        .into(),
+                ));
+            }
+            None => {
+                let region_id = self.cluster.alloc_id().map_err(cluster_error)?;
+                let peer_id = self.cluster.alloc_id().map_err(cluster_error)?;
+                let region = Region {
+                    id: region_id,
+                    start_key: Vec::new(),
+                    end_key: Vec::new(),
+                    epoch: Some(region::initial_epoch()),
+                    peers: vec![PeerMeta {
+                        id: peer_id,
+                        store_id: self.store_id,
+                        learner: false,
+                    }],
+                };
+                let state = RegionLocalState {
+                    region: region.clone(),
+                    tombstone: false,
+                };
+                let mut batch = WriteBatch::new();
+                batch.put(Cf::Raft, keys::region_state(region_id), state.encode());
+                self.engine.write(batch)?;
+                region
+            }
         };
-        let state = RegionLocalState {
-            region: region.clone(),
-            tombstone: false,
-        };
-        let mut batch = WriteBatch::new();
-        batch.put(Cf::Raft, keys::region_state(region_id), state.encode());
-        self.engine.write(batch)?;
+        let region_id = region.id;
         if self
             .cluster
             .bootstrap(meta.clone(), region)
@@ -344,6 +405,9 @@ impl<E: Engine> Inner<E> {
     fn deliver(self: &Arc<Self>, envelope: RaftEnvelope) {
         let region_id = envelope.region_id;
         let newer = |local: &Region| region::epoch(local).conf_ver < envelope.epoch.conf_ver;
+        // A replica to destroy before going on: taken out of the map under its lock, destroyed
+        // outside it (it waits for the peer's thread), under the lifecycle lock.
+        let mut stale = None;
         {
             let mut peers = self.lock_peers();
             if let Some(peer) = peers.get(&region_id) {
@@ -351,24 +415,18 @@ impl<E: Engine> Inner<E> {
                 let is_local_peer = peer.handle.peer_id() == envelope.to_peer.id;
                 if envelope.is_tombstone {
                     // Removed from the region: destroy the replica if the notice is for it.
-                    if is_local_peer
-                        && newer(&local)
-                        && let Some(peer) = peers.remove(&region_id)
-                    {
-                        info!(region_id, "told that this replica was removed");
-                        peer.destroy();
+                    if !(is_local_peer && newer(&local)) {
+                        return;
                     }
-                    return;
-                }
-                if !is_local_peer {
+                    info!(region_id, "told that this replica was removed");
+                    stale = peers.remove(&region_id);
+                } else if !is_local_peer {
                     if !newer(&local) {
                         return; // For an older incarnation of this store's replica.
                     }
                     // A newer membership has another peer here: the local one is stale.
-                    if let Some(peer) = peers.remove(&region_id) {
-                        info!(region_id, "replaced by a newer replica of the region");
-                        peer.destroy();
-                    }
+                    info!(region_id, "replaced by a newer replica of the region");
+                    stale = peers.remove(&region_id);
                 } else {
                     // A peer that is no longer in the region (by a newer epoch than the
                     // message's) learns so, since the group no longer talks to it.
@@ -391,10 +449,19 @@ impl<E: Engine> Inner<E> {
                 }
             }
         }
-        if envelope.is_tombstone {
+        let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(peer) = stale {
+            peer.destroy();
+        }
+        if envelope.is_tombstone || self.stopped.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+        // Created by another delivery meanwhile?
+        if let Some(peer) = self.lock_peers().get(&region_id)
+            && peer.handle.peer_id() == envelope.to_peer.id
+        {
+            peer.handle
+                .send(PeerMsg::Raft(envelope.from_peer, envelope.message));
             return;
         }
         match self.should_create(&envelope) {
@@ -423,6 +490,43 @@ impl<E: Engine> Inner<E> {
                 handle.send(PeerMsg::Raft(envelope.from_peer, envelope.message));
             }
             Err(e) => warn!(region_id, error = %e, "cannot create replica"),
+        }
+    }
+
+    /// Asks the scheduler about the regions this store follows: a replica whose region has a
+    /// newer membership that does not list it was removed while it heard nothing (a learner
+    /// never campaigns, so no member ever answers it with a tombstone notice): destroy it.
+    fn destroy_stale_replicas(&self) {
+        let followers: Vec<(u64, u64, Region)> = self
+            .lock_peers()
+            .iter()
+            .filter(|(_, p)| p.handle.is_alive() && !p.handle.is_leader())
+            .map(|(&id, p)| (id, p.handle.peer_id(), p.handle.region()))
+            .collect();
+        for (region_id, peer_id, local) in followers {
+            let Ok(Some((known, _))) = self.cluster.get_region_by_id(region_id) else {
+                continue;
+            };
+            let removed = region::epoch(&known).conf_ver > region::epoch(&local).conf_ver
+                && region::find_peer(&known, peer_id).is_none();
+            if !removed {
+                continue;
+            }
+            let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+            let stale = {
+                let mut peers = self.lock_peers();
+                match peers.get(&region_id) {
+                    Some(p) if p.handle.peer_id() == peer_id => peers.remove(&region_id),
+                    _ => None,
+                }
+            };
+            if let Some(peer) = stale {
+                info!(
+                    region_id,
+                    peer_id, "the scheduler's region no longer lists this replica"
+                );
+                peer.destroy();
+            }
         }
     }
 
@@ -501,9 +605,22 @@ fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<Event>) {
         if Instant::now() >= next {
             next = Instant::now() + interval;
             let Some(inner) = store.upgrade() else { return };
+            // Replicas whose thread ended (destroyed, or failed) leave the map here.
+            let dead: Vec<PeerThread> = {
+                let mut peers = inner.lock_peers();
+                let ids: Vec<u64> = peers
+                    .iter()
+                    .filter(|(_, p)| !p.handle.is_alive())
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.iter().filter_map(|id| peers.remove(id)).collect()
+            };
+            drop(dead);
+            inner.destroy_stale_replicas();
             let (regions, leaders) = {
                 let peers = inner.lock_peers();
-                (peers.len() as u32, 0)
+                let leaders = peers.values().filter(|p| p.handle.is_leader()).count();
+                (peers.len() as u32, leaders as u32)
             };
             let request = StoreHeartbeatRequest {
                 store_id: inner.store_id,
@@ -558,8 +675,8 @@ impl<E: Engine> StoreEvents for Events<E> {
     }
 
     fn peer_destroyed(&self, region_id: u64, peer_id: u64) {
-        // Called from the peer's own thread as it ends: the entry is dropped by the next
-        // delivery or request that finds the thread gone.
+        // Called from the peer's own thread as it ends: the heartbeat thread drops the entry
+        // (requests and deliveries already skip a replica whose thread is gone).
         if let Some(inner) = self.0.upgrade() {
             info!(
                 store_id = inner.store_id,

@@ -35,4 +35,4 @@ pub mod store;
 
 pub use actions::{Mutation, TxnStatus};
 pub use commands::{CommandRouter, RegionContext, SingleKeyspace, TxnCommands};
-pub use store::{Replication, TxnStore};
+pub use store::{ReadFence, Replication, TxnStore};

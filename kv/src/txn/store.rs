@@ -18,22 +18,32 @@ use crate::storage::{Cf, Engine, KvPair, Snapshot, WriteBatch};
 /// How a store's commands make their effects durable, and when its engine may be read.
 pub trait Replication: Send + Sync {
     /// Returns once the local engine reflects every write committed before the call (a
-    /// replicated region: a ReadIndex round, then waiting for apply).
-    fn read_barrier(&self) -> KvResult<()>;
+    /// replicated region: a ReadIndex round, then waiting for apply), with the fence a write
+    /// computed from what is read now must carry.
+    fn read_barrier(&self) -> KvResult<ReadFence>;
     /// Makes `batch` durable — for a replicated region, committed through Raft — and returns
-    /// once it is applied to the local engine.
-    fn write(&self, batch: WriteBatch) -> KvResult<()>;
+    /// once it is applied to the local engine. Refused (StaleCommand) if the replica is no
+    /// longer where `fence` was taken: a leader that lost and regained its leadership in
+    /// between may have missed another leader's writes, so what it computed may be stale.
+    fn write(&self, batch: WriteBatch, fence: ReadFence) -> KvResult<()>;
+}
+
+/// Where a read barrier was passed: the Raft term of the leader that confirmed it (0: a
+/// store without replication, where every write is current).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadFence {
+    pub term: u64,
 }
 
 /// A single store: writes go straight to the engine, which is always current.
 struct Local<E: Engine>(Arc<E>);
 
 impl<E: Engine> Replication for Local<E> {
-    fn read_barrier(&self) -> KvResult<()> {
-        Ok(())
+    fn read_barrier(&self) -> KvResult<ReadFence> {
+        Ok(ReadFence::default())
     }
 
-    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+    fn write(&self, batch: WriteBatch, _fence: ReadFence) -> KvResult<()> {
         Ok(self.0.write(batch)?)
     }
 }
@@ -77,23 +87,24 @@ impl<E: Engine> TxnStore<E> {
         &self.engine
     }
 
-    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+    fn write(&self, batch: WriteBatch, fence: ReadFence) -> KvResult<()> {
         if !batch.is_empty() {
-            self.replication.write(batch)?;
+            self.replication.write(batch, fence)?;
         }
         Ok(())
     }
 
-    /// A snapshot of the engine that reflects every write committed before the call.
-    fn current(&self) -> KvResult<E::Snapshot<'_>> {
-        self.replication.read_barrier()?;
-        Ok(self.engine.snapshot())
+    /// A snapshot of the engine that reflects every write committed before the call, and the
+    /// fence for writes computed from it.
+    fn current(&self) -> KvResult<(ReadFence, E::Snapshot<'_>)> {
+        let fence = self.replication.read_barrier()?;
+        Ok((fence, self.engine.snapshot()))
     }
 }
 
 impl<E: Engine> TxnCommands for TxnStore<E> {
     fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
-        let snapshot = self.current()?;
+        let (_, snapshot) = self.current()?;
         MvccReader::new(&snapshot).get(key, ts)
     }
 
@@ -104,7 +115,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
         ts: Timestamp,
         limit: usize,
     ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
-        let snapshot = self.current()?;
+        let (_, snapshot) = self.current()?;
         MvccReader::new(&snapshot).scan(start, end, ts, limit)
     }
 
@@ -116,34 +127,34 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
         ttl_ms: u64,
     ) -> Result<(), PrewriteError> {
         let _guard = self.latches.acquire(mutations.iter().map(Mutation::key));
-        let snapshot = self.current()?;
+        let (fence, snapshot) = self.current()?;
         let batch = actions::prewrite(&snapshot, mutations, primary, start_ts, ttl_ms)?;
         drop(snapshot);
-        self.write(batch)?;
+        self.write(batch, fence)?;
         Ok(())
     }
 
     fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
-        let snapshot = self.current()?;
+        let (fence, snapshot) = self.current()?;
         let batch = actions::commit(&snapshot, keys, start_ts, commit_ts)?;
         drop(snapshot);
-        self.write(batch)
+        self.write(batch, fence)
     }
 
     fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
-        let snapshot = self.current()?;
+        let (fence, snapshot) = self.current()?;
         let batch = actions::rollback(&snapshot, keys, start_ts)?;
         drop(snapshot);
-        self.write(batch)
+        self.write(batch, fence)
     }
 
     /// Commits (`commit_ts = Some`) or rolls back (`None`) every lock of transaction
     /// `start_ts` on this store. Returns how many keys were resolved.
     fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
         let locked = {
-            let snapshot = self.current()?;
+            let (_, snapshot) = self.current()?;
             let mut keys = Vec::new();
             let (from, to) = (&self.lock_range.0, self.lock_range.1.as_deref());
             for item in snapshot.scan(Cf::Lock, from, to) {
@@ -158,19 +169,19 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
             return Ok(0);
         }
         let _guard = self.latches.acquire(locked.iter().map(Vec::as_slice));
-        let snapshot = self.current()?;
+        let (fence, snapshot) = self.current()?;
         let (resolved, batch) = actions::resolve_locks(&snapshot, &locked, start_ts, commit_ts)?;
         drop(snapshot);
-        self.write(batch)?;
+        self.write(batch, fence)?;
         Ok(resolved)
     }
 
     fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
         let _guard = self.latches.acquire([primary]);
-        let snapshot = self.current()?;
+        let (fence, snapshot) = self.current()?;
         let (ttl, batch) = actions::txn_heartbeat(&snapshot, primary, start_ts, ttl_ms)?;
         drop(snapshot);
-        self.write(batch)?;
+        self.write(batch, fence)?;
         Ok(ttl)
     }
 
@@ -181,10 +192,10 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
         current_ts: Timestamp,
     ) -> KvResult<TxnStatus> {
         let _guard = self.latches.acquire([primary]);
-        let snapshot = self.current()?;
+        let (fence, snapshot) = self.current()?;
         let (status, batch) = actions::check_txn_status(&snapshot, primary, lock_ts, current_ts)?;
         drop(snapshot);
-        self.write(batch)?;
+        self.write(batch, fence)?;
         Ok(status)
     }
 }

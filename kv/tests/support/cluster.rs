@@ -163,6 +163,7 @@ pub fn store_config(log_gc_limit: u64) -> StoreConfig {
         driver: DriverConfig {
             tick: Duration::from_millis(20),
             timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(10),
             log_gc_limit,
             log_gc_size_limit: 64 << 20,
             heartbeat_ticks: 5,
@@ -221,6 +222,41 @@ impl TestCluster {
         self.dirs.insert(id, dir);
         self.start(id);
         id
+    }
+
+    /// Adds a store whose `Store::start` talks to `api` instead of the scheduler (to inject
+    /// scheduler failures); returns its id and the start's outcome. The store is not kept
+    /// running: `start(id)` restarts it normally.
+    pub fn try_add_store_with(&mut self, api: Arc<dyn ClusterApi>) -> (u64, KvResult<()>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = RocksEngine::open(dir.path()).expect("open engine");
+        let id = ensure_store_id(&engine, self.scheduler.as_ref()).expect("store id");
+        drop(engine);
+        self.dirs.insert(id, dir);
+        let engine = Arc::new(RocksEngine::open(self.dirs[&id].path()).expect("open engine"));
+        let meta = StoreMeta {
+            id,
+            address: format!("store-{id}"),
+            pg_address: String::new(),
+        };
+        let network = Arc::clone(&self.network) as Arc<dyn Transport>;
+        let result = Store::start(engine, meta, api, network, self.config.clone());
+        (id, result.map(drop))
+    }
+
+    /// A new client with an empty region cache.
+    pub fn fresh_client(&self) -> TxnClient {
+        let routed = RoutedCommands::new(
+            Arc::clone(&self.scheduler) as Arc<dyn ClusterApi>,
+            Arc::clone(&self.connector) as Arc<dyn StoreConnector>,
+            Duration::from_secs(20),
+        );
+        TxnClient::new(Arc::new(routed), self.tso.clone(), TxnOptions::default())
+    }
+
+    /// A store's data directory.
+    pub fn dir(&self, id: u64) -> std::path::PathBuf {
+        self.dirs[&id].path().to_path_buf()
     }
 
     pub fn store_ids(&self) -> Vec<u64> {
