@@ -24,7 +24,10 @@
 //! a crash the engine holds a prefix of those batches, each whole, so a restarted peer resumes
 //! from exactly what it persisted: it never re-applies an entry whose effects are in the data,
 //! never forgets a vote or an acknowledged entry, and never acknowledged a message it had not
-//! persisted. A destroyed replica's data, log and states go in one batch with its tombstone.
+//! persisted. A destroyed replica's data, log and states go in one batch with its tombstone;
+//! when it applies its own removal, that is the batch of the removal entry itself, so no crash
+//! leaves a replica that is neither running nor destroyed (a region state that no longer
+//! lists its store, from before this was so, is destroyed at startup).
 //!
 //! Not here: region split and merge (a cluster has one region), and deleting compacted log
 //! entries in the background (they are deleted in the batch that records the truncation).

@@ -3,18 +3,22 @@
 //!
 //! # Lifecycle of a replica
 //!
-//! - **Bootstrap.** The first store of a cluster creates region 1 (the whole keyspace, itself
-//!   the only voter), persists it, and registers it with the scheduler; exactly one bootstrap
-//!   wins, a loser discards its region.
-//! - **Startup.** A store reopens every region whose state it persisted (tombstones excepted);
-//!   each peer resumes from its persisted Raft and apply state.
+//! - **Bootstrap.** The first store of a cluster creates its first region (the whole
+//!   keyspace, itself the only voter), persists it, and registers it with the scheduler;
+//!   exactly one bootstrap wins, a loser discards its region. A bootstrap whose call failed
+//!   (or whose node crashed) after persisting is offered again, unchanged, on the next start.
+//! - **Removal.** A replica that applies its own removal destroys its data and Raft state and
+//!   writes its tombstone in the same batch; one that missed its removal learns of it from a
+//!   tombstone notice (sent by the members that applied it, or in answer to its messages) or
+//!   from the scheduler's view of the region, checked with every store heartbeat.
+//! - **Startup.** A store reopens every region whose state it persisted (tombstones excepted;
+//!   a region that no longer lists this store is destroyed); each peer resumes from its
+//!   persisted Raft and apply state.
 //! - **Creation on demand.** A store that receives a leader's message (append, heartbeat or
 //!   snapshot) for a region it does not hold, addressed to a peer on this store, creates that
 //!   peer empty; the leader's snapshot initialises it (data, membership, region). A tombstone
 //!   from an epoch at least as new as the message's stops stale messages from recreating a
 //!   removed peer; a newer membership (the peer was added back) does recreate it.
-//! - **Removal.** A peer that applies its own removal destroys its data and Raft state,
-//!   leaving a tombstone, and its thread ends.
 //!
 //! # Scheduler
 //!
