@@ -123,6 +123,8 @@ pub struct PeerHandle {
     leader: Arc<AtomicBool>,
     /// Cleared when the peer's thread ends (stopped, destroyed, or failed).
     alive: Arc<AtomicBool>,
+    /// Set just before the replica's data is deleted.
+    destroying: Arc<AtomicBool>,
     sender: Sender<PeerMsg>,
     /// How long a caller waits for a read to be confirmed, or a membership change to apply.
     timeout: Duration,
@@ -230,6 +232,15 @@ impl Replication for PeerHandle {
             PeerMsg::Write(batch, fence, callback)
         })
     }
+
+    fn check_snapshot(&self) -> KvResult<()> {
+        if self.destroying.load(Ordering::SeqCst) {
+            return Err(KvError::RegionNotFound {
+                region_id: self.region_id,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A running peer thread.
@@ -285,6 +296,7 @@ pub fn spawn_peer<E: Engine>(
     let (timeout, write_timeout) = (config.timeout, config.write_timeout);
     let region = Arc::new(RwLock::new(peer.region().clone()));
     let initialized = Arc::new(AtomicBool::new(peer.is_initialized()));
+    let destroying = peer.destroy_flag();
     let (leader, alive) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(true)),
@@ -420,6 +432,7 @@ pub fn spawn_peer<E: Engine>(
             initialized,
             leader,
             alive,
+            destroying,
             sender,
             timeout,
             write_timeout,

@@ -54,6 +54,9 @@ pub struct Peer<E: Engine> {
     removed: bool,
     /// Set once its data and raft state are deleted (a tombstone written).
     destroyed: bool,
+    /// Set just before its data is deleted, for readers on other threads: a read that passed
+    /// its barrier but took its engine snapshot after the deletion must fail.
+    destroying: Arc<std::sync::atomic::AtomicBool>,
     /// Peers whose removal this replica applied, to be told they are out.
     removed_peers: Vec<PeerMeta>,
     node: RawNode<PeerStorage<E>>,
@@ -93,6 +96,7 @@ impl<E: Engine> Peer<E> {
             meta,
             removed: false,
             destroyed: false,
+            destroying: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             removed_peers: Vec::new(),
             node,
             writer: Arc::new(DirectWriter(engine)),
@@ -121,6 +125,11 @@ impl<E: Engine> Peer<E> {
     /// The region as of the applied index.
     pub fn region(&self) -> &Region {
         self.node.storage().region()
+    }
+
+    /// Set when this replica's data is about to be deleted (see `destroying`).
+    pub fn destroy_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.destroying)
     }
 
     /// Whether this replica applied its own removal (its driver destroys it).
@@ -260,6 +269,8 @@ impl<E: Engine> Peer<E> {
         if !self.destroyed {
             let mut batch = WriteBatch::new();
             self.node.storage_mut().destroy(&mut batch)?;
+            self.destroying
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.writer.write(batch)?;
             self.destroyed = true;
         }
@@ -485,6 +496,8 @@ impl<E: Engine> Peer<E> {
                 // as the removal itself, so a crash cannot leave a replica that is neither
                 // running nor destroyed. Later entries are no longer this replica's business.
                 self.node.storage_mut().destroy(&mut apply)?;
+                self.destroying
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 self.destroyed = true;
                 self.writer.write(apply)?;
                 applied_to.push((entry.index, entry.term));
@@ -509,6 +522,11 @@ impl<E: Engine> Peer<E> {
             .into_iter()
             .partition(|(index, _, _)| *index <= applied);
         self.ready_reads = later;
+        if self.removed {
+            // Its data is gone: waiting reads fail when the replica is destroyed.
+            self.ready_reads.extend(now);
+            return Ok(messages);
+        }
         let current_term = self.node.raft.term;
         for (_, term, callback) in now {
             if term == current_term {

@@ -316,6 +316,58 @@ fn a_write_computed_in_an_earlier_term_is_refused() {
 }
 
 #[test]
+fn a_read_waiting_on_a_replica_that_applies_its_own_removal_fails() {
+    use super::region::ChangePeer;
+    let mut group = Group::new(&[1, 2, 3]);
+    group.peers.get_mut(&1).unwrap().campaign();
+    group.settle();
+    let (callback, _) = recorder();
+    group
+        .peers
+        .get_mut(&1)
+        .unwrap()
+        .propose_write(put("a", "1"), ReadFence::default(), callback);
+    group.settle();
+    // Peer 3 asks for a read while its removal is proposed.
+    let outcome: Arc<Mutex<Option<KvResult<ReadFence>>>> = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&outcome);
+    group
+        .peers
+        .get_mut(&3)
+        .unwrap()
+        .read_index(Box::new(move |r| *slot.lock().unwrap() = Some(r)));
+    let (callback, _) = recorder();
+    let victim = PeerMeta {
+        id: 3,
+        store_id: 3,
+        learner: false,
+    };
+    group
+        .peers
+        .get_mut(&1)
+        .unwrap()
+        .propose_change_peer(ChangePeer::Remove(victim), callback);
+    group.settle();
+    let peer = group.peers.get_mut(&3).unwrap();
+    assert!(peer.is_removed());
+    // Its data went with the removal; the read must not be granted on it.
+    assert!(
+        outcome.lock().unwrap().is_none(),
+        "a read was granted on destroyed data"
+    );
+    assert!(
+        peer.destroy_flag()
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
+    peer.destroy().unwrap();
+    assert!(matches!(
+        *outcome.lock().unwrap(),
+        Some(Err(KvError::RegionNotFound { .. }))
+    ));
+    assert!(data(&group.engines[&3]).is_empty());
+}
+
+#[test]
 fn a_proposal_overwritten_by_a_new_leader_reports_stale_command() {
     let mut group = Group::new(&[1, 2, 3]);
     group.peers.get_mut(&1).unwrap().campaign();

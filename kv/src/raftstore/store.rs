@@ -354,6 +354,17 @@ impl<E: Engine> Inner<E> {
                 store_id = self.store_id,
                 region_id, "bootstrapped the cluster"
             );
+        } else if self
+            .cluster
+            .get_region_by_id(region_id)
+            .map_err(cluster_error)?
+            .is_some()
+        {
+            // An earlier call of ours (whose answer was lost) got there first.
+            info!(
+                store_id = self.store_id,
+                region_id, "bootstrapped the cluster"
+            );
         } else {
             // Another store won: forget the region prepared here.
             let mut batch = WriteBatch::new();

@@ -26,6 +26,11 @@ pub trait Replication: Send + Sync {
     /// longer where `fence` was taken: a leader that lost and regained its leadership in
     /// between may have missed another leader's writes, so what it computed may be stale.
     fn write(&self, batch: WriteBatch, fence: ReadFence) -> KvResult<()>;
+    /// Called after taking the engine snapshot that followed a read barrier: fails if the
+    /// replica's data may have been deleted meanwhile (it was removed and destroyed).
+    fn check_snapshot(&self) -> KvResult<()> {
+        Ok(())
+    }
 }
 
 /// Where a read barrier was passed: the Raft term of the leader that confirmed it (0: a
@@ -98,7 +103,9 @@ impl<E: Engine> TxnStore<E> {
     /// fence for writes computed from it.
     fn current(&self) -> KvResult<(ReadFence, E::Snapshot<'_>)> {
         let fence = self.replication.read_barrier()?;
-        Ok((fence, self.engine.snapshot()))
+        let snapshot = self.engine.snapshot();
+        self.replication.check_snapshot()?;
+        Ok((fence, snapshot))
     }
 }
 

@@ -30,7 +30,9 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// The network between stores, with filters.
 #[derive(Default)]
 pub struct Network {
-    routers: RwLock<BTreeMap<u64, Arc<dyn RaftRouter>>>,
+    /// Per store, the queue of its delivery thread: like the gRPC transport, a store's
+    /// incoming messages are delivered on threads of its own, never on the sender's.
+    routers: RwLock<BTreeMap<u64, std::sync::mpsc::Sender<RaftEnvelope>>>,
     filters: Mutex<Filters>,
 }
 
@@ -92,20 +94,35 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Starts delivering messages for store `id` to `router` (until the store is removed).
+    fn attach(&self, id: u64, router: Arc<dyn RaftRouter>) {
+        let (queue, incoming) = std::sync::mpsc::channel::<RaftEnvelope>();
+        std::thread::spawn(move || {
+            for envelope in incoming {
+                router.deliver(envelope);
+            }
+        });
+        self.routers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, queue);
+    }
+}
+
 impl Transport for Network {
     fn send(&self, envelope: RaftEnvelope) {
         let (from, to) = (envelope.from_peer.store_id, envelope.to_peer.store_id);
         if self.filters().blocks(from, to) {
             return;
         }
-        let router = self
+        if let Some(queue) = self
             .routers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&to)
-            .cloned();
-        if let Some(router) = router {
-            router.deliver(envelope);
+        {
+            let _ = queue.send(envelope);
         }
     }
 }
@@ -281,11 +298,7 @@ impl TestCluster {
             )
             .expect("start store"),
         );
-        self.network
-            .routers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, store.router());
+        self.network.attach(id, store.router());
         self.connector
             .stores
             .write()
