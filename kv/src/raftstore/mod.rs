@@ -18,13 +18,15 @@
 //!
 //! # Persistence order and crash recovery
 //!
-//! A Ready is persisted (entries, hard state, snapshot with its data) in one atomic batch
-//! before its messages are sent; each committed entry is applied in one batch together with
-//! the new applied index (and, for membership changes, the new membership and region). After
-//! a crash the engine holds a prefix of those batches, each whole, so a restarted peer resumes
-//! from exactly what it persisted: it never re-applies an entry whose effects are in the data,
-//! never forgets a vote or an acknowledged entry, and never acknowledged a message it had not
-//! persisted. A destroyed replica's data, log and states go in one batch with its tombstone;
+//! A Ready is persisted (entries, hard state, snapshot with its data) in one atomic, synced
+//! batch before its messages are sent; each committed entry is applied in one batch together
+//! with the new applied index (and, for membership changes, the new membership and region),
+//! written without waiting for the disk. After a crash the engine holds a prefix of all those
+//! batches, each whole (RocksDB's write-ahead log keeps them in order, and every synced batch
+//! makes the ones before it durable), so a restarted peer resumes from exactly what it
+//! persisted: it never re-applies an entry whose effects are in the data, re-applies from the
+//! synced log any applied batch the crash took, never forgets a vote or an acknowledged entry,
+//! and never acknowledged a message it had not persisted. A destroyed replica's data, log and states go in one batch with its tombstone;
 //! when it applies its own removal, that is the batch of the removal entry itself, so no crash
 //! leaves a replica that is neither running nor destroyed (a region state that no longer
 //! lists its store, from before this was so, is destroyed at startup).

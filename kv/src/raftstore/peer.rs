@@ -503,7 +503,7 @@ impl<E: Engine> Peer<E> {
                 applied_to.push((entry.index, entry.term));
                 break;
             }
-            self.writer.write(apply)?;
+            self.writer.write_unsynced(apply)?;
             applied_to.push((entry.index, entry.term));
         }
         for read in &ready.read_states {

@@ -19,6 +19,10 @@ use crate::storage::{Engine, WriteBatch};
 pub trait RaftWriter: Send + Sync {
     /// Writes `batch` atomically and durably; returns once it is.
     fn write(&self, batch: WriteBatch) -> KvResult<()>;
+    /// Writes `batch` atomically, without waiting for the disk (see
+    /// [`Engine::write_unsynced`]): for what can be redone after a crash (applying committed
+    /// entries, which the synced log still holds).
+    fn write_unsynced(&self, batch: WriteBatch) -> KvResult<()>;
 }
 
 /// Writes straight to the engine (a peer on its own, tests).
@@ -28,12 +32,18 @@ impl<E: Engine> RaftWriter for DirectWriter<E> {
     fn write(&self, batch: WriteBatch) -> KvResult<()> {
         Ok(self.0.write(batch)?)
     }
+
+    fn write_unsynced(&self, batch: WriteBatch) -> KvResult<()> {
+        Ok(self.0.write_unsynced(batch)?)
+    }
 }
 
 type Request = (WriteBatch, SyncSender<Result<(), String>>);
 
 /// A store's group-commit writer (see the module docs).
 pub struct WriteBatcher {
+    /// Unsynced writes go straight to the engine.
+    direct: Arc<dyn Fn(WriteBatch) -> KvResult<()> + Send + Sync>,
     sender: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -41,11 +51,14 @@ pub struct WriteBatcher {
 impl WriteBatcher {
     pub fn start<E: Engine>(engine: Arc<E>) -> WriteBatcher {
         let (sender, receiver) = mpsc::channel::<Request>();
+        let unsynced = Arc::clone(&engine);
+        let direct = Arc::new(move |batch| Ok(unsynced.write_unsynced(batch)?));
         let thread = std::thread::Builder::new()
             .name("raft-writer".into())
             .spawn(move || write_loop(engine.as_ref(), receiver))
             .expect("spawn the raft writer thread");
         WriteBatcher {
+            direct,
             sender: Some(sender),
             thread: Some(thread),
         }
@@ -80,6 +93,10 @@ impl RaftWriter for WriteBatcher {
             .recv()
             .map_err(|_| KvError::Unavailable("the raft writer stopped".into()))?
             .map_err(|e| KvError::Storage(crate::storage::StorageError::Io(e)))
+    }
+
+    fn write_unsynced(&self, batch: WriteBatch) -> KvResult<()> {
+        (self.direct)(batch)
     }
 }
 

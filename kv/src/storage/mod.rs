@@ -209,6 +209,13 @@ pub trait Engine: Send + Sync + 'static {
     /// Applies `batch` atomically and durably.
     fn write(&self, batch: WriteBatch) -> StorageResult<()>;
 
+    /// Applies `batch` atomically, without waiting for it to reach the disk: a crash may lose
+    /// it, but only together with every write after it (writes survive as a prefix, in order),
+    /// and the next durable write makes it durable too.
+    fn write_unsynced(&self, batch: WriteBatch) -> StorageResult<()> {
+        self.write(batch)
+    }
+
     /// A point read of the latest data (a convenience for one-off reads; use a snapshot when
     /// several reads must agree).
     fn get(&self, cf: Cf, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {

@@ -58,6 +58,18 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> StorageResult<()> {
+        self.write_with(batch, true)
+    }
+
+    /// Unsynced writes still go through the write-ahead log, in order, so a crash keeps a
+    /// prefix of all writes.
+    fn write_unsynced(&self, batch: WriteBatch) -> StorageResult<()> {
+        self.write_with(batch, false)
+    }
+}
+
+impl RocksEngine {
+    fn write_with(&self, batch: WriteBatch, sync: bool) -> StorageResult<()> {
         let mut rocks_batch = rocksdb::WriteBatch::default();
         for modify in &batch.modifies {
             match modify {
@@ -66,7 +78,7 @@ impl Engine for RocksEngine {
             }
         }
         let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
+        options.set_sync(sync);
         self.db.write_opt(rocks_batch, &options).map_err(io_error)
     }
 }
