@@ -31,8 +31,11 @@
 //! leaves a replica that is neither running nor destroyed (a region state that no longer
 //! lists its store, from before this was so, is destroyed at startup).
 //!
-//! Not here: region split and merge (a cluster has one region), and deleting compacted log
-//! entries in the background (they are deleted in the batch that records the truncation).
+//! Raft log GC: once more than a count or a size of applied entries is kept, the log is
+//! compacted to the applied index — the truncation point is persisted, and the compacted
+//! entries are deleted in the background (leftovers of a crash when the peer opens again).
+//!
+//! Not here: region split and merge (a cluster has one region).
 
 pub mod driver;
 pub mod grpc_transport;

@@ -439,9 +439,14 @@ impl<E: Engine> Peer<E> {
     /// Compacts the log up to the applied index (raft log GC).
     pub fn compact_log(&mut self) -> KvResult<()> {
         let applied = self.node.raft.log.applied;
-        let mut batch = WriteBatch::new();
-        self.node.storage_mut().compact(&mut batch, applied)?;
+        let (mut batch, mut deletes) = (WriteBatch::new(), WriteBatch::new());
+        self.node
+            .storage_mut()
+            .compact(&mut batch, &mut deletes, applied)?;
         self.writer.write(batch)?;
+        if !deletes.is_empty() {
+            self.writer.write_in_background(deletes);
+        }
         Ok(())
     }
 

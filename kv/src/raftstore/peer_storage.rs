@@ -93,6 +93,19 @@ impl<E: Engine> PeerStorage<E> {
             None => initial_conf,
         };
         // The last entry: the highest index under this peer's entry prefix.
+        // Compacted entries whose background deletion a crash interrupted.
+        let mut leftovers = WriteBatch::new();
+        let (from, to) = (
+            keys::entry(region_id, 0),
+            keys::entry(region_id, apply.truncated_index + 1),
+        );
+        for item in snapshot.scan(Cf::Raft, &from, Some(&to)) {
+            let (key, _) = item?;
+            leftovers.delete(Cf::Raft, key);
+        }
+        if !leftovers.is_empty() {
+            engine.write(leftovers)?;
+        }
         let mut log_bytes = 0;
         let mut last_index = apply.truncated_index;
         let (from, to) = (
@@ -217,7 +230,17 @@ impl<E: Engine> PeerStorage<E> {
     }
 
     /// Drops the log up to `index` (which must be applied): raft log GC.
-    pub fn compact(&mut self, batch: &mut WriteBatch, index: Index) -> KvResult<()> {
+    ///
+    /// `batch` gets the new truncation point (write it durably); `deletes` gets the deletes of
+    /// the compacted entries, which no reader looks at once the truncation point is persisted,
+    /// so they may be written later, in the background (entries a crash left behind are
+    /// deleted when the peer is opened again).
+    pub fn compact(
+        &mut self,
+        batch: &mut WriteBatch,
+        deletes: &mut WriteBatch,
+        index: Index,
+    ) -> KvResult<()> {
         if index <= self.apply.truncated_index {
             return Ok(());
         }
@@ -231,7 +254,7 @@ impl<E: Engine> PeerStorage<E> {
             .term(index)
             .map_err(|e| KvError::Corrupt(e.to_string()))?;
         for stale in self.apply.truncated_index + 1..=index {
-            batch.delete(Cf::Raft, keys::entry(self.region_id, stale));
+            deletes.delete(Cf::Raft, keys::entry(self.region_id, stale));
         }
         self.apply.truncated_index = index;
         self.apply.truncated_term = term;

@@ -23,6 +23,9 @@ pub trait RaftWriter: Send + Sync {
     /// [`Engine::write_unsynced`]): for what can be redone after a crash (applying committed
     /// entries, which the synced log still holds).
     fn write_unsynced(&self, batch: WriteBatch) -> KvResult<()>;
+    /// Writes `batch` some time later, unsynced, off the caller's thread (deleting compacted
+    /// log entries). Best effort: what a crash or an error loses must be harmless.
+    fn write_in_background(&self, batch: WriteBatch);
 }
 
 /// Writes straight to the engine (a peer on its own, tests).
@@ -36,6 +39,10 @@ impl<E: Engine> RaftWriter for DirectWriter<E> {
     fn write_unsynced(&self, batch: WriteBatch) -> KvResult<()> {
         Ok(self.0.write_unsynced(batch)?)
     }
+
+    fn write_in_background(&self, batch: WriteBatch) {
+        let _ = self.0.write_unsynced(batch);
+    }
 }
 
 type Request = (WriteBatch, SyncSender<Result<(), String>>);
@@ -46,6 +53,9 @@ pub struct WriteBatcher {
     direct: Arc<dyn Fn(WriteBatch) -> KvResult<()> + Send + Sync>,
     sender: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
+    /// The background writer (compacted log entries).
+    background: Option<Sender<WriteBatch>>,
+    background_thread: Option<JoinHandle<()>>,
 }
 
 impl WriteBatcher {
@@ -53,14 +63,28 @@ impl WriteBatcher {
         let (sender, receiver) = mpsc::channel::<Request>();
         let unsynced = Arc::clone(&engine);
         let direct = Arc::new(move |batch| Ok(unsynced.write_unsynced(batch)?));
+        let collector = Arc::clone(&engine);
         let thread = std::thread::Builder::new()
             .name("raft-writer".into())
-            .spawn(move || write_loop(engine.as_ref(), receiver))
+            .spawn(move || write_loop(collector.as_ref(), receiver))
             .expect("spawn the raft writer thread");
+        let (background, jobs) = mpsc::channel::<WriteBatch>();
+        let background_thread = std::thread::Builder::new()
+            .name("raft-log-gc".into())
+            .spawn(move || {
+                for batch in jobs {
+                    if let Err(e) = engine.write_unsynced(batch) {
+                        tracing::warn!(error = %e, "deleting compacted raft log entries failed");
+                    }
+                }
+            })
+            .expect("spawn the raft log GC thread");
         WriteBatcher {
             direct,
             sender: Some(sender),
             thread: Some(thread),
+            background: Some(background),
+            background_thread: Some(background_thread),
         }
     }
 }
@@ -98,12 +122,22 @@ impl RaftWriter for WriteBatcher {
     fn write_unsynced(&self, batch: WriteBatch) -> KvResult<()> {
         (self.direct)(batch)
     }
+
+    fn write_in_background(&self, batch: WriteBatch) {
+        if let Some(background) = &self.background {
+            let _ = background.send(batch);
+        }
+    }
 }
 
 impl Drop for WriteBatcher {
     fn drop(&mut self) {
         self.sender.take();
-        if let Some(thread) = self.thread.take() {
+        self.background.take();
+        for thread in [self.thread.take(), self.background_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = thread.join();
         }
     }
