@@ -5,7 +5,8 @@
 //! (which registers its address with the scheduler, bootstraps the cluster if nobody has, and
 //! reopens its replicas); then serve, on the gRPC address, the transactional KV service (for
 //! other nodes' gateways) and the raft transport (for other stores), and SQL on the PostgreSQL
-//! address. The gateway's transactions are routed to region leaders through the scheduler.
+//! address. The gateway's transactions are routed to region leaders through the scheduler;
+//! commands for this node's own store are called in-process.
 //!
 //! Shutdown (SIGTERM/Ctrl-C): stop taking connections, end the raft streams, stop the peers.
 //! Everything acknowledged is already persisted; a node killed with SIGKILL restarts from its
@@ -15,7 +16,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use kv::client::{GrpcStores, RoutedCommands, StoreConnector};
+use kv::client::{GrpcStores, LocalFirst, RoutedCommands, StoreConnector};
 use kv::raftstore::grpc_transport::{GrpcTransport, RaftService};
 use kv::raftstore::store::ensure_store_id;
 use kv::raftstore::store_commands::StoreCommands;
@@ -153,7 +154,8 @@ pub async fn run(
 
     // The gRPC services: KV commands for other gateways, raft messages for other stores.
     let (stop_streams, streams_stopped) = tokio::sync::watch::channel(false);
-    let kv_service = TxnService::routed(Arc::new(StoreCommands::new(Arc::clone(&store))));
+    let store_commands = Arc::new(StoreCommands::new(Arc::clone(&store)));
+    let kv_service = TxnService::routed(store_commands.clone());
     let raft_service = RaftService::new(store.router()).with_stop(streams_stopped);
     let (grpc_done, grpc_shutdown) = tokio::sync::oneshot::channel::<()>();
     let grpc_server = tokio::spawn(
@@ -168,8 +170,11 @@ pub async fn run(
     );
 
     // The SQL gateway.
-    let stores: Arc<dyn StoreConnector> =
-        Arc::new(GrpcStores::new(Arc::clone(&cluster), runtime.clone()));
+    let stores: Arc<dyn StoreConnector> = Arc::new(LocalFirst {
+        local_id: store_id,
+        local: store_commands,
+        remote: Arc::new(GrpcStores::new(Arc::clone(&cluster), runtime.clone())),
+    });
     let commands = RoutedCommands::new(Arc::clone(&cluster), stores, ROUTING_TIMEOUT);
     let client = TxnClient::new(Arc::new(commands), scheduler, TxnOptions::default());
     let database = sql::Database::new(Arc::new(client));

@@ -14,6 +14,6 @@ mod transaction;
 mod txn_client;
 
 pub use remote::RemoteTxnCommands;
-pub use routing::{GrpcStores, RoutedCommands, StoreConnector};
+pub use routing::{GrpcStores, LocalFirst, RoutedCommands, StoreConnector};
 pub use transaction::{Transaction, TransactionSource};
 pub use txn_client::{TxnClient, TxnOptions};

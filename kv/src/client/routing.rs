@@ -110,6 +110,28 @@ impl StoreConnector for GrpcStores {
     }
 }
 
+/// The local store in-process, every other store through `remote`: a node's gateway reaches
+/// the replicas of its own store without a network round trip.
+pub struct LocalFirst {
+    pub local_id: u64,
+    pub local: Arc<dyn CommandRouter>,
+    pub remote: Arc<dyn StoreConnector>,
+}
+
+impl StoreConnector for LocalFirst {
+    fn store(&self, store_id: u64) -> KvResult<Arc<dyn CommandRouter>> {
+        if store_id == self.local_id {
+            Ok(Arc::clone(&self.local))
+        } else {
+            self.remote.store(store_id)
+        }
+    }
+
+    fn forget(&self, store_id: u64) {
+        self.remote.forget(store_id);
+    }
+}
+
 #[derive(Clone, Debug)]
 struct CachedRegion {
     region: Region,
