@@ -234,3 +234,55 @@ fn a_three_node_cluster_survives_a_sigkilled_leader() {
     }
     drop(runtime);
 }
+
+#[test]
+fn the_scheduler_keeps_the_cluster_across_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sched_dir = dir.path().join("scheduler");
+    let (scheduler_process, line) = spawn(&["scheduler", "--listen", "127.0.0.1:0"], &sched_dir);
+    let scheduler = line
+        .rsplit(' ')
+        .next()
+        .expect("scheduler address")
+        .to_string();
+    let first = start_node(&scheduler, &dir.path().join("node0"), None);
+    let mut client = WireClient::connect(first.pg_port);
+    client.ok("CREATE TABLE t (id INT PRIMARY KEY)");
+    client.ok("INSERT INTO t VALUES (1), (2)");
+
+    // Restart the scheduler on the same address: it remembers the cluster it had.
+    let mut process = scheduler_process;
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(process.child.wait().unwrap().success());
+    let (_scheduler_again, _) = spawn(&["scheduler", "--listen", &scheduler], &sched_dir);
+
+    // The node goes on (timestamps keep increasing), and a new node joins the existing
+    // region instead of bootstrapping a second cluster.
+    wait_for("a write after the scheduler restart", || {
+        let reply = WireClient::connect(first.pg_port).query("INSERT INTO t VALUES (3)");
+        reply.error.is_none().then_some(())
+    });
+    let second = start_node(&scheduler, &dir.path().join("node1"), None);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster =
+        SchedulerClient::connect_lazy(&format!("http://{scheduler}"), runtime.handle().clone())
+            .unwrap();
+    wait_for("the new node to hold a replica", || {
+        let (region, _) = cluster.get_region(b"").ok()??;
+        region
+            .peers
+            .iter()
+            .any(|p| p.store_id == second.store_id && !p.learner)
+            .then_some(())
+    });
+    let rows = wait_for("every row through the new node", || {
+        let rows = ids(second.pg_port);
+        (rows == [1, 2, 3]).then_some(rows)
+    });
+    assert_eq!(rows, [1, 2, 3]);
+    drop(runtime);
+}
