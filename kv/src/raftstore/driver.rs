@@ -372,15 +372,15 @@ pub fn spawn_peer<E: Engine>(
                 next_tick += tick;
                 ticks_since_report += 1;
             }
-            match peer.handle_ready().and_then(|messages| {
-                peer.maybe_compact_log(config.log_gc_limit, config.log_gc_size_limit)?;
-                Ok(messages)
-            }) {
-                Ok(messages) => {
-                    for envelope in peer.envelopes(messages) {
-                        transport.send(envelope);
-                    }
+            let mut send = |peer: &Peer<E>, messages| {
+                for envelope in peer.envelopes(messages) {
+                    transport.send(envelope);
                 }
+            };
+            match peer.handle_ready_sending(&mut send).and_then(|()| {
+                peer.maybe_compact_log(config.log_gc_limit, config.log_gc_size_limit)
+            }) {
+                Ok(()) => {}
                 Err(e) => {
                     // Storage failure: stop this replica rather than diverge from what is
                     // persisted. Pending callers time out.

@@ -452,10 +452,32 @@ impl<E: Engine> Peer<E> {
 
     /// Persists, then returns the messages to send, then applies; see the module docs.
     pub fn handle_ready(&mut self) -> KvResult<Vec<Message>> {
+        let mut out = Vec::new();
+        self.handle_ready_sending(&mut |_, messages| out.extend(messages))?;
+        Ok(out)
+    }
+
+    /// Like [`Peer::handle_ready`], handing the messages to `send` as early as is safe: a
+    /// follower's (votes, acknowledgements) once the Ready is persisted, before applying; a
+    /// leader's before it persists its own entries, so that its disk write overlaps the
+    /// followers' (Raft thesis §10.2.1). That is safe because the leader counts its own copy
+    /// of an entry only when processing acknowledgements, which this thread does only after
+    /// this Ready's write completed. `send` gets the peer too (to address the messages).
+    pub fn handle_ready_sending(
+        &mut self,
+        send: &mut dyn FnMut(&Self, Vec<Message>),
+    ) -> KvResult<()> {
         if !self.node.has_ready() {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let ready = self.node.ready();
+        let mut ready = self.node.ready();
+        let mut messages = Some(std::mem::take(&mut ready.messages));
+        if self.is_leader()
+            && ready.snapshot.is_none()
+            && let Some(messages) = messages.take()
+        {
+            send(self, messages);
+        }
         // 1. Persist: the snapshot (with its data), the entries and the hard state, atomically.
         let mut batch = WriteBatch::new();
         if let Some(snapshot) = &ready.snapshot {
@@ -471,6 +493,9 @@ impl<E: Engine> Peer<E> {
         }
         if !batch.is_empty() {
             self.writer.write(batch)?;
+        }
+        if let Some(messages) = messages.take() {
+            send(self, messages);
         }
         // 2. Apply committed entries: each entry's data and the applied index together.
         let mut applied_to = Vec::new();
@@ -517,7 +542,6 @@ impl<E: Engine> Peer<E> {
                 self.ready_reads.push((read.index, term, callback));
             }
         }
-        let messages = ready.messages.clone();
         self.node.advance(ready);
         for (index, term) in applied_to {
             self.complete_proposals(index, term);
@@ -530,7 +554,7 @@ impl<E: Engine> Peer<E> {
         if self.removed {
             // Its data is gone: waiting reads fail when the replica is destroyed.
             self.ready_reads.extend(now);
-            return Ok(messages);
+            return Ok(());
         }
         let current_term = self.node.raft.term;
         for (_, term, callback) in now {
@@ -542,7 +566,7 @@ impl<E: Engine> Peer<E> {
                 }));
             }
         }
-        Ok(messages)
+        Ok(())
     }
 
     /// Completes the proposals at or below an applied entry: the one at `index` succeeded if
