@@ -223,6 +223,30 @@ mod tests {
     }
 
     #[test]
+    fn cluster_node_settings_resolve_flags_over_file_over_defaults() {
+        let defaults = NodeConfig::resolve(&NodeArgs::default()).unwrap();
+        assert_eq!(defaults.scheduler.to_string(), DEFAULT_SCHEDULER_LISTEN);
+        assert_eq!(defaults.listen.to_string(), DEFAULT_NODE_LISTEN);
+        assert_eq!(defaults.pg_listen.to_string(), DEFAULT_PG_LISTEN);
+        assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_NODE_DATA_DIR));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "scheduler = \"10.0.0.1:2379\"\nlisten = \"127.0.0.1:20001\"\n",
+        )
+        .unwrap();
+        let args = NodeArgs {
+            listen: Some("127.0.0.1:20002".parse().unwrap()),
+            config: Some(path),
+            ..NodeArgs::default()
+        };
+        let resolved = NodeConfig::resolve(&args).unwrap();
+        assert_eq!(resolved.scheduler.to_string(), "10.0.0.1:2379");
+        assert_eq!(resolved.listen.port(), 20002);
+    }
+
+    #[test]
     fn scheduler_settings_resolve_like_the_node_settings() {
         let args = SchedulerArgs {
             listen: None,
