@@ -110,20 +110,37 @@ impl Default for DriverConfig {
     }
 }
 
+/// What a peer's thread publishes for other threads, after each Ready.
+struct SharedState {
+    /// The region as the peer last applied it.
+    region: RwLock<Region>,
+    /// Whether the peer is initialised (has its region's data and membership).
+    initialized: AtomicBool,
+    /// Whether the peer leads its region.
+    leader: AtomicBool,
+    /// Cleared when the peer's thread ends (stopped, destroyed, or failed).
+    alive: AtomicBool,
+}
+
+impl SharedState {
+    fn publish<E: Engine>(&self, peer: &Peer<E>) {
+        if *peer.region() != *self.region.read().unwrap_or_else(|e| e.into_inner()) {
+            *self.region.write().unwrap_or_else(|e| e.into_inner()) = peer.region().clone();
+        }
+        self.initialized
+            .store(peer.is_initialized(), Ordering::Release);
+        self.leader.store(peer.is_leader(), Ordering::Release);
+    }
+}
+
 /// A handle to a peer's thread; also the region replica's [`Replication`] for a `TxnStore`.
 #[derive(Clone)]
 pub struct PeerHandle {
     region_id: u64,
     peer_id: u64,
-    /// The region as the peer last applied it (kept current by the peer's thread).
-    region: Arc<RwLock<Region>>,
-    /// Whether the peer is initialised (has its region's data and membership).
-    initialized: Arc<AtomicBool>,
-    /// Whether the peer leads its region (as of its last Ready).
-    leader: Arc<AtomicBool>,
-    /// Cleared when the peer's thread ends (stopped, destroyed, or failed).
-    alive: Arc<AtomicBool>,
-    /// Set just before the replica's data is deleted.
+    /// What the peer's thread publishes about it.
+    state: Arc<SharedState>,
+    /// Set just before the replica's data is deleted (shared with the peer itself).
     destroying: Arc<AtomicBool>,
     sender: Sender<PeerMsg>,
     /// How long a caller waits for a read to be confirmed, or a membership change to apply.
@@ -178,22 +195,23 @@ impl PeerHandle {
     }
 
     pub fn region(&self) -> Region {
-        self.region
+        self.state
+            .region
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
     pub fn is_initialized(&self) -> bool {
-        self.initialized.load(Ordering::Acquire)
+        self.state.initialized.load(Ordering::Acquire)
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Acquire)
+        self.state.leader.load(Ordering::Acquire)
     }
 
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        self.state.alive.load(Ordering::Acquire)
     }
 
     /// The peer's state (None if its thread has ended or does not answer in time).
@@ -294,24 +312,23 @@ pub fn spawn_peer<E: Engine>(
     let peer_id = peer.meta().id;
     let (sender, inbox) = mpsc::channel::<PeerMsg>();
     let (timeout, write_timeout) = (config.timeout, config.write_timeout);
-    let region = Arc::new(RwLock::new(peer.region().clone()));
-    let initialized = Arc::new(AtomicBool::new(peer.is_initialized()));
+    let state = Arc::new(SharedState {
+        region: RwLock::new(peer.region().clone()),
+        initialized: AtomicBool::new(peer.is_initialized()),
+        leader: AtomicBool::new(false),
+        alive: AtomicBool::new(true),
+    });
     let destroying = peer.destroy_flag();
-    let (leader, alive) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(true)),
-    );
-    let (shared_region, shared_initialized) = (Arc::clone(&region), Arc::clone(&initialized));
-    let (shared_leader, shared_alive) = (Arc::clone(&leader), Arc::clone(&alive));
+    let shared = Arc::clone(&state);
     let thread = std::thread::spawn(move || {
         // However the thread ends, its handle learns that it did.
-        struct Alive(Arc<AtomicBool>);
+        struct Alive(Arc<SharedState>);
         impl Drop for Alive {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
+                self.0.alive.store(false, Ordering::Release);
             }
         }
-        let _alive = Alive(shared_alive);
+        let shared = Alive(shared);
         let tick = config.tick;
         let mut next_tick = Instant::now() + tick;
         let mut known_leader = peer.leader();
@@ -388,11 +405,7 @@ pub fn spawn_peer<E: Engine>(
                     return;
                 }
             }
-            if *peer.region() != *shared_region.read().unwrap_or_else(|e| e.into_inner()) {
-                *shared_region.write().unwrap_or_else(|e| e.into_inner()) = peer.region().clone();
-            }
-            shared_initialized.store(peer.is_initialized(), Ordering::Release);
-            shared_leader.store(peer.is_leader(), Ordering::Release);
+            shared.0.publish(&peer);
             // Peers removed from the region are told so (a removed learner never speaks up).
             for notice in peer.take_removal_notices() {
                 transport.send(notice);
@@ -428,10 +441,7 @@ pub fn spawn_peer<E: Engine>(
         handle: PeerHandle {
             region_id,
             peer_id,
-            region,
-            initialized,
-            leader,
-            alive,
+            state,
             destroying,
             sender,
             timeout,

@@ -35,9 +35,6 @@ pub struct PeerStorage<E: Engine> {
     region_id: u64,
     /// The region as of the applied index: range, epoch and peers.
     region: Region,
-    /// The region's user-key range `[start, end)` (`end = None`: unbounded), as engine keys.
-    start: Vec<u8>,
-    end: Option<Vec<u8>>,
     hard_state: HardState,
     conf_state: ConfState,
     apply: ApplyState,
@@ -119,13 +116,10 @@ impl<E: Engine> PeerStorage<E> {
             log_bytes += entry.size();
         }
         drop(snapshot);
-        let (start, end) = data_range(&region);
         Ok(PeerStorage {
             engine,
             region_id,
             region,
-            start,
-            end,
             hard_state,
             conf_state,
             apply,
@@ -145,7 +139,6 @@ impl<E: Engine> PeerStorage<E> {
             tombstone: false,
         };
         batch.put(Cf::Raft, keys::region_state(self.region_id), state.encode());
-        (self.start, self.end) = data_range(&state.region);
         self.region = state.region;
     }
 
@@ -288,10 +281,6 @@ impl<E: Engine> PeerStorage<E> {
         Ok(())
     }
 
-    fn data_range(&self) -> (&[u8], Option<&[u8]>) {
-        (&self.start, self.end.as_deref())
-    }
-
     /// Replaces the region's data and log with a snapshot received from the leader: deletes the
     /// data in the region's range (including keys deleted since the snapshot's state), writes
     /// the snapshot's pairs, drops the whole log, and moves the apply state to the snapshot.
@@ -389,9 +378,10 @@ impl<E: Engine> PeerStorage<E> {
         let mut data = Vec::new();
         data.extend_from_slice(&(region_bytes.len() as u32).to_be_bytes());
         data.extend_from_slice(&region_bytes);
-        let (start, end) = self.data_range();
+        // The data of the region as of the same engine snapshot.
+        let (start, end) = data_range(&region);
         for cf in DATA_CFS {
-            for item in snapshot.scan(cf, start, end) {
+            for item in snapshot.scan(cf, &start, end.as_deref()) {
                 let (key, value) = item?;
                 encode_pair(&mut data, cf, &key, &value);
             }
