@@ -460,9 +460,9 @@ impl<E: Engine> Peer<E> {
     /// Like [`Peer::handle_ready`], handing the messages to `send` as early as is safe: a
     /// follower's (votes, acknowledgements) once the Ready is persisted, before applying; a
     /// leader's before it persists its own entries, so that its disk write overlaps the
-    /// followers' (Raft thesis §10.2.1). That is safe because the leader counts its own copy
-    /// of an entry only when processing acknowledgements, which this thread does only after
-    /// this Ready's write completed. `send` gets the peer too (to address the messages).
+    /// followers' (Raft thesis §10.2.1). That is safe because an entry commits only with
+    /// another voter's acknowledgement, which this thread processes only after this Ready's
+    /// write completed; a single-voter leader (whose own copy is a quorum) sends after. `send` gets the peer too (to address the messages).
     pub fn handle_ready_sending(
         &mut self,
         send: &mut dyn FnMut(&Self, Vec<Message>),
@@ -472,7 +472,12 @@ impl<E: Engine> Peer<E> {
         }
         let mut ready = self.node.ready();
         let mut messages = Some(std::mem::take(&mut ready.messages));
+        // Only while committing needs another voter's acknowledgement: a single voter's own
+        // copy is a quorum, so its messages may already carry a commit index covering
+        // entries it has not written (to learners, say).
+        let needs_ack = self.node.raft.conf_state().voters.len() > 1;
         if self.is_leader()
+            && needs_ack
             && ready.snapshot.is_none()
             && let Some(messages) = messages.take()
         {

@@ -367,6 +367,87 @@ fn a_read_waiting_on_a_replica_that_applies_its_own_removal_fails() {
     assert!(data(&group.engines[&3]).is_empty());
 }
 
+/// Writes to the engine until armed, then fails (a crash before the write).
+struct FailingWriter {
+    engine: Arc<MemoryEngine>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl super::write_batcher::RaftWriter for FailingWriter {
+    fn write(&self, batch: WriteBatch) -> KvResult<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(KvError::Unavailable("crashed".into()));
+        }
+        Ok(self.engine.write(batch)?)
+    }
+
+    fn write_unsynced(&self, batch: WriteBatch) -> KvResult<()> {
+        self.write(batch)
+    }
+
+    fn write_in_background(&self, batch: WriteBatch) {
+        let _ = self.write(batch);
+    }
+}
+
+#[test]
+fn a_single_voter_leader_tells_its_learner_to_commit_only_what_it_wrote() {
+    let engine = Arc::new(MemoryEngine::new());
+    let writer = Arc::new(FailingWriter {
+        engine: Arc::clone(&engine),
+        fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut region = whole_keyspace(1, [1]);
+    region.peers.push(PeerMeta {
+        id: 2,
+        store_id: 2,
+        learner: true,
+    });
+    let mut leader = Peer::open(engine, &region, region.peers[0], config())
+        .unwrap()
+        .with_writer(Arc::clone(&writer) as Arc<dyn super::write_batcher::RaftWriter>);
+    let mut learner = Peer::open(
+        Arc::new(MemoryEngine::new()),
+        &region,
+        region.peers[1],
+        config(),
+    )
+    .unwrap();
+    leader.campaign();
+    // Exchange messages until the learner replicates (its progress streams appends).
+    for _ in 0..20 {
+        for message in leader.handle_ready().unwrap() {
+            learner.step(message);
+        }
+        for message in learner.handle_ready().unwrap() {
+            leader.step(message);
+        }
+    }
+    assert!(leader.is_leader());
+    assert_eq!(learner.status().applied, leader.status().applied);
+    let (callback, _) = recorder();
+    leader.propose_write(put("p", "1"), ReadFence::default(), callback);
+    let last = leader.status().last_index;
+    // The write of this Ready fails (the node crashes before its disk has the entry): the
+    // learner must not have been told that the entry is committed.
+    writer.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut sent = Vec::new();
+    let result = leader.handle_ready_sending(&mut |_, messages| sent.extend(messages));
+    assert!(result.is_err());
+    assert!(
+        sent.is_empty() || sent.iter().all(|m| m.to == 2),
+        "messages went elsewhere"
+    );
+    for message in sent {
+        if let raft::MessageBody::Append { commit, .. } = message.body {
+            assert!(
+                commit < last,
+                "the learner was told to commit unwritten entry {last}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_proposal_overwritten_by_a_new_leader_reports_stale_command() {
     let mut group = Group::new(&[1, 2, 3]);

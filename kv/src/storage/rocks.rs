@@ -2,6 +2,9 @@
 //!
 //! Writes go through a RocksDB `WriteBatch` with `sync = true`, so `write` returns only after
 //! the write-ahead log is fsynced: acknowledged data survives a process or machine crash.
+//! `write_unsynced` skips the fsync: the batch is in the write-ahead log, in order, and a
+//! machine crash can lose only a suffix of such writes (any synced write makes the ones before
+//! it durable). Both rely on RocksDB's defaults: the WAL on, point-in-time recovery.
 //! Snapshots are RocksDB snapshots; reads and iterators on them see exactly that sequence
 //! number.
 //!
