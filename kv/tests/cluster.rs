@@ -311,11 +311,7 @@ fn membership_changes_remove_the_leader_and_add_a_store_back() {
     let region = cluster.wait_for_voters(region_id, 3);
     let back = TestCluster::peer_on(&region, leader).expect("store added back");
     assert_ne!(back.id, peer.id);
-    cluster.wait_for("the re-added replica to hold the data", || {
-        let statuses = cluster.statuses(region_id);
-        let leader_applied = statuses.get(&cluster.leader_store(region_id))?.raft.applied;
-        (statuses.get(&leader)?.raft.applied >= leader_applied).then_some(())
-    });
+    cluster.wait_caught_up(region_id, leader);
     assert_eq!(get(&cluster.client, "x").unwrap().as_deref(), Some("1"));
     assert_eq!(get(&cluster.client, "y").unwrap().as_deref(), Some("2"));
 }
@@ -386,13 +382,7 @@ fn a_removed_replica_that_missed_its_removal_is_told_and_destroys_its_data() {
     let region_id = cluster.region_id();
     let region = cluster.wait_for_voters(region_id, 3);
     put(&cluster.client, "k", "v").unwrap();
-    let leader = cluster.leader_store(region_id);
-    let victim = region
-        .peers
-        .iter()
-        .find(|p| p.store_id != leader)
-        .copied()
-        .unwrap();
+    let victim = cluster.follower(&region);
     // The victim does not hear about its removal (nor anything after it) while isolated.
     cluster.isolate(victim.store_id);
     cluster.change_peer(region_id, ChangePeer::Remove(victim));
@@ -427,18 +417,8 @@ fn a_removed_replica_that_hears_nothing_learns_its_removal_from_the_scheduler() 
     let region_id = cluster.region_id();
     let region = cluster.wait_for_voters(region_id, 3);
     put(&cluster.client, "k", "v").unwrap();
-    let leader = cluster.leader_store(region_id);
-    let victim = region
-        .peers
-        .iter()
-        .find(|p| p.store_id != leader)
-        .copied()
-        .unwrap();
-    cluster.wait_for("the victim to apply the write", || {
-        let statuses = cluster.statuses(region_id);
-        let leader_applied = statuses.get(&leader)?.raft.applied;
-        (statuses.get(&victim.store_id)?.raft.applied >= leader_applied).then_some(())
-    });
+    let victim = cluster.follower(&region);
+    cluster.wait_caught_up(region_id, victim.store_id);
     // Cut off for good from the other stores: no message, no tombstone notice reaches it
     // (the scheduler still does).
     cluster.network.isolate(victim.store_id);

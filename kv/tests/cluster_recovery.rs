@@ -119,18 +119,8 @@ fn a_crash_between_applying_a_removal_and_destroying_the_replica_is_finished_on_
     let region_id = cluster.region_id();
     let region = cluster.wait_for_voters(region_id, 3);
     put(&cluster.client, "a", "1").unwrap();
-    let leader = cluster.leader_store(region_id);
-    let victim = region
-        .peers
-        .iter()
-        .find(|p| p.store_id != leader)
-        .copied()
-        .unwrap();
-    cluster.wait_for("the victim to apply the write", || {
-        let statuses = cluster.statuses(region_id);
-        let leader_applied = statuses.get(&leader)?.raft.applied;
-        (statuses.get(&victim.store_id)?.raft.applied >= leader_applied).then_some(())
-    });
+    let victim = cluster.follower(&region);
+    cluster.wait_caught_up(region_id, victim.store_id);
     cluster.stop(victim.store_id);
     cluster.change_peer(region_id, ChangePeer::Remove(victim));
     let after = cluster.wait_for_voters(region_id, 2);
@@ -153,11 +143,7 @@ fn a_crash_between_applying_a_removal_and_destroying_the_replica_is_finished_on_
     let region = cluster.wait_for_voters(region_id, 3);
     let back = TestCluster::peer_on(&region, victim.store_id).expect("the store is added back");
     assert_ne!(back.id, victim.id);
-    cluster.wait_for("the new replica to catch up", || {
-        let statuses = cluster.statuses(region_id);
-        let leader_applied = statuses.get(&cluster.leader_store(region_id))?.raft.applied;
-        (statuses.get(&victim.store_id)?.raft.applied >= leader_applied).then_some(())
-    });
+    cluster.wait_caught_up(region_id, victim.store_id);
     let engine = cluster.store(victim.store_id).engine();
     assert!(engine.snapshot().scan(Cf::Write, b"", None).count() > 0);
     assert_eq!(

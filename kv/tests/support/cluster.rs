@@ -398,6 +398,25 @@ impl TestCluster {
         })
     }
 
+    /// Waits until `store`'s replica of the region has applied all the leader has.
+    pub fn wait_caught_up(&self, region_id: u64, store: u64) {
+        self.wait_for("a replica to catch up", || {
+            let statuses = self.statuses(region_id);
+            let leader_applied = statuses.get(&self.leader_store(region_id))?.raft.applied;
+            (statuses.get(&store)?.raft.applied >= leader_applied).then_some(())
+        })
+    }
+
+    /// A replica of `region` that is not on the leader's store.
+    pub fn follower(&self, region: &Region) -> PeerMeta {
+        let leader = self.leader_store(region.id);
+        *region
+            .peers
+            .iter()
+            .find(|p| p.store_id != leader)
+            .expect("a follower")
+    }
+
     /// Polls `check` until it returns something or the deadline passes (then panics).
     pub fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         let start = Instant::now();
