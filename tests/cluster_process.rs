@@ -6,9 +6,8 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,30 +28,10 @@ impl Drop for Process {
     }
 }
 
-/// Starts `regiondb ARGS` and waits for a stdout line containing `ready`; returns the line.
+/// Starts `regiondb ARGS --data-dir DIR` and waits until it is ready; returns the ready line.
 fn spawn(args: &[&str], data_dir: &Path) -> (Process, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regiondb"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start regiondb");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = loop {
-        let line = lines
-            .next()
-            .expect("regiondb exited before it was ready")
-            .expect("read stdout");
-        if line.contains("ready") {
-            break line;
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Process { child }, ready)
+    let (child, line) = support::spawn_regiondb(args, data_dir, "ready");
+    (Process { child }, line)
 }
 
 struct Node {

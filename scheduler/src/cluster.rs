@@ -145,6 +145,20 @@ fn storage_error(path: &Path, e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Storage(format!("{}: {e}", path.display()))
 }
 
+impl State {
+    /// Records a sign of life from `store_id` (keeping its last reported counts).
+    fn seen(&mut self, store_id: u64, now: Instant) {
+        self.stores
+            .entry(store_id)
+            .or_insert(StoreStatus {
+                last_seen: now,
+                region_count: 0,
+                leader_count: 0,
+            })
+            .last_seen = now;
+    }
+}
+
 impl Meta {
     fn from_state(state: ClusterState) -> Meta {
         let mut meta = Meta {
@@ -327,15 +341,7 @@ impl Cluster {
         meta.stores.insert(store_id, store);
         meta.insert_region(region);
         self.commit(&mut state, meta)?;
-        state
-            .stores
-            .entry(store_id)
-            .or_insert(StoreStatus {
-                last_seen: now,
-                region_count: 0,
-                leader_count: 0,
-            })
-            .last_seen = now;
+        state.seen(store_id, now);
         Ok(true)
     }
 
@@ -357,15 +363,7 @@ impl Cluster {
             meta.stores.insert(store_id, store);
             self.commit(&mut state, meta)?;
         }
-        state
-            .stores
-            .entry(store_id)
-            .or_insert(StoreStatus {
-                last_seen: now,
-                region_count: 0,
-                leader_count: 0,
-            })
-            .last_seen = now;
+        state.seen(store_id, now);
         Ok(())
     }
 

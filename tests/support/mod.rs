@@ -9,6 +9,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Starts `regiondb ARGS --data-dir DIR` and waits for the first stdout line containing
+/// `ready_marker`; returns the process and that line. Stdout keeps being drained so the
+/// process never blocks on a full pipe.
+pub fn spawn_regiondb(args: &[&str], data_dir: &Path, ready_marker: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regiondb"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start regiondb");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = loop {
+        let line = lines
+            .next()
+            .expect("regiondb exited before it was ready")
+            .expect("read stdout");
+        if line.contains(ready_marker) {
+            break line;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, ready)
+}
+
 /// A running `regiondb` process on an ephemeral port.
 pub struct Node {
     pub child: Child,
@@ -20,34 +48,13 @@ impl Node {
     /// Starts `regiondb --data-dir DIR --pg-listen 127.0.0.1:0` and waits until it prints the
     /// port it listens on.
     pub fn start(data_dir: &Path) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_regiondb"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--pg-listen")
-            .arg("127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("start regiondb");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("regiondb exited before printing its address")
-                .expect("read stdout");
-            if let Some(rest) = line.split(" -p ").nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .expect("port");
-            }
-        };
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (child, line) = spawn_regiondb(&["--pg-listen", "127.0.0.1:0"], data_dir, " -p ");
+        let port = line
+            .split(" -p ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
         Node {
             child,
             port,
