@@ -435,3 +435,87 @@ fn a_removed_replica_that_hears_nothing_learns_its_removal_from_the_scheduler() 
     let left = kv::storage::Snapshot::scan(&snapshot, kv::storage::Cf::Write, b"", None).count();
     assert_eq!(left, 0, "the destroyed replica left data");
 }
+
+#[test]
+fn membership_changes_and_transfers_under_load_keep_every_acknowledged_write() {
+    let mut cluster = TestCluster::new(5, 3);
+    let region_id = cluster.region_id();
+    cluster.wait_for_voters(region_id, 3);
+    let seed: u64 = std::env::var("CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    println!("cluster seed {seed} (CLUSTER_SEED=n replays the schedule of changes)");
+    let mut rng = seed | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for round in 0..4 {
+        // Clients write while the membership changes under them.
+        let appenders = {
+            let client = cluster.client.clone();
+            std::thread::spawn(move || {
+                let key = format!("churn-{round}");
+                let mut acked = Vec::new();
+                let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+                while std::time::Instant::now() < deadline {
+                    let next = match get(&client, &key) {
+                        Ok(Some(v)) => v.split(',').count() as u64,
+                        Ok(None) => 0,
+                        Err(_) => continue,
+                    };
+                    if append(&client, &key, next).is_ok() {
+                        acked.push(next);
+                    }
+                }
+                (key, acked)
+            })
+        };
+        let region = cluster.wait_for_voters(region_id, 3);
+        match next(3) {
+            0 => {
+                // Remove a random voter (the leader included: it hands over first); the
+                // replica checker replaces it.
+                let victim = region.peers[next(region.peers.len() as u64) as usize];
+                println!("round {round}: remove {victim:?}");
+                cluster.change_peer(region_id, ChangePeer::Remove(victim));
+            }
+            1 => {
+                let target = region.peers[next(region.peers.len() as u64) as usize];
+                println!(
+                    "round {round}: transfer the leadership to store {}",
+                    target.store_id
+                );
+                cluster.transfer_leader(region_id, target.store_id);
+            }
+            _ => {
+                // Restart a random store holding a replica.
+                let store = region.peers[next(region.peers.len() as u64) as usize].store_id;
+                println!("round {round}: restart store {store}");
+                cluster.stop(store);
+                std::thread::sleep(Duration::from_millis(300));
+                cluster.start(store);
+            }
+        }
+        let (key, acked) = appenders.join().expect("appender");
+        let found = list(&cluster.client, &key);
+        let expected: Vec<u64> = (0..found.len() as u64).collect();
+        assert_eq!(found, expected, "round {round}: {key} is not 0..n in order");
+        for n in &acked {
+            assert!(
+                found.contains(n),
+                "round {round}: {key} lost acknowledged {n}"
+            );
+        }
+        assert!(!acked.is_empty(), "round {round}: no write went through");
+        println!("round {round}: {} writes acknowledged", acked.len());
+    }
+    // In the end every replica of the region holds the same data.
+    let region = cluster.wait_for_voters(region_id, 3);
+    for peer in &region.peers {
+        cluster.wait_caught_up(region_id, peer.store_id);
+    }
+}
