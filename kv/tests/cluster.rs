@@ -519,3 +519,33 @@ fn membership_changes_and_transfers_under_load_keep_every_acknowledged_write() {
         cluster.wait_caught_up(region_id, peer.store_id);
     }
 }
+
+#[test]
+fn the_replica_of_a_store_that_is_gone_is_replaced_on_another_store() {
+    let mut cluster = TestCluster::new(4, 3);
+    let region_id = cluster.region_id();
+    let region = cluster.wait_for_voters(region_id, 3);
+    put(&cluster.client, "k", "v").unwrap();
+    let victim = cluster.follower(&region);
+    // The store dies for good: after `replace_down_after` its replica is rebuilt elsewhere.
+    cluster.stop(victim.store_id);
+    let region = cluster.wait_for("the replica to move", || {
+        let region = cluster.wait_for_voters(region_id, 3);
+        TestCluster::peer_on(&region, victim.store_id)
+            .is_none()
+            .then_some(region)
+    });
+    // The three replicas are on the three stores still running.
+    let holders: std::collections::BTreeSet<u64> =
+        region.peers.iter().map(|p| p.store_id).collect();
+    let running: std::collections::BTreeSet<u64> = cluster
+        .store_ids()
+        .into_iter()
+        .filter(|&s| s != victim.store_id)
+        .collect();
+    assert_eq!(holders, running);
+    for peer in &region.peers {
+        cluster.wait_caught_up(region_id, peer.store_id);
+    }
+    assert_eq!(get(&cluster.client, "k").unwrap().as_deref(), Some("v"));
+}

@@ -43,7 +43,7 @@
 //! Balancing regions or leaders between stores, removing replicas from down stores, and
 //! replicating the scheduler itself (this is the single authority, like the TSO).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -72,6 +72,9 @@ pub struct ClusterConfig {
     pub store_down_after: Duration,
     /// How long an operator is answered before the checker may decide again.
     pub operator_timeout: Duration,
+    /// A store down for longer than this is gone: its replicas are replaced elsewhere. Much
+    /// longer than `store_down_after`, so that a restart or a short outage moves no data.
+    pub replace_down_after: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -80,6 +83,7 @@ impl Default for ClusterConfig {
             max_replicas: 3,
             store_down_after: Duration::from_secs(10),
             operator_timeout: Duration::from_secs(30),
+            replace_down_after: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -127,6 +131,9 @@ struct State {
     stores: HashMap<u64, StoreStatus>,
     leaders: HashMap<u64, Leader>,
     operators: HashMap<u64, Operator>,
+    /// The first time this scheduler process was asked to decide: a known store never heard
+    /// from since counts as down from then on (its real last heartbeat died with the last run).
+    started: Option<Instant>,
 }
 
 /// The cluster metadata. Thread-safe; share it behind an `Arc`.
@@ -419,6 +426,21 @@ impl Cluster {
     }
 
     /// The up stores with their reported region counts.
+    /// Known stores down for longer than `replace_down_after`.
+    fn gone_stores(&self, state: &mut State, now: Instant) -> BTreeSet<u64> {
+        let started = *state.started.get_or_insert(now);
+        state
+            .meta
+            .stores
+            .keys()
+            .filter(|id| {
+                let last_seen = state.stores.get(id).map_or(started, |s| s.last_seen);
+                now.saturating_duration_since(last_seen) > self.config.replace_down_after
+            })
+            .copied()
+            .collect()
+    }
+
     fn up_stores(&self, state: &State, now: Instant) -> BTreeMap<u64, u32> {
         state
             .stores
@@ -540,11 +562,13 @@ impl Cluster {
             state.operators.remove(&region.id);
         }
         let up = self.up_stores(&state, now);
+        let gone = self.gone_stores(&mut state, now);
         let Some(decision) = replica_checker::check(
             &region,
             &leader,
             &pending_peers,
             &up,
+            &gone,
             self.config.max_replicas,
         ) else {
             return Ok(response);

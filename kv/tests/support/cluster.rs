@@ -201,6 +201,8 @@ impl TestCluster {
             max_replicas,
             store_down_after: Duration::from_secs(2),
             operator_timeout: Duration::from_secs(5),
+            // Long enough for the restarts the tests do; short enough to test replacement.
+            replace_down_after: Duration::from_secs(6),
         };
         let scheduler = Arc::new(LocalCluster::new(
             Arc::new(Cluster::in_memory(scheduler_config)),
