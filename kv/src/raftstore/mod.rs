@@ -9,7 +9,8 @@
 //!   membership changes update the region and its epoch.
 //! - [`driver`]: the thread that drives a peer (ticks, input, Ready, log GC, destruction).
 //! - [`store::Store`]: a node's peers — message routing, creation on demand, bootstrap,
-//!   heartbeats to the scheduler and its membership changes.
+//!   destruction; `store_heartbeat`: heartbeats to the scheduler, its membership changes,
+//!   and the check for replicas the scheduler no longer lists.
 //! - [`store_commands`]: the transactional commands of a store, dispatched to the region
 //!   named by the request after checking its epoch and keys.
 //! - [`transport`], [`wire`], [`grpc_transport`]: raft messages between stores.
@@ -48,6 +49,7 @@ mod record;
 pub mod region;
 pub mod store;
 pub mod store_commands;
+mod store_heartbeat;
 #[cfg(test)]
 mod tests;
 pub mod transport;

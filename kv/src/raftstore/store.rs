@@ -22,27 +22,28 @@
 //!
 //! # Scheduler
 //!
-//! A heartbeat thread sends the store's heartbeat every `store_heartbeat` and forwards each
-//! leader's region report; the scheduler's answer may carry one membership change (the
-//! replica checker), which the thread hands to the region's leader as a proposal.
+//! A heartbeat thread (`store_heartbeat`) sends the store's heartbeat every
+//! `store_heartbeat` and forwards each leader's region report; the scheduler's answer may
+//! carry one membership change (the replica checker), which the thread hands to the region's
+//! leader as a proposal.
 //!
 //! Not here: region split/merge (one region per cluster), balancing leaders, removing
 //! replicas of dead stores.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto::metapb::{Peer as PeerMeta, Region, Store as StoreMeta};
-use proto::scheduler::{ChangePeerType, RegionHeartbeatRequest, StoreHeartbeatRequest};
+use proto::scheduler::RegionHeartbeatRequest;
 use raft::{Config as RaftConfig, MessageBody};
 use scheduler::ClusterApi;
 use tracing::{debug, info, warn};
 
 use super::driver::{DriverConfig, PeerHandle, PeerMsg, PeerThread, StoreEvents, spawn_peer};
 use super::keys;
-use super::region::{self, ChangePeer, RegionLocalState};
+use super::region::{self, RegionLocalState};
 use super::transport::{RaftEnvelope, RaftRouter, Transport};
 use super::write_batcher::{RaftWriter, WriteBatcher};
 use super::{Peer, PeerStorage};
@@ -73,26 +74,26 @@ impl Default for StoreConfig {
     }
 }
 
-enum Event {
+pub(super) enum Event {
     RegionReport(RegionHeartbeatRequest),
     Stop,
 }
 
-struct Inner<E: Engine> {
-    store_id: u64,
-    engine: Arc<E>,
-    cluster: Arc<dyn ClusterApi>,
-    transport: Arc<dyn Transport>,
-    config: StoreConfig,
-    peers: Mutex<BTreeMap<u64, PeerThread>>,
+pub(super) struct Inner<E: Engine> {
+    pub(super) store_id: u64,
+    pub(super) engine: Arc<E>,
+    pub(super) cluster: Arc<dyn ClusterApi>,
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) config: StoreConfig,
+    pub(super) peers: Mutex<BTreeMap<u64, PeerThread>>,
     /// Held while replicas are created or destroyed, so that a replica of a region is never
     /// created while an older one of the same region is still being destroyed.
-    lifecycle: Mutex<()>,
+    pub(super) lifecycle: Mutex<()>,
     /// Group commit of every peer's writes.
-    writer: Arc<WriteBatcher>,
-    events: Mutex<Sender<Event>>,
+    pub(super) writer: Arc<WriteBatcher>,
+    pub(super) events: Mutex<Sender<Event>>,
     /// Set when the store shuts down: no new peers.
-    stopped: std::sync::atomic::AtomicBool,
+    pub(super) stopped: std::sync::atomic::AtomicBool,
 }
 
 /// One node's store. Cloning shares it.
@@ -175,7 +176,8 @@ impl<E: Engine> Store<E> {
             inner.start_peer(&region, me)?;
         }
         let weak = Arc::downgrade(&inner);
-        let heartbeat = std::thread::spawn(move || heartbeat_loop(weak, receiver));
+        let heartbeat =
+            std::thread::spawn(move || super::store_heartbeat::heartbeat_loop(weak, receiver));
         Ok(Store {
             inner,
             heartbeat: Mutex::new(Some(heartbeat)),
@@ -246,7 +248,7 @@ impl<E: Engine> Drop for Store<E> {
 }
 
 impl<E: Engine> Inner<E> {
-    fn lock_peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PeerThread>> {
+    pub(super) fn lock_peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PeerThread>> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -508,43 +510,6 @@ impl<E: Engine> Inner<E> {
         }
     }
 
-    /// Asks the scheduler about the regions this store follows: a replica whose region has a
-    /// newer membership that does not list it was removed while it heard nothing (a learner
-    /// never campaigns, so no member ever answers it with a tombstone notice): destroy it.
-    fn destroy_stale_replicas(&self) {
-        let followers: Vec<(u64, u64, Region)> = self
-            .lock_peers()
-            .iter()
-            .filter(|(_, p)| p.handle.is_alive() && !p.handle.is_leader())
-            .map(|(&id, p)| (id, p.handle.peer_id(), p.handle.region()))
-            .collect();
-        for (region_id, peer_id, local) in followers {
-            let Ok(Some((known, _))) = self.cluster.get_region_by_id(region_id) else {
-                continue;
-            };
-            let removed = region::epoch(&known).conf_ver > region::epoch(&local).conf_ver
-                && region::find_peer(&known, peer_id).is_none();
-            if !removed {
-                continue;
-            }
-            let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
-            let stale = {
-                let mut peers = self.lock_peers();
-                match peers.get(&region_id) {
-                    Some(p) if p.handle.peer_id() == peer_id => peers.remove(&region_id),
-                    _ => None,
-                }
-            };
-            if let Some(peer) = stale {
-                info!(
-                    region_id,
-                    peer_id, "the scheduler's region no longer lists this replica"
-                );
-                peer.destroy();
-            }
-        }
-    }
-
     /// Tells the sender of `envelope` that it is no longer a member of `local`.
     fn send_tombstone(&self, local: &Region, envelope: RaftEnvelope) {
         let Some(me) = region::peer_on_store(local, self.store_id).cloned() else {
@@ -567,111 +532,9 @@ impl<E: Engine> Inner<E> {
         });
     }
 
-    fn send_to_peer(&self, region_id: u64, message: PeerMsg) {
+    pub(super) fn send_to_peer(&self, region_id: u64, message: PeerMsg) {
         if let Some(peer) = self.lock_peers().get(&region_id) {
             peer.handle.send(message);
-        }
-    }
-
-    /// Carries out the scheduler's answer to a region report.
-    fn handle_scheduler_answer(&self, report: &RegionHeartbeatRequest, answer: ChangeAnswer) {
-        let Some(region) = &report.region else { return };
-        let change = match answer {
-            ChangeAnswer::None => return,
-            ChangeAnswer::Change(kind, peer) => match kind {
-                ChangePeerType::ChangePeerAddLearner => ChangePeer::AddLearner(PeerMeta {
-                    learner: true,
-                    ..peer
-                }),
-                ChangePeerType::ChangePeerPromote => ChangePeer::AddVoter(PeerMeta {
-                    learner: false,
-                    ..peer
-                }),
-                ChangePeerType::ChangePeerRemove => ChangePeer::Remove(peer),
-            },
-        };
-        info!(
-            region_id = region.id,
-            ?change,
-            "scheduler asks for a membership change"
-        );
-        let region_id = region.id;
-        let callback = Box::new(move |result: KvResult<()>| match result {
-            Ok(()) => info!(region_id, "membership change applied"),
-            Err(e) => debug!(region_id, error = %e, "membership change not applied"),
-        });
-        self.send_to_peer(region_id, PeerMsg::ChangePeer(change, callback));
-    }
-}
-
-enum ChangeAnswer {
-    None,
-    Change(ChangePeerType, PeerMeta),
-}
-
-/// The store's heartbeat thread: store heartbeats on a timer, region reports as they come.
-fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<Event>) {
-    let interval = match store.upgrade() {
-        Some(inner) => inner.config.store_heartbeat,
-        None => return,
-    };
-    let mut next = Instant::now();
-    loop {
-        if Instant::now() >= next {
-            next = Instant::now() + interval;
-            let Some(inner) = store.upgrade() else { return };
-            // Replicas whose thread ended (destroyed, or failed) leave the map here.
-            let dead: Vec<PeerThread> = {
-                let mut peers = inner.lock_peers();
-                let ids: Vec<u64> = peers
-                    .iter()
-                    .filter(|(_, p)| !p.handle.is_alive())
-                    .map(|(id, _)| *id)
-                    .collect();
-                ids.iter().filter_map(|id| peers.remove(id)).collect()
-            };
-            drop(dead);
-            inner.destroy_stale_replicas();
-            let (regions, leaders) = {
-                let peers = inner.lock_peers();
-                let leaders = peers.values().filter(|p| p.handle.is_leader()).count();
-                (peers.len() as u32, leaders as u32)
-            };
-            let request = StoreHeartbeatRequest {
-                store_id: inner.store_id,
-                region_count: regions,
-                leader_count: leaders,
-            };
-            if let Err(e) = inner.cluster.store_heartbeat(request) {
-                debug!(error = %e, "store heartbeat failed");
-            }
-        }
-        let wait = next.saturating_duration_since(Instant::now());
-        match events.recv_timeout(wait) {
-            Ok(Event::RegionReport(report)) => {
-                let Some(inner) = store.upgrade() else { return };
-                match inner.cluster.region_heartbeat(report.clone()) {
-                    Ok(response) => {
-                        if !response.stale.is_empty() {
-                            debug!(reason = %response.stale, "region report was stale");
-                            continue;
-                        }
-                        let answer = match response.change_peer {
-                            Some(change) => {
-                                match (ChangePeerType::try_from(change.change_type), change.peer) {
-                                    (Ok(kind), Some(peer)) => ChangeAnswer::Change(kind, peer),
-                                    _ => ChangeAnswer::None,
-                                }
-                            }
-                            None => ChangeAnswer::None,
-                        };
-                        inner.handle_scheduler_answer(&report, answer);
-                    }
-                    Err(e) => debug!(error = %e, "region heartbeat failed"),
-                }
-            }
-            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {}
         }
     }
 }

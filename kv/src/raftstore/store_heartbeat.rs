@@ -1,0 +1,159 @@
+//! The store's side of the scheduler: a heartbeat thread that sends the store's heartbeat on
+//! a timer and forwards each leader's region report, hands the scheduler's answer (one
+//! membership change, from the replica checker) to the region's leader as a proposal, and
+//! destroys replicas the scheduler's view of their region no longer lists.
+
+use std::sync::Weak;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Instant;
+
+use proto::metapb::{Peer as PeerMeta, Region};
+use proto::scheduler::{ChangePeerType, RegionHeartbeatRequest, StoreHeartbeatRequest};
+use tracing::{debug, info};
+
+use super::driver::{PeerMsg, PeerThread};
+use super::region::{self, ChangePeer};
+use super::store::{Event, Inner};
+use crate::error::KvResult;
+use crate::storage::Engine;
+
+impl<E: Engine> Inner<E> {
+    /// Asks the scheduler about the regions this store follows: a replica whose region has a
+    /// newer membership that does not list it was removed while it heard nothing (a learner
+    /// never campaigns, so no member ever answers it with a tombstone notice): destroy it.
+    pub(super) fn destroy_stale_replicas(&self) {
+        let followers: Vec<(u64, u64, Region)> = self
+            .lock_peers()
+            .iter()
+            .filter(|(_, p)| p.handle.is_alive() && !p.handle.is_leader())
+            .map(|(&id, p)| (id, p.handle.peer_id(), p.handle.region()))
+            .collect();
+        for (region_id, peer_id, local) in followers {
+            let Ok(Some((known, _))) = self.cluster.get_region_by_id(region_id) else {
+                continue;
+            };
+            let removed = region::epoch(&known).conf_ver > region::epoch(&local).conf_ver
+                && region::find_peer(&known, peer_id).is_none();
+            if !removed {
+                continue;
+            }
+            let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+            let stale = {
+                let mut peers = self.lock_peers();
+                match peers.get(&region_id) {
+                    Some(p) if p.handle.peer_id() == peer_id => peers.remove(&region_id),
+                    _ => None,
+                }
+            };
+            if let Some(peer) = stale {
+                info!(
+                    region_id,
+                    peer_id, "the scheduler's region no longer lists this replica"
+                );
+                peer.destroy();
+            }
+        }
+    }
+
+    /// Carries out the scheduler's answer to a region report.
+    fn handle_scheduler_answer(&self, report: &RegionHeartbeatRequest, answer: ChangeAnswer) {
+        let Some(region) = &report.region else { return };
+        let change = match answer {
+            ChangeAnswer::None => return,
+            ChangeAnswer::Change(kind, peer) => match kind {
+                ChangePeerType::ChangePeerAddLearner => ChangePeer::AddLearner(PeerMeta {
+                    learner: true,
+                    ..peer
+                }),
+                ChangePeerType::ChangePeerPromote => ChangePeer::AddVoter(PeerMeta {
+                    learner: false,
+                    ..peer
+                }),
+                ChangePeerType::ChangePeerRemove => ChangePeer::Remove(peer),
+            },
+        };
+        info!(
+            region_id = region.id,
+            ?change,
+            "scheduler asks for a membership change"
+        );
+        let region_id = region.id;
+        let callback = Box::new(move |result: KvResult<()>| match result {
+            Ok(()) => info!(region_id, "membership change applied"),
+            Err(e) => debug!(region_id, error = %e, "membership change not applied"),
+        });
+        self.send_to_peer(region_id, PeerMsg::ChangePeer(change, callback));
+    }
+}
+
+enum ChangeAnswer {
+    None,
+    Change(ChangePeerType, PeerMeta),
+}
+
+/// The store's heartbeat thread: store heartbeats on a timer, region reports as they come.
+pub(super) fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<Event>) {
+    let interval = match store.upgrade() {
+        Some(inner) => inner.config.store_heartbeat,
+        None => return,
+    };
+    let mut next = Instant::now();
+    loop {
+        if Instant::now() >= next {
+            next = Instant::now() + interval;
+            let Some(inner) = store.upgrade() else { return };
+            // Replicas whose thread ended (destroyed, or failed) leave the map here.
+            let dead: Vec<PeerThread> = {
+                let mut peers = inner.lock_peers();
+                let ids: Vec<u64> = peers
+                    .iter()
+                    .filter(|(_, p)| !p.handle.is_alive())
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.iter().filter_map(|id| peers.remove(id)).collect()
+            };
+            drop(dead);
+            inner.destroy_stale_replicas();
+            let (regions, leaders) = {
+                let peers = inner.lock_peers();
+                let leaders = peers.values().filter(|p| p.handle.is_leader()).count();
+                (peers.len() as u32, leaders as u32)
+            };
+            let request = StoreHeartbeatRequest {
+                store_id: inner.store_id,
+                region_count: regions,
+                leader_count: leaders,
+            };
+            if let Err(e) = inner.cluster.store_heartbeat(request) {
+                debug!(error = %e, "store heartbeat failed");
+            }
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        match events.recv_timeout(wait) {
+            Ok(Event::RegionReport(report)) => {
+                let Some(inner) = store.upgrade() else { return };
+                match inner.cluster.region_heartbeat(report.clone()) {
+                    Ok(response) => {
+                        if !response.stale.is_empty() {
+                            debug!(reason = %response.stale, "region report was stale");
+                            continue;
+                        }
+                        let answer = match response.change_peer {
+                            Some(change) => {
+                                match (ChangePeerType::try_from(change.change_type), change.peer) {
+                                    (Ok(kind), Some(peer)) => ChangeAnswer::Change(kind, peer),
+                                    _ => ChangeAnswer::None,
+                                }
+                            }
+                            None => ChangeAnswer::None,
+                        };
+                        inner.handle_scheduler_answer(&report, answer);
+                    }
+                    Err(e) => debug!(error = %e, "region heartbeat failed"),
+                }
+            }
+            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
