@@ -54,7 +54,6 @@ pub enum PeerMsg {
     TransferLeader(u64),
     Unreachable(u64),
     SnapshotStatus(u64, bool),
-    Campaign,
     /// The peer was removed from its region (a newer membership says so): destroy its data
     /// and end the thread.
     Destroy,
@@ -365,7 +364,6 @@ pub fn spawn_peer<E: Engine>(
                     PeerMsg::TransferLeader(to) => peer.transfer_leader(to),
                     PeerMsg::Unreachable(to) => peer.report_unreachable(to),
                     PeerMsg::SnapshotStatus(to, ok) => peer.report_snapshot(to, ok),
-                    PeerMsg::Campaign => peer.campaign(),
                     PeerMsg::Status(callback) => callback(PeerStatus {
                         raft: peer.status(),
                         peer_id: peer.meta().id,
