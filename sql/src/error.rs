@@ -35,6 +35,7 @@ pub mod sqlstate {
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const DATA_CORRUPTED: &str = "XX001";
     pub const IO_ERROR: &str = "58030";
+    pub const INSUFFICIENT_RESOURCES: &str = "53000";
     pub const INTERNAL_ERROR: &str = "XX000";
 }
 
@@ -98,11 +99,11 @@ impl From<KvError> for SqlError {
             KvError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
             KvError::Storage(kv::storage::StorageError::Corrupt(_)) => sqlstate::DATA_CORRUPTED,
             KvError::CommitUnknown { .. } => sqlstate::STATEMENT_COMPLETION_UNKNOWN,
-            KvError::Storage(_)
-            | KvError::Tso(_)
-            | KvError::Unavailable(_)
-            | KvError::NotLeader { .. }
-            | KvError::StaleCommand { .. } => sqlstate::IO_ERROR,
+            KvError::ServerIsBusy(_) => sqlstate::INSUFFICIENT_RESOURCES,
+            // The cluster could not serve the request in time (no quorum, a store down, the
+            // routing gave up): the statement may be retried.
+            e if e.is_region_error() => sqlstate::IO_ERROR,
+            KvError::Storage(_) | KvError::Tso(_) | KvError::Unavailable(_) => sqlstate::IO_ERROR,
             _ => sqlstate::INTERNAL_ERROR,
         };
         SqlError::new(code, e.to_string())
@@ -110,3 +111,39 @@ impl From<KvError> for SqlError {
 }
 
 pub type SqlResult<T> = Result<T, SqlError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_errors_map_to_sqlstates() {
+        let code = |e: KvError| SqlError::from(e).code;
+        assert_eq!(
+            code(KvError::RegionNotFound { region_id: 1 }),
+            sqlstate::IO_ERROR
+        );
+        assert_eq!(
+            code(KvError::EpochNotMatch {
+                region_id: 1,
+                current: None
+            }),
+            sqlstate::IO_ERROR
+        );
+        assert_eq!(
+            code(KvError::NotLeader {
+                region_id: 1,
+                leader: None
+            }),
+            sqlstate::IO_ERROR
+        );
+        assert_eq!(
+            code(KvError::ServerIsBusy("queue full".into())),
+            sqlstate::INSUFFICIENT_RESOURCES
+        );
+        assert_eq!(
+            code(KvError::Unavailable("down".into())),
+            sqlstate::IO_ERROR
+        );
+    }
+}

@@ -177,7 +177,8 @@ impl PeerHandle {
         }
         result.recv_timeout(timeout).unwrap_or_else(|_| {
             Err(KvError::Unavailable(format!(
-                "region {}: no answer within {timeout:?}",
+                "region {}: no answer from its replica within {timeout:?} (is a majority of \
+                 the region's replicas up?); a write may or may not have been applied",
                 self.region_id
             )))
         })
