@@ -7,6 +7,8 @@
 //!
 //! # Rules, in order
 //!
+//! 0. A learner on a store that is not up is removed: it cannot catch up, and as a pending
+//!    learner it would block every other change.
 //! 1. A learner that is not pending (it has caught up) is promoted to a voter.
 //! 2. A pending learner (still catching up, e.g. by snapshot) blocks every other change: the
 //!    region waits for it, so that at most one new replica is in flight at a time.
@@ -53,6 +55,14 @@ pub fn check(
     max_replicas: usize,
 ) -> Option<ReplicaChange> {
     let is_pending = |peer: &Peer| pending_peers.iter().any(|p| p.id == peer.id);
+
+    if let Some(stranded) = region
+        .peers
+        .iter()
+        .find(|p| p.learner && !up_stores.contains_key(&p.store_id))
+    {
+        return Some(ReplicaChange::Remove(*stranded));
+    }
 
     if let Some(learner) = region.peers.iter().find(|p| p.learner && !is_pending(p)) {
         return Some(ReplicaChange::Promote(*learner));
@@ -231,6 +241,24 @@ mod tests {
         assert_eq!(
             check(&r, &r.peers[0], &[], &stores, &BTreeSet::new(), 3),
             None
+        );
+    }
+
+    #[test]
+    fn a_learner_on_a_down_store_is_removed_instead_of_blocking() {
+        // The learner was added just before its store went down: it stays pending forever.
+        let r = region(vec![peer(10, 1), peer(11, 2), learner(12, 3)]);
+        let stores = up(&[(1, 0), (2, 0), (4, 0)]);
+        assert_eq!(
+            check(
+                &r,
+                &r.peers[0],
+                &[learner(12, 3)],
+                &stores,
+                &BTreeSet::new(),
+                3
+            ),
+            Some(ReplicaChange::Remove(learner(12, 3)))
         );
     }
 
