@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use kv::raftstore::region::ChangePeer;
 use kv::{KvError, KvResult, Transaction, TxnClient};
-use support_cluster::{TestCluster, store_config};
+use support_cluster::{TestCluster, seeded_choices, store_config};
 
 fn put(client: &TxnClient, key: &str, value: &str) -> KvResult<()> {
     let mut txn = client.begin_txn()?;
@@ -178,18 +178,7 @@ fn random_partitions_and_restarts_keep_every_acknowledged_write() {
     let region_id = cluster.region_id();
     cluster.wait_for_voters(region_id, 3);
     let stores = cluster.store_ids();
-    let seed: u64 = std::env::var("CLUSTER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
-    println!("cluster seed {seed} (CLUSTER_SEED=n replays the fault schedule)");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = seeded_choices(7);
     for round in 0..4 {
         match next(3) {
             0 => {
@@ -201,7 +190,7 @@ fn random_partitions_and_restarts_keep_every_acknowledged_write() {
                 let others: Vec<u64> = stores.iter().copied().filter(|&s| s != lonely).collect();
                 cluster.network.partition(&[&[lonely], &others]);
             }
-            _ => cluster.network.drop_percent(20, seed + round),
+            _ => cluster.network.drop_percent(20, next(u64::MAX)),
         }
         run_appenders(&cluster, 3, Duration::from_millis(1500), round as usize);
         cluster.heal();
@@ -441,18 +430,7 @@ fn membership_changes_and_transfers_under_load_keep_every_acknowledged_write() {
     let mut cluster = TestCluster::new(5, 3);
     let region_id = cluster.region_id();
     cluster.wait_for_voters(region_id, 3);
-    let seed: u64 = std::env::var("CLUSTER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(11);
-    println!("cluster seed {seed} (CLUSTER_SEED=n replays the schedule of changes)");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = seeded_choices(11);
     for round in 0..4 {
         // Clients write while the membership changes under them.
         let appenders = {

@@ -56,6 +56,17 @@ impl Group {
         self.peers.insert(id, peer);
     }
 
+    /// Proposes `batch` on peer `id` and settles the group; returns the proposal's outcome.
+    fn write(&mut self, id: u64, batch: WriteBatch) -> Option<KvResult<()>> {
+        let (callback, outcome) = recorder();
+        self.peers
+            .get_mut(&id)
+            .unwrap()
+            .propose_write(batch, ReadFence::default(), callback);
+        self.settle();
+        outcome.lock().unwrap().take()
+    }
+
     fn settle(&mut self) {
         for _ in 0..1000 {
             for peer in self.peers.values_mut() {
@@ -183,13 +194,7 @@ fn a_replica_that_was_down_catches_up_by_snapshot_and_restarts_without_reapplyin
     group.settle();
     group.peers.remove(&3); // down
     for i in 0..20 {
-        let (callback, _) = recorder();
-        group.peers.get_mut(&1).unwrap().propose_write(
-            put(&format!("k{i:02}"), "v"),
-            ReadFence::default(),
-            callback,
-        );
-        group.settle();
+        group.write(1, put(&format!("k{i:02}"), "v"));
     }
     group.peers.get_mut(&1).unwrap().compact_log().unwrap();
     group.peers.get_mut(&2).unwrap().compact_log().unwrap();
@@ -231,13 +236,7 @@ fn log_gc_bounds_the_log_and_lagging_replicas_still_catch_up() {
     group.settle();
     group.isolated.insert(3);
     for i in 0..40 {
-        let (callback, _) = recorder();
-        group.peers.get_mut(&1).unwrap().propose_write(
-            put(&format!("g{i:02}"), "v"),
-            ReadFence::default(),
-            callback,
-        );
-        group.settle();
+        group.write(1, put(&format!("g{i:02}"), "v"));
         for peer in group.peers.values_mut() {
             peer.maybe_compact_log(limit, u64::MAX).unwrap();
             let status = peer.status();
@@ -262,13 +261,7 @@ fn log_gc_by_size_compacts_a_few_large_entries() {
     group.settle();
     let big = "x".repeat(16 << 10);
     for i in 0..20 {
-        let (callback, _) = recorder();
-        group.peers.get_mut(&1).unwrap().propose_write(
-            put(&format!("big{i:02}"), &big),
-            ReadFence::default(),
-            callback,
-        );
-        group.settle();
+        group.write(1, put(&format!("big{i:02}"), &big));
         for peer in group.peers.values_mut() {
             // The entry-count limit alone would keep all twenty.
             peer.maybe_compact_log(1000, max_bytes).unwrap();
@@ -321,13 +314,7 @@ fn a_read_waiting_on_a_replica_that_applies_its_own_removal_fails() {
     let mut group = Group::new(&[1, 2, 3]);
     group.peers.get_mut(&1).unwrap().campaign();
     group.settle();
-    let (callback, _) = recorder();
-    group
-        .peers
-        .get_mut(&1)
-        .unwrap()
-        .propose_write(put("a", "1"), ReadFence::default(), callback);
-    group.settle();
+    assert!(matches!(group.write(1, put("a", "1")), Some(Ok(()))));
     // Peer 3 asks for a read while its removal is proposed.
     let outcome: Arc<Mutex<Option<KvResult<ReadFence>>>> = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&outcome);

@@ -57,14 +57,30 @@ impl Filters {
             }
         }
         if self.drop_percent > 0 {
-            // xorshift: deterministic per seed, good enough for dropping messages.
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            return self.rng % 100 < self.drop_percent;
+            return xorshift(&mut self.rng) % 100 < self.drop_percent;
         }
         false
     }
+}
+
+/// xorshift: deterministic per seed, good enough for fault schedules.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// A seeded source of choices for a randomized test: the seed is `CLUSTER_SEED` or `default`,
+/// printed so that a failure can be replayed. Returns `below(n)`, a number in `0..n`.
+pub fn seeded_choices(default: u64) -> impl FnMut(u64) -> u64 {
+    let seed: u64 = std::env::var("CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    println!("cluster seed {seed} (CLUSTER_SEED=n replays the schedule)");
+    let mut state = seed | 1;
+    move |n| xorshift(&mut state) % n
 }
 
 impl Network {
