@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::byte_size::ByteSize;
+
 pub const DEFAULT_DATA_DIR: &str = "./regiondb-data";
 pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_SCHEDULER_LISTEN: &str = "127.0.0.1:2379";
@@ -47,9 +49,62 @@ pub struct SingleArgs {
     /// Address for PostgreSQL clients [default: 127.0.0.1:5433]
     #[arg(long)]
     pub pg_listen: Option<SocketAddr>,
-    /// TOML file with settings (keys: data_dir, pg_listen)
+    /// TOML file with settings (keys: data_dir, pg_listen, region_split_size,
+    /// region_max_size)
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub regions: RegionArgs,
+}
+
+/// When regions split (single node and cluster nodes).
+#[derive(Args, Debug, Default, Clone)]
+pub struct RegionArgs {
+    /// Size of the part cut off a region that grew past --region-max-size, e.g. 96MiB
+    /// [default: 96MiB]
+    #[arg(long)]
+    pub region_split_size: Option<ByteSize>,
+    /// A region larger than this is split, e.g. 144MiB [default: 144MiB]
+    #[arg(long)]
+    pub region_max_size: Option<ByteSize>,
+}
+
+pub const DEFAULT_REGION_SPLIT_SIZE: ByteSize = ByteSize(96 << 20);
+pub const DEFAULT_REGION_MAX_SIZE: ByteSize = ByteSize(144 << 20);
+
+/// The resolved split sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionSizes {
+    pub split_size: ByteSize,
+    pub max_size: ByteSize,
+}
+
+impl RegionSizes {
+    /// Flags over the file over the defaults. Given only one of the two sizes, the other
+    /// keeps the default ratio (max = 1.5 × split).
+    fn resolve(args: &RegionArgs, file: &FileConfig) -> Result<RegionSizes, String> {
+        let split = args.region_split_size.or(file.region_split_size);
+        let max = args.region_max_size.or(file.region_max_size);
+        let (split_size, max_size) = match (split, max) {
+            (Some(split), Some(max)) => (split, max),
+            (Some(split), None) => (split, ByteSize(split.0.saturating_add(split.0 / 2))),
+            (None, Some(max)) => (ByteSize(max.0 / 3 * 2), max),
+            (None, None) => (DEFAULT_REGION_SPLIT_SIZE, DEFAULT_REGION_MAX_SIZE),
+        };
+        if split_size.0 == 0 {
+            return Err("region_split_size must be more than 0 bytes".into());
+        }
+        if max_size < split_size {
+            return Err(format!(
+                "region_max_size ({max_size}) must not be less than region_split_size \
+                 ({split_size})"
+            ));
+        }
+        Ok(RegionSizes {
+            split_size,
+            max_size,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -79,9 +134,12 @@ pub struct NodeArgs {
     /// Directory for the node's data (created if missing) [default: ./regiondb-node]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// TOML file with settings (keys: scheduler, listen, pg_listen, data_dir)
+    /// TOML file with settings (keys: scheduler, listen, pg_listen, data_dir,
+    /// region_split_size, region_max_size)
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub regions: RegionArgs,
 }
 
 /// Settings as they may appear in the TOML file.
@@ -92,6 +150,8 @@ pub struct FileConfig {
     pub pg_listen: Option<SocketAddr>,
     pub listen: Option<SocketAddr>,
     pub scheduler: Option<SocketAddr>,
+    pub region_split_size: Option<ByteSize>,
+    pub region_max_size: Option<ByteSize>,
 }
 
 impl FileConfig {
@@ -110,12 +170,14 @@ impl FileConfig {
 pub struct SingleNodeConfig {
     pub data_dir: PathBuf,
     pub pg_listen: SocketAddr,
+    pub regions: RegionSizes,
 }
 
 impl SingleNodeConfig {
     pub fn resolve(args: &SingleArgs) -> Result<SingleNodeConfig, String> {
         let file = FileConfig::load(args.config.as_deref())?;
         let default_pg: SocketAddr = DEFAULT_PG_LISTEN.parse().map_err(|e| format!("{e}"))?;
+        let regions = RegionSizes::resolve(&args.regions, &file)?;
         Ok(SingleNodeConfig {
             data_dir: args
                 .data_dir
@@ -123,6 +185,7 @@ impl SingleNodeConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             pg_listen: args.pg_listen.or(file.pg_listen).unwrap_or(default_pg),
+            regions,
         })
     }
 }
@@ -158,12 +221,14 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub pg_listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub regions: RegionSizes,
 }
 
 impl NodeConfig {
     pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, String> {
         let file = FileConfig::load(args.config.as_deref())?;
         let parse = |s: &str| s.parse::<SocketAddr>().map_err(|e| format!("{e}"));
+        let regions = RegionSizes::resolve(&args.regions, &file)?;
         Ok(NodeConfig {
             scheduler: match args.scheduler.or(file.scheduler) {
                 Some(address) => address,
@@ -182,6 +247,7 @@ impl NodeConfig {
                 .clone()
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DATA_DIR)),
+            regions,
         })
     }
 }
@@ -216,6 +282,7 @@ mod tests {
             config: Some(path),
             pg_listen: Some("127.0.0.1:7001".parse().unwrap()),
             data_dir: None,
+            regions: RegionArgs::default(),
         };
         let resolved = SingleNodeConfig::resolve(&flags).unwrap();
         assert_eq!(resolved.pg_listen.port(), 7001);
@@ -269,6 +336,53 @@ mod tests {
             (resolved.listen.port(), resolved.data_dir),
             (7379, PathBuf::from("/flag"))
         );
+    }
+
+    #[test]
+    fn region_sizes_come_from_flags_or_the_file_with_a_derived_partner() {
+        let defaults = SingleNodeConfig::resolve(&SingleArgs::default()).unwrap();
+        assert_eq!(
+            defaults.regions,
+            RegionSizes {
+                split_size: DEFAULT_REGION_SPLIT_SIZE,
+                max_size: DEFAULT_REGION_MAX_SIZE
+            }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "region_split_size = \"64KiB\"\nregion_max_size = 131072\n",
+        )
+        .unwrap();
+        let from_file = NodeConfig::resolve(&NodeArgs {
+            config: Some(path.clone()),
+            ..NodeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(from_file.regions.split_size, ByteSize(64 << 10));
+        assert_eq!(from_file.regions.max_size, ByteSize(128 << 10));
+        let cli = Cli::try_parse_from(["regiondb", "--region-split-size", "1MiB"]).unwrap();
+        let only_split = SingleNodeConfig::resolve(&cli.single).unwrap();
+        assert_eq!(only_split.regions.max_size, ByteSize(3 << 19));
+        let cli = Cli::try_parse_from([
+            "regiondb",
+            "node",
+            "--region-split-size",
+            "2MiB",
+            "--region-max-size",
+            "1MiB",
+        ])
+        .unwrap();
+        let Some(Command::Node(args)) = &cli.command else {
+            panic!("not a node command")
+        };
+        assert!(
+            NodeConfig::resolve(args)
+                .unwrap_err()
+                .contains("must not be less")
+        );
+        assert!(Cli::try_parse_from(["regiondb", "--region-max-size", "lots"]).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - `regiondb scheduler …`: the scheduler (timestamps, IDs) as its own process;
 //! - `regiondb node …`: a store and SQL gateway of a multi-node cluster.
 
+mod byte_size;
 mod config;
 mod data_dir;
 mod node;

@@ -16,8 +16,9 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use kv::client::{GrpcStores, LocalFirst, RoutedCommands, StoreConnector};
+use kv::client::{GrpcStores, LocalFirst, RoutedCommands, SchedulerRegions, StoreConnector};
 use kv::raftstore::grpc_transport::{GrpcTransport, RaftService};
+use kv::raftstore::split_check::SplitConfig;
 use kv::raftstore::store::ensure_store_id;
 use kv::raftstore::store_commands::StoreCommands;
 use kv::raftstore::{RaftEnvelope, RaftRouter, Store, StoreConfig, StoreResolver, Transport};
@@ -141,10 +142,14 @@ pub async fn run(
         address: grpc_address.to_string(),
         pg_address: pg_address.to_string(),
     };
+    let store_config = StoreConfig {
+        split: SplitConfig::by_size(config.regions.split_size.0, config.regions.max_size.0),
+        ..StoreConfig::default()
+    };
     let store = {
         let (engine, cluster) = (Arc::clone(&engine), Arc::clone(&cluster));
         blocking(move || {
-            Store::start(engine, meta, cluster, transport, StoreConfig::default())
+            Store::start(engine, meta, cluster, transport, store_config)
                 .map(Arc::new)
                 .map_err(|e| format!("cannot start the store: {e}"))
         })
@@ -177,7 +182,8 @@ pub async fn run(
     });
     let commands = RoutedCommands::new(Arc::clone(&cluster), stores, ROUTING_TIMEOUT);
     let client = TxnClient::new(Arc::new(commands), scheduler, TxnOptions::default());
-    let database = sql::Database::new(Arc::new(client));
+    let database = sql::Database::new(Arc::new(client))
+        .with_regions(Arc::new(SchedulerRegions::new(Arc::clone(&cluster))));
     info!(
         store_id,
         %grpc_address,

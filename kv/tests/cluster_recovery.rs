@@ -15,7 +15,9 @@ use kv::raftstore::region::{ChangePeer, RegionLocalState};
 use kv::storage::{Cf, Engine, RocksEngine, Snapshot, WriteBatch};
 use kv::{KvResult, Transaction, TxnClient};
 use proto::metapb::{Peer, Region, Store};
-use proto::scheduler::{RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest};
+use proto::scheduler::{
+    RegionHeartbeatRequest, RegionHeartbeatResponse, RegionInfo, StoreHeartbeatRequest,
+};
 use scheduler::{ClusterApi, ClusterError};
 use support_cluster::TestCluster;
 
@@ -53,6 +55,17 @@ impl ClusterApi for FailingBootstrap {
     }
     fn get_region_by_id(&self, id: u64) -> Result<Option<(Region, Option<Peer>)>, ClusterError> {
         self.0.get_region_by_id(id)
+    }
+    fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<RegionInfo>, ClusterError> {
+        self.0.scan_regions(start, end, limit)
+    }
+    fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
+        self.0.split_regions(keys)
     }
 }
 

@@ -162,7 +162,7 @@ fn run(store: &dyn TxnCommands, command: &str) -> Result<String, String> {
                 "0" => None,
                 c => Some(ts(c)?),
             };
-            show(store.resolve_lock(ts(arg(1)?)?, commit), |n| {
+            show(store.resolve_lock(b"", ts(arg(1)?)?, commit), |n| {
                 format!("resolved {n}")
             })
         }

@@ -67,8 +67,8 @@ impl TxnCommands for Flaky {
     fn check_txn_status(&self, p: &[u8], l: Timestamp, c: Timestamp) -> KvResult<TxnStatus> {
         self.inner.check_txn_status(p, l, c)
     }
-    fn resolve_lock(&self, s: Timestamp, c: Option<Timestamp>) -> KvResult<usize> {
-        self.inner.resolve_lock(s, c)
+    fn resolve_lock(&self, k: &[u8], s: Timestamp, c: Option<Timestamp>) -> KvResult<usize> {
+        self.inner.resolve_lock(k, s, c)
     }
     fn txn_heartbeat(&self, p: &[u8], s: Timestamp, t: u64) -> KvResult<u64> {
         self.inner.txn_heartbeat(p, s, t)

@@ -188,6 +188,30 @@ impl ClusterApi for SchedulerClient {
         })?;
         Ok(response.region.map(|region| (region, response.leader)))
     }
+
+    fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<pb::RegionInfo>, ClusterError> {
+        let request = pb::ScanRegionsRequest {
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        let response = self.call("scan_regions", |mut rpc| async move {
+            rpc.scan_regions(request).await
+        })?;
+        Ok(response.regions)
+    }
+
+    fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
+        self.call("split_regions", |mut rpc| async move {
+            rpc.split_regions(pb::SplitRegionsRequest { keys }).await
+        })?;
+        Ok(())
+    }
 }
 
 /// The batching loop: one call for every request waiting when the previous call returned.
@@ -318,6 +342,20 @@ mod tests {
             request: Request<pb::GetRegionByIdRequest>,
         ) -> Result<Response<pb::GetRegionResponse>, Status> {
             self.inner.get_region_by_id(request).await
+        }
+
+        async fn scan_regions(
+            &self,
+            request: Request<pb::ScanRegionsRequest>,
+        ) -> Result<Response<pb::ScanRegionsResponse>, Status> {
+            self.inner.scan_regions(request).await
+        }
+
+        async fn split_regions(
+            &self,
+            request: Request<pb::SplitRegionsRequest>,
+        ) -> Result<Response<pb::SplitRegionsResponse>, Status> {
+            self.inner.split_regions(request).await
         }
     }
 

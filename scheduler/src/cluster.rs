@@ -38,6 +38,15 @@
 //! a removal whose target has since become the leader is dropped at once (a leader does not
 //! remove itself) and the checker decides again.
 //!
+//! # Splits
+//!
+//! Leaders split their regions themselves when they grow too big, and report both halves.
+//! Splits asked for through [`Cluster::split_regions`] (a new table's first key, `ALTER TABLE
+//! … SPLIT AT`) are soft state: a heartbeat of a region holding a wanted key strictly inside
+//! it is answered with that key in `split_key` (the smallest one) unless a membership
+//! operator is pending; a key is done once a region starts at it, and forgotten after
+//! `operator_timeout` if that never happens.
+//!
 //! # Deliberately left out
 //!
 //! Balancing regions or leaders between stores, removing replicas from down stores, and
@@ -53,7 +62,7 @@ use prost::Message;
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
 use proto::scheduler::{
     ChangePeer, ChangePeerType, ClusterState, RegionHeartbeatRequest, RegionHeartbeatResponse,
-    StoreHeartbeatRequest,
+    RegionInfo, StoreHeartbeatRequest,
 };
 
 use crate::atomic_file::write_atomically;
@@ -131,6 +140,10 @@ struct State {
     stores: HashMap<u64, StoreStatus>,
     leaders: HashMap<u64, Leader>,
     operators: HashMap<u64, Operator>,
+    /// Each region's last reported size: (bytes, keys).
+    sizes: HashMap<u64, (u64, u64)>,
+    /// Split keys asked for (`SplitRegions`) and not yet a region's start, with when asked.
+    wanted_splits: BTreeMap<Vec<u8>, Instant>,
     /// The first time this scheduler process was asked to decide: a known store never heard
     /// from since counts as down from then on (its real last heartbeat died with the last run).
     started: Option<Instant>,
@@ -490,8 +503,10 @@ impl Cluster {
             leader,
             pending_peers,
             term,
-            ..
+            approximate_size,
+            approximate_keys,
         } = request;
+        let request_size = (approximate_size, approximate_keys);
         let region = region
             .ok_or_else(|| ClusterError::Invalid("a region heartbeat without a region".into()))?;
         validate_region(&region)?;
@@ -543,11 +558,14 @@ impl Cluster {
             for id in dropped {
                 state.leaders.remove(&id);
                 state.operators.remove(&id);
+                state.sizes.remove(&id);
             }
         }
         state
             .leaders
             .insert(region.id, Leader { peer: leader, term });
+        state.sizes.insert(region.id, request_size);
+        let split_key = self.wanted_split(&mut state, &region, now);
 
         if let Some(op) = state.operators.get(&region.id) {
             let done = reported.conf_ver > op.conf_ver;
@@ -560,6 +578,10 @@ impl Cluster {
                 return Ok(response);
             }
             state.operators.remove(&region.id);
+        }
+        if let Some(key) = split_key {
+            response.split_key = key;
+            return Ok(response);
         }
         let up = self.up_stores(&state, now);
         let gone = self.gone_stores(&mut state, now);
@@ -601,6 +623,72 @@ impl Cluster {
         );
         response.change_peer = Some(change);
         Ok(response)
+    }
+
+    /// Asks for splits at `keys` (see the module doc): each wanted key strictly inside a
+    /// known region is handed to that region's leader with its next heartbeat.
+    pub fn split_regions(&self, keys: Vec<Vec<u8>>, now: Instant) {
+        let mut state = self.lock();
+        for key in keys {
+            if !key.is_empty() && !state.meta.by_start.contains_key(&key) {
+                state.wanted_splits.insert(key, now);
+            }
+        }
+    }
+
+    /// The smallest wanted split key strictly inside `region`, dropping wanted keys that are
+    /// done (a region starts there) or expired.
+    fn wanted_split(&self, state: &mut State, region: &Region, now: Instant) -> Option<Vec<u8>> {
+        if state.wanted_splits.is_empty() {
+            return None;
+        }
+        let timeout = self.config.operator_timeout;
+        let meta = &state.meta;
+        state.wanted_splits.retain(|key, asked| {
+            !meta.by_start.contains_key(key) && now.saturating_duration_since(*asked) < timeout
+        });
+        let upper = if region.end_key.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(region.end_key.as_slice())
+        };
+        state
+            .wanted_splits
+            .range::<[u8], _>((Bound::Excluded(region.start_key.as_slice()), upper))
+            .next()
+            .map(|(key, _)| key.clone())
+    }
+
+    /// Whether a split at `key` is still wanted (asked for and not yet done).
+    pub fn split_wanted(&self, key: &[u8]) -> bool {
+        self.lock().wanted_splits.contains_key(key)
+    }
+
+    /// The regions overlapping `[start, end)` (an empty `end`: unbounded) in key order, at most
+    /// `limit` (0: all), with their last reported leaders and sizes.
+    pub fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<RegionInfo> {
+        let state = self.lock();
+        let mut ids = state.meta.overlapping(start, end, 0);
+        ids.sort_by(|a, b| {
+            state.meta.regions[a]
+                .start_key
+                .cmp(&state.meta.regions[b].start_key)
+        });
+        if limit > 0 {
+            ids.truncate(limit);
+        }
+        ids.into_iter()
+            .map(|id| {
+                let (approximate_size, approximate_keys) =
+                    state.sizes.get(&id).copied().unwrap_or_default();
+                RegionInfo {
+                    region: Some(state.meta.regions[&id].clone()),
+                    leader: state.leaders.get(&id).map(|l| l.peer),
+                    approximate_size,
+                    approximate_keys,
+                }
+            })
+            .collect()
     }
 
     /// Why a report of `region` is stale, or `None` if it is not.

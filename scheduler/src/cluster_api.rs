@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use proto::metapb::{Peer, Region, Store};
-use proto::scheduler::{RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest};
+use proto::scheduler::{
+    RegionHeartbeatRequest, RegionHeartbeatResponse, RegionInfo, StoreHeartbeatRequest,
+};
 
 use crate::cluster::Cluster;
 use crate::id_alloc::{IdAllocator, IdError};
@@ -60,6 +62,16 @@ pub trait ClusterApi: Send + Sync + 'static {
         &self,
         region_id: u64,
     ) -> Result<Option<(Region, Option<Peer>)>, ClusterError>;
+    /// The regions overlapping `[start, end)` (empty `end`: unbounded) in key order, at most
+    /// `limit` (0: all), with leaders and sizes.
+    fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<RegionInfo>, ClusterError>;
+    /// Asks for the regions to be split at `keys` (carried out by their leaders, later).
+    fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError>;
 }
 
 /// The cluster metadata in this process. The clock is the real one ([`Instant::now`]).
@@ -121,6 +133,20 @@ impl ClusterApi for LocalCluster {
         region_id: u64,
     ) -> Result<Option<(Region, Option<Peer>)>, ClusterError> {
         Ok(self.cluster.get_region_by_id(region_id))
+    }
+
+    fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<RegionInfo>, ClusterError> {
+        Ok(self.cluster.scan_regions(start, end, limit))
+    }
+
+    fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
+        self.cluster.split_regions(keys, Instant::now());
+        Ok(())
     }
 }
 

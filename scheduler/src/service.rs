@@ -206,6 +206,32 @@ impl Scheduler for SchedulerService {
             .await?;
         Ok(Response::new(region_response(found)))
     }
+
+    async fn scan_regions(
+        &self,
+        request: Request<pb::ScanRegionsRequest>,
+    ) -> Result<Response<pb::ScanRegionsResponse>, Status> {
+        let request = request.into_inner();
+        let regions = self
+            .on_cluster(move |c, _| {
+                Ok(c.scan_regions(&request.start_key, &request.end_key, request.limit as usize))
+            })
+            .await?;
+        Ok(Response::new(pb::ScanRegionsResponse { regions }))
+    }
+
+    async fn split_regions(
+        &self,
+        request: Request<pb::SplitRegionsRequest>,
+    ) -> Result<Response<pb::SplitRegionsResponse>, Status> {
+        let keys = request.into_inner().keys;
+        self.on_cluster(move |c, _| {
+            c.split_regions(keys, Instant::now());
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(pb::SplitRegionsResponse {}))
+    }
 }
 
 fn region_response(

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use kv::Transaction;
+use kv::codec::memcomparable::prefix_end;
 
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::types::{SqlType, Value};
@@ -52,8 +53,12 @@ impl Table {
     }
 }
 
+/// The first byte of every catalog key.
+pub const KEY_PREFIX: u8 = b'm';
+const TABLE_KEY_PREFIX: &[u8] = b"mtable/";
+
 fn table_key(name: &str) -> Vec<u8> {
-    let mut key = b"mtable/".to_vec();
+    let mut key = TABLE_KEY_PREFIX.to_vec();
     key.extend_from_slice(name.as_bytes());
     key
 }
@@ -75,6 +80,17 @@ pub fn get_table(txn: &mut dyn Transaction, name: &str) -> SqlResult<Option<Tabl
         }
         None => Ok(None),
     }
+}
+
+/// Every table, in name order.
+pub fn list_tables(txn: &mut dyn Transaction) -> SqlResult<Vec<Table>> {
+    let end = prefix_end(TABLE_KEY_PREFIX).unwrap_or_default();
+    txn.scan(TABLE_KEY_PREFIX, Some(&end), usize::MAX)?
+        .into_iter()
+        .map(|(key, bytes)| {
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(&String::from_utf8_lossy(&key), e))
+        })
+        .collect()
 }
 
 pub fn require_table(txn: &mut dyn Transaction, name: &str) -> SqlResult<Table> {

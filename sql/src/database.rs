@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use kv::TransactionSource;
+use kv::client::RegionAdmin;
 
 use crate::session::Session;
 
@@ -10,11 +11,27 @@ use crate::session::Session;
 #[derive(Clone)]
 pub struct Database {
     source: Arc<dyn TransactionSource>,
+    /// The cluster's regions (`SHOW REGIONS`, splits); `None` for a store without regions.
+    regions: Option<Arc<dyn RegionAdmin>>,
 }
 
 impl Database {
     pub fn new(source: Arc<dyn TransactionSource>) -> Self {
-        Self { source }
+        Self {
+            source,
+            regions: None,
+        }
+    }
+
+    /// The same database, seeing the cluster's regions through `regions`.
+    pub fn with_regions(mut self, regions: Arc<dyn RegionAdmin>) -> Self {
+        self.regions = Some(regions);
+        self
+    }
+
+    /// The cluster's regions, if this database has any.
+    pub fn regions(&self) -> Option<&Arc<dyn RegionAdmin>> {
+        self.regions.as_ref()
     }
 
     /// A database over a fresh in-memory store: for tests.
@@ -23,6 +40,6 @@ impl Database {
     }
 
     pub fn session(&self) -> Session {
-        Session::new(Arc::clone(&self.source))
+        Session::new(Arc::clone(&self.source)).with_regions(self.regions.clone())
     }
 }

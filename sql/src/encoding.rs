@@ -89,12 +89,17 @@ fn corrupt(e: DecodeError) -> SqlError {
     SqlError::new(sqlstate::DATA_CORRUPTED, e.to_string())
 }
 
+/// The first byte of every key that belongs to a table.
+pub const TABLE_PREFIX: u8 = b't';
+/// After `t{table_id}`: the table's rows follow.
+pub const ROWS_MARKER: u8 = b'r';
+
 /// The prefix of every row key of a table.
 pub fn row_prefix(table_id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(16);
-    key.push(b't');
+    key.push(TABLE_PREFIX);
     memcomparable::encode_u64(&mut key, table_id);
-    key.push(b'r');
+    key.push(ROWS_MARKER);
     key
 }
 

@@ -11,6 +11,13 @@
 //! columns, `PRIMARY KEY` incl. composite, `NOT NULL`, constant `DEFAULT`), `DROP TABLE`,
 //! `INSERT … VALUES`, `SELECT` over one table (WHERE, ORDER BY, LIMIT/OFFSET, FOR UPDATE),
 //! `UPDATE`, `DELETE`, `BEGIN`/`COMMIT`/`ROLLBACK`. Everything else is refused with 0A000.
+//!
+//! Regions: `SHOW REGIONS [FROM TABLE t]` lists the cluster's regions with their boundaries
+//! written for humans ([`key_display`]), `ALTER TABLE t SPLIT AT VALUES (…)` splits on demand
+//! (both in `exec::regions`; sqlparser does not know them, so `region_syntax`
+//! recognises them first), and every table created gets a region of its own once its
+//! transaction commits. A [`Database`] without a
+//! [`RegionAdmin`](kv::client::RegionAdmin) (in memory) refuses the two statements with 0A000.
 
 pub mod catalog;
 mod database;
@@ -18,7 +25,9 @@ pub mod encoding;
 pub mod error;
 pub mod exec;
 pub mod expr;
+pub mod key_display;
 mod parse;
+mod region_syntax;
 pub mod script;
 mod session;
 pub mod types;

@@ -7,6 +7,13 @@
 //! a statement past [`MAX_EXPRESSION_DEPTH`] is refused with SQLSTATE 54001, as PostgreSQL
 //! refuses statements that exceed its stack depth. Commas end a chain (list items are
 //! separate subtrees), parentheses nest one (an inner chain adds to the enclosing one).
+//!
+//! Statements about regions ([`crate::region_syntax`]) are recognised before sqlparser: the
+//! tokens are cut into statements at top-level semicolons, each is offered to the recogniser,
+//! and the runs of statements it does not claim go to sqlparser as they are. A string without
+//! region statements goes to sqlparser whole, exactly as before.
+
+use std::ops::Range;
 
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
@@ -16,6 +23,24 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::MAX_EXPRESSION_DEPTH;
+use crate::region_syntax::{self, RegionStatement};
+
+/// One statement of a query string.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParsedStatement {
+    /// Boxed: sqlparser's statements are large, region statements small.
+    Sql(Box<Statement>),
+    Regions(RegionStatement),
+}
+
+impl std::fmt::Display for ParsedStatement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParsedStatement::Sql(statement) => statement.fmt(f),
+            ParsedStatement::Regions(statement) => statement.fmt(f),
+        }
+    }
+}
 
 /// Whether a token can join two expressions into a deeper one. Conservative: every token
 /// except literals, plain words, punctuation that separates or groups, and whitespace counts
@@ -109,7 +134,7 @@ fn max_chain(tokens: &[TokenWithSpan]) -> usize {
     deepest
 }
 
-fn syntax_error(e: ParserError) -> SqlError {
+pub fn syntax_error(e: ParserError) -> SqlError {
     match e {
         ParserError::TokenizerError(m) | ParserError::ParserError(m) => {
             SqlError::new(sqlstate::SYNTAX_ERROR, format!("syntax error: {m}"))
@@ -122,7 +147,7 @@ fn syntax_error(e: ParserError) -> SqlError {
 }
 
 /// Parses a query string (possibly several statements) with PostgreSQL's dialect.
-pub fn parse(sql: &str) -> SqlResult<Vec<Statement>> {
+pub fn parse(sql: &str) -> SqlResult<Vec<ParsedStatement>> {
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -133,10 +158,69 @@ pub fn parse(sql: &str) -> SqlResult<Vec<Statement>> {
             format!("expression is too deeply nested (more than {MAX_EXPRESSION_DEPTH} levels)"),
         ));
     }
-    Parser::new(&dialect)
+    let statements = statement_ranges(&tokens);
+    let recognized: Vec<_> = statements
+        .iter()
+        .map(|range| region_syntax::recognize(&tokens[range.clone()]))
+        .collect();
+    if recognized.iter().all(Option::is_none) {
+        return Ok(parse_sql(tokens)?
+            .into_iter()
+            .map(|statement| ParsedStatement::Sql(Box::new(statement)))
+            .collect());
+    }
+    let mut parsed = Vec::new();
+    // The start of the tokens not yet parsed: a run of statements for sqlparser.
+    let mut run_start = 0;
+    for (range, region_statement) in statements.into_iter().zip(recognized) {
+        let Some(region_statement) = region_statement else {
+            continue;
+        };
+        let run = tokens[run_start.min(range.start)..range.start].to_vec();
+        parsed.extend(
+            parse_sql(run)?
+                .into_iter()
+                .map(|statement| ParsedStatement::Sql(Box::new(statement))),
+        );
+        parsed.push(ParsedStatement::Regions(region_statement?));
+        // Past the statement's semicolon, if it has one.
+        run_start = range.end + 1;
+    }
+    let rest = tokens[run_start.min(tokens.len())..].to_vec();
+    parsed.extend(
+        parse_sql(rest)?
+            .into_iter()
+            .map(|statement| ParsedStatement::Sql(Box::new(statement))),
+    );
+    Ok(parsed)
+}
+
+fn parse_sql(tokens: Vec<TokenWithSpan>) -> SqlResult<Vec<Statement>> {
+    Parser::new(&PostgreSqlDialect {})
         .with_tokens_with_locations(tokens)
         .parse_statements()
         .map_err(syntax_error)
+}
+
+/// The token ranges of the statements, cut at semicolons (a semicolon inside a string or a
+/// comment is part of that token). Each range excludes its semicolon; empty statements are
+/// left out.
+fn statement_ranges(tokens: &[TokenWithSpan]) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for (i, token) in tokens.iter().enumerate() {
+        if token.token == Token::SemiColon {
+            ranges.push(start..i);
+            start = i + 1;
+        }
+    }
+    ranges.push(start..tokens.len());
+    ranges.retain(|range| {
+        tokens[range.clone()]
+            .iter()
+            .any(|t| !matches!(t.token, Token::Whitespace(_)))
+    });
+    ranges
 }
 
 #[cfg(test)]
@@ -164,5 +248,57 @@ mod tests {
         // Any operator counts, not only arithmetic and comparison.
         assert_eq!(chain("SELECT 1 & 1 | 1 # 1 << 1"), 4);
         assert_eq!(chain("SELECT a LIKE 'x' AND b IN (1)"), 3);
+    }
+
+    /// Each statement as text, region statements in brackets.
+    fn statements(sql: &str) -> Vec<String> {
+        parse(sql)
+            .unwrap()
+            .iter()
+            .map(|statement| match statement {
+                ParsedStatement::Sql(sql) => sql.to_string(),
+                ParsedStatement::Regions(regions) => format!("[{regions}]"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn region_statements_are_cut_out_of_query_strings() {
+        assert_eq!(statements("SHOW REGIONS;"), ["[SHOW REGIONS]"]);
+        assert_eq!(
+            statements("SELECT 1; show regions from table t; SELECT 2; SELECT 3;"),
+            [
+                "SELECT 1",
+                "[SHOW REGIONS FROM TABLE t]",
+                "SELECT 2",
+                "SELECT 3"
+            ]
+        );
+        // Semicolons inside strings and comments do not cut.
+        assert_eq!(
+            statements("SELECT ';' /* ; */; ; ALTER TABLE t SPLIT AT VALUES (1), ('a;b');;"),
+            ["SELECT ';'", "[ALTER TABLE t SPLIT AT VALUES (1), ('a;b')]"]
+        );
+        assert_eq!(statements("SELECT 1; SELECT 2"), ["SELECT 1", "SELECT 2"]);
+    }
+
+    #[test]
+    fn a_syntax_error_anywhere_fails_the_whole_string() {
+        for sql in [
+            "SHOW REGIONS; SELEC 1",
+            "SELEC 1; SHOW REGIONS",
+            "SELECT 1; SHOW REGIONS FROM t",
+        ] {
+            assert_eq!(
+                parse(sql).unwrap_err().code,
+                sqlstate::SYNTAX_ERROR,
+                "{sql}"
+            );
+        }
+        let deep = format!("SHOW REGIONS; SELECT {}", vec!["1"; 2000].join(" + "));
+        assert_eq!(
+            parse(&deep).unwrap_err().code,
+            sqlstate::STATEMENT_TOO_COMPLEX
+        );
     }
 }

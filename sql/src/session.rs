@@ -20,17 +20,27 @@
 //! A query string with several statements runs them in one implicit transaction, as
 //! PostgreSQL does: it commits when the string ends, and an error rolls back all of it. A
 //! `BEGIN` in the string turns it into an ordinary block; `COMMIT`/`ROLLBACK` end it early.
+//!
+//! # After commit
+//!
+//! Statements may ask for work that must happen only if their transaction commits and is not
+//! part of it: today, a region split at each new table's first key (so that every table starts
+//! a region of its own). The session keeps these requests with the transaction, drops them when
+//! it rolls back or fails, and after a successful commit hands them to the cluster's regions
+//! from a short-lived thread: the commit's result never waits for them or depends on them (a
+//! failed request is only logged; the table then shares a region until size splits it).
 
 use std::sync::Arc;
 
 use sqlparser::ast;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use kv::client::RegionAdmin;
 use kv::{Transaction, TransactionSource};
 
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::exec::{self, StatementResult};
-use crate::parse::parse;
+use crate::exec::{self, Context, StatementResult};
+use crate::parse::{ParsedStatement, parse};
 
 /// The transaction status reported in ReadyForQuery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +61,11 @@ enum State {
 
 pub struct Session {
     source: Arc<dyn TransactionSource>,
+    /// The cluster's regions; `None` for a store without regions.
+    regions: Option<Arc<dyn RegionAdmin>>,
     state: State,
+    /// Keys to split at once the current transaction commits (see "After commit").
+    splits_after_commit: Vec<Vec<u8>>,
 }
 
 fn check_transaction_modes(modes: &[ast::TransactionMode]) -> SqlResult<()> {
@@ -76,8 +90,17 @@ impl Session {
     pub fn new(source: Arc<dyn TransactionSource>) -> Self {
         Self {
             source,
+            regions: None,
             state: State::Idle,
+            splits_after_commit: Vec::new(),
         }
+    }
+
+    /// The same session, seeing the cluster's regions (`SHOW REGIONS`, splits) through
+    /// `regions`.
+    pub(crate) fn with_regions(mut self, regions: Option<Arc<dyn RegionAdmin>>) -> Self {
+        self.regions = regions;
+        self
     }
 
     pub fn transaction_status(&self) -> TransactionStatus {
@@ -112,16 +135,45 @@ impl Session {
             }
         }
         if matches!(self.state, State::Implicit(_))
-            && let State::Implicit(mut txn) = std::mem::replace(&mut self.state, State::Idle)
-            && let Err(e) = txn.commit()
+            && let State::Implicit(txn) = std::mem::replace(&mut self.state, State::Idle)
+            && let Err(e) = self.commit(txn)
         {
-            results.push(Err(e.into()));
+            results.push(Err(e));
         }
         results
     }
 
+    /// Commits `txn`, then asks for the splits its statements wanted.
+    fn commit(&mut self, mut txn: Box<dyn Transaction>) -> SqlResult<()> {
+        let splits = std::mem::take(&mut self.splits_after_commit);
+        txn.commit()?;
+        self.request_splits(splits);
+        Ok(())
+    }
+
+    /// Asks for splits at `keys` without waiting (see "After commit").
+    fn request_splits(&self, keys: Vec<Vec<u8>>) {
+        let Some(regions) = self.regions.clone() else {
+            return;
+        };
+        if keys.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("split-request".into())
+            .spawn(move || {
+                if let Err(e) = regions.split_at(keys, None) {
+                    warn!(error = %e, "could not ask for a new table's region");
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "could not start a thread to ask for a new table's region");
+        }
+    }
+
     /// Called when the connection ends: an open transaction is rolled back.
     pub fn close(&mut self) {
+        self.splits_after_commit.clear();
         if let State::InBlock(mut txn) | State::Implicit(mut txn) =
             std::mem::replace(&mut self.state, State::Idle)
         {
@@ -131,6 +183,7 @@ impl Session {
 
     /// A failure inside a block aborts the block's transaction.
     fn fail(&mut self) {
+        self.splits_after_commit.clear();
         match &mut self.state {
             State::InBlock(txn) => {
                 let _ = txn.rollback();
@@ -147,11 +200,14 @@ impl Session {
 
     fn execute_statement(
         &mut self,
-        statement: &ast::Statement,
+        statement: &ParsedStatement,
         implicit: bool,
     ) -> SqlResult<StatementResult> {
         debug!(%statement, "execute");
-        match statement {
+        let ParsedStatement::Sql(sql) = statement else {
+            return self.execute_in_transaction(statement, implicit);
+        };
+        match sql.as_ref() {
             ast::Statement::StartTransaction {
                 modes,
                 statements,
@@ -185,8 +241,8 @@ impl Session {
             }
             ast::Statement::Commit { chain: false, .. } => {
                 match std::mem::replace(&mut self.state, State::Idle) {
-                    State::InBlock(mut txn) | State::Implicit(mut txn) => {
-                        txn.commit()?;
+                    State::InBlock(txn) | State::Implicit(txn) => {
+                        self.commit(txn)?;
                         Ok(StatementResult::command("COMMIT"))
                     }
                     State::Failed => Ok(StatementResult::command("ROLLBACK")),
@@ -197,6 +253,7 @@ impl Session {
                 chain: false,
                 savepoint: None,
             } => {
+                self.splits_after_commit.clear();
                 if let State::InBlock(mut txn) | State::Implicit(mut txn) =
                     std::mem::replace(&mut self.state, State::Idle)
                 {
@@ -215,16 +272,20 @@ impl Session {
 
     fn execute_in_transaction(
         &mut self,
-        statement: &ast::Statement,
+        statement: &ParsedStatement,
         implicit: bool,
     ) -> SqlResult<StatementResult> {
         if implicit && matches!(self.state, State::Idle) {
             self.state = State::Implicit(self.source.begin()?);
         }
+        let context = Context {
+            regions: self.regions.as_deref(),
+            splits_after_commit: &mut self.splits_after_commit,
+        };
         match &mut self.state {
             State::Failed => Err(in_failed_transaction()),
             State::InBlock(txn) | State::Implicit(txn) => {
-                let result = exec::execute(txn.as_mut(), statement);
+                let result = exec::execute(txn.as_mut(), statement, context);
                 if result.is_err() {
                     self.fail();
                 }
@@ -232,12 +293,13 @@ impl Session {
             }
             State::Idle => {
                 let mut txn = self.source.begin()?;
-                match exec::execute(txn.as_mut(), statement) {
+                match exec::execute(txn.as_mut(), statement, context) {
                     Ok(result) => {
-                        txn.commit()?;
+                        self.commit(txn)?;
                         Ok(result)
                     }
                     Err(e) => {
+                        self.splits_after_commit.clear();
                         let _ = txn.rollback();
                         Err(e)
                     }

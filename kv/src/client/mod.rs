@@ -7,12 +7,15 @@
 //! the same process ([`TxnStore`](crate::txn::TxnStore), the single-node cluster) or reached
 //! over gRPC ([`RemoteTxnCommands`]), or a whole cluster of replicated regions
 //! ([`RoutedCommands`], which sends each command to the leader of its keys' region).
+//! [`RegionAdmin`] is the SQL layer's view of the regions themselves (`SHOW REGIONS`, splits).
 
+pub mod regions;
 pub mod remote;
 pub mod routing;
 mod transaction;
 mod txn_client;
 
+pub use regions::{RegionAdmin, RegionSummary, SchedulerRegions};
 pub use remote::RemoteTxnCommands;
 pub use routing::{GrpcStores, LocalFirst, RoutedCommands, StoreConnector};
 pub use transaction::{Transaction, TransactionSource};

@@ -212,9 +212,15 @@ impl TxnCommands for RemoteTxnCommands {
         })
     }
 
-    fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
+    fn resolve_lock(
+        &self,
+        key: &[u8],
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    ) -> KvResult<usize> {
         let request = pb::ResolveLockRequest {
             context: self.context,
+            key: key.to_vec(),
             start_ts: start_ts.0,
             commit_ts: commit_ts.map_or(0, |t| t.0),
         };

@@ -5,8 +5,9 @@
 //! command runs on one region (multi-key commands are split by region; a scan walks the
 //! regions in key order) and reacts to what comes back:
 //!
-//! - `NotLeader` with a hint: retry at once on the hinted peer; without one, try the next
-//!   replica after a short back-off (an election is probably under way);
+//! - `NotLeader` with a hint: retry at once on the hinted peer (even on a store that failed
+//!   earlier in this command), backing off after a few hints in a row; without one, try the
+//!   next replica after a short back-off (an election is probably under way);
 //! - `RegionNotFound`, `EpochNotMatch`, `KeyNotInRegion`: drop the cached region and ask the
 //!   scheduler again;
 //! - `StaleCommand`, `ServerIsBusy`: back off and retry;
@@ -19,8 +20,12 @@
 //! because every command is idempotent. Other errors (a lock, a write conflict, an aborted
 //! transaction) are the transaction client's to handle.
 //!
-//! Not here: regions that split while a multi-key command is under way are not re-grouped
-//! (regions do not split yet); scans are bounded by `limit` per region call.
+//! Multi-key commands (prewrite, commit, rollback) are grouped by region and sent to all the
+//! regions at once, one thread per region; a group whose region split meanwhile is grouped
+//! again. The transaction client commits the primary key alone first, then the secondaries.
+//! A scan asks for at most [`SCAN_PAGE`] keys per request, going on within a region after the
+//! last key returned and then in the next region. Lock resolution goes to the region of the
+//! lock that was met.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -150,6 +155,8 @@ pub struct RoutedCommands {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Leader hints followed at once before retries back off.
+const MAX_IMMEDIATE_HINTS: u32 = 3;
 
 fn contains(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < &region.end_key[..])
@@ -206,16 +213,20 @@ impl RoutedCommands {
             .map_err(|e| KvError::Unavailable(format!("scheduler: {e}")))?
             .ok_or_else(|| KvError::Unavailable("the cluster has no region yet".into()))?;
         let cached = CachedRegion { region, leader };
+        self.insert(cached.clone());
+        Ok(cached)
+    }
+
+    /// Caches `cached`, dropping the cached regions it overlaps.
+    fn insert(&self, cached: CachedRegion) {
         let mut cache = self.lock_cache();
-        // Drop cached regions the fresh one overlaps.
         cache.retain(|_, c| {
             let r = &c.region;
             let before = !r.end_key.is_empty() && r.end_key <= cached.region.start_key;
             let after = !cached.region.end_key.is_empty() && r.start_key >= cached.region.end_key;
             before || after
         });
-        cache.insert(cached.region.start_key.clone(), cached.clone());
-        Ok(cached)
+        cache.insert(cached.region.start_key.clone(), cached);
     }
 
     fn invalidate(&self, region_id: u64) {
@@ -253,10 +264,15 @@ impl RoutedCommands {
         let mut avoid: BTreeSet<u64> = BTreeSet::new();
         // Whether an attempt reached a store and got no answer: it may have been applied.
         let ambiguous = std::cell::Cell::new(false);
+        // The epoch version of the region the last attempt was sent to.
+        let tried_version = std::cell::Cell::new(0);
+        // Leader hints followed so far.
+        let mut hints = 0;
         loop {
             let attempt = (|| -> Result<T, E> {
                 let cached = self.locate(key)?;
                 let region = &cached.region;
+                tried_version.set(region.epoch.unwrap_or_default().version);
                 let target = cached
                     .leader
                     .filter(|l| !avoid.contains(&l.store_id))
@@ -317,7 +333,17 @@ impl RoutedCommands {
                     leader: Some(leader),
                 } => {
                     self.set_leader(*region_id, Some(*leader));
-                    wait = false;
+                    // A hint is fresher than an earlier failure to reach the hinted store
+                    // (it may have restarted): try it again. Hints that lead nowhere (a
+                    // leader that lost its leadership, a store still down) back off after a
+                    // few immediate retries instead of spinning.
+                    if let Ok(cached) = self.locate(key)
+                        && let Some(hinted) = cached.leader
+                    {
+                        avoid.remove(&hinted.store_id);
+                    }
+                    hints += 1;
+                    wait = hints > MAX_IMMEDIATE_HINTS;
                 }
                 KvError::NotLeader {
                     region_id,
@@ -325,6 +351,20 @@ impl RoutedCommands {
                 } => {
                     self.set_leader(*region_id, None);
                     self.invalidate(*region_id);
+                }
+                KvError::EpochNotMatch {
+                    region_id,
+                    current: Some(current),
+                } if current.id == *region_id
+                    && current.epoch.unwrap_or_default().version > tried_version.get() =>
+                {
+                    // The store's region is newer than the cached one: use it (its leader is
+                    // probably the store that answered).
+                    self.invalidate(*region_id);
+                    self.insert(CachedRegion {
+                        region: (**current).clone(),
+                        leader: None,
+                    });
                 }
                 KvError::RegionNotFound { region_id }
                 | KvError::EpochNotMatch { region_id, .. }
@@ -356,7 +396,7 @@ impl RoutedCommands {
         }
     }
 
-    /// Splits keys by region (in key order of first appearance), for multi-key commands.
+    /// Splits items by the region of their keys (regions in order of first appearance).
     fn group_by_region<K: Clone>(
         &self,
         items: &[K],
@@ -373,21 +413,70 @@ impl RoutedCommands {
         Ok(groups.into_iter().map(|(_, g)| g).collect())
     }
 
-    /// Every region of the cluster, in key order.
-    fn all_regions(&self) -> KvResult<Vec<Region>> {
-        let mut regions = Vec::new();
-        let mut key = Vec::new();
-        loop {
-            let region = self.locate(&key)?.region;
-            let end = region.end_key.clone();
-            regions.push(region);
-            if end.is_empty() {
-                return Ok(regions);
-            }
-            key = end;
+    /// Runs `op` once per region over the items whose keys that region holds, the regions in
+    /// parallel. A group whose keys are no longer all in one region (it split since the items
+    /// were grouped) is grouped again by the fresh regions.
+    fn on_regions<K, E>(
+        &self,
+        items: &[K],
+        key: impl Fn(&K) -> &[u8] + Sync,
+        op: impl Fn(&dyn TxnCommands, &[K]) -> Result<(), E> + Sync,
+    ) -> Result<(), E>
+    where
+        K: Clone + Send + Sync,
+        E: RoutingError + From<KvError> + Send,
+    {
+        let groups = self.group_by_region(items, &key)?;
+        let run = |group: Vec<K>| self.on_group(group, &key, &op);
+        if groups.len() == 1 {
+            return groups.into_iter().try_for_each(run);
         }
+        std::thread::scope(|scope| {
+            let running: Vec<_> = groups
+                .into_iter()
+                .map(|group| scope.spawn(move || run(group)))
+                .collect();
+            let mut result = Ok(());
+            for thread in running {
+                let outcome = thread.join().unwrap_or_else(|_| {
+                    Err(E::from(KvError::Server("a routed call panicked".into())))
+                });
+                if result.is_ok() {
+                    result = outcome;
+                }
+            }
+            result
+        })
+    }
+
+    /// Runs `op` on one group of items (see `on_regions`), regrouping if the region split.
+    fn on_group<K: Clone, E: RoutingError + From<KvError>>(
+        &self,
+        group: Vec<K>,
+        key: &impl Fn(&K) -> &[u8],
+        op: &impl Fn(&dyn TxnCommands, &[K]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut pending = vec![group];
+        while let Some(group) = pending.pop() {
+            let Some(first) = group.first() else { continue };
+            let mut regroup = false;
+            self.on_region(key(first), |commands, region| {
+                regroup = !group.iter().all(|item| contains(region, key(item)));
+                if regroup {
+                    return Ok(());
+                }
+                op(commands, &group)
+            })?;
+            if regroup {
+                pending.extend(self.group_by_region(&group, key)?);
+            }
+        }
+        Ok(())
     }
 }
+
+/// Keys per scan request: a scan over many rows is paged, never one huge message.
+pub const SCAN_PAGE: usize = 1024;
 
 impl TxnCommands for RoutedCommands {
     fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
@@ -404,24 +493,40 @@ impl TxnCommands for RoutedCommands {
         let mut pairs = Vec::new();
         let mut from = start.to_vec();
         loop {
-            let remaining = limit - pairs.len();
+            let page = (limit - pairs.len()).min(SCAN_PAGE);
             let (outcome, region_end) = self.on_region(&from, |c, region| {
-                Ok::<_, KvError>((c.scan(&from, end, ts, remaining)?, region.end_key.clone()))
+                Ok::<_, KvError>((c.scan(&from, end, ts, page)?, region.end_key.clone()))
             })?;
-            match outcome {
-                ReadOutcome::Value(found) => pairs.extend(found),
+            let found = match outcome {
+                ReadOutcome::Value(found) => found,
                 locked @ ReadOutcome::Locked { .. } => return Ok(locked),
-            }
-            let done = pairs.len() >= limit
-                || region_end.is_empty()
-                || end.is_some_and(|end| end <= region_end.as_slice());
-            if done {
+            };
+            let full_page = found.len() >= page;
+            let last = found.last().map(|(key, _)| key.clone());
+            pairs.extend(found);
+            if pairs.len() >= limit {
                 return Ok(ReadOutcome::Value(pairs));
             }
-            from = region_end;
+            from = match last {
+                // More may follow in this region: go on right after the last key.
+                Some(mut key) if full_page => {
+                    key.push(0);
+                    key
+                }
+                _ => {
+                    if region_end.is_empty() || end.is_some_and(|end| end <= region_end.as_slice())
+                    {
+                        return Ok(ReadOutcome::Value(pairs));
+                    }
+                    region_end
+                }
+            };
         }
     }
 
+    /// Every region's mutations at once: a secondary lock written before the primary's is
+    /// harmless (a reader that meets it checks the primary, and a rollback recorded there
+    /// makes the primary's prewrite fail).
     fn prewrite(
         &self,
         mutations: &[Mutation],
@@ -429,28 +534,19 @@ impl TxnCommands for RoutedCommands {
         start_ts: Timestamp,
         ttl_ms: u64,
     ) -> Result<(), PrewriteError> {
-        // The primary's region first: once its lock is in, the transaction can be resolved.
-        let mut groups = self.group_by_region(mutations, Mutation::key)?;
-        groups.sort_by_key(|g| !g.iter().any(|m| m.key() == primary));
-        for group in groups {
-            let first = group[0].key().to_vec();
-            self.on_region(&first, |c, _| c.prewrite(&group, primary, start_ts, ttl_ms))?;
-        }
-        Ok(())
+        self.on_regions(mutations, Mutation::key, |c, group| {
+            c.prewrite(group, primary, start_ts, ttl_ms)
+        })
     }
 
     fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
-        for group in self.group_by_region(keys, Vec::as_slice)? {
-            self.on_region(&group[0], |c, _| c.commit(&group, start_ts, commit_ts))?;
-        }
-        Ok(())
+        self.on_regions(keys, Vec::as_slice, |c, group| {
+            c.commit(group, start_ts, commit_ts)
+        })
     }
 
     fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
-        for group in self.group_by_region(keys, Vec::as_slice)? {
-            self.on_region(&group[0], |c, _| c.rollback(&group, start_ts))?;
-        }
-        Ok(())
+        self.on_regions(keys, Vec::as_slice, |c, group| c.rollback(group, start_ts))
     }
 
     fn check_txn_status(
@@ -464,14 +560,13 @@ impl TxnCommands for RoutedCommands {
         })
     }
 
-    fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
-        let mut resolved = 0;
-        for region in self.all_regions()? {
-            resolved += self.on_region(&region.start_key, |c, _| {
-                c.resolve_lock(start_ts, commit_ts)
-            })?;
-        }
-        Ok(resolved)
+    fn resolve_lock(
+        &self,
+        key: &[u8],
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    ) -> KvResult<usize> {
+        self.on_region(key, |c, _| c.resolve_lock(key, start_ts, commit_ts))
     }
 
     fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {

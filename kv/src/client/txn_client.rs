@@ -117,11 +117,11 @@ impl Shared {
                 TxnStatus::Committed { commit_ts } => {
                     return self
                         .store
-                        .resolve_lock(lock.start_ts, Some(commit_ts))
+                        .resolve_lock(key, lock.start_ts, Some(commit_ts))
                         .map(drop);
                 }
                 TxnStatus::RolledBack => {
-                    return self.store.resolve_lock(lock.start_ts, None).map(drop);
+                    return self.store.resolve_lock(key, lock.start_ts, None).map(drop);
                 }
                 TxnStatus::Alive { .. } => {
                     if waited_since.elapsed() >= self.options.max_lock_wait {
@@ -231,13 +231,18 @@ impl KvTransaction {
         {
             Ok(()) => {}
             Err(KvError::Unavailable(reason)) => {
-                // The commit may have been applied with its answer lost. A rollback settles
-                // it: it succeeds only if the primary did not commit (and then it never will).
-                return match self.shared.store.rollback(&keys, self.start_ts) {
-                    Ok(()) => Err(KvError::TxnAborted {
-                        start_ts: self.start_ts,
-                        reason,
-                    }),
+                // The commit may have been applied with its answer lost. A rollback of the
+                // primary settles it: it succeeds only if the primary did not commit (and then
+                // it never will). Only then may the secondaries be rolled back: rolling them
+                // back alongside a primary that did commit would tear the transaction.
+                return match self.shared.store.rollback(&keys[..1], self.start_ts) {
+                    Ok(()) => {
+                        self.rollback_keys(&keys[1..]);
+                        Err(KvError::TxnAborted {
+                            start_ts: self.start_ts,
+                            reason,
+                        })
+                    }
                     Err(_) => Err(KvError::CommitUnknown {
                         start_ts: self.start_ts,
                         reason,
@@ -264,6 +269,9 @@ impl KvTransaction {
 
     /// Best-effort cleanup after a failed commit; leftover locks expire and get resolved.
     fn rollback_keys(&self, keys: &[Vec<u8>]) {
+        if keys.is_empty() {
+            return;
+        }
         if let Err(e) = self.shared.store.rollback(keys, self.start_ts) {
             warn!(start_ts = %self.start_ts, error = %e, "rolling back after a failed commit failed");
         }

@@ -13,8 +13,15 @@
 //! and tells the store ([`StoreEvents::peer_destroyed`]).
 //!
 //! Every peer persists through its store's group-commit writer (`write_batcher`), so the
-//! Readies of many peers share one engine write and one fsync. Not yet: a pool of threads
-//! instead of one per peer (one region per cluster today: regions do not split).
+//! Readies of many peers share one engine write and one fsync.
+//!
+//! Splits: a leader asks its store for a split check ([`StoreEvents::split_check`]) once
+//! `split_check_diff` bytes were applied since the last one, or every `split_check_ticks`
+//! while it has changed; the check's measurement comes back as [`PeerMsg::SplitChecked`] and
+//! a split to propose as [`PeerMsg::ProposeSplit`]. A split that this replica applied hands the
+//! new region to the store ([`StoreEvents::region_split`]), which starts its peer here.
+//!
+//! Not yet: a pool of threads instead of one per peer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +35,9 @@ use raft::Message;
 use std::sync::RwLock;
 use tracing::{info, warn};
 
-use super::region::ChangePeer;
+use super::command::SplitRequest;
+use super::peer::RegionSize;
+use super::region::{self, ChangePeer};
 use super::transport::Transport;
 use super::{Callback, Peer, ReadCallback};
 use crate::error::{KvError, KvResult};
@@ -51,6 +60,12 @@ pub enum PeerMsg {
     Write(WriteBatch, ReadFence, Callback),
     ReadIndex(ReadCallback),
     ChangePeer(ChangePeer, Callback),
+    /// Propose this split (it applies only if the region is still at its version).
+    ProposeSplit(SplitRequest, Callback),
+    /// A split check measured the region at this epoch version.
+    SplitChecked(u64, RegionSize),
+    /// Start an election now (a region just split off a leader's region; a sole voter).
+    Campaign,
     TransferLeader(u64),
     Unreachable(u64),
     SnapshotStatus(u64, bool),
@@ -78,6 +93,11 @@ pub trait StoreEvents: Send + Sync + 'static {
     fn region_heartbeat(&self, report: RegionHeartbeatRequest);
     /// The peer applied its own removal and destroyed its data; its thread has ended.
     fn peer_destroyed(&self, region_id: u64, peer_id: u64);
+    /// The leader asks for its region to be measured (and split if it is too big).
+    fn split_check(&self, region: Region);
+    /// The peer applied a split that created `region` (with a replica on this store);
+    /// `campaign`: the splitting replica leads, so the new one should start an election.
+    fn region_split(&self, region: Region, campaign: bool);
 }
 
 /// How peer threads run.
@@ -94,6 +114,10 @@ pub struct DriverConfig {
     pub log_gc_size_limit: u64,
     /// A leader reports its region every this many ticks.
     pub heartbeat_ticks: u64,
+    /// Bytes applied after which a leader asks for a split check.
+    pub split_check_diff: u64,
+    /// A leader whose region changed asks for a check at least every this many ticks.
+    pub split_check_ticks: u64,
 }
 
 impl Default for DriverConfig {
@@ -105,14 +129,16 @@ impl Default for DriverConfig {
             log_gc_limit: RAFT_LOG_GC_LIMIT,
             log_gc_size_limit: RAFT_LOG_GC_SIZE_LIMIT,
             heartbeat_ticks: 10,
+            split_check_diff: super::split_check::SplitConfig::default().check_diff(),
+            split_check_ticks: 100,
         }
     }
 }
 
 /// What a peer's thread publishes for other threads, after each Ready.
 struct SharedState {
-    /// The region as the peer last applied it.
-    region: RwLock<Region>,
+    /// The region as the peer last applied it (updated by the peer itself as it applies).
+    region: Arc<RwLock<Region>>,
     /// Whether the peer is initialised (has its region's data and membership).
     initialized: AtomicBool,
     /// Whether the peer leads its region.
@@ -123,9 +149,6 @@ struct SharedState {
 
 impl SharedState {
     fn publish<E: Engine>(&self, peer: &Peer<E>) {
-        if *peer.region() != *self.region.read().unwrap_or_else(|e| e.into_inner()) {
-            *self.region.write().unwrap_or_else(|e| e.into_inner()) = peer.region().clone();
-        }
         self.initialized
             .store(peer.is_initialized(), Ordering::Release);
         self.leader.store(peer.is_leader(), Ordering::Release);
@@ -259,6 +282,11 @@ impl Replication for PeerHandle {
         }
         Ok(())
     }
+
+    fn key_range(&self) -> (Vec<u8>, Vec<u8>) {
+        let region = self.region();
+        (region.start_key, region.end_key)
+    }
 }
 
 /// A running peer thread.
@@ -313,7 +341,7 @@ pub fn spawn_peer<E: Engine>(
     let (sender, inbox) = mpsc::channel::<PeerMsg>();
     let (timeout, write_timeout) = (config.timeout, config.write_timeout);
     let state = Arc::new(SharedState {
-        region: RwLock::new(peer.region().clone()),
+        region: peer.published_region(),
         initialized: AtomicBool::new(peer.is_initialized()),
         leader: AtomicBool::new(false),
         alive: AtomicBool::new(true),
@@ -334,6 +362,7 @@ pub fn spawn_peer<E: Engine>(
         let mut known_leader = peer.leader();
         let mut reported = None;
         let mut ticks_since_report = 0;
+        let mut ticks_since_check = 0;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = match inbox.recv_timeout(wait) {
@@ -362,6 +391,15 @@ pub fn spawn_peer<E: Engine>(
                     PeerMsg::ChangePeer(change, callback) => {
                         peer.propose_change_peer(change, callback)
                     }
+                    PeerMsg::ProposeSplit(request, callback) => {
+                        peer.propose_split(request, callback)
+                    }
+                    PeerMsg::SplitChecked(version, size) => {
+                        if version == region::epoch(peer.region()).version {
+                            peer.set_approximate_size(size);
+                        }
+                    }
+                    PeerMsg::Campaign => peer.campaign(),
                     PeerMsg::TransferLeader(to) => peer.transfer_leader(to),
                     PeerMsg::Unreachable(to) => peer.report_unreachable(to),
                     PeerMsg::SnapshotStatus(to, ok) => peer.report_snapshot(to, ok),
@@ -387,6 +425,7 @@ pub fn spawn_peer<E: Engine>(
                 peer.tick();
                 next_tick += tick;
                 ticks_since_report += 1;
+                ticks_since_check += 1;
             }
             let mut send = |peer: &Peer<E>, messages| {
                 for envelope in peer.envelopes(messages) {
@@ -405,6 +444,21 @@ pub fn spawn_peer<E: Engine>(
                 }
             }
             shared.0.publish(&peer);
+            for region in peer.take_splits() {
+                events.region_split(region, peer.is_leader());
+            }
+            // A leader has its region measured once enough was written, and now and then
+            // while it changes (to keep the reported size fresh).
+            let written = peer.written_since_check();
+            if peer.is_leader()
+                && (written >= config.split_check_diff
+                    || (ticks_since_check >= config.split_check_ticks
+                        && (written > 0 || peer.approximate_size() == RegionSize::default())))
+            {
+                ticks_since_check = 0;
+                peer.split_check_asked();
+                events.split_check(peer.region().clone());
+            }
             // Peers removed from the region are told so (a removed learner never speaks up).
             for notice in peer.take_removal_notices() {
                 transport.send(notice);

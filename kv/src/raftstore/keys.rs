@@ -52,3 +52,11 @@ pub fn region_state_range() -> (Vec<u8>, Vec<u8>) {
 pub fn store_ident() -> Vec<u8> {
     b"S".to_vec()
 }
+
+/// A user key for logs: printable ASCII as is, other bytes as `\xNN`.
+pub fn printable(key: &[u8]) -> String {
+    key.iter()
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect()
+}

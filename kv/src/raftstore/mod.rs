@@ -14,7 +14,10 @@
 //! - [`store_commands`]: the transactional commands of a store, dispatched to the region
 //!   named by the request after checking its epoch and keys.
 //! - [`transport`], [`wire`], [`grpc_transport`]: raft messages between stores.
-//! - [`region`]: region metadata and how membership changes update it.
+//! - [`region`]: region metadata and how membership changes and splits update it.
+//! - [`command`]: what a log entry carries (a write batch, or a split).
+//! - [`split_check`]: measuring a region and choosing its split key; `store_split`: the
+//!   store's split thread, the peers a split creates, messages that arrive before them.
 //! - [`write_batcher`]: group commit of all the store's peers' batches (one write, one fsync).
 //!
 //! # Persistence order and crash recovery
@@ -36,8 +39,19 @@
 //! compacted to the applied index — the truncation point is persisted, and the compacted
 //! entries are deleted in the background (leftovers of a crash when the peer opens again).
 //!
-//! Not here: region split and merge (a cluster has one region).
+//! # Splits
+//!
+//! A split is a log entry of the parent region: each replica applies it at the same point of
+//! its log, shrinking its region to the left part and writing the new region's initial state
+//! (region, apply state at a fixed initial index, hard state, membership) in the same batch as
+//! the applied index; both halves bump their epoch version. The new region's data is already
+//! in the engine (it was the parent's). A write entry whose keys are no longer in the region
+//! when it applies (it was computed before the split) is skipped on every replica alike, and
+//! its proposer learns EpochNotMatch, so no key is ever written through two regions.
+//!
+//! Not here: region merge.
 
+pub mod command;
 pub mod driver;
 pub mod grpc_transport;
 mod keys;
@@ -47,16 +61,18 @@ mod peer_storage;
 mod peer_tests;
 mod record;
 pub mod region;
+pub mod split_check;
 pub mod store;
 pub mod store_commands;
 mod store_heartbeat;
+mod store_split;
 #[cfg(test)]
 mod tests;
 pub mod transport;
 pub mod wire;
 pub mod write_batcher;
 
-pub use peer::{Callback, Peer, ReadCallback};
+pub use peer::{Callback, Peer, ReadCallback, RegionSize};
 pub use peer_storage::PeerStorage;
 pub use store::{Store, StoreConfig};
 pub use transport::{RaftEnvelope, RaftRouter, StoreResolver, Transport};

@@ -19,18 +19,20 @@
 //! another voter and answers NotLeader, and the new leader can then remove it.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use proto::metapb::{Peer as PeerMeta, Region};
 use proto::scheduler::RegionHeartbeatRequest;
 use raft::{Config, EntryKind, Message, RaftError, RawNode, Role};
 
 use super::PeerStorage;
+use super::command::{RaftCommand, SplitRequest};
 use super::region::{self, ChangePeer};
 use super::transport::RaftEnvelope;
 use super::write_batcher::{DirectWriter, RaftWriter};
 use crate::error::{KvError, KvResult};
-use crate::storage::{Engine, WriteBatch};
+use crate::mvcc::key::encode_user_key;
+use crate::storage::{Cf, Engine, Modify, WriteBatch};
 use crate::txn::ReadFence;
 
 /// Called once with the outcome of a proposal.
@@ -71,6 +73,24 @@ pub struct Peer<E: Engine> {
     /// Where peers not (yet) in this replica's region live, learned from their messages: a
     /// replica created for a leader's first message answers it before it knows the region.
     peer_cache: std::collections::BTreeMap<u64, PeerMeta>,
+    /// The region as applied, for other threads: updated in the same step as an applied
+    /// change, before any callback of that Ready runs, so that a reader woken by a read index
+    /// past a split sees the split.
+    published: Arc<RwLock<Region>>,
+    /// Regions this replica's applied splits created, for the store to start their peers.
+    splits: Vec<Region>,
+    /// Bytes of data applied since the last split check (a leader asks for one past a
+    /// threshold).
+    written_since_check: u64,
+    /// The region's size and key count as last measured by a split check.
+    approximate: RegionSize,
+}
+
+/// A region's measured data: bytes over the data column families, and user keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionSize {
+    pub bytes: u64,
+    pub keys: u64,
 }
 
 impl<E: Engine> Peer<E> {
@@ -90,6 +110,7 @@ impl<E: Engine> Peer<E> {
         // Replicas must not share election timeouts: seed each by its own id.
         config.seed = config.seed.wrapping_add(peer_id);
         config.applied = storage.applied();
+        let published = Arc::new(RwLock::new(storage.region().clone()));
         let node = RawNode::new(config, storage).map_err(|e| KvError::Corrupt(e.to_string()))?;
         Ok(Peer {
             region_id,
@@ -105,6 +126,10 @@ impl<E: Engine> Peer<E> {
             ready_reads: Vec::new(),
             next_read_id: 0,
             peer_cache: Default::default(),
+            published,
+            splits: Vec::new(),
+            written_since_check: 0,
+            approximate: RegionSize::default(),
         })
     }
 
@@ -125,6 +150,43 @@ impl<E: Engine> Peer<E> {
     /// The region as of the applied index.
     pub fn region(&self) -> &Region {
         self.node.storage().region()
+    }
+
+    /// The region as applied, shared with other threads (see `published`).
+    pub fn published_region(&self) -> Arc<RwLock<Region>> {
+        Arc::clone(&self.published)
+    }
+
+    fn publish_region(&self) {
+        let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+        if *published != *self.region() {
+            *published = self.region().clone();
+        }
+    }
+
+    /// The regions created by splits applied since the last call (their peers on this store
+    /// are to be started).
+    pub fn take_splits(&mut self) -> Vec<Region> {
+        std::mem::take(&mut self.splits)
+    }
+
+    /// Bytes of data applied since the last split check.
+    pub fn written_since_check(&self) -> u64 {
+        self.written_since_check
+    }
+
+    /// A split check was asked for: count the written bytes afresh.
+    pub fn split_check_asked(&mut self) {
+        self.written_since_check = 0;
+    }
+
+    /// Records a split check's measurement of the region.
+    pub fn set_approximate_size(&mut self, size: RegionSize) {
+        self.approximate = size;
+    }
+
+    pub fn approximate_size(&self) -> RegionSize {
+        self.approximate
     }
 
     /// Set when this replica's data is about to be deleted (see `destroying`).
@@ -185,7 +247,8 @@ impl<E: Engine> Peer<E> {
             region: Some(region),
             leader: Some(self.meta),
             pending_peers,
-            approximate_size: 0,
+            approximate_size: self.approximate.bytes,
+            approximate_keys: self.approximate.keys,
             term: raft.term,
         })
     }
@@ -345,7 +408,22 @@ impl<E: Engine> Peer<E> {
             }));
             return;
         }
-        let data = batch.encode();
+        let data = RaftCommand::Write(batch).encode();
+        self.propose_entry(|node| node.propose(data), callback);
+    }
+
+    /// Proposes a split (leader only); `callback` completes once it is applied here (with
+    /// EpochNotMatch if the region changed since the split was planned).
+    pub fn propose_split(&mut self, request: SplitRequest, callback: Callback) {
+        if let Err(why) = region::split(self.region(), &request) {
+            callback(Err(KvError::EpochNotMatch {
+                region_id: self.region_id,
+                current: Some(Box::new(self.region().clone())),
+            }));
+            tracing::debug!(region_id = self.region_id, why, "split refused");
+            return;
+        }
+        let data = RaftCommand::Split(request).encode();
         self.propose_entry(|node| node.propose(data), callback);
     }
 
@@ -506,9 +584,13 @@ impl<E: Engine> Peer<E> {
         let mut applied_to = Vec::new();
         for entry in &ready.committed_entries {
             let mut apply = WriteBatch::new();
+            let mut outcome = Ok(());
             match entry.kind {
                 EntryKind::Normal if !entry.data.is_empty() => {
-                    apply.extend(WriteBatch::decode(&entry.data)?)
+                    outcome = match RaftCommand::decode(&entry.data)? {
+                        RaftCommand::Write(batch) => self.apply_write(&mut apply, batch),
+                        RaftCommand::Split(request) => self.apply_split(&mut apply, &request)?,
+                    };
                 }
                 EntryKind::Normal => {}
                 EntryKind::ConfChange => {
@@ -535,12 +617,14 @@ impl<E: Engine> Peer<E> {
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 self.destroyed = true;
                 self.writer.write(apply)?;
-                applied_to.push((entry.index, entry.term));
+                self.publish_region();
+                applied_to.push((entry.index, entry.term, outcome));
                 break;
             }
             self.writer.write_unsynced(apply)?;
-            applied_to.push((entry.index, entry.term));
+            applied_to.push((entry.index, entry.term, outcome));
         }
+        self.publish_region();
         for read in &ready.read_states {
             if let Some(position) = self.reads.iter().position(|(c, _, _)| *c == read.context) {
                 let (_, term, callback) = self.reads.swap_remove(position);
@@ -548,8 +632,8 @@ impl<E: Engine> Peer<E> {
             }
         }
         self.node.advance(ready);
-        for (index, term) in applied_to {
-            self.complete_proposals(index, term);
+        for (index, term, outcome) in applied_to {
+            self.complete_proposals(index, term, outcome);
         }
         let applied = self.node.raft.log.applied;
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads)
@@ -574,15 +658,91 @@ impl<E: Engine> Peer<E> {
         Ok(())
     }
 
-    /// Completes the proposals at or below an applied entry: the one at `index` succeeded if
-    /// its term matches; others were overwritten by a later leader.
-    fn complete_proposals(&mut self, index: u64, term: u64) {
+    /// Applies a write batch if every data key lies in the region (see [`RaftCommand`]);
+    /// otherwise applies nothing of it and answers EpochNotMatch. Every replica decides alike.
+    fn apply_write(&mut self, apply: &mut WriteBatch, batch: WriteBatch) -> KvResult<()> {
+        let region = self.region();
+        let whole = region.start_key.is_empty() && region.end_key.is_empty();
+        if !whole {
+            let start = encode_user_key(&region.start_key);
+            let end = (!region.end_key.is_empty()).then(|| encode_user_key(&region.end_key));
+            let outside = batch.modifies().iter().any(|modify| {
+                let (cf, key) = match modify {
+                    Modify::Put { cf, key, .. } | Modify::Delete { cf, key } => (*cf, key),
+                };
+                cf == Cf::Raft
+                    || key.as_slice() < start.as_slice()
+                    || end.as_ref().is_some_and(|end| key >= end)
+            });
+            if outside {
+                return Err(KvError::EpochNotMatch {
+                    region_id: self.region_id,
+                    current: Some(Box::new(region.clone())),
+                });
+            }
+        }
+        self.written_since_check = self.written_since_check.saturating_add(
+            batch
+                .modifies()
+                .iter()
+                .map(|m| match m {
+                    Modify::Put { key, value, .. } => (key.len() + value.len()) as u64,
+                    Modify::Delete { key, .. } => key.len() as u64,
+                })
+                .sum::<u64>(),
+        );
+        apply.extend(batch);
+        Ok(())
+    }
+
+    /// Applies a split (see [`region::split`]): this region keeps the left part; the new
+    /// region's state (region, apply state, hard state, membership) is written in the same
+    /// batch, at the initial log position every replica of it starts from, and its peer is
+    /// started by the store afterwards (`take_splits`). A split planned against another
+    /// version, or with a key outside the range, applies nothing and answers EpochNotMatch.
+    fn apply_split(
+        &mut self,
+        apply: &mut WriteBatch,
+        request: &SplitRequest,
+    ) -> KvResult<KvResult<()>> {
+        let (left, right) = match region::split(self.region(), request) {
+            Ok(halves) => halves,
+            Err(why) => {
+                tracing::info!(region_id = self.region_id, why, "split skipped");
+                return Ok(Err(KvError::EpochNotMatch {
+                    region_id: self.region_id,
+                    current: Some(Box::new(self.region().clone())),
+                }));
+            }
+        };
+        tracing::info!(
+            store_id = self.meta.store_id,
+            region_id = self.region_id,
+            new_region_id = right.id,
+            split_key = ?crate::raftstore::keys::printable(&request.split_key),
+            "region split"
+        );
+        self.node.storage_mut().set_region(apply, left);
+        PeerStorage::<E>::write_split_region(self.node.storage().engine(), apply, &right)?;
+        if region::peer_on_store(&right, self.meta.store_id).is_some() {
+            self.splits.push(right);
+        }
+        // The halves are measured again by the next split check.
+        self.approximate = RegionSize::default();
+        self.written_since_check = u64::MAX / 2;
+        Ok(Ok(()))
+    }
+
+    /// Completes the proposals at or below an applied entry: the one at `index` gets its
+    /// apply outcome if its term matches; others were overwritten by a later leader.
+    fn complete_proposals(&mut self, index: u64, term: u64, outcome: KvResult<()>) {
+        let mut outcome = Some(outcome);
         while self.proposals.front().is_some_and(|p| p.index <= index) {
             let Some(proposal) = self.proposals.pop_front() else {
                 break;
             };
             if proposal.index == index && proposal.term == term {
-                (proposal.callback)(Ok(()));
+                (proposal.callback)(outcome.take().unwrap_or(Ok(())));
             } else {
                 (proposal.callback)(Err(KvError::StaleCommand {
                     region_id: self.region_id,

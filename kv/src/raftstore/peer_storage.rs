@@ -27,6 +27,12 @@ use crate::error::{KvError, KvResult};
 use crate::mvcc::key::encode_user_key;
 use crate::storage::{Cf, Engine, Snapshot as EngineSnapshot, WriteBatch};
 
+/// Where the log of a region created by a split starts: every replica of the new region
+/// begins with this index and term applied (TiKV's RAFT_INIT_LOG_INDEX/TERM), so that a
+/// replica created empty by a message (index 0) is behind all of them and gets a snapshot.
+pub const SPLIT_INIT_INDEX: Index = 5;
+pub const SPLIT_INIT_TERM: Term = 5;
+
 /// The data column families a region's snapshot carries.
 const DATA_CFS: [Cf; 3] = [Cf::Default, Cf::Lock, Cf::Write];
 
@@ -130,6 +136,67 @@ impl<E: Engine> PeerStorage<E> {
 
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    pub fn engine(&self) -> &Arc<E> {
+        &self.engine
+    }
+
+    /// Adds to `batch` the initial state of `right`, a region created by a split applied in
+    /// the same batch: its region state, and a log that starts at [`SPLIT_INIT_INDEX`] (apply
+    /// state, hard state and membership as if a snapshot at that index had been applied), which
+    /// every replica of the new region shares. Its data is already in the engine: it is the
+    /// parent's, in the right part of the range.
+    ///
+    /// If this store already has a state for the new region, it is left alone: a live one
+    /// was initialised by the new region's own leader (a snapshot) and is newer than this
+    /// split; a tombstone means this store's replica of it was created and removed since, so
+    /// the right part's data here belongs to no replica and is deleted.
+    pub fn write_split_region(engine: &E, batch: &mut WriteBatch, right: &Region) -> KvResult<()> {
+        let snapshot = engine.snapshot();
+        if let Some(bytes) = snapshot.get(Cf::Raft, &keys::region_state(right.id))? {
+            if RegionLocalState::decode(&bytes)?.tombstone {
+                let (start, end) = data_range(right);
+                for cf in DATA_CFS {
+                    for item in snapshot.scan(cf, &start, end.as_deref()) {
+                        let (key, _) = item?;
+                        batch.delete(cf, key);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let state = RegionLocalState {
+            region: right.clone(),
+            tombstone: false,
+        };
+        batch.put(Cf::Raft, keys::region_state(right.id), state.encode());
+        let apply = ApplyState {
+            applied: SPLIT_INIT_INDEX,
+            truncated_index: SPLIT_INIT_INDEX,
+            truncated_term: SPLIT_INIT_TERM,
+        };
+        batch.put(
+            Cf::Raft,
+            keys::apply_state(right.id),
+            record::encode_apply_state(&apply),
+        );
+        let hard_state = HardState {
+            term: SPLIT_INIT_TERM,
+            vote: None,
+            commit: SPLIT_INIT_INDEX,
+        };
+        batch.put(
+            Cf::Raft,
+            keys::hard_state(right.id),
+            record::encode_hard_state(&hard_state),
+        );
+        batch.put(
+            Cf::Raft,
+            keys::conf_state(right.id),
+            record::encode_conf_state(&region::conf_state(right)),
+        );
+        Ok(())
     }
 
     /// Records the region after an applied change (write it with the applied index).

@@ -2,13 +2,14 @@
 //! (`metapb::Region`), how a membership change updates it, and the store-local record of it.
 //!
 //! The epoch's `conf_ver` goes up by one on every applied membership change (add learner,
-//! promote, remove) and `version` on every range change (splits and merges: not implemented,
-//! so today it stays at 1). Requests and heartbeats carrying an older epoch are stale.
+//! promote, remove) and `version` on every range change (a split bumps it on both halves).
+//! Requests and heartbeats carrying an older epoch are stale.
 
 use prost::Message as _;
 use proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
 use raft::{ConfChange, ConfState};
 
+use super::command::SplitRequest;
 use crate::error::{KvError, KvResult};
 
 /// A new region's epoch.
@@ -66,6 +67,56 @@ pub fn conf_state(region: &Region) -> ConfState {
         }
     }
     conf
+}
+
+/// The two regions a split produces, or why the split does not apply to `region` (planned
+/// against another version, or a key not strictly inside the range): the left keeps the
+/// region's id and `[start, split_key)`, the right is the new region `[split_key, end)` with
+/// one new peer per peer, on the same stores, learners staying learners; both get
+/// `version + 1`, and the right the same `conf_ver`.
+pub fn split(region: &Region, request: &SplitRequest) -> Result<(Region, Region), String> {
+    let current = epoch(region);
+    if request.version != current.version {
+        return Err(format!(
+            "planned against version {}, the region is at {}",
+            request.version, current.version
+        ));
+    }
+    let key = &request.split_key;
+    if key.as_slice() <= region.start_key.as_slice()
+        || (!region.end_key.is_empty() && key.as_slice() >= region.end_key.as_slice())
+    {
+        return Err("the split key is not strictly inside the region".into());
+    }
+    if request.new_peer_ids.len() != region.peers.len() {
+        return Err(format!(
+            "{} new peer ids for {} peers",
+            request.new_peer_ids.len(),
+            region.peers.len()
+        ));
+    }
+    let next = RegionEpoch {
+        conf_ver: current.conf_ver,
+        version: current.version + 1,
+    };
+    let left = Region {
+        end_key: key.clone(),
+        epoch: Some(next),
+        ..region.clone()
+    };
+    let right = Region {
+        id: request.new_region_id,
+        start_key: key.clone(),
+        end_key: region.end_key.clone(),
+        epoch: Some(next),
+        peers: region
+            .peers
+            .iter()
+            .zip(&request.new_peer_ids)
+            .map(|(peer, &id)| PeerMeta { id, ..*peer })
+            .collect(),
+    };
+    Ok((left, right))
 }
 
 /// A membership change of a region, as the raftstore proposes it: the Raft change plus the
@@ -233,6 +284,65 @@ mod tests {
         // A context naming another peer than the change is corrupt.
         let bad = [ConfChange::Remove(9).encode(), peer(1, 1).encode_to_vec()].concat();
         assert!(ChangePeer::from_entry(&bad).is_err());
+    }
+
+    #[test]
+    fn a_split_bumps_the_version_of_both_halves() {
+        let r = Region {
+            peers: vec![
+                peer(1, 1),
+                PeerMeta {
+                    learner: true,
+                    ..peer(2, 2)
+                },
+            ],
+            ..region()
+        };
+        let request = SplitRequest {
+            split_key: b"c".to_vec(),
+            new_region_id: 8,
+            new_peer_ids: vec![11, 12],
+            version: 1,
+        };
+        let (left, right) = split(&r, &request).unwrap();
+        assert_eq!(
+            (left.start_key.as_slice(), left.end_key.as_slice()),
+            (&b"b"[..], &b"c"[..])
+        );
+        assert_eq!(
+            (right.start_key.as_slice(), right.end_key.as_slice()),
+            (&b"c"[..], &b"d"[..])
+        );
+        assert_eq!((left.id, right.id), (7, 8));
+        assert_eq!(epoch(&left).version, 2);
+        assert_eq!(epoch(&right), epoch(&left));
+        assert_eq!(right.peers[0], peer(11, 1));
+        assert!(right.peers[1].learner && right.peers[1].store_id == 2);
+        // Stale plans, keys on or outside the boundary, wrong peer counts: refused.
+        for bad in [
+            SplitRequest {
+                version: 2,
+                ..request.clone()
+            },
+            SplitRequest {
+                split_key: b"b".to_vec(),
+                ..request.clone()
+            },
+            SplitRequest {
+                split_key: b"d".to_vec(),
+                ..request.clone()
+            },
+            SplitRequest {
+                split_key: b"a".to_vec(),
+                ..request.clone()
+            },
+            SplitRequest {
+                new_peer_ids: vec![11],
+                ..request.clone()
+            },
+        ] {
+            assert!(split(&r, &bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!   from the scheduler's view of the region, checked with every store heartbeat.
 //! - **Startup.** A store reopens every region whose state it persisted (tombstones excepted;
 //!   a region that no longer lists this store is destroyed); each peer resumes from its
-//!   persisted Raft and apply state.
+//!   persisted Raft and apply state. A region whose only voter is here campaigns at once.
 //! - **Creation on demand.** A store that receives a leader's message (append, heartbeat or
 //!   snapshot) for a region it does not hold, addressed to a peer on this store, creates that
 //!   peer empty; the leader's snapshot initialises it (data, membership, region). A tombstone
@@ -27,8 +27,12 @@
 //! carry one membership change (the replica checker), which the thread hands to the region's
 //! leader as a proposal.
 //!
-//! Not here: region split/merge (one region per cluster), balancing leaders, removing
-//! replicas of dead stores.
+//! # Splits
+//!
+//! See `store_split`: the split-check thread, the peers splits create, and messages for a
+//! region that arrive before this store applied the split creating it.
+//!
+//! Not here: region merge, balancing leaders.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Sender};
@@ -44,6 +48,8 @@ use tracing::{debug, info, warn};
 use super::driver::{DriverConfig, PeerHandle, PeerMsg, PeerThread, StoreEvents, spawn_peer};
 use super::keys;
 use super::region::{self, RegionLocalState};
+use super::split_check::SplitConfig;
+use super::store_split::{SplitTask, split_loop};
 use super::transport::{RaftEnvelope, RaftRouter, Transport};
 use super::write_batcher::{RaftWriter, WriteBatcher};
 use super::{Peer, PeerStorage};
@@ -57,6 +63,8 @@ pub struct StoreConfig {
     pub driver: DriverConfig,
     /// How often the store sends its own heartbeat to the scheduler.
     pub store_heartbeat: Duration,
+    /// When regions split (the driver's `split_check_diff` follows it).
+    pub split: SplitConfig,
 }
 
 impl Default for StoreConfig {
@@ -70,6 +78,7 @@ impl Default for StoreConfig {
             },
             driver: DriverConfig::default(),
             store_heartbeat: Duration::from_secs(1),
+            split: SplitConfig::default(),
         }
     }
 }
@@ -94,12 +103,17 @@ pub(super) struct Inner<E: Engine> {
     pub(super) events: Mutex<Sender<Event>>,
     /// Set when the store shuts down: no new peers.
     pub(super) stopped: std::sync::atomic::AtomicBool,
+    /// Work for the split-check thread (`store_split`).
+    pub(super) split_tasks: Mutex<Sender<SplitTask>>,
+    /// Messages for regions a split here is about to create (`store_split`).
+    pub(super) early_messages: Mutex<Vec<(std::time::Instant, RaftEnvelope)>>,
 }
 
 /// One node's store. Cloning shares it.
 pub struct Store<E: Engine> {
     inner: Arc<Inner<E>>,
     heartbeat: Mutex<Option<std::thread::JoinHandle<()>>>,
+    split_checker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Reads the store id persisted in `engine`, if it was assigned one.
@@ -140,11 +154,13 @@ impl<E: Engine> Store<E> {
         meta: StoreMeta,
         cluster: Arc<dyn ClusterApi>,
         transport: Arc<dyn Transport>,
-        config: StoreConfig,
+        mut config: StoreConfig,
     ) -> KvResult<Store<E>> {
         let store_id = meta.id;
+        config.driver.split_check_diff = config.split.check_diff();
         cluster.put_store(meta.clone()).map_err(cluster_error)?;
         let (sender, receiver) = mpsc::channel();
+        let (split_sender, split_receiver) = mpsc::channel();
         let writer = Arc::new(WriteBatcher::start(Arc::clone(&engine)));
         let inner = Arc::new(Inner {
             store_id,
@@ -157,6 +173,8 @@ impl<E: Engine> Store<E> {
             writer,
             events: Mutex::new(sender),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            split_tasks: Mutex::new(split_sender),
+            early_messages: Mutex::new(Vec::new()),
         });
         inner.bootstrap_if_needed(&meta)?;
         for region in inner.local_regions()? {
@@ -173,14 +191,23 @@ impl<E: Engine> Store<E> {
                 inner.engine.write(batch)?;
                 continue;
             };
-            inner.start_peer(&region, me)?;
+            let handle = inner.start_peer(&region, me)?;
+            // A region whose only voter is this replica elects it at once (a single-node
+            // cluster should not wait an election timeout after every start).
+            let voters: Vec<_> = region.peers.iter().filter(|p| !p.learner).collect();
+            if voters.len() == 1 && voters[0].id == me.id {
+                handle.send(PeerMsg::Campaign);
+            }
         }
         let weak = Arc::downgrade(&inner);
         let heartbeat =
             std::thread::spawn(move || super::store_heartbeat::heartbeat_loop(weak, receiver));
+        let weak = Arc::downgrade(&inner);
+        let split_checker = std::thread::spawn(move || split_loop(weak, split_receiver));
         Ok(Store {
             inner,
             heartbeat: Mutex::new(Some(heartbeat)),
+            split_checker: Mutex::new(Some(split_checker)),
         })
     }
 
@@ -234,6 +261,20 @@ impl<E: Engine> Store<E> {
         {
             let _ = thread.join();
         }
+        let _ = self
+            .inner
+            .split_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(SplitTask::Stop);
+        if let Some(thread) = self
+            .split_checker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = thread.join();
+        }
         let peers = std::mem::take(&mut *self.inner.lock_peers());
         for (_, peer) in peers {
             peer.stop();
@@ -253,7 +294,7 @@ impl<E: Engine> Inner<E> {
     }
 
     /// The regions persisted in the engine (tombstones excluded).
-    fn local_regions(&self) -> KvResult<Vec<Region>> {
+    pub(super) fn local_regions(&self) -> KvResult<Vec<Region>> {
         let (from, to) = keys::region_state_range();
         let snapshot = self.engine.snapshot();
         let mut regions = Vec::new();
@@ -376,7 +417,11 @@ impl<E: Engine> Inner<E> {
         Ok(())
     }
 
-    fn start_peer(self: &Arc<Self>, region: &Region, me: PeerMeta) -> KvResult<PeerHandle> {
+    pub(super) fn start_peer(
+        self: &Arc<Self>,
+        region: &Region,
+        me: PeerMeta,
+    ) -> KvResult<PeerHandle> {
         let peer = Peer::open(
             Arc::clone(&self.engine),
             region,
@@ -481,6 +526,20 @@ impl<E: Engine> Inner<E> {
                 .send(PeerMsg::Raft(envelope.from_peer, envelope.message));
             return;
         }
+        // A region that a replica here still covers (it has not applied the split that
+        // created this one yet): creating an empty replica would put the same keys in two
+        // replicas here. Keep the message (votes included) for when the split creates it.
+        if envelope.to_peer.store_id == self.store_id
+            && self.overlaps_local_region(&envelope)
+            && matches!(self.local_state(region_id), Ok(None))
+        {
+            debug!(
+                region_id,
+                "message for a region a local split will create: kept"
+            );
+            self.keep_early_message(envelope);
+            return;
+        }
         match self.should_create(&envelope) {
             Ok(true) => {}
             Ok(false) => return,
@@ -500,6 +559,8 @@ impl<E: Engine> Inner<E> {
             store_id = self.store_id,
             region_id,
             peer_id = envelope.to_peer.id,
+            start = ?keys::printable(&envelope.start_key),
+            end = ?keys::printable(&envelope.end_key),
             "creating a replica for the leader's message"
         );
         match self.start_peer(&region, envelope.to_peer) {
@@ -532,6 +593,15 @@ impl<E: Engine> Inner<E> {
         });
     }
 
+    /// Queues a split of `region` at `key` for the split thread (the scheduler asked for it).
+    pub(super) fn ask_split(&self, region: Region, key: Vec<u8>) {
+        let _ = self
+            .split_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(SplitTask::At(region, key));
+    }
+
     pub(super) fn send_to_peer(&self, region_id: u64, message: PeerMsg) {
         if let Some(peer) = self.lock_peers().get(&region_id) {
             peer.handle.send(message);
@@ -549,6 +619,22 @@ impl<E: Engine> StoreEvents for Events<E> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .send(Event::RegionReport(report));
+        }
+    }
+
+    fn split_check(&self, region: Region) {
+        if let Some(inner) = self.0.upgrade() {
+            let _ = inner
+                .split_tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(SplitTask::Check(region));
+        }
+    }
+
+    fn region_split(&self, region: Region, campaign: bool) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.start_split_peer(region, campaign);
         }
     }
 

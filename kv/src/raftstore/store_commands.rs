@@ -83,8 +83,7 @@ impl<E: Engine> CommandRouter for StoreCommands<E> {
             return Ok(Arc::clone(commands) as Arc<dyn TxnCommands>);
         }
         let txn =
-            TxnStore::with_replication(Arc::clone(self.store.engine()), Arc::new(handle.clone()))
-                .in_range(&region.start_key, &region.end_key);
+            TxnStore::with_replication(Arc::clone(self.store.engine()), Arc::new(handle.clone()));
         let commands = Arc::new(RegionCommands { handle, txn });
         regions.insert(region_id, (peer_id, Arc::clone(&commands)));
         Ok(commands)
@@ -92,6 +91,13 @@ impl<E: Engine> CommandRouter for StoreCommands<E> {
 }
 
 /// One region replica's commands, refusing keys outside the region.
+///
+/// The region's range is read afresh for every command, since a split may shrink it at any
+/// time. Writes need no more than the check before the command: a write batch whose keys left
+/// the region before it applied is skipped by every replica (see `command`). A read checks
+/// its keys again after reading: if a split moved them out meanwhile, the new region may
+/// already hold writes this replica's barrier did not wait for, so the read is refused
+/// (EpochNotMatch) and the client retries in the right region.
 struct RegionCommands<E: Engine> {
     handle: PeerHandle,
     txn: TxnStore<E>,
@@ -110,12 +116,32 @@ impl<E: Engine> RegionCommands<E> {
         }
         Ok(())
     }
+
+    /// After a read at `read_version` (the region's epoch version when the read started):
+    /// refuses it if the region's range changed meanwhile.
+    fn check_unchanged(&self, read_version: u64) -> KvResult<()> {
+        let region = self.handle.region();
+        if region::epoch(&region).version != read_version {
+            return Err(KvError::EpochNotMatch {
+                region_id: region.id,
+                current: Some(Box::new(region)),
+            });
+        }
+        Ok(())
+    }
+
+    fn version(&self) -> u64 {
+        region::epoch(&self.handle.region()).version
+    }
 }
 
 impl<E: Engine> TxnCommands for RegionCommands<E> {
     fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
+        let version = self.version();
         self.check_keys([key])?;
-        self.txn.get(key, ts)
+        let outcome = self.txn.get(key, ts)?;
+        self.check_unchanged(version)?;
+        Ok(outcome)
     }
 
     /// Scans the part of `[start, end)` inside the region: `start` must be in it, and the scan
@@ -127,14 +153,17 @@ impl<E: Engine> TxnCommands for RegionCommands<E> {
         ts: Timestamp,
         limit: usize,
     ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
-        self.check_keys([start])?;
         let region = self.handle.region();
+        let version = region::epoch(&region).version;
+        self.check_keys([start])?;
         let end = match (end, region.end_key.is_empty()) {
             (end, true) => end,
             (Some(end), false) if end <= region.end_key.as_slice() => Some(end),
             (_, false) => Some(region.end_key.as_slice()),
         };
-        self.txn.scan(start, end, ts, limit)
+        let outcome = self.txn.scan(start, end, ts, limit)?;
+        self.check_unchanged(version)?;
+        Ok(outcome)
     }
 
     fn prewrite(
@@ -165,12 +194,21 @@ impl<E: Engine> TxnCommands for RegionCommands<E> {
         lock_ts: Timestamp,
         current_ts: Timestamp,
     ) -> KvResult<TxnStatus> {
+        let version = self.version();
         self.check_keys([primary])?;
-        self.txn.check_txn_status(primary, lock_ts, current_ts)
+        let status = self.txn.check_txn_status(primary, lock_ts, current_ts)?;
+        self.check_unchanged(version)?;
+        Ok(status)
     }
 
-    fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
-        self.txn.resolve_lock(start_ts, commit_ts)
+    fn resolve_lock(
+        &self,
+        key: &[u8],
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    ) -> KvResult<usize> {
+        self.check_keys([key])?;
+        self.txn.resolve_lock(key, start_ts, commit_ts)
     }
 
     fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {

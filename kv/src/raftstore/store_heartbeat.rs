@@ -1,6 +1,6 @@
 //! The store's side of the scheduler: a heartbeat thread that sends the store's heartbeat on
 //! a timer and forwards each leader's region report, hands the scheduler's answer (one
-//! membership change, from the replica checker) to the region's leader as a proposal, and
+//! membership change, from the replica checker; or a split key) to the region's leader, and
 //! destroys replicas the scheduler's view of their region no longer lists.
 
 use std::sync::Weak;
@@ -28,12 +28,24 @@ impl<E: Engine> Inner<E> {
             .filter(|(_, p)| p.handle.is_alive() && !p.handle.is_leader())
             .map(|(&id, p)| (id, p.handle.peer_id(), p.handle.region()))
             .collect();
+        if followers.is_empty() {
+            return;
+        }
+        // One call for all of them (a store may follow thousands of regions).
+        let Ok(known) = self.cluster.scan_regions(b"", b"", 0) else {
+            return;
+        };
+        let known: std::collections::HashMap<u64, Region> = known
+            .into_iter()
+            .filter_map(|info| info.region)
+            .map(|r| (r.id, r))
+            .collect();
         for (region_id, peer_id, local) in followers {
-            let Ok(Some((known, _))) = self.cluster.get_region_by_id(region_id) else {
+            let Some(known) = known.get(&region_id) else {
                 continue;
             };
-            let removed = region::epoch(&known).conf_ver > region::epoch(&local).conf_ver
-                && region::find_peer(&known, peer_id).is_none();
+            let removed = region::epoch(known).conf_ver > region::epoch(&local).conf_ver
+                && region::find_peer(known, peer_id).is_none();
             if !removed {
                 continue;
             }
@@ -137,6 +149,12 @@ pub(super) fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<
                         if !response.stale.is_empty() {
                             debug!(reason = %response.stale, "region report was stale");
                             continue;
+                        }
+                        if !response.split_key.is_empty()
+                            && let Some(region) = report.region.clone()
+                        {
+                            info!(region_id = region.id, "scheduler asks for a split");
+                            inner.ask_split(region, response.split_key.clone());
                         }
                         let answer = match response.change_peer {
                             Some(change) => {

@@ -227,7 +227,7 @@ impl TxnKv for TxnService {
         let context = r.context.take();
         let commit_ts = (r.commit_ts != 0).then_some(Timestamp(r.commit_ts));
         self.run(context, move |c| {
-            match c.resolve_lock(Timestamp(r.start_ts), commit_ts) {
+            match c.resolve_lock(&r.key, Timestamp(r.start_ts), commit_ts) {
                 Ok(n) => pb::ResolveLockResponse {
                     error: None,
                     resolved: n as u64,
@@ -309,7 +309,7 @@ impl TxnCommands for Refused {
         Err(self.error())
     }
 
-    fn resolve_lock(&self, _: Timestamp, _: Option<Timestamp>) -> KvResult<usize> {
+    fn resolve_lock(&self, _: &[u8], _: Timestamp, _: Option<Timestamp>) -> KvResult<usize> {
         Err(self.error())
     }
 

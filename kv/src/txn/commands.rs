@@ -43,8 +43,15 @@ pub trait TxnCommands: Send + Sync {
         current_ts: Timestamp,
     ) -> KvResult<TxnStatus>;
 
-    /// Commits (`Some`) or rolls back (`None`) every lock of the transaction on the store.
-    fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize>;
+    /// Commits (`Some`) or rolls back (`None`) every lock of the transaction in the region
+    /// holding `key` (a lock of the transaction found there); a store without regions resolves
+    /// every lock of the transaction it holds.
+    fn resolve_lock(
+        &self,
+        key: &[u8],
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    ) -> KvResult<usize>;
 
     fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64>;
 }

@@ -31,6 +31,11 @@ pub trait Replication: Send + Sync {
     fn check_snapshot(&self) -> KvResult<()> {
         Ok(())
     }
+    /// The user keys `[start, end)` this replica holds now (an empty end: unbounded), where
+    /// `resolve_lock` looks for locks. A region's range changes when it splits.
+    fn key_range(&self) -> (Vec<u8>, Vec<u8>) {
+        (Vec::new(), Vec::new())
+    }
 }
 
 /// Where a read barrier was passed: the Raft term of the leader that confirmed it (0: a
@@ -57,9 +62,6 @@ pub struct TxnStore<E: Engine> {
     engine: Arc<E>,
     replication: Arc<dyn Replication>,
     latches: Latches,
-    /// The engine-key range of the locks `resolve_lock` looks at (a region's range; the whole
-    /// keyspace by default).
-    lock_range: (Vec<u8>, Option<Vec<u8>>),
 }
 
 impl<E: Engine> TxnStore<E> {
@@ -76,16 +78,7 @@ impl<E: Engine> TxnStore<E> {
             engine,
             replication,
             latches: Latches::default(),
-            lock_range: (Vec::new(), None),
         }
-    }
-
-    /// Limits the store to the user keys `[start, end)` (a region's range; empty end:
-    /// unbounded), which is where `resolve_lock` looks for locks.
-    pub fn in_range(mut self, start: &[u8], end: &[u8]) -> Self {
-        let end = (!end.is_empty()).then(|| encode_user_key(end));
-        self.lock_range = (encode_user_key(start), end);
-        self
     }
 
     pub fn engine(&self) -> &Arc<E> {
@@ -159,12 +152,19 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
 
     /// Commits (`commit_ts = Some`) or rolls back (`None`) every lock of transaction
     /// `start_ts` on this store. Returns how many keys were resolved.
-    fn resolve_lock(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
+    fn resolve_lock(
+        &self,
+        _key: &[u8],
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    ) -> KvResult<usize> {
         let locked = {
             let (_, snapshot) = self.current()?;
             let mut keys = Vec::new();
-            let (from, to) = (&self.lock_range.0, self.lock_range.1.as_deref());
-            for item in snapshot.scan(Cf::Lock, from, to) {
+            let (start, end) = self.replication.key_range();
+            let from = encode_user_key(&start);
+            let to = (!end.is_empty()).then(|| encode_user_key(&end));
+            for item in snapshot.scan(Cf::Lock, &from, to.as_deref()) {
                 let (encoded, value) = item?;
                 if Lock::decode(&value)?.start_ts == start_ts {
                     keys.push(decode_user_key(&encoded)?);

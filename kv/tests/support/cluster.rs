@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use kv::client::{RoutedCommands, StoreConnector};
 use kv::raftstore::driver::{DriverConfig, PeerStatus};
 use kv::raftstore::region::ChangePeer;
+use kv::raftstore::split_check::SplitConfig;
 use kv::raftstore::store::ensure_store_id;
 use kv::raftstore::store_commands::StoreCommands;
 use kv::raftstore::{RaftEnvelope, RaftRouter, Store, StoreConfig, Transport};
@@ -200,8 +201,19 @@ pub fn store_config(log_gc_limit: u64) -> StoreConfig {
             log_gc_limit,
             log_gc_size_limit: 64 << 20,
             heartbeat_ticks: 5,
+            split_check_diff: 0,
+            split_check_ticks: 10,
         },
         store_heartbeat: Duration::from_millis(100),
+        split: SplitConfig::default(),
+    }
+}
+
+/// `store_config` with regions that split past `max_size` bytes into parts of `split_size`.
+pub fn split_config(log_gc_limit: u64, split_size: u64, max_size: u64) -> StoreConfig {
+    StoreConfig {
+        split: SplitConfig::by_size(split_size, max_size),
+        ..store_config(log_gc_limit)
     }
 }
 
@@ -213,6 +225,13 @@ impl TestCluster {
     }
 
     pub fn with_config(count: usize, max_replicas: usize, config: StoreConfig) -> TestCluster {
+        // RUST_LOG=info (or debug, …) shows the stores' logs on a failing test's output.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let scheduler_config = ClusterConfig {
             max_replicas,
             store_down_after: Duration::from_secs(2),
@@ -479,6 +498,95 @@ impl TestCluster {
 
     pub fn peer_on(region: &Region, store: u64) -> Option<PeerMeta> {
         region.peers.iter().find(|p| p.store_id == store).copied()
+    }
+
+    /// The regions as the scheduler knows them, in key order.
+    pub fn regions(&self) -> Vec<Region> {
+        self.scheduler
+            .scan_regions(b"", b"", 0)
+            .expect("scan regions")
+            .into_iter()
+            .filter_map(|info| info.region)
+            .collect()
+    }
+
+    /// Waits until the scheduler knows at least `count` regions; returns them.
+    pub fn wait_for_regions(&self, count: usize) -> Vec<Region> {
+        self.wait_for(&format!("{count} regions"), || {
+            let regions = self.regions();
+            (regions.len() >= count).then_some(regions)
+        })
+    }
+
+    /// Asks the scheduler to split at `key` and waits until a region starts there.
+    pub fn split_at(&self, key: &[u8]) -> Region {
+        self.scheduler
+            .split_regions(vec![key.to_vec()])
+            .expect("split regions");
+        self.wait_for("the split", || {
+            self.regions().into_iter().find(|r| r.start_key == key)
+        })
+    }
+
+    /// Checks the regions: the scheduler's cover the keyspace without gaps or overlaps, and
+    /// on every running store the initialised replicas' ranges do not overlap (no key is
+    /// served by two replicas of one store).
+    pub fn check_regions(&self) {
+        let regions = self.regions();
+        let mut expected_start: Vec<u8> = Vec::new();
+        for (i, region) in regions.iter().enumerate() {
+            assert_eq!(
+                region.start_key, expected_start,
+                "the scheduler's regions have a gap or an overlap before region {}",
+                region.id
+            );
+            if i + 1 == regions.len() {
+                assert!(region.end_key.is_empty(), "the last region is bounded");
+            }
+            expected_start = region.end_key.clone();
+        }
+        for (&id, store) in &self.stores {
+            let Some(store) = store else { continue };
+            let mut ranges: Vec<(Vec<u8>, Vec<u8>, u64)> = store
+                .region_ids()
+                .into_iter()
+                .filter_map(|region_id| {
+                    let status = store.peer(region_id)?.status()?;
+                    let r = status.region;
+                    (!r.peers.is_empty()).then_some((r.start_key, r.end_key, r.id))
+                })
+                .collect();
+            ranges.sort();
+            for pair in ranges.windows(2) {
+                let (left, right) = (&pair[0], &pair[1]);
+                assert!(
+                    !left.1.is_empty() && left.1 <= right.0,
+                    "store {id}: regions {} and {} overlap",
+                    left.2,
+                    right.2
+                );
+            }
+        }
+    }
+
+    /// Waits until every region the scheduler knows has a replica on each of `stores` that
+    /// applied all its leader has.
+    pub fn wait_all_caught_up(&self, stores: &[u64]) {
+        self.wait_for("every replica to catch up", || {
+            for region in self.regions() {
+                let statuses = self.statuses(region.id);
+                let leader = statuses
+                    .values()
+                    .filter(|s| s.raft.role == raft::Role::Leader)
+                    .max_by_key(|s| s.raft.term)?;
+                for store in stores {
+                    if statuses.get(store)?.raft.applied < leader.raft.applied {
+                        return None;
+                    }
+                }
+            }
+            Some(())
+        })
     }
 
     pub fn stop_all(&mut self) {

@@ -1,4 +1,6 @@
 //! CREATE TABLE and DROP TABLE.
+//!
+//! Dropping a table deletes its rows but leaves its regions: regions never merge yet.
 
 use sqlparser::ast;
 
@@ -23,9 +25,12 @@ fn primary_key_columns(columns: &[ast::IndexColumn]) -> SqlResult<Vec<String>> {
         .collect()
 }
 
+/// Creates a table; its first row key goes to `splits_after_commit`, so that once the
+/// transaction commits the table starts a region of its own (as in TiDB).
 pub fn create_table(
     txn: &mut dyn Transaction,
     create: &ast::CreateTable,
+    splits_after_commit: &mut Vec<Vec<u8>>,
 ) -> SqlResult<StatementResult> {
     if create.or_replace
         || create.temporary
@@ -121,7 +126,8 @@ pub fn create_table(
         columns,
         primary_key: key_indexes,
     };
-    catalog::create_table(txn, table)?;
+    let table = catalog::create_table(txn, table)?;
+    splits_after_commit.push(row_prefix(table.id));
     Ok(StatementResult::command("CREATE TABLE"))
 }
 

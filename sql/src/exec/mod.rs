@@ -4,10 +4,15 @@
 //! the [`Transaction`] they are given, so a statement sees one snapshot and its writes commit
 //! or vanish together with the rest of the transaction. Anything the AST can express that is
 //! not implemented is refused with SQLSTATE 0A000 rather than ignored.
+//!
+//! Besides the transaction a statement gets a `Context`: the cluster's regions (for the
+//! region statements, which act on the cluster outside any transaction) and the list of
+//! splits to ask for once the transaction commits.
 
 mod ddl;
 mod delete;
 mod insert;
+mod regions;
 pub mod scan;
 mod select;
 mod update;
@@ -15,10 +20,22 @@ mod update;
 use sqlparser::ast;
 
 use kv::Transaction;
+use kv::client::RegionAdmin;
 
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::ident_name;
+use crate::parse::ParsedStatement;
+use crate::region_syntax::RegionStatement;
 use crate::types::SqlType;
+
+/// What a statement may use besides its transaction.
+pub(crate) struct Context<'a> {
+    /// The cluster's regions; `None` for a store without regions.
+    pub regions: Option<&'a dyn RegionAdmin>,
+    /// Keys at which regions should start once the transaction commits (each new table's
+    /// first row key); dropped if it rolls back.
+    pub splits_after_commit: &'a mut Vec<Vec<u8>>,
+}
 
 /// A result column.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,13 +80,32 @@ impl StatementResult {
     }
 }
 
-/// Executes a data or schema statement (not transaction control) in `txn`.
-pub fn execute(
+/// Executes a data, schema or region statement (not transaction control) in `txn`.
+pub(crate) fn execute(
     txn: &mut dyn Transaction,
-    statement: &ast::Statement,
+    statement: &ParsedStatement,
+    context: Context,
 ) -> SqlResult<StatementResult> {
     match statement {
-        ast::Statement::CreateTable(create) => ddl::create_table(txn, create),
+        ParsedStatement::Sql(statement) => execute_sql(txn, statement, context),
+        ParsedStatement::Regions(RegionStatement::ShowRegions { table }) => {
+            regions::show_regions(txn, context.regions, table.as_ref())
+        }
+        ParsedStatement::Regions(RegionStatement::SplitAt { table, rows }) => {
+            regions::split_at(txn, context.regions, table, rows)
+        }
+    }
+}
+
+fn execute_sql(
+    txn: &mut dyn Transaction,
+    statement: &ast::Statement,
+    context: Context,
+) -> SqlResult<StatementResult> {
+    match statement {
+        ast::Statement::CreateTable(create) => {
+            ddl::create_table(txn, create, context.splits_after_commit)
+        }
         ast::Statement::Drop {
             object_type,
             if_exists,
