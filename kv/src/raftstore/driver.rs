@@ -16,8 +16,9 @@
 //! Readies of many peers share one engine write and one fsync.
 //!
 //! Splits: a leader asks its store for a split check ([`StoreEvents::split_check`]) once
-//! `split_check_diff` bytes were applied since the last one, or every `split_check_ticks`
-//! while it has changed; the check's measurement comes back as [`PeerMsg::SplitChecked`] and
+//! `split_check_diff` bytes were applied since the last one, every `split_check_ticks`
+//! while it has changed, and soon after it starts leading a region not measured since it
+//! last split (so a bulk load split off into a new region is measured at once); the check's measurement comes back as [`PeerMsg::SplitChecked`] and
 //! a split to propose as [`PeerMsg::ProposeSplit`]. A split that this replica applied hands the
 //! new region to the store ([`StoreEvents::region_split`]), which starts its peer here.
 //!
@@ -450,11 +451,10 @@ pub fn spawn_peer<E: Engine>(
             // A leader has its region measured once enough was written, and now and then
             // while it changes (to keep the reported size fresh).
             let written = peer.written_since_check();
-            if peer.is_leader()
-                && (written >= config.split_check_diff
-                    || (ticks_since_check >= config.split_check_ticks
-                        && (written > 0 || peer.approximate_size() == RegionSize::default())))
-            {
+            let due = written >= config.split_check_diff
+                || (peer.approximate_size().is_none() && ticks_since_check >= 2)
+                || (ticks_since_check >= config.split_check_ticks && written > 0);
+            if peer.is_leader() && due {
                 ticks_since_check = 0;
                 peer.split_check_asked();
                 events.split_check(peer.region().clone());

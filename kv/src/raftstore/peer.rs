@@ -82,8 +82,9 @@ pub struct Peer<E: Engine> {
     /// Bytes of data applied since the last split check (a leader asks for one past a
     /// threshold).
     written_since_check: u64,
-    /// The region's size and key count as last measured by a split check.
-    approximate: RegionSize,
+    /// The region's size and key count as last measured by a split check (`None`: not
+    /// measured since this replica started or the region last split).
+    approximate: Option<RegionSize>,
 }
 
 /// A region's measured data: bytes over the data column families, and user keys.
@@ -129,7 +130,7 @@ impl<E: Engine> Peer<E> {
             published,
             splits: Vec::new(),
             written_since_check: 0,
-            approximate: RegionSize::default(),
+            approximate: None,
         })
     }
 
@@ -182,10 +183,11 @@ impl<E: Engine> Peer<E> {
 
     /// Records a split check's measurement of the region.
     pub fn set_approximate_size(&mut self, size: RegionSize) {
-        self.approximate = size;
+        self.approximate = Some(size);
     }
 
-    pub fn approximate_size(&self) -> RegionSize {
+    /// The last measurement, if the region was measured since it last changed its range.
+    pub fn approximate_size(&self) -> Option<RegionSize> {
         self.approximate
     }
 
@@ -247,8 +249,8 @@ impl<E: Engine> Peer<E> {
             region: Some(region),
             leader: Some(self.meta),
             pending_peers,
-            approximate_size: self.approximate.bytes,
-            approximate_keys: self.approximate.keys,
+            approximate_size: self.approximate.unwrap_or_default().bytes,
+            approximate_keys: self.approximate.unwrap_or_default().keys,
             term: raft.term,
         })
     }
@@ -728,7 +730,7 @@ impl<E: Engine> Peer<E> {
             self.splits.push(right);
         }
         // The halves are measured again by the next split check.
-        self.approximate = RegionSize::default();
+        self.approximate = None;
         self.written_since_check = u64::MAX / 2;
         Ok(Ok(()))
     }
