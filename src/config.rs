@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::byte_size::ByteSize;
+use crate::duration_arg::DurationArg;
 
 pub const DEFAULT_DATA_DIR: &str = "./regiondb-data";
 pub const DEFAULT_PG_LISTEN: &str = "127.0.0.1:5433";
@@ -115,7 +116,11 @@ pub struct SchedulerArgs {
     /// Directory for the scheduler's state [default: ./regiondb-scheduler]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// TOML file with settings (keys: data_dir, listen)
+    /// A store down for longer than this has its replicas rebuilt on other stores, e.g. 30s
+    /// or 10m [default: 10m]
+    #[arg(long)]
+    pub max_store_down_time: Option<DurationArg>,
+    /// TOML file with settings (keys: data_dir, listen, max_store_down_time)
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -152,6 +157,7 @@ pub struct FileConfig {
     pub scheduler: Option<SocketAddr>,
     pub region_split_size: Option<ByteSize>,
     pub region_max_size: Option<ByteSize>,
+    pub max_store_down_time: Option<DurationArg>,
 }
 
 impl FileConfig {
@@ -195,6 +201,8 @@ impl SingleNodeConfig {
 pub struct SchedulerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// `None`: the scheduler's default.
+    pub max_store_down_time: Option<std::time::Duration>,
 }
 
 impl SchedulerConfig {
@@ -210,6 +218,10 @@ impl SchedulerConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SCHEDULER_DATA_DIR)),
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
+            max_store_down_time: args
+                .max_store_down_time
+                .or(file.max_store_down_time)
+                .map(|d| d.0),
         })
     }
 }
@@ -318,6 +330,7 @@ mod tests {
         let args = SchedulerArgs {
             listen: None,
             data_dir: None,
+            max_store_down_time: None,
             config: None,
         };
         let defaults = SchedulerConfig::resolve(&args).unwrap();
@@ -329,12 +342,17 @@ mod tests {
         let args = SchedulerArgs {
             listen: None,
             data_dir: Some("/flag".into()),
+            max_store_down_time: Some("30s".parse().unwrap()),
             config: Some(path),
         };
         let resolved = SchedulerConfig::resolve(&args).unwrap();
         assert_eq!(
             (resolved.listen.port(), resolved.data_dir),
             (7379, PathBuf::from("/flag"))
+        );
+        assert_eq!(
+            resolved.max_store_down_time,
+            Some(std::time::Duration::from_secs(30))
         );
     }
 

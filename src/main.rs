@@ -7,6 +7,7 @@
 mod byte_size;
 mod config;
 mod data_dir;
+mod duration_arg;
 mod node;
 mod scheduler_process;
 mod single_node;

@@ -20,8 +20,11 @@ pub async fn run(
 ) -> Result<(), String> {
     let tso = TimestampOracle::open(&config.data_dir).map_err(|e| e.to_string())?;
     let ids = IdAllocator::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let cluster =
-        Cluster::open(&config.data_dir, ClusterConfig::default()).map_err(|e| e.to_string())?;
+    let mut cluster_config = ClusterConfig::default();
+    if let Some(down) = config.max_store_down_time {
+        cluster_config.replace_down_after = down;
+    }
+    let cluster = Cluster::open(&config.data_dir, cluster_config).map_err(|e| e.to_string())?;
     // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and delayed
     // acknowledgements add tens of milliseconds to every call.
     let incoming = TcpIncoming::bind(config.listen)

@@ -1,5 +1,6 @@
-//! [`Cluster`]: the scheduler's view of the cluster — stores, regions, their leaders — built
-//! from bootstrap, store registration and heartbeats, and the replica checker's operators.
+//! [`Cluster`]: the scheduler's view of the cluster — stores, regions, their leaders and sizes
+//! — built from bootstrap, store registration and heartbeats, and the operators that repair,
+//! split and balance regions.
 //!
 //! # State
 //!
@@ -27,16 +28,16 @@
 //! the known leader's is from a deposed leader: it does not replace the leader and gets no
 //! operation.
 //!
-//! # Operators
+//! # Operators and balancing
 //!
-//! The replica checker ([`crate::replica_checker`]) is pure and would decide afresh on every
-//! heartbeat; a new learner would then get a new peer id each time. So a decision becomes an
-//! *operator* of its region, remembered with the region's `conf_ver` at the time: every later
-//! heartbeat of that region gets the same operation (same peer id) until a report shows a
-//! greater `conf_ver` (the change was applied) or [`ClusterConfig::operator_timeout`] passed
-//! (the leader lost it, or it failed); only then does the checker decide again. One exception:
-//! a removal whose target has since become the leader is dropped at once (a leader does not
-//! remove itself) and the checker decides again.
+//! What the scheduler decides for a region becomes an *operator* ([`crate::operator`]) kept
+//! until it is done, expired, or (for a balancing operator) stranded by one of its stores going
+//! down; each heartbeat of the region is answered with the operator's next step (a membership
+//! change or a leader transfer). A region without an operator gets the replica checker's
+//! decision ([`crate::replica_checker`]) if it needs repair; a healthy one gives the balancing
+//! schedulers a chance to run ([`crate::balance`]: at most once per `balance_interval`, with at
+//! most `max_balance_operators` of their operators under way): a replica move by region size,
+//! else a leader transfer by leader count.
 //!
 //! # Splits
 //!
@@ -49,8 +50,8 @@
 //!
 //! # Deliberately left out
 //!
-//! Balancing regions or leaders between stores, removing replicas from down stores, and
-//! replicating the scheduler itself (this is the single authority, like the TSO).
+//! Merging regions, draining a store before removing it, and replicating the scheduler
+//! itself (this is the single authority, like the TSO).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -68,6 +69,7 @@ use proto::scheduler::{
 use crate::atomic_file::write_atomically;
 use crate::cluster_api::ClusterError;
 use crate::id_alloc::IdAllocator;
+use crate::operator::{Operator, OperatorKind, Step};
 use crate::replica_checker::{self, ReplicaChange};
 
 /// The file holding the persisted cluster state in the data directory.
@@ -84,6 +86,14 @@ pub struct ClusterConfig {
     /// A store down for longer than this is gone: its replicas are replaced elsewhere. Much
     /// longer than `store_down_after`, so that a restart or a short outage moves no data.
     pub replace_down_after: Duration,
+    /// How often the balancing schedulers may decide (zero: never balance).
+    pub balance_interval: Duration,
+    /// At most this many balancing operators (moves, leader transfers) at once.
+    pub max_balance_operators: usize,
+    /// How long a region move may take (a snapshot to the new replica included).
+    pub move_timeout: Duration,
+    /// Leaders are balanced until the counts of any two up stores differ by at most this.
+    pub leader_tolerance: u32,
 }
 
 impl Default for ClusterConfig {
@@ -93,6 +103,10 @@ impl Default for ClusterConfig {
             store_down_after: Duration::from_secs(10),
             operator_timeout: Duration::from_secs(30),
             replace_down_after: Duration::from_secs(10 * 60),
+            balance_interval: Duration::from_secs(1),
+            max_balance_operators: 4,
+            move_timeout: Duration::from_secs(10 * 60),
+            leader_tolerance: 1,
         }
     }
 }
@@ -127,19 +141,17 @@ struct Leader {
     term: u64,
 }
 
-struct Operator {
-    change: ChangePeer,
-    /// The region's conf_ver when the operator was created; a greater one means done.
-    conf_ver: u64,
-    created: Instant,
-}
-
 #[derive(Default)]
 struct State {
     meta: Meta,
     stores: HashMap<u64, StoreStatus>,
     leaders: HashMap<u64, Leader>,
+    /// Each region's peers its leader last reported as far behind.
+    pending: HashMap<u64, Vec<Peer>>,
     operators: HashMap<u64, Operator>,
+    /// When the balancing schedulers last ran, and how many times (their choices vary with it).
+    last_balance: Option<Instant>,
+    balance_rounds: u64,
     /// Each region's last reported size: (bytes, keys).
     sizes: HashMap<u64, (u64, u64)>,
     /// Split keys asked for (`SplitRegions`) and not yet a region's start, with when asked.
@@ -202,9 +214,13 @@ impl Meta {
         }
     }
 
-    /// Ids of the regions whose range overlaps `[start, end)`, excluding `except`.
+    /// Ids of the regions whose range overlaps `[start, end)`, excluding `except` (none for
+    /// an empty or reversed range).
     fn overlapping(&self, start: &[u8], end: &[u8], except: u64) -> Vec<u64> {
         let mut ids = Vec::new();
+        if !end.is_empty() && end <= start {
+            return ids;
+        }
         // The region starting before `start` overlaps if it reaches past it.
         if let Some((_, id)) = self
             .by_start
@@ -559,25 +575,40 @@ impl Cluster {
                 state.leaders.remove(&id);
                 state.operators.remove(&id);
                 state.sizes.remove(&id);
+                state.pending.remove(&id);
             }
         }
         state
             .leaders
             .insert(region.id, Leader { peer: leader, term });
         state.sizes.insert(region.id, request_size);
+        state.pending.insert(region.id, pending_peers.clone());
         let split_key = self.wanted_split(&mut state, &region, now);
 
         if let Some(op) = state.operators.get(&region.id) {
-            let done = reported.conf_ver > op.conf_ver;
-            let expired = now.saturating_duration_since(op.created) >= self.config.operator_timeout;
-            // Leadership moved to the very peer the operator would remove: decide again.
-            let removes_leader = op.change.change_type == ChangePeerType::ChangePeerRemove as i32
-                && op.change.peer.as_ref().is_some_and(|p| p.id == leader.id);
-            if !done && !expired && !removes_leader {
-                response.change_peer = Some(op.change);
-                return Ok(response);
+            // A balancing operator involving a store that went down is abandoned (its
+            // new replica could never catch up); repairs take over.
+            let up = self.up_stores(&state, now);
+            let stranded = op.is_balance() && op.stores().iter().any(|s| !up.contains_key(s));
+            let step = if op.expired(now) || stranded {
+                Step::Done
+            } else {
+                op.step(&region, &leader, &pending_peers)
+            };
+            match step {
+                Step::Change(change) => {
+                    response.change_peer = Some(change);
+                    return Ok(response);
+                }
+                Step::TransferLeader(to) => {
+                    response.transfer_leader = Some(to);
+                    return Ok(response);
+                }
+                Step::Wait => return Ok(response),
+                Step::Done => {
+                    state.operators.remove(&region.id);
+                }
             }
-            state.operators.remove(&region.id);
         }
         if let Some(key) = split_key {
             response.split_key = key;
@@ -593,6 +624,15 @@ impl Cluster {
             &gone,
             self.config.max_replicas,
         ) else {
+            // Healthy: a chance for the balancing schedulers (which may pick this region).
+            self.balance(&mut state, ids, now)?;
+            if let Some(op) = state.operators.get(&region.id) {
+                match op.step(&region, &leader, &pending_peers) {
+                    Step::Change(change) => response.change_peer = Some(change),
+                    Step::TransferLeader(to) => response.transfer_leader = Some(to),
+                    Step::Wait | Step::Done => {}
+                }
+            }
             return Ok(response);
         };
         let change = match decision {
@@ -615,14 +655,90 @@ impl Cluster {
         };
         state.operators.insert(
             region.id,
-            Operator {
-                change,
-                conf_ver: reported.conf_ver,
-                created: now,
-            },
+            Operator::new(
+                OperatorKind::ChangePeer {
+                    change,
+                    conf_ver: reported.conf_ver,
+                },
+                now,
+                self.config.operator_timeout,
+            ),
         );
         response.change_peer = Some(change);
         Ok(response)
+    }
+
+    /// Runs the balancing schedulers, at most once per `balance_interval`, while fewer than
+    /// `max_balance_operators` of their operators are under way: one region move
+    /// (balance-region) or, if none is worth it, one leader transfer (balance-leader).
+    fn balance(
+        &self,
+        state: &mut State,
+        ids: &IdAllocator,
+        now: Instant,
+    ) -> Result<(), ClusterError> {
+        if self.config.balance_interval.is_zero()
+            || state.last_balance.is_some_and(|last| {
+                now.saturating_duration_since(last) < self.config.balance_interval
+            })
+        {
+            return Ok(());
+        }
+        state.last_balance = Some(now);
+        state.operators.retain(|_, op| !op.expired(now));
+        let running = state
+            .operators
+            .values()
+            .filter(|op| op.is_balance())
+            .count();
+        if running >= self.config.max_balance_operators {
+            return Ok(());
+        }
+        let up = self.up_stores(state, now);
+        let busy: BTreeSet<u64> = state.operators.keys().copied().collect();
+        state.balance_rounds += 1;
+        let decision = crate::balance::decide(
+            &state.meta.regions,
+            &state.leaders.iter().map(|(id, l)| (*id, l.peer)).collect(),
+            &state.pending,
+            &state.sizes,
+            &up,
+            &busy,
+            self.config.max_replicas,
+            self.config.leader_tolerance,
+            state.balance_rounds,
+        );
+        let Some(decision) = decision else {
+            return Ok(());
+        };
+        let (region_id, kind, timeout) = match decision {
+            crate::balance::Decision::MoveRegion {
+                region_id,
+                from_store,
+                to_store,
+            } => (
+                region_id,
+                OperatorKind::MovePeer {
+                    from_store,
+                    to: Peer {
+                        id: ids.alloc(1)?,
+                        store_id: to_store,
+                        learner: false,
+                    },
+                },
+                self.config.move_timeout,
+            ),
+            crate::balance::Decision::TransferLeader { region_id, to } => (
+                region_id,
+                OperatorKind::TransferLeader { to },
+                self.config.operator_timeout,
+            ),
+        };
+        tracing::info!(region_id, ?kind, "balancing");
+        state
+            .operators
+            .insert(region_id, Operator::new(kind, now, timeout));
+        Ok(())
     }
 
     /// Asks for splits at `keys` (see the module doc): each wanted key strictly inside a

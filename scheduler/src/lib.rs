@@ -8,21 +8,28 @@
 //!   per-region operators — persisted in one file in the data directory.
 //! - [`replica_checker`]: the pure decision of one membership change for a region (promote a
 //!   caught-up learner, add a learner on the least loaded up store, remove an extra replica).
+//! - [`balance_region`] (by region size) and [`balance_leader`] (by leader count): pure
+//!   balancing decisions; [`balance`] feeds them the cluster state.
+//! - [`operator`]: what the scheduler decided for a region (a membership change, a replica
+//!   move, a leader transfer), handed to its leader one step per heartbeat.
 //! - [`cluster_api`]: [`ClusterApi`], the synchronous interface the stores and clients use,
 //!   in-process ([`LocalCluster`]) or remote ([`SchedulerClient`]).
 //! - [`service`]: all of it over gRPC (`regiondb.scheduler.Scheduler`).
 //! - [`client`]: the client side, batching concurrent timestamp requests into one call.
 //!
-//! Deliberately not here (yet): balancing regions or leaders between stores, removing or
-//! replacing replicas on down stores (a down store's peers stay until an operator acts), and a
-//! replicated scheduler (this one process is the authority).
+//! Deliberately not here (yet): region merge, draining a store for removal, and a replicated
+//! scheduler (this one process is the authority).
 
 pub mod atomic_file;
+pub mod balance;
+pub mod balance_leader;
+pub mod balance_region;
 pub mod client;
 pub mod cluster;
 pub mod cluster_api;
 pub mod high_water;
 pub mod id_alloc;
+pub mod operator;
 pub mod replica_checker;
 pub mod service;
 pub mod timestamp;

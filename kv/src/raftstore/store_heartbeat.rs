@@ -1,6 +1,6 @@
 //! The store's side of the scheduler: a heartbeat thread that sends the store's heartbeat on
 //! a timer and forwards each leader's region report, hands the scheduler's answer (one
-//! membership change, from the replica checker; or a split key) to the region's leader, and
+//! membership change, a leader transfer or a split key) to the region's leader, and
 //! destroys replicas the scheduler's view of their region no longer lists.
 
 use std::sync::Weak;
@@ -149,6 +149,16 @@ pub(super) fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<
                         if !response.stale.is_empty() {
                             debug!(reason = %response.stale, "region report was stale");
                             continue;
+                        }
+                        if let (Some(to), Some(region)) =
+                            (response.transfer_leader, report.region.as_ref())
+                        {
+                            info!(
+                                region_id = region.id,
+                                to = to.id,
+                                "scheduler asks for a leader transfer"
+                            );
+                            inner.send_to_peer(region.id, PeerMsg::TransferLeader(to.id));
                         }
                         if !response.split_key.is_empty()
                             && let Some(region) = report.region.clone()

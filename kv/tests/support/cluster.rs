@@ -238,6 +238,8 @@ impl TestCluster {
             operator_timeout: Duration::from_secs(5),
             // Long enough for the restarts the tests do; short enough to test replacement.
             replace_down_after: Duration::from_secs(6),
+            balance_interval: Duration::from_millis(200),
+            ..ClusterConfig::default()
         };
         let scheduler = Arc::new(LocalCluster::new(
             Arc::new(Cluster::in_memory(scheduler_config)),
