@@ -105,3 +105,39 @@ fn leaders_spread_and_a_new_store_receives_regions_until_balanced() {
     cluster.wait_all_caught_up(&[]);
     cluster.check_regions();
 }
+
+#[test]
+fn a_removed_store_is_drained_and_the_others_keep_everything() {
+    let cluster = TestCluster::with_config(4, 3, split_config(1000, 4 << 10, 6 << 10));
+    let first = cluster.region_id();
+    cluster.wait_for_voters(first, 3);
+    let keys: Vec<String> = (0..300).map(|i| format!("key-{i:05}")).collect();
+    write_keys(&cluster.client, &keys).unwrap();
+    cluster.wait_for_regions(5);
+    // Drain the store holding the most replicas (with 4 stores and 3 replicas, some).
+    let victim = *store_loads(&cluster)
+        .iter()
+        .max_by_key(|(_, load)| load.0)
+        .map(|(store, _)| store)
+        .unwrap();
+    let left = cluster.scheduler.remove_store(victim).unwrap();
+    assert!(left > 0, "store {victim} held no region");
+    cluster.wait_for("the store to be drained", || {
+        (cluster.scheduler.remove_store(victim).ok()? == 0).then_some(())
+    });
+    // Nothing is placed there again, every region has three voters elsewhere, and the store's
+    // own replicas are gone.
+    cluster.wait_for("every region at three voters", || {
+        cluster
+            .regions()
+            .iter()
+            .all(|r| {
+                r.peers.len() == 3 && r.peers.iter().all(|p| !p.learner && p.store_id != victim)
+            })
+            .then_some(())
+    });
+    cluster.wait_for("the drained store's replicas to be destroyed", || {
+        cluster.store(victim).region_ids().is_empty().then_some(())
+    });
+    assert_readable(&cluster.client, &keys);
+}

@@ -67,6 +67,9 @@ impl ClusterApi for FailingBootstrap {
     fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
         self.0.split_regions(keys)
     }
+    fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
+        self.0.remove_store(store_id)
+    }
 }
 
 fn put(client: &TxnClient, key: &str, value: &str) -> KvResult<()> {

@@ -212,6 +212,13 @@ impl ClusterApi for SchedulerClient {
         })?;
         Ok(())
     }
+
+    fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
+        let response = self.call("remove_store", |mut rpc| async move {
+            rpc.remove_store(pb::RemoveStoreRequest { store_id }).await
+        })?;
+        Ok(response.regions_left)
+    }
 }
 
 /// The batching loop: one call for every request waiting when the previous call returned.
@@ -356,6 +363,13 @@ mod tests {
             request: Request<pb::SplitRegionsRequest>,
         ) -> Result<Response<pb::SplitRegionsResponse>, Status> {
             self.inner.split_regions(request).await
+        }
+
+        async fn remove_store(
+            &self,
+            request: Request<pb::RemoveStoreRequest>,
+        ) -> Result<Response<pb::RemoveStoreResponse>, Status> {
+            self.inner.remove_store(request).await
         }
     }
 

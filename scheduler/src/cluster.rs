@@ -119,6 +119,8 @@ struct Meta {
     regions: BTreeMap<u64, Region>,
     /// start key -> region id; the ranges never overlap.
     by_start: BTreeMap<Vec<u8>, u64>,
+    /// Stores being drained (`remove_store`): never up, their replicas replaced at once.
+    removed: BTreeSet<u64>,
 }
 
 /// A store's liveness and its last reported load (0 before its first heartbeat).
@@ -203,6 +205,7 @@ impl Meta {
         for region in state.regions {
             meta.insert_region(region);
         }
+        meta.removed = state.removed_stores.into_iter().collect();
         meta
     }
 
@@ -211,6 +214,7 @@ impl Meta {
             bootstrapped: self.bootstrapped,
             stores: self.stores.values().cloned().collect(),
             regions: self.regions.values().cloned().collect(),
+            removed_stores: self.removed.iter().copied().collect(),
         }
     }
 
@@ -454,8 +458,7 @@ impl Cluster {
         })
     }
 
-    /// The up stores with their reported region counts.
-    /// Known stores down for longer than `replace_down_after`.
+    /// Known stores down for longer than `replace_down_after`, and stores being removed.
     fn gone_stores(&self, state: &mut State, now: Instant) -> BTreeSet<u64> {
         let started = *state.started.get_or_insert(now);
         state
@@ -464,18 +467,42 @@ impl Cluster {
             .keys()
             .filter(|id| {
                 let last_seen = state.stores.get(id).map_or(started, |s| s.last_seen);
-                now.saturating_duration_since(last_seen) > self.config.replace_down_after
+                state.meta.removed.contains(id)
+                    || now.saturating_duration_since(last_seen) > self.config.replace_down_after
             })
             .copied()
             .collect()
     }
 
+    /// Starts draining `store_id` (see `RemoveStore` in the proto); returns how many regions
+    /// still have a replica on it.
+    pub fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
+        let mut state = self.lock();
+        if !state.meta.stores.contains_key(&store_id) {
+            return Err(ClusterError::Invalid(format!("unknown store {store_id}")));
+        }
+        if !state.meta.removed.contains(&store_id) {
+            let mut meta = state.meta.clone();
+            meta.removed.insert(store_id);
+            self.commit(&mut state, meta)?;
+            tracing::info!(store_id, "draining the store");
+        }
+        Ok(state
+            .meta
+            .regions
+            .values()
+            .filter(|r| r.peers.iter().any(|p| p.store_id == store_id))
+            .count() as u64)
+    }
+
+    /// The up stores (stores being removed excepted) with their reported region counts.
     fn up_stores(&self, state: &State, now: Instant) -> BTreeMap<u64, u32> {
         state
             .stores
             .iter()
             .filter(|(id, status)| {
                 state.meta.stores.contains_key(id)
+                    && !state.meta.removed.contains(id)
                     && now.saturating_duration_since(status.last_seen)
                         <= self.config.store_down_after
             })
@@ -616,6 +643,26 @@ impl Cluster {
         }
         let up = self.up_stores(&state, now);
         let gone = self.gone_stores(&mut state, now);
+        // A leader on a store being removed hands over first: the checker never removes the
+        // leader, so its replica could not go otherwise.
+        if state.meta.removed.contains(&leader.store_id)
+            && let Some(to) = region.peers.iter().find(|p| {
+                !p.learner
+                    && up.contains_key(&p.store_id)
+                    && !pending_peers.iter().any(|q| q.id == p.id)
+            })
+        {
+            state.operators.insert(
+                region.id,
+                Operator::new(
+                    OperatorKind::TransferLeader { to: *to },
+                    now,
+                    self.config.operator_timeout,
+                ),
+            );
+            response.transfer_leader = Some(*to);
+            return Ok(response);
+        }
         let Some(decision) = replica_checker::check(
             &region,
             &leader,

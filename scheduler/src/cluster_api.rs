@@ -72,6 +72,8 @@ pub trait ClusterApi: Send + Sync + 'static {
     ) -> Result<Vec<RegionInfo>, ClusterError>;
     /// Asks for the regions to be split at `keys` (carried out by their leaders, later).
     fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError>;
+    /// Drains a store (see `RemoveStore` in scheduler.proto); returns the regions left on it.
+    fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError>;
 }
 
 /// The cluster metadata in this process. The clock is the real one ([`Instant::now`]).
@@ -147,6 +149,10 @@ impl ClusterApi for LocalCluster {
     fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
         self.cluster.split_regions(keys, Instant::now());
         Ok(())
+    }
+
+    fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
+        self.cluster.remove_store(store_id)
     }
 }
 

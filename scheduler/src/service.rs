@@ -220,6 +220,17 @@ impl Scheduler for SchedulerService {
         Ok(Response::new(pb::ScanRegionsResponse { regions }))
     }
 
+    async fn remove_store(
+        &self,
+        request: Request<pb::RemoveStoreRequest>,
+    ) -> Result<Response<pb::RemoveStoreResponse>, Status> {
+        let store_id = request.into_inner().store_id;
+        let regions_left = self
+            .on_cluster(move |c, _| c.remove_store(store_id))
+            .await?;
+        Ok(Response::new(pb::RemoveStoreResponse { regions_left }))
+    }
+
     async fn split_regions(
         &self,
         request: Request<pb::SplitRegionsRequest>,

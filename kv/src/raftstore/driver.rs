@@ -258,6 +258,11 @@ impl PeerHandle {
     pub fn change_peer(&self, change: ChangePeer) -> KvResult<()> {
         self.wait(|callback| PeerMsg::ChangePeer(change, callback))
     }
+
+    /// Proposes a split (planned with new ids) and waits until it applied here.
+    pub fn split(&self, request: SplitRequest) -> KvResult<()> {
+        self.wait(|callback| PeerMsg::ProposeSplit(request, callback))
+    }
 }
 
 impl Replication for PeerHandle {

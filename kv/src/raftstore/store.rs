@@ -237,6 +237,23 @@ impl<E: Engine> Store<E> {
             .collect()
     }
 
+    /// Splits the region at `key` through its replica here (which must lead it): new ids
+    /// from the scheduler, then the split proposed and applied. For tools and benchmarks;
+    /// regions split by themselves as they grow, or when the scheduler asks.
+    /// Returns the new region's id (it holds `key` and what follows in the old range).
+    pub fn split_region(&self, region_id: u64, key: &[u8]) -> KvResult<u64> {
+        let handle = self
+            .peer(region_id)
+            .ok_or(KvError::RegionNotFound { region_id })?;
+        let region = handle.region();
+        let plan = super::split_check::plan_split(&region, key.to_vec(), || {
+            self.inner.cluster.alloc_id().map_err(cluster_error)
+        })?;
+        let new_region_id = plan.new_region_id;
+        handle.split(plan)?;
+        Ok(new_region_id)
+    }
+
     /// The router the transport delivers this store's incoming messages to.
     pub fn router(&self) -> Arc<dyn RaftRouter> {
         Arc::new(Router(Arc::downgrade(&self.inner)))
