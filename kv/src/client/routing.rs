@@ -148,7 +148,7 @@ pub struct RoutedCommands {
     cluster: Arc<dyn ClusterApi>,
     stores: Arc<dyn StoreConnector>,
     /// By start key.
-    cache: Mutex<BTreeMap<Vec<u8>, CachedRegion>>,
+    cache: Mutex<BTreeMap<Vec<u8>, Arc<CachedRegion>>>,
     /// How long one command keeps retrying.
     timeout: Duration,
 }
@@ -196,29 +196,32 @@ impl RoutedCommands {
         }
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, CachedRegion>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Arc<CachedRegion>>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The region holding `key`, from the cache or the scheduler.
-    fn locate(&self, key: &[u8]) -> KvResult<CachedRegion> {
-        if let Some((_, cached)) = self.lock_cache().range(..=key.to_vec()).next_back()
+    fn locate(&self, key: &[u8]) -> KvResult<Arc<CachedRegion>> {
+        if let Some((_, cached)) = self
+            .lock_cache()
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
+            .next_back()
             && contains(&cached.region, key)
         {
-            return Ok(cached.clone());
+            return Ok(Arc::clone(cached));
         }
         let (region, leader) = self
             .cluster
             .get_region(key)
             .map_err(|e| KvError::Unavailable(format!("scheduler: {e}")))?
             .ok_or_else(|| KvError::Unavailable("the cluster has no region yet".into()))?;
-        let cached = CachedRegion { region, leader };
-        self.insert(cached.clone());
+        let cached = Arc::new(CachedRegion { region, leader });
+        self.insert(Arc::clone(&cached));
         Ok(cached)
     }
 
     /// Caches `cached`, dropping the cached regions it overlaps.
-    fn insert(&self, cached: CachedRegion) {
+    fn insert(&self, cached: Arc<CachedRegion>) {
         let mut cache = self.lock_cache();
         cache.retain(|_, c| {
             let r = &c.region;
@@ -240,7 +243,7 @@ impl RoutedCommands {
         };
         match leader {
             Some(id) => match cached.region.peers.iter().find(|p| p.id == id) {
-                Some(peer) => cached.leader = Some(*peer),
+                Some(peer) => Arc::make_mut(cached).leader = Some(*peer),
                 // A leader this view of the region does not know: it is stale.
                 None => {
                     let region_id = cached.region.id;
@@ -248,7 +251,7 @@ impl RoutedCommands {
                     self.invalidate(region_id);
                 }
             },
-            None => cached.leader = None,
+            None => Arc::make_mut(cached).leader = None,
         }
     }
 
@@ -361,10 +364,10 @@ impl RoutedCommands {
                     // The store's region is newer than the cached one: use it (its leader is
                     // probably the store that answered).
                     self.invalidate(*region_id);
-                    self.insert(CachedRegion {
+                    self.insert(Arc::new(CachedRegion {
                         region: (**current).clone(),
                         leader: None,
-                    });
+                    }));
                 }
                 KvError::RegionNotFound { region_id }
                 | KvError::EpochNotMatch { region_id, .. }

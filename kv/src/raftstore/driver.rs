@@ -146,6 +146,10 @@ struct SharedState {
     leader: AtomicBool,
     /// Cleared when the peer's thread ends (stopped, destroyed, or failed).
     alive: AtomicBool,
+    /// Whether reads need no confirmation by the peer's thread ([`Peer::serves_local_reads`]),
+    /// and the term they are served in (the fence of writes computed from them).
+    local_reads: AtomicBool,
+    term: std::sync::atomic::AtomicU64,
 }
 
 impl SharedState {
@@ -153,6 +157,9 @@ impl SharedState {
         self.initialized
             .store(peer.is_initialized(), Ordering::Release);
         self.leader.store(peer.is_leader(), Ordering::Release);
+        self.term.store(peer.term(), Ordering::Release);
+        self.local_reads
+            .store(peer.serves_local_reads(), Ordering::Release);
     }
 }
 
@@ -218,6 +225,11 @@ impl PeerHandle {
         self.peer_id
     }
 
+    /// Looks at the region as last applied without copying it.
+    pub fn with_region<T>(&self, f: impl FnOnce(&Region) -> T) -> T {
+        f(&self.state.region.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub fn region(&self) -> Region {
         self.state
             .region
@@ -266,7 +278,18 @@ impl PeerHandle {
 }
 
 impl Replication for PeerHandle {
+    /// A sole voter's leader answers at once (see [`Peer::serves_local_reads`]); otherwise the
+    /// peer's thread confirms the read (ReadIndex, or its lease).
     fn read_barrier(&self) -> KvResult<ReadFence> {
+        if self.state.local_reads.load(Ordering::Acquire)
+            && self.state.alive.load(Ordering::Acquire)
+        {
+            // Read the term after the flag: a term published with the flag or later, so a
+            // write fenced with it is refused if leadership changed in between.
+            return Ok(ReadFence {
+                term: self.state.term.load(Ordering::Acquire),
+            });
+        }
         self.wait(PeerMsg::ReadIndex)
     }
 
@@ -351,6 +374,8 @@ pub fn spawn_peer<E: Engine>(
         initialized: AtomicBool::new(peer.is_initialized()),
         leader: AtomicBool::new(false),
         alive: AtomicBool::new(true),
+        local_reads: AtomicBool::new(false),
+        term: std::sync::atomic::AtomicU64::new(0),
     });
     let destroying = peer.destroy_flag();
     let shared = Arc::clone(&state);

@@ -211,6 +211,27 @@ impl<E: Engine> Peer<E> {
         self.node.raft.role == Role::Leader
     }
 
+    /// Whether a read may be served from this replica's engine without confirming the
+    /// leadership: it leads a region whose only voter it is (no other leader can be elected
+    /// without its vote) and it has applied an entry of its own term (so every entry of
+    /// earlier terms is applied). Every write acknowledged before is then in the engine, since
+    /// writes are acknowledged after they apply.
+    pub fn serves_local_reads(&self) -> bool {
+        let raft = &self.node.raft;
+        raft.role == Role::Leader
+            && raft.tracker.conf.voters.len() == 1
+            && raft.tracker.conf.voters.contains(&raft.id)
+            && raft
+                .log
+                .term(raft.log.applied)
+                .is_ok_and(|term| term == raft.term)
+            && !self.destroying.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
     pub fn leader(&self) -> Option<u64> {
         self.node.raft.leader
     }

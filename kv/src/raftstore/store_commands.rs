@@ -60,6 +60,21 @@ impl<E: Engine> CommandRouter for StoreCommands<E> {
             },
         };
         let region_id = context.region_id;
+        // The common case: the replica's commands are cached, it is running and the request's
+        // version is current.
+        if let Some((_, commands)) = self
+            .regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&region_id)
+            && commands.handle.is_alive()
+            && commands.handle.is_initialized()
+            && commands.handle.with_region(|r| {
+                context.version == 0 || region::epoch(r).version == context.version
+            })
+        {
+            return Ok(Arc::clone(commands) as Arc<dyn TxnCommands>);
+        }
         let not_found = || KvError::RegionNotFound { region_id };
         let handle = self.store.peer(region_id).ok_or_else(not_found)?;
         if !handle.is_initialized() {
@@ -105,23 +120,24 @@ struct RegionCommands<E: Engine> {
 
 impl<E: Engine> RegionCommands<E> {
     fn check_keys<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> KvResult<()> {
-        let region = self.handle.region();
-        for key in keys {
-            if !region::contains_key(&region, key) {
-                return Err(KvError::KeyNotInRegion {
-                    key: key.to_vec(),
-                    region_id: region.id,
-                });
+        self.handle.with_region(|region| {
+            for key in keys {
+                if !region::contains_key(region, key) {
+                    return Err(KvError::KeyNotInRegion {
+                        key: key.to_vec(),
+                        region_id: region.id,
+                    });
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// After a read at `read_version` (the region's epoch version when the read started):
     /// refuses it if the region's range changed meanwhile.
     fn check_unchanged(&self, read_version: u64) -> KvResult<()> {
-        let region = self.handle.region();
-        if region::epoch(&region).version != read_version {
+        if self.version() != read_version {
+            let region = self.handle.region();
             return Err(KvError::EpochNotMatch {
                 region_id: region.id,
                 current: Some(Box::new(region)),
@@ -131,7 +147,7 @@ impl<E: Engine> RegionCommands<E> {
     }
 
     fn version(&self) -> u64 {
-        region::epoch(&self.handle.region()).version
+        self.handle.with_region(|r| region::epoch(r).version)
     }
 }
 
