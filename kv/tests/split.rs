@@ -223,6 +223,8 @@ fn splits_under_concurrent_clients_restarts_and_message_loss_lose_nothing() {
                 .into_iter()
                 .map(|(k, v)| (String::from_utf8(k).expect("utf-8"), v))
                 .collect::<BTreeMap<_, _>>(),
+            // A failed read names a key (e.g. a lock that cannot be resolved): show what every
+            // store holds for it, and which of its replicas covers it, before failing.
             Err(e) => {
                 let text = e.to_string();
                 let inner = text
@@ -274,7 +276,8 @@ fn splits_during_membership_changes_end_with_every_region_on_every_store() {
     assert_holds(&read_all(&cluster.client), &keys);
 }
 
-#[allow(dead_code)]
+/// Prints every store's MVCC records of `key` (lock, write and default families, newest
+/// first) and the replica of each store whose range holds it.
 fn dump_key(cluster: &TestCluster, key: &[u8]) {
     use kv::storage::{Cf, Engine, Snapshot};
     for id in cluster.store_ids() {
