@@ -13,30 +13,14 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{Node, WireClient, spawn_regiondb};
+use support::{Node, WireClient};
 
 /// `regiondb` (single node) with regions split at 16 KiB.
 fn start_with_small_regions(data_dir: &Path) -> Node {
-    let args = [
-        "--pg-listen",
-        "127.0.0.1:0",
-        "--region-split-size",
-        "16KiB",
-        "--region-max-size",
-        "24KiB",
-    ];
-    let (child, line) = spawn_regiondb(&args, data_dir, " -p ");
-    let port = line
-        .split(" -p ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    Node {
-        child,
-        port,
-        data_dir: data_dir.to_path_buf(),
-    }
+    Node::start_with(
+        data_dir,
+        &["--region-split-size", "16KiB", "--region-max-size", "24KiB"],
+    )
 }
 
 /// One row of `SHOW REGIONS`.

@@ -622,19 +622,11 @@ impl Cluster {
             } else {
                 op.step(&region, &leader, &pending_peers)
             };
-            match step {
-                Step::Change(change) => {
-                    response.change_peer = Some(change);
-                    return Ok(response);
-                }
-                Step::TransferLeader(to) => {
-                    response.transfer_leader = Some(to);
-                    return Ok(response);
-                }
-                Step::Wait => return Ok(response),
-                Step::Done => {
-                    state.operators.remove(&region.id);
-                }
+            if step == Step::Done {
+                state.operators.remove(&region.id);
+            } else {
+                step.answer(&mut response);
+                return Ok(response);
             }
         }
         if let Some(key) = split_key {
@@ -674,11 +666,8 @@ impl Cluster {
             // Healthy: a chance for the balancing schedulers (which may pick this region).
             self.balance(&mut state, ids, now)?;
             if let Some(op) = state.operators.get(&region.id) {
-                match op.step(&region, &leader, &pending_peers) {
-                    Step::Change(change) => response.change_peer = Some(change),
-                    Step::TransferLeader(to) => response.transfer_leader = Some(to),
-                    Step::Wait | Step::Done => {}
-                }
+                op.step(&region, &leader, &pending_peers)
+                    .answer(&mut response);
             }
             return Ok(response);
         };
@@ -820,11 +809,6 @@ impl Cluster {
             .range::<[u8], _>((Bound::Excluded(region.start_key.as_slice()), upper))
             .next()
             .map(|(key, _)| key.clone())
-    }
-
-    /// Whether a split at `key` is still wanted (asked for and not yet done).
-    pub fn split_wanted(&self, key: &[u8]) -> bool {
-        self.lock().wanted_splits.contains_key(key)
     }
 
     /// The regions overlapping `[start, end)` (an empty `end`: unbounded) in key order, at most

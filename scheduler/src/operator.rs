@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use proto::metapb::{Peer, Region, RegionEpoch};
-use proto::scheduler::{ChangePeer, ChangePeerType};
+use proto::scheduler::{ChangePeer, ChangePeerType, RegionHeartbeatResponse};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OperatorKind {
@@ -45,6 +45,17 @@ pub enum Step {
     Wait,
     /// The operator is finished, or can no longer apply: drop it.
     Done,
+}
+
+impl Step {
+    /// Puts this step into the answer to the region's heartbeat (nothing for `Wait`/`Done`).
+    pub fn answer(self, response: &mut RegionHeartbeatResponse) {
+        match self {
+            Step::Change(change) => response.change_peer = Some(change),
+            Step::TransferLeader(to) => response.transfer_leader = Some(to),
+            Step::Wait | Step::Done => {}
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

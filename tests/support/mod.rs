@@ -48,7 +48,14 @@ impl Node {
     /// Starts `regiondb --data-dir DIR --pg-listen 127.0.0.1:0` and waits until it prints the
     /// port it listens on.
     pub fn start(data_dir: &Path) -> Node {
-        let (child, line) = spawn_regiondb(&["--pg-listen", "127.0.0.1:0"], data_dir, " -p ");
+        Node::start_with(data_dir, &[])
+    }
+
+    /// `start` with more flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Node {
+        let mut args = vec!["--pg-listen", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let (child, line) = spawn_regiondb(&args, data_dir, " -p ");
         let port = line
             .split(" -p ")
             .nth(1)

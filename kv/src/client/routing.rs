@@ -39,6 +39,7 @@ use tracing::debug;
 use super::remote::RemoteTxnCommands;
 use crate::error::{KvError, KvResult};
 use crate::mvcc::reader::ReadOutcome;
+use crate::raftstore::region::{contains_key, ranges_overlap};
 use crate::storage::KvPair;
 use crate::txn::actions::{Mutation, PrewriteError, TxnStatus};
 use crate::txn::{CommandRouter, RegionContext, TxnCommands};
@@ -158,10 +159,6 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Leader hints followed at once before retries back off.
 const MAX_IMMEDIATE_HINTS: u32 = 3;
 
-fn contains(region: &Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < &region.end_key[..])
-}
-
 /// The region error inside a command's error, if it is one the router handles.
 trait RoutingError {
     fn routing_error(&self) -> Option<&KvError>;
@@ -206,7 +203,7 @@ impl RoutedCommands {
             .lock_cache()
             .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
             .next_back()
-            && contains(&cached.region, key)
+            && contains_key(&cached.region, key)
         {
             return Ok(Arc::clone(cached));
         }
@@ -223,11 +220,14 @@ impl RoutedCommands {
     /// Caches `cached`, dropping the cached regions it overlaps.
     fn insert(&self, cached: Arc<CachedRegion>) {
         let mut cache = self.lock_cache();
+        let fresh = &cached.region;
         cache.retain(|_, c| {
-            let r = &c.region;
-            let before = !r.end_key.is_empty() && r.end_key <= cached.region.start_key;
-            let after = !cached.region.end_key.is_empty() && r.start_key >= cached.region.end_key;
-            before || after
+            !ranges_overlap(
+                &c.region.start_key,
+                &c.region.end_key,
+                &fresh.start_key,
+                &fresh.end_key,
+            )
         });
         cache.insert(cached.region.start_key.clone(), cached);
     }
@@ -464,7 +464,7 @@ impl RoutedCommands {
             let Some(first) = group.first() else { continue };
             let mut regroup = false;
             self.on_region(key(first), |commands, region| {
-                regroup = !group.iter().all(|item| contains(region, key(item)));
+                regroup = !group.iter().all(|item| contains_key(region, key(item)));
                 if regroup {
                     return Ok(());
                 }

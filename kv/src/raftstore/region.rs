@@ -48,6 +48,14 @@ pub fn contains_key(region: &Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < &region.end_key[..])
 }
 
+/// Whether the key ranges `[a_start, a_end)` and `[b_start, b_end)` share a key (an empty end
+/// is unbounded).
+pub fn ranges_overlap(a_start: &[u8], a_end: &[u8], b_start: &[u8], b_end: &[u8]) -> bool {
+    let a_before_b = !a_end.is_empty() && a_end <= b_start;
+    let b_before_a = !b_end.is_empty() && b_end <= a_start;
+    !(a_before_b || b_before_a)
+}
+
 pub fn find_peer(region: &Region, peer_id: u64) -> Option<&PeerMeta> {
     region.peers.iter().find(|p| p.id == peer_id)
 }

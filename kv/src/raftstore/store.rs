@@ -546,9 +546,10 @@ impl<E: Engine> Inner<E> {
         // A region that a replica here still covers (it has not applied the split that
         // created this one yet): creating an empty replica would put the same keys in two
         // replicas here. Keep the message (votes included) for when the split creates it.
+        // (The overlap test reads every persisted region state: it comes last.)
         if envelope.to_peer.store_id == self.store_id
-            && self.overlaps_local_region(&envelope)
             && matches!(self.local_state(region_id), Ok(None))
+            && self.overlaps_local_region(&envelope)
         {
             debug!(
                 region_id,

@@ -158,15 +158,18 @@ impl<E: Engine> Inner<E> {
     /// replicas alone would show a hole there.
     pub(super) fn overlaps_local_region(&self, envelope: &RaftEnvelope) -> bool {
         let overlaps = |local: &Region| {
-            let (start, end) = (&envelope.start_key, &envelope.end_key);
-            let before = !local.end_key.is_empty() && local.end_key <= *start;
-            let after = !end.is_empty() && local.start_key >= *end;
-            local.id != envelope.region_id && !(before || after)
+            local.id != envelope.region_id
+                && region::ranges_overlap(
+                    &local.start_key,
+                    &local.end_key,
+                    &envelope.start_key,
+                    &envelope.end_key,
+                )
         };
         let running = self
             .lock_peers()
             .values()
-            .any(|p| p.handle.is_alive() && overlaps(&p.handle.region()));
+            .any(|p| p.handle.is_alive() && p.handle.with_region(overlaps));
         running
             || match self.local_regions() {
                 Ok(persisted) => persisted.iter().any(overlaps),
