@@ -157,6 +157,7 @@ fn envelope(region_id: u64, from_store: u64, to_store: u64, body: MessageBody) -
             body,
         },
         is_tombstone: false,
+        hibernate: false,
     }
 }
 

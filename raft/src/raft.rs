@@ -271,6 +271,25 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Forgets which voters answered in the current check-quorum window and restarts the
+    /// window: a leader that stopped ticking for a while (a hibernating region) cannot tell
+    /// how long ago those answers came, so its read lease holds again only once a majority
+    /// answered after this call. The next quorum check is a whole window away, so the leader
+    /// has that long to hear from them before it steps down.
+    pub fn forget_quorum_activity(&mut self) {
+        for (id, progress) in self.tracker.progress.iter_mut() {
+            if *id != self.id {
+                progress.recent_active = false;
+            }
+        }
+        self.election_elapsed = 0;
+    }
+
+    /// Whether a membership change is in the log but not yet applied.
+    pub fn has_pending_conf(&self) -> bool {
+        self.pending_conf_index > self.log.applied
+    }
+
     // ---------------------------------------------------------------- elections
 
     /// Starts an election (with a pre-vote first if configured, unless `transfer`).

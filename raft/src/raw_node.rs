@@ -131,6 +131,11 @@ impl<S: Storage> RawNode<S> {
         self.raft.report_snapshot(id, success);
     }
 
+    /// See [`Raft::forget_quorum_activity`].
+    pub fn forget_quorum_activity(&mut self) {
+        self.raft.forget_quorum_activity();
+    }
+
     pub fn read_index(&mut self, context: Vec<u8>) {
         self.raft.read_index(context);
     }

@@ -15,6 +15,7 @@
 //! conf N add-voter|add-learner|remove X [-> ok|dropped|pending]
 //! transfer N TARGET           leadership transfer request stepped on N
 //! read N CONTEXT              ReadIndex request on N
+//! forget-lease N              N forgets its quorum's recent answers (woken from hibernation)
 //! reads N -> INDEX:CONTEXT …  read states N received so far (none: `-`)
 //! status N -> key=value …     compares only the keys given: role term leader vote commit
 //!                             applied last voters learners
@@ -187,6 +188,11 @@ impl Runner {
             "transfer" => {
                 let (n, target) = (id(arg(1))?, id(arg(2))?);
                 self.cluster()?.node(n).transfer_leader(target);
+                None
+            }
+            "forget-lease" => {
+                let n = id(arg(1))?;
+                self.cluster()?.node(n).forget_quorum_activity();
                 None
             }
             "read" => {

@@ -1,45 +1,26 @@
-//! Driving peers: one thread per peer, fed through a channel, ticking on a timer.
+//! Driving peers: what a peer's input is ([`PeerMsg`]), how the rest of the store talks to a
+//! running peer ([`PeerHandle`], also the region replica's [`Replication`]), what a peer tells
+//! its store ([`StoreEvents`]), and how it runs ([`DriverConfig`]).
 //!
-//! # Threading model
-//!
-//! Each [`Peer`] is owned by one thread that takes messages from its channel (raft messages
-//! from the transport, writes and reads from the store's commands, membership changes and
-//! transfers from the scheduler's answers), ticks it every `tick`, and after each batch of
-//! input handles its Ready: persist, send through the [`Transport`], apply, complete
-//! callbacks. Callers block on their callback's answer with a timeout, so a region that cannot
-//! reach a quorum fails requests with an error instead of hanging them. A leader reports its
-//! region to the store ([`StoreEvents::region_heartbeat`]) every `heartbeat_ticks` and when
-//! its region or leadership changes; a replica that applied its own removal destroys itself
-//! and tells the store ([`StoreEvents::peer_destroyed`]).
-//!
-//! Every peer persists through its store's group-commit writer (`write_batcher`), so the
-//! Readies of many peers share one engine write and one fsync.
-//!
-//! Splits: a leader asks its store for a split check ([`StoreEvents::split_check`]) once
-//! `split_check_diff` bytes were applied since the last one, every `split_check_ticks`
-//! while it has changed, and soon after it starts leading a region not measured since it
-//! last split (so a bulk load split off into a new region is measured at once); the check's measurement comes back as [`PeerMsg::SplitChecked`] and
-//! a split to propose as [`PeerMsg::ProposeSplit`]. A split that this replica applied hands the
-//! new region to the store ([`StoreEvents::region_split`]), which starts its peer here.
-//!
-//! Not yet: a pool of threads instead of one per peer.
+//! A peer runs as a state machine (`peer_fsm`) on its store's pool of pollers
+//! (`batch_system`): callers queue messages in its mailbox and block on their callback's
+//! answer with a timeout, so a region that cannot reach a quorum fails requests with an error
+//! instead of hanging them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use proto::metapb::{Peer as PeerMeta, Region};
 use proto::scheduler::RegionHeartbeatRequest;
 use raft::Message;
 use std::sync::RwLock;
-use tracing::{info, warn};
 
+use super::batch_system::Mailbox;
 use super::command::SplitRequest;
 use super::peer::RegionSize;
-use super::region::{self, ChangePeer};
-use super::transport::Transport;
+use super::region::ChangePeer;
 use super::{Callback, Peer, ReadCallback};
 use crate::error::{KvError, KvResult};
 use crate::storage::{Engine, WriteBatch};
@@ -54,10 +35,17 @@ pub const RAFT_LOG_GC_SIZE_LIMIT: u64 = 64 << 20;
 /// Proposals waiting to apply beyond which a peer answers ServerIsBusy.
 pub const MAX_PENDING_PROPOSALS: usize = 4096;
 
-/// Input of a peer's thread.
+/// A peer's input.
 pub enum PeerMsg {
     /// A raft message from the peer `from`.
     Raft(PeerMeta, Message),
+    /// The region's leader `from` hibernates in `term` with `last_index` as its last log
+    /// index (or, hibernating, says it is still there).
+    LeaderHibernates {
+        from: PeerMeta,
+        term: u64,
+        last_index: u64,
+    },
     Write(WriteBatch, ReadFence, Callback),
     ReadIndex(ReadCallback),
     ChangePeer(ChangePeer, Callback),
@@ -71,11 +59,25 @@ pub enum PeerMsg {
     Unreachable(u64),
     SnapshotStatus(u64, bool),
     /// The peer was removed from its region (a newer membership says so): destroy its data
-    /// and end the thread.
+    /// and end.
     Destroy,
     /// Asks for the peer's state (tests, operators).
     Status(Box<dyn FnOnce(PeerStatus) + Send>),
     Stop,
+}
+
+impl PeerMsg {
+    /// Answers the caller of a message the peer will never handle (it ended).
+    pub fn fail(self, region_id: u64) {
+        let stopped = || KvError::Unavailable(format!("region {region_id} replica stopped"));
+        match self {
+            PeerMsg::Write(_, _, callback)
+            | PeerMsg::ChangePeer(_, callback)
+            | PeerMsg::ProposeSplit(_, callback) => callback(Err(stopped())),
+            PeerMsg::ReadIndex(callback) => callback(Err(stopped())),
+            _ => {}
+        }
+    }
 }
 
 /// A snapshot of a peer's state.
@@ -86,13 +88,14 @@ pub struct PeerStatus {
     /// The last log index removed by log GC.
     pub truncated: u64,
     pub region: Region,
+    pub hibernating: bool,
 }
 
-/// What a peer thread tells its store.
+/// What a peer tells its store.
 pub trait StoreEvents: Send + Sync + 'static {
     /// The leader's region report, for the scheduler.
     fn region_heartbeat(&self, report: RegionHeartbeatRequest);
-    /// The peer applied its own removal and destroyed its data; its thread has ended.
+    /// The peer applied its own removal and destroyed its data; it has ended.
     fn peer_destroyed(&self, region_id: u64, peer_id: u64);
     /// The leader asks for its region to be measured (and split if it is too big).
     fn split_check(&self, region: Region);
@@ -101,10 +104,24 @@ pub trait StoreEvents: Send + Sync + 'static {
     fn region_split(&self, region: Region, campaign: bool);
 }
 
-/// How peer threads run.
+/// How peers run.
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     pub tick: Duration,
+    /// Poller threads of a store's pool.
+    pub pollers: usize,
+    /// Whether quiet regions hibernate (see `peer_fsm`).
+    pub hibernate: bool,
+    /// A leader quiet for this many ticks hibernates.
+    pub hibernate_after_ticks: u64,
+    /// A hibernating peer gets one (slow) tick every this many ticks.
+    pub slow_tick_every: u64,
+    /// A hibernating leader tells its followers it is still there, and reports its region,
+    /// every this many slow ticks.
+    pub keepalive_slow_ticks: u64,
+    /// A hibernating follower that heard nothing of its leader for this many slow ticks
+    /// wakes up (and may elect another leader).
+    pub leader_missing_slow_ticks: u64,
     /// How long a caller waits for a read to be confirmed or a membership change to apply.
     pub timeout: Duration,
     /// How long a caller waits for a write to apply (holding its latches): longer than any
@@ -125,6 +142,12 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             tick: Duration::from_millis(100),
+            pollers: 2,
+            hibernate: true,
+            hibernate_after_ticks: 30,
+            slow_tick_every: 10,
+            keepalive_slow_ticks: 3,
+            leader_missing_slow_ticks: 10,
             timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
             log_gc_limit: RAFT_LOG_GC_LIMIT,
@@ -136,24 +159,38 @@ impl Default for DriverConfig {
     }
 }
 
-/// What a peer's thread publishes for other threads, after each Ready.
-struct SharedState {
+/// What a peer publishes for other threads, after each poll.
+pub(super) struct SharedState {
     /// The region as the peer last applied it (updated by the peer itself as it applies).
     region: Arc<RwLock<Region>>,
     /// Whether the peer is initialised (has its region's data and membership).
     initialized: AtomicBool,
     /// Whether the peer leads its region.
     leader: AtomicBool,
-    /// Cleared when the peer's thread ends (stopped, destroyed, or failed).
-    alive: AtomicBool,
-    /// Whether reads need no confirmation by the peer's thread ([`Peer::serves_local_reads`]),
-    /// and the term they are served in (the fence of writes computed from them).
+    /// Whether reads need no confirmation by the peer ([`Peer::serves_local_reads`]), and
+    /// the term they are served in (the fence of writes computed from them).
     local_reads: AtomicBool,
     term: std::sync::atomic::AtomicU64,
 }
 
 impl SharedState {
-    fn publish<E: Engine>(&self, peer: &Peer<E>) {
+    pub(super) fn new<E: Engine>(peer: &Peer<E>) -> SharedState {
+        SharedState {
+            region: peer.published_region(),
+            initialized: AtomicBool::new(peer.is_initialized()),
+            leader: AtomicBool::new(false),
+            local_reads: AtomicBool::new(false),
+            term: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// No longer serves local reads (the peer ended).
+    pub(super) fn retire(&self) {
+        self.local_reads.store(false, Ordering::Release);
+        self.leader.store(false, Ordering::Release);
+    }
+
+    pub(super) fn publish<E: Engine>(&self, peer: &Peer<E>) {
         self.initialized
             .store(peer.is_initialized(), Ordering::Release);
         self.leader.store(peer.is_leader(), Ordering::Release);
@@ -163,16 +200,16 @@ impl SharedState {
     }
 }
 
-/// A handle to a peer's thread; also the region replica's [`Replication`] for a `TxnStore`.
+/// A handle to a running peer; also the region replica's [`Replication`] for a `TxnStore`.
 #[derive(Clone)]
 pub struct PeerHandle {
     region_id: u64,
     peer_id: u64,
-    /// What the peer's thread publishes about it.
+    /// What the peer publishes about itself.
     state: Arc<SharedState>,
     /// Set just before the replica's data is deleted (shared with the peer itself).
     destroying: Arc<AtomicBool>,
-    sender: Sender<PeerMsg>,
+    mailbox: Arc<Mailbox>,
     /// How long a caller waits for a read to be confirmed, or a membership change to apply.
     timeout: Duration,
     /// How long a caller waits for a write to apply.
@@ -180,8 +217,44 @@ pub struct PeerHandle {
 }
 
 impl PeerHandle {
+    pub(super) fn new(
+        peer_id: u64,
+        state: Arc<SharedState>,
+        destroying: Arc<AtomicBool>,
+        mailbox: Arc<Mailbox>,
+        config: &DriverConfig,
+    ) -> PeerHandle {
+        PeerHandle {
+            region_id: mailbox.region_id(),
+            peer_id,
+            state,
+            destroying,
+            mailbox,
+            timeout: config.timeout,
+            write_timeout: config.write_timeout,
+        }
+    }
+
+    /// Queues `message` for the peer; false if it has ended.
     pub fn send(&self, message: PeerMsg) -> bool {
-        self.sender.send(message).is_ok()
+        self.mailbox.send(message)
+    }
+
+    /// Whether the region is hibernating on this store (its peer ticks slowly).
+    pub fn is_hibernating(&self) -> bool {
+        self.mailbox.is_hibernating()
+    }
+
+    /// Asks the peer to end, destroying its data first if `destroy`, and waits until it
+    /// has (briefly, and not at all from the store's own pollers: see
+    /// [`Mailbox::wait_closed`]).
+    pub(super) fn end(&self, destroy: bool) {
+        self.send(if destroy {
+            PeerMsg::Destroy
+        } else {
+            PeerMsg::Stop
+        });
+        self.mailbox.wait_closed(self.timeout);
     }
 
     fn wait<T: Send + 'static>(
@@ -247,10 +320,10 @@ impl PeerHandle {
     }
 
     pub fn is_alive(&self) -> bool {
-        self.state.alive.load(Ordering::Acquire)
+        !self.mailbox.is_closed()
     }
 
-    /// The peer's state (None if its thread has ended or does not answer in time).
+    /// The peer's state (None if it has ended or does not answer in time).
     pub fn status(&self) -> Option<PeerStatus> {
         let (answer, result) = mpsc::channel();
         let callback = Box::new(move |status| {
@@ -279,11 +352,9 @@ impl PeerHandle {
 
 impl Replication for PeerHandle {
     /// A sole voter's leader answers at once (see [`Peer::serves_local_reads`]); otherwise the
-    /// peer's thread confirms the read (ReadIndex, or its lease).
+    /// peer confirms the read (ReadIndex, or its lease).
     fn read_barrier(&self) -> KvResult<ReadFence> {
-        if self.state.local_reads.load(Ordering::Acquire)
-            && self.state.alive.load(Ordering::Acquire)
-        {
+        if self.state.local_reads.load(Ordering::Acquire) && self.is_alive() {
             // Read the term after the flag: a term published with the flag or later, so a
             // write fenced with it is refused if leadership changed in between.
             return Ok(ReadFence {
@@ -315,221 +386,5 @@ impl Replication for PeerHandle {
     fn key_range(&self) -> (Vec<u8>, Vec<u8>) {
         let region = self.region();
         (region.start_key, region.end_key)
-    }
-}
-
-/// A running peer thread.
-pub struct PeerThread {
-    pub handle: PeerHandle,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl PeerThread {
-    /// Destroys the peer (data, raft state; a tombstone stays) and waits for its thread.
-    /// When called from the peer's own thread (an in-process transport delivering the
-    /// notice on the sender's thread), it cannot wait: the thread destroys the peer as soon
-    /// as the current step returns.
-    pub fn destroy(mut self) {
-        self.handle.send(PeerMsg::Destroy);
-        if let Some(thread) = self.thread.take()
-            && thread.thread().id() != std::thread::current().id()
-        {
-            let _ = thread.join();
-        }
-    }
-
-    /// Stops the thread (the peer's persisted state stays in its engine).
-    pub fn stop(mut self) {
-        self.handle.send(PeerMsg::Stop);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for PeerThread {
-    fn drop(&mut self) {
-        self.handle.send(PeerMsg::Stop);
-        if let Some(thread) = self.thread.take()
-            && thread.thread().id() != std::thread::current().id()
-        {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Starts driving `peer` on its own thread.
-pub fn spawn_peer<E: Engine>(
-    mut peer: Peer<E>,
-    transport: Arc<dyn Transport>,
-    events: Arc<dyn StoreEvents>,
-    config: DriverConfig,
-) -> PeerThread {
-    let region_id = peer.region_id();
-    let peer_id = peer.meta().id;
-    let (sender, inbox) = mpsc::channel::<PeerMsg>();
-    let (timeout, write_timeout) = (config.timeout, config.write_timeout);
-    let state = Arc::new(SharedState {
-        region: peer.published_region(),
-        initialized: AtomicBool::new(peer.is_initialized()),
-        leader: AtomicBool::new(false),
-        alive: AtomicBool::new(true),
-        local_reads: AtomicBool::new(false),
-        term: std::sync::atomic::AtomicU64::new(0),
-    });
-    let destroying = peer.destroy_flag();
-    let shared = Arc::clone(&state);
-    let thread = std::thread::spawn(move || {
-        // However the thread ends, its handle learns that it did.
-        struct Alive(Arc<SharedState>);
-        impl Drop for Alive {
-            fn drop(&mut self) {
-                self.0.alive.store(false, Ordering::Release);
-            }
-        }
-        let shared = Alive(shared);
-        let tick = config.tick;
-        let mut next_tick = Instant::now() + tick;
-        let mut known_leader = peer.leader();
-        let mut reported = None;
-        let mut ticks_since_report = 0;
-        let mut ticks_since_check = 0;
-        loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            let first = match inbox.recv_timeout(wait) {
-                Ok(message) => Some(message),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            // Take everything queued, so one Ready covers it all.
-            for message in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
-            {
-                match message {
-                    PeerMsg::Raft(from, m) => peer.step_from(from, m),
-                    PeerMsg::Write(_, _, callback)
-                        if peer.pending_proposals() >= MAX_PENDING_PROPOSALS =>
-                    {
-                        callback(Err(KvError::ServerIsBusy(format!(
-                            "region {region_id}: {MAX_PENDING_PROPOSALS} proposals waiting"
-                        ))))
-                    }
-                    PeerMsg::Write(batch, fence, callback) => {
-                        peer.propose_write(batch, fence, callback)
-                    }
-                    PeerMsg::ReadIndex(callback) => peer.read_index(callback),
-                    PeerMsg::ChangePeer(change, callback) => {
-                        peer.propose_change_peer(change, callback)
-                    }
-                    PeerMsg::ProposeSplit(request, callback) => {
-                        peer.propose_split(request, callback)
-                    }
-                    PeerMsg::SplitChecked(version, size) => {
-                        if version == region::epoch(peer.region()).version {
-                            peer.set_approximate_size(size);
-                        }
-                    }
-                    PeerMsg::Campaign => peer.campaign(),
-                    PeerMsg::TransferLeader(to) => peer.transfer_leader(to),
-                    PeerMsg::Unreachable(to) => peer.report_unreachable(to),
-                    PeerMsg::SnapshotStatus(to, ok) => peer.report_snapshot(to, ok),
-                    PeerMsg::Status(callback) => callback(PeerStatus {
-                        raft: peer.status(),
-                        peer_id: peer.meta().id,
-                        truncated: peer.truncated().0,
-                        region: peer.region().clone(),
-                    }),
-                    PeerMsg::Destroy => {
-                        let peer_id = peer.meta().id;
-                        match peer.destroy() {
-                            Ok(()) => info!(region_id, peer_id, "stale replica destroyed"),
-                            Err(e) => warn!(region_id, peer_id, error = %e, "destroying failed"),
-                        }
-                        events.peer_destroyed(region_id, peer_id);
-                        return;
-                    }
-                    PeerMsg::Stop => return,
-                }
-            }
-            if Instant::now() >= next_tick {
-                peer.tick();
-                next_tick += tick;
-                ticks_since_report += 1;
-                ticks_since_check += 1;
-            }
-            let mut send = |peer: &Peer<E>, messages| {
-                for envelope in peer.envelopes(messages) {
-                    transport.send(envelope);
-                }
-            };
-            match peer.handle_ready_sending(&mut send).and_then(|()| {
-                peer.maybe_compact_log(config.log_gc_limit, config.log_gc_size_limit)
-            }) {
-                Ok(()) => {}
-                Err(e) => {
-                    // Storage failure: stop this replica rather than diverge from what is
-                    // persisted. Pending callers time out.
-                    warn!(region_id, error = %e, "peer stopped: storage failure");
-                    return;
-                }
-            }
-            shared.0.publish(&peer);
-            for region in peer.take_splits() {
-                events.region_split(region, peer.is_leader());
-            }
-            // A leader has its region measured once enough was written, and now and then
-            // while it changes (to keep the reported size fresh).
-            let written = peer.written_since_check();
-            let due = written >= config.split_check_diff
-                || (peer.approximate_size().is_none() && ticks_since_check >= 2)
-                || (ticks_since_check >= config.split_check_ticks && written > 0);
-            if peer.is_leader() && due {
-                ticks_since_check = 0;
-                peer.split_check_asked();
-                events.split_check(peer.region().clone());
-            }
-            // Peers removed from the region are told so (a removed learner never speaks up).
-            for notice in peer.take_removal_notices() {
-                transport.send(notice);
-            }
-            if peer.is_removed() {
-                let peer_id = peer.meta().id;
-                match peer.destroy() {
-                    Ok(()) => info!(region_id, peer_id, "removed from the region: destroyed"),
-                    Err(e) => warn!(region_id, peer_id, error = %e, "destroying failed"),
-                }
-                events.peer_destroyed(region_id, peer_id);
-                return;
-            }
-            // Reads waiting on a previous leader's confirmation may never get it.
-            if peer.leader() != known_leader {
-                peer.fail_pending_reads();
-                known_leader = peer.leader();
-            }
-            // The leader reports its region periodically and whenever it changed.
-            if let Some(report) = peer.heartbeat_report() {
-                let key = (report.region.clone(), report.term);
-                if ticks_since_report >= config.heartbeat_ticks || reported.as_ref() != Some(&key) {
-                    ticks_since_report = 0;
-                    reported = Some(key);
-                    events.region_heartbeat(report);
-                }
-            } else {
-                reported = None;
-            }
-        }
-    });
-    PeerThread {
-        handle: PeerHandle {
-            region_id,
-            peer_id,
-            state,
-            destroying,
-            sender,
-            timeout,
-            write_timeout,
-        },
-        thread: Some(thread),
     }
 }

@@ -7,7 +7,10 @@
 //! - [`Peer`]: a replica driven like a `RawNode`, whose log entries are write batches applied
 //!   by every replica; proposals complete through callbacks after apply, with region errors;
 //!   membership changes update the region and its epoch.
-//! - [`driver`]: the thread that drives a peer (ticks, input, Ready, log GC, destruction).
+//! - [`driver`]: a peer's input, its handle, what it tells its store; [`batch_system`]: the
+//!   fixed pool of pollers (and the clock) that runs every peer of a store, persisting the
+//!   Readies of many peers in one write; `peer_fsm`: a peer as the pool drives it, and
+//!   hibernation of quiet regions.
 //! - [`store::Store`]: a node's peers — message routing, creation on demand, bootstrap,
 //!   destruction; `store_heartbeat`: heartbeats to the scheduler, its membership changes,
 //!   and the check for replicas the scheduler no longer lists.
@@ -51,11 +54,15 @@
 //!
 //! Not here: region merge.
 
+pub mod batch_system;
+#[cfg(test)]
+mod batch_system_tests;
 pub mod command;
 pub mod driver;
 pub mod grpc_transport;
 mod keys;
 mod peer;
+mod peer_fsm;
 mod peer_storage;
 #[cfg(test)]
 mod peer_tests;

@@ -85,6 +85,8 @@ pub struct Peer<E: Engine> {
     /// The region's size and key count as last measured by a split check (`None`: not
     /// measured since this replica started or the region last split).
     approximate: Option<RegionSize>,
+    /// A Ready whose persistence is under way ([`Peer::prepare_ready`]).
+    pending_ready: Option<raft::Ready>,
 }
 
 /// A region's measured data: bytes over the data column families, and user keys.
@@ -131,6 +133,7 @@ impl<E: Engine> Peer<E> {
             splits: Vec::new(),
             written_since_check: 0,
             approximate: None,
+            pending_ready: None,
         })
     }
 
@@ -228,6 +231,62 @@ impl<E: Engine> Peer<E> {
             && !self.destroying.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Whether nothing is under way on this replica: no Ready, proposal or read waiting, every
+    /// committed entry applied, and nothing left of a split or a removal to hand over.
+    fn is_quiet(&self) -> bool {
+        let log = &self.node.raft.log;
+        self.pending_ready.is_none()
+            && !self.node.has_ready()
+            && self.proposals.is_empty()
+            && self.reads.is_empty()
+            && self.ready_reads.is_empty()
+            && self.splits.is_empty()
+            && self.removed_peers.is_empty()
+            && !self.removed
+            && log.applied == log.committed
+            && log.committed == log.last_index()
+    }
+
+    /// Whether this leader's region may hibernate (stop ticking): quiet, measured by a split
+    /// check, no membership change or transfer under way, and every peer holds every entry
+    /// (so the followers, told to hibernate too, miss nothing).
+    pub fn can_hibernate_as_leader(&self) -> bool {
+        let raft = &self.node.raft;
+        let last = raft.log.last_index();
+        self.is_leader()
+            && self.is_quiet()
+            && self.approximate.is_some()
+            && raft.lead_transferee.is_none()
+            && !raft.has_pending_conf()
+            && raft
+                .tracker
+                .progress
+                .iter()
+                .all(|(_, progress)| progress.matched == last)
+    }
+
+    /// Whether this follower may hibernate on its leader's word: it follows `leader` in
+    /// `term`, is quiet, and holds the leader's whole log (`leader_last`).
+    pub fn can_hibernate_as_follower(&self, leader: u64, term: u64, leader_last: u64) -> bool {
+        let raft = &self.node.raft;
+        !self.is_leader()
+            && raft.leader == Some(leader)
+            && raft.term == term
+            && raft.log.last_index() == leader_last
+            && self.is_quiet()
+    }
+
+    /// A leader woken from hibernation: its read lease holds again only once a majority
+    /// answered since (see [`raft::Raft::forget_quorum_activity`]).
+    pub fn forget_quorum_activity(&mut self) {
+        self.node.forget_quorum_activity();
+    }
+
+    /// The region's last log index on this replica.
+    pub fn last_index(&self) -> u64 {
+        self.node.raft.log.last_index()
+    }
+
     pub fn term(&self) -> u64 {
         self.node.raft.term
     }
@@ -306,6 +365,7 @@ impl<E: Engine> Peer<E> {
                     end_key: region.end_key.clone(),
                     message,
                     is_tombstone: false,
+                    hibernate: false,
                 })
             })
             .collect()
@@ -334,6 +394,7 @@ impl<E: Engine> Peer<E> {
                     body: raft::MessageBody::TimeoutNow,
                 },
                 is_tombstone: true,
+                hibernate: false,
             })
             .collect()
     }
@@ -562,45 +623,66 @@ impl<E: Engine> Peer<E> {
     /// follower's (votes, acknowledgements) once the Ready is persisted, before applying; a
     /// leader's before it persists its own entries, so that its disk write overlaps the
     /// followers' (Raft thesis §10.2.1). That is safe because an entry commits only with
-    /// another voter's acknowledgement, which this thread processes only after this Ready's
-    /// write completed; a single-voter leader (whose own copy is a quorum) sends after. `send` gets the peer too (to address the messages).
+    /// another voter's acknowledgement, which this peer processes only after this Ready's
+    /// write completed; a single-voter leader (whose own copy is a quorum) sends after. `send`
+    /// gets the peer too (to address the messages).
     pub fn handle_ready_sending(
         &mut self,
         send: &mut dyn FnMut(&Self, Vec<Message>),
     ) -> KvResult<()> {
-        if !self.node.has_ready() {
-            return Ok(());
-        }
-        let mut ready = self.node.ready();
-        let mut messages = Some(std::mem::take(&mut ready.messages));
-        // Only while committing needs another voter's acknowledgement: a single voter's own
-        // copy is a quorum, so its messages may already carry a commit index covering
-        // entries it has not written (to learners, say).
-        let needs_ack = self.node.raft.conf_state().voters.len() > 1;
-        if self.is_leader()
-            && needs_ack
-            && ready.snapshot.is_none()
-            && let Some(messages) = messages.take()
-        {
-            send(self, messages);
-        }
-        // 1. Persist: the snapshot (with its data), the entries and the hard state, atomically.
         let mut batch = WriteBatch::new();
-        if let Some(snapshot) = &ready.snapshot {
-            self.node
-                .storage_mut()
-                .apply_snapshot(&mut batch, snapshot)?;
-        }
-        self.node.storage_mut().append(&mut batch, &ready.entries);
-        if let Some(hard_state) = &ready.hard_state {
-            self.node
-                .storage_mut()
-                .set_hard_state(&mut batch, hard_state.clone());
+        if !self.prepare_ready(&mut batch, send)? {
+            return Ok(());
         }
         if !batch.is_empty() {
             self.writer.write(batch)?;
         }
-        if let Some(messages) = messages.take() {
+        self.finish_ready(send)
+    }
+
+    /// The first half of handling a Ready, for a driver that persists the Readies of many
+    /// peers in one write: adds what this Ready persists (snapshot with its data, entries,
+    /// hard state) to `batch` and, on a leader with other voters, sends its messages at once.
+    /// Returns false if there was no Ready. The caller must write `batch` durably and then
+    /// call [`Peer::finish_ready`] before anything else touches this peer.
+    pub fn prepare_ready(
+        &mut self,
+        batch: &mut WriteBatch,
+        send: &mut dyn FnMut(&Self, Vec<Message>),
+    ) -> KvResult<bool> {
+        if self.pending_ready.is_some() || !self.node.has_ready() {
+            return Ok(false);
+        }
+        let mut ready = self.node.ready();
+        // Only while committing needs another voter's acknowledgement: a single voter's own
+        // copy is a quorum, so its messages may already carry a commit index covering
+        // entries it has not written (to learners, say).
+        let needs_ack = self.node.raft.conf_state().voters.len() > 1;
+        if self.is_leader() && needs_ack && ready.snapshot.is_none() {
+            let messages = std::mem::take(&mut ready.messages);
+            send(self, messages);
+        }
+        if let Some(snapshot) = &ready.snapshot {
+            self.node.storage_mut().apply_snapshot(batch, snapshot)?;
+        }
+        self.node.storage_mut().append(batch, &ready.entries);
+        if let Some(hard_state) = &ready.hard_state {
+            self.node
+                .storage_mut()
+                .set_hard_state(batch, hard_state.clone());
+        }
+        self.pending_ready = Some(ready);
+        Ok(true)
+    }
+
+    /// The second half (see [`Peer::prepare_ready`]), once the batch is durable: sends the
+    /// remaining messages, applies the committed entries, completes proposals and reads.
+    pub fn finish_ready(&mut self, send: &mut dyn FnMut(&Self, Vec<Message>)) -> KvResult<()> {
+        let Some(mut ready) = self.pending_ready.take() else {
+            return Ok(());
+        };
+        let messages = std::mem::take(&mut ready.messages);
+        if !messages.is_empty() {
             send(self, messages);
         }
         // 2. Apply committed entries: each entry's data and the applied index together.

@@ -45,8 +45,10 @@ use raft::{Config as RaftConfig, MessageBody};
 use scheduler::ClusterApi;
 use tracing::{debug, info, warn};
 
-use super::driver::{DriverConfig, PeerHandle, PeerMsg, PeerThread, StoreEvents, spawn_peer};
+use super::batch_system::BatchSystem;
+use super::driver::{DriverConfig, PeerHandle, PeerMsg, StoreEvents};
 use super::keys;
+use super::peer_fsm::PeerFsm;
 use super::region::{self, RegionLocalState};
 use super::split_check::SplitConfig;
 use super::store_split::{SplitTask, split_loop};
@@ -94,12 +96,14 @@ pub(super) struct Inner<E: Engine> {
     pub(super) cluster: Arc<dyn ClusterApi>,
     pub(super) transport: Arc<dyn Transport>,
     pub(super) config: StoreConfig,
-    pub(super) peers: Mutex<BTreeMap<u64, PeerThread>>,
+    pub(super) peers: Mutex<BTreeMap<u64, PeerHandle>>,
     /// Held while replicas are created or destroyed, so that a replica of a region is never
     /// created while an older one of the same region is still being destroyed.
     pub(super) lifecycle: Mutex<()>,
     /// Group commit of every peer's writes.
     pub(super) writer: Arc<WriteBatcher>,
+    /// The pollers and the clock that run every peer.
+    pub(super) system: BatchSystem,
     pub(super) events: Mutex<Sender<Event>>,
     /// Set when the store shuts down: no new peers.
     pub(super) stopped: std::sync::atomic::AtomicBool,
@@ -162,6 +166,12 @@ impl<E: Engine> Store<E> {
         let (sender, receiver) = mpsc::channel();
         let (split_sender, split_receiver) = mpsc::channel();
         let writer = Arc::new(WriteBatcher::start(Arc::clone(&engine)));
+        let system = BatchSystem::start(
+            Arc::clone(&writer) as Arc<dyn RaftWriter>,
+            config.driver.pollers,
+            config.driver.tick,
+            config.driver.slow_tick_every,
+        );
         let inner = Arc::new(Inner {
             store_id,
             engine,
@@ -171,6 +181,7 @@ impl<E: Engine> Store<E> {
             peers: Mutex::new(BTreeMap::new()),
             lifecycle: Mutex::new(()),
             writer,
+            system,
             events: Mutex::new(sender),
             stopped: std::sync::atomic::AtomicBool::new(false),
             split_tasks: Mutex::new(split_sender),
@@ -224,15 +235,15 @@ impl<E: Engine> Store<E> {
         self.inner
             .lock_peers()
             .get(&region_id)
-            .filter(|p| p.handle.is_alive())
-            .map(|p| p.handle.clone())
+            .filter(|p| p.is_alive())
+            .cloned()
     }
 
     pub fn region_ids(&self) -> Vec<u64> {
         self.inner
             .lock_peers()
             .iter()
-            .filter(|(_, p)| p.handle.is_alive())
+            .filter(|(_, p)| p.is_alive())
             .map(|(id, _)| *id)
             .collect()
     }
@@ -292,10 +303,8 @@ impl<E: Engine> Store<E> {
         {
             let _ = thread.join();
         }
-        let peers = std::mem::take(&mut *self.inner.lock_peers());
-        for (_, peer) in peers {
-            peer.stop();
-        }
+        self.inner.system.shutdown();
+        self.inner.lock_peers().clear();
     }
 }
 
@@ -306,7 +315,7 @@ impl<E: Engine> Drop for Store<E> {
 }
 
 impl<E: Engine> Inner<E> {
-    pub(super) fn lock_peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PeerThread>> {
+    pub(super) fn lock_peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, PeerHandle>> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -447,14 +456,16 @@ impl<E: Engine> Inner<E> {
         )?
         .with_writer(Arc::clone(&self.writer) as Arc<dyn RaftWriter>);
         let events: Arc<dyn StoreEvents> = Arc::new(Events(Arc::downgrade(self)));
-        let thread = spawn_peer(
+        let peer_id = me.id;
+        let (fsm, state, destroying) = PeerFsm::new(
             peer,
             Arc::clone(&self.transport),
             events,
             self.config.driver.clone(),
         );
-        let handle = thread.handle.clone();
-        self.lock_peers().insert(region.id, thread);
+        let mailbox = self.system.spawn(region.id, Box::new(fsm));
+        let handle = PeerHandle::new(peer_id, state, destroying, mailbox, &self.config.driver);
+        self.lock_peers().insert(region.id, handle.clone());
         Ok(handle)
     }
 
@@ -483,15 +494,29 @@ impl<E: Engine> Inner<E> {
 
     fn deliver(self: &Arc<Self>, envelope: RaftEnvelope) {
         let region_id = envelope.region_id;
+        if envelope.hibernate {
+            // A leader's hibernation notice: only for the running replica it names.
+            if let Some(peer) = self.lock_peers().get(&region_id)
+                && peer.peer_id() == envelope.to_peer.id
+                && let MessageBody::Heartbeat { commit, .. } = envelope.message.body
+            {
+                peer.send(PeerMsg::LeaderHibernates {
+                    from: envelope.from_peer,
+                    term: envelope.message.term,
+                    last_index: commit,
+                });
+            }
+            return;
+        }
         let newer = |local: &Region| region::epoch(local).conf_ver < envelope.epoch.conf_ver;
         // A replica to destroy before going on: taken out of the map under its lock, destroyed
-        // outside it (it waits for the peer's thread), under the lifecycle lock.
+        // outside it (it waits for the peer to end), under the lifecycle lock.
         let mut stale = None;
         {
             let mut peers = self.lock_peers();
             if let Some(peer) = peers.get(&region_id) {
-                let local = peer.handle.region();
-                let is_local_peer = peer.handle.peer_id() == envelope.to_peer.id;
+                let local = peer.region();
+                let is_local_peer = peer.peer_id() == envelope.to_peer.id;
                 if envelope.is_tombstone {
                     // Removed from the region: destroy the replica if the notice is for it.
                     if !(is_local_peer && newer(&local)) {
@@ -509,7 +534,7 @@ impl<E: Engine> Inner<E> {
                 } else {
                     // A peer that is no longer in the region (by a newer epoch than the
                     // message's) learns so, since the group no longer talks to it.
-                    let initialized = peer.handle.is_initialized();
+                    let initialized = peer.is_initialized();
                     if initialized
                         && region::find_peer(&local, envelope.from_peer.id).is_none()
                         && region::epoch(&local).conf_ver > envelope.epoch.conf_ver
@@ -519,8 +544,8 @@ impl<E: Engine> Inner<E> {
                         return;
                     }
                     let message = PeerMsg::Raft(envelope.from_peer, envelope.message);
-                    if !peer.handle.send(message) {
-                        // The peer's thread ended (it was destroyed): forget it. A later
+                    if !peer.send(message) {
+                        // The peer ended (it was destroyed): forget it. A later
                         // message of a newer membership may create it again.
                         peers.remove(&region_id);
                     }
@@ -530,17 +555,16 @@ impl<E: Engine> Inner<E> {
         }
         let _lifecycle = self.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(peer) = stale {
-            peer.destroy();
+            peer.end(true);
         }
         if envelope.is_tombstone || self.stopped.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         // Created by another delivery meanwhile?
         if let Some(peer) = self.lock_peers().get(&region_id)
-            && peer.handle.peer_id() == envelope.to_peer.id
+            && peer.peer_id() == envelope.to_peer.id
         {
-            peer.handle
-                .send(PeerMsg::Raft(envelope.from_peer, envelope.message));
+            peer.send(PeerMsg::Raft(envelope.from_peer, envelope.message));
             return;
         }
         // A region that a replica here still covers (it has not applied the split that
@@ -608,6 +632,7 @@ impl<E: Engine> Inner<E> {
             end_key: local.end_key.clone(),
             message: envelope.message,
             is_tombstone: true,
+            hibernate: false,
         });
     }
 
@@ -622,7 +647,7 @@ impl<E: Engine> Inner<E> {
 
     pub(super) fn send_to_peer(&self, region_id: u64, message: PeerMsg) {
         if let Some(peer) = self.lock_peers().get(&region_id) {
-            peer.handle.send(message);
+            peer.send(message);
         }
     }
 }

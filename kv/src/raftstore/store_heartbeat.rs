@@ -11,7 +11,7 @@ use proto::metapb::{Peer as PeerMeta, Region};
 use proto::scheduler::{ChangePeerType, RegionHeartbeatRequest, StoreHeartbeatRequest};
 use tracing::{debug, info};
 
-use super::driver::{PeerMsg, PeerThread};
+use super::driver::{PeerHandle, PeerMsg};
 use super::region::{self, ChangePeer};
 use super::store::{Event, Inner};
 use crate::error::KvResult;
@@ -25,8 +25,8 @@ impl<E: Engine> Inner<E> {
         let followers: Vec<(u64, u64, Region)> = self
             .lock_peers()
             .iter()
-            .filter(|(_, p)| p.handle.is_alive() && !p.handle.is_leader())
-            .map(|(&id, p)| (id, p.handle.peer_id(), p.handle.region()))
+            .filter(|(_, p)| p.is_alive() && !p.is_leader())
+            .map(|(&id, p)| (id, p.peer_id(), p.region()))
             .collect();
         if followers.is_empty() {
             return;
@@ -53,7 +53,7 @@ impl<E: Engine> Inner<E> {
             let stale = {
                 let mut peers = self.lock_peers();
                 match peers.get(&region_id) {
-                    Some(p) if p.handle.peer_id() == peer_id => peers.remove(&region_id),
+                    Some(p) if p.peer_id() == peer_id => peers.remove(&region_id),
                     _ => None,
                 }
             };
@@ -62,7 +62,7 @@ impl<E: Engine> Inner<E> {
                     region_id,
                     peer_id, "the scheduler's region no longer lists this replica"
                 );
-                peer.destroy();
+                peer.end(true);
             }
         }
     }
@@ -114,12 +114,12 @@ pub(super) fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<
         if Instant::now() >= next {
             next = Instant::now() + interval;
             let Some(inner) = store.upgrade() else { return };
-            // Replicas whose thread ended (destroyed, or failed) leave the map here.
-            let dead: Vec<PeerThread> = {
+            // Replicas that ended (destroyed, or failed) leave the map here.
+            let dead: Vec<PeerHandle> = {
                 let mut peers = inner.lock_peers();
                 let ids: Vec<u64> = peers
                     .iter()
-                    .filter(|(_, p)| !p.handle.is_alive())
+                    .filter(|(_, p)| !p.is_alive())
                     .map(|(id, _)| *id)
                     .collect();
                 ids.iter().filter_map(|id| peers.remove(id)).collect()
@@ -128,7 +128,7 @@ pub(super) fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<
             inner.destroy_stale_replicas();
             let (regions, leaders) = {
                 let peers = inner.lock_peers();
-                let leaders = peers.values().filter(|p| p.handle.is_leader()).count();
+                let leaders = peers.values().filter(|p| p.is_leader()).count();
                 (peers.len() as u32, leaders as u32)
             };
             let request = StoreHeartbeatRequest {

@@ -134,7 +134,7 @@ impl<E: Engine> Inner<E> {
         if self
             .lock_peers()
             .get(&region.id)
-            .is_some_and(|p| p.handle.is_alive())
+            .is_some_and(|p| p.is_alive())
         {
             return; // Already running (a restart reopened it, say).
         }
@@ -169,7 +169,7 @@ impl<E: Engine> Inner<E> {
         let running = self
             .lock_peers()
             .values()
-            .any(|p| p.handle.is_alive() && p.handle.with_region(overlaps));
+            .any(|p| p.is_alive() && p.with_region(overlaps));
         running
             || match self.local_regions() {
                 Ok(persisted) => persisted.iter().any(overlaps),

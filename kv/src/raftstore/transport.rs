@@ -27,6 +27,11 @@ pub struct RaftEnvelope {
     /// sender's epoch is newer and does not list it): it should destroy itself. `message` is
     /// a placeholder then.
     pub is_tombstone: bool,
+    /// Not a raft message but the leader's notice that it hibernates (stops ticking) with
+    /// `message` a placeholder heartbeat whose `commit` is the leader's last log index; a
+    /// follower holding that whole log may hibernate too. Repeated by a hibernating leader
+    /// now and then, so its followers know it is alive.
+    pub hibernate: bool,
 }
 
 /// Sends envelopes to other stores.

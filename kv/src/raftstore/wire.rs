@@ -31,6 +31,7 @@ pub fn envelope_to_pb(envelope: RaftEnvelope) -> pb::RaftMessage {
         end_key: envelope.end_key,
         message: Some(message_to_pb(envelope.message)),
         is_tombstone: envelope.is_tombstone,
+        hibernate: envelope.hibernate,
     }
 }
 
@@ -50,6 +51,7 @@ pub fn envelope_from_pb(message: pb::RaftMessage) -> Result<RaftEnvelope, String
         message: message_from_pb(message.message.ok_or_else(|| context("message"))?)
             .map_err(|e| format!("raft message of region {region_id}: {e}"))?,
         is_tombstone: message.is_tombstone,
+        hibernate: message.hibernate,
     })
 }
 
@@ -287,6 +289,7 @@ mod tests {
                 body,
             },
             is_tombstone: true,
+            hibernate: true,
         }
     }
 

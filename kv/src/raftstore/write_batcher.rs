@@ -1,8 +1,8 @@
-//! [`WriteBatcher`]: group commit for a store's peers. Every peer thread hands its Ready's
-//! write batch (log entries, hard state, snapshot) and its apply batches here and waits; one
-//! writer thread merges whatever is queued at that moment into a single engine write — one
-//! RocksDB write and one fsync for the work of many peers — and then wakes every waiter
-//! with the outcome.
+//! [`WriteBatcher`]: group commit for a store's peers. Every poller of the store's batch system
+//! hands the merged Readies of its batch of peers (log entries, hard state, snapshots) here and
+//! waits; one writer thread merges whatever is queued at that moment into a single engine
+//! write — one RocksDB write and one fsync for the work of many pollers — and then wakes every
+//! waiter with the outcome.
 //!
 //! Atomicity is per merged write, which is at least as strong as each peer's own batch: a
 //! crash leaves each whole or none. Order is kept per peer (a peer waits for its batch before

@@ -203,6 +203,9 @@ pub fn store_config(log_gc_limit: u64) -> StoreConfig {
             heartbeat_ticks: 5,
             split_check_diff: 0,
             split_check_ticks: 10,
+            // Quiet regions hibernate here too (sooner, at this tick), so every scenario
+            // also runs through falling asleep and waking.
+            ..DriverConfig::default()
         },
         store_heartbeat: Duration::from_millis(100),
         split: SplitConfig::default(),
