@@ -3,7 +3,7 @@
 //! the gRPC service and the remote client so that both sides agree by construction.
 
 use proto::kvrpc as pb;
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 use crate::error::KvError;
 use crate::mvcc::{Lock, LockKind};

@@ -34,7 +34,7 @@ use kv::mvcc::reader::ReadOutcome;
 use kv::storage::MemoryEngine;
 use kv::txn::actions::PrewriteError;
 use kv::txn::{Mutation, TxnCommands, TxnStatus, TxnStore};
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 fn ts(word: &str) -> Result<Timestamp, String> {
     word.parse::<u64>()

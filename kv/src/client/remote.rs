@@ -8,7 +8,7 @@
 
 use proto::kvrpc as pb;
 use proto::kvrpc::txn_kv_client::TxnKvClient;
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 use tokio::runtime::Handle;
 use tonic::transport::Channel;
 

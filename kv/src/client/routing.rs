@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proto::metapb::{Peer as PeerMeta, Region};
-use scheduler::{ClusterApi, Timestamp};
+use scheduler_api::{ClusterApi, Timestamp};
 use tokio::runtime::Handle;
 use tracing::debug;
 

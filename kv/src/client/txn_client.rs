@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scheduler::{Timestamp, TimestampSource};
+use scheduler_api::{Timestamp, TimestampSource};
 use tracing::warn;
 
 use super::transaction::{Transaction, TransactionSource};

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 use super::driver::PeerHandle;
 use super::region;

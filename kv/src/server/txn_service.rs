@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proto::kvrpc as pb;
 use proto::kvrpc::txn_kv_server::{TxnKv, TxnKvServer};
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::error::{KvError, KvResult};

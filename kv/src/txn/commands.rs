@@ -5,7 +5,7 @@
 //! trait, so it runs unchanged against a local store (the single-node cluster, tests) and a
 //! remote one.
 
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 use super::actions::{Mutation, PrewriteError, TxnStatus};
 use crate::error::KvResult;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 use super::actions::{self, Mutation, PrewriteError, TxnStatus};
 use super::commands::TxnCommands;
