@@ -5,13 +5,16 @@
 //!   RocksDB and an in-memory implementation;
 //! - [`codec`]: order-preserving encodings shared with the SQL layer;
 //! - [`mvcc`]: versions, locks and commit records over the `default`/`lock`/`write` families;
-//! - [`txn`]: the Percolator actions and the store that runs them under latches;
+//! - [`txn`]: the Percolator actions, the commands as one request type
+//!   ([`txn::TxnRequest`] → [`txn::TxnResponse`], run by [`txn::TxnCommands::execute`]) and
+//!   the store that runs them under latches;
 //! - [`client`]: the [`Transaction`] interface the SQL layer uses, implemented by
 //!   [`TxnClient`] with Percolator's two-phase commit over any [`txn::TxnCommands`]: a local
 //!   store, one remote store ([`client::RemoteTxnCommands`]) or a whole cluster
 //!   ([`client::RoutedCommands`]: region cache from the scheduler, routing to region leaders,
 //!   retries on region errors);
-//! - [`server`]: the gRPC service that exposes a store's commands, per region;
+//! - [`server`]: the gRPC service that exposes a store's commands, per region (the messages
+//!   map to requests and answers in one module, `rpc`, for both the service and the client);
 //! - [`raftstore`]: region replicas — peer storage in the `raft` column family, peers whose
 //!   log entries are write batches, threads driving them, the store that creates, routes and
 //!   destroys them, and the gRPC raft transport — so that a [`txn::TxnStore`] writes and reads
