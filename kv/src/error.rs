@@ -1,6 +1,6 @@
 //! The KV layer's error, grouped by how the caller reacts.
 
-use scheduler::{Timestamp, TsoError};
+use scheduler_api::{Timestamp, TsoError};
 
 use crate::codec::memcomparable::DecodeError;
 use crate::storage::StorageError;

@@ -1,16 +1,549 @@
-//! The wire form of the transactional commands: conversions between the domain types
-//! (`Mutation`, `Lock`, `KvError`, …) and the `regiondb.kvrpc` protobuf messages, shared by
-//! the gRPC service and the remote client so that both sides agree by construction.
+//! The wire form of the transactional commands, both directions, in one place: a
+//! [`TxnRequest`] and its [`TxnResponse`] as the `regiondb.kvrpc.TxnKv` messages, and the
+//! domain types inside them (`Mutation`, `Lock`, `KvError`, …). The remote client
+//! ([`crate::client::RemoteTxnCommands`]) and the gRPC service ([`crate::server::TxnService`])
+//! both go through here, so that they agree by construction.
+//!
+//! Each request message implements [`KvCall`]: the service turns it into a [`TxnRequest`]
+//! ([`KvCall::into_request`]) and the store's answer into the response message
+//! ([`KvCall::answer`]); the client reads the response message back
+//! ([`KvCall::into_response`]). The client's side starts from [`Call::new`], the message
+//! carrying a request, and [`Call::send`] makes the call of that message.
+//!
+//! A lock met travels in the response's `KeyError.locked` (reads and prewrites answer it, see
+//! [`crate::txn::request`]); any other error in the other fields of `KeyError`. A transport
+//! failure is a `tonic::Status`, which the client reports as [`KvError::Unavailable`].
 
 use proto::kvrpc as pb;
-use scheduler::Timestamp;
+use proto::kvrpc::txn_kv_client::TxnKvClient;
+use scheduler_api::Timestamp;
+use tonic::transport::Channel;
+use tonic::{Response, Status};
 
-use crate::error::KvError;
+use crate::error::{KvError, KvResult};
+use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::{Lock, LockKind};
-use crate::txn::Mutation;
-use crate::txn::actions::PrewriteError;
+use crate::txn::{Mutation, TxnRequest, TxnResponse, TxnStatus};
 
-pub fn mutation_to_pb(m: &Mutation) -> pb::Mutation {
+/// One `TxnKv` call, implemented by its request message.
+pub trait KvCall: Sized + Send + 'static {
+    type Response: Send + 'static;
+    /// Service: the request this message carries, and the region it names. Fails on a
+    /// malformed message.
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String>;
+    /// Service: the message answering the request with `result`.
+    fn answer(result: KvResult<TxnResponse>) -> Self::Response;
+    /// Client: what the response message answers to `request` (which this message carried).
+    fn into_response(message: Self::Response, request: &TxnRequest) -> KvResult<TxnResponse>;
+}
+
+/// Client: the message carrying a request.
+pub enum Call {
+    Get(pb::GetRequest),
+    Scan(pb::ScanRequest),
+    Prewrite(pb::PrewriteRequest),
+    Commit(pb::CommitRequest),
+    Rollback(pb::BatchRollbackRequest),
+    CheckTxnStatus(pb::CheckTxnStatusRequest),
+    ResolveLock(pb::ResolveLockRequest),
+    TxnHeartbeat(pb::TxnHeartBeatRequest),
+}
+
+impl Call {
+    /// The message carrying `request` to the region `context` names (none: a store without
+    /// regions).
+    pub fn new(request: &TxnRequest, context: Option<pb::Context>) -> Call {
+        match request {
+            TxnRequest::Get { key, ts } => Call::Get(pb::GetRequest {
+                context,
+                key: key.clone(),
+                version: ts.0,
+            }),
+            TxnRequest::Scan {
+                start,
+                end,
+                ts,
+                limit,
+            } => Call::Scan(pb::ScanRequest {
+                context,
+                start_key: start.clone(),
+                end_key: end.clone().unwrap_or_default(),
+                version: ts.0,
+                limit: if *limit == usize::MAX {
+                    0
+                } else {
+                    *limit as u64
+                },
+            }),
+            TxnRequest::Prewrite {
+                mutations,
+                primary,
+                start_ts,
+                ttl_ms,
+            } => Call::Prewrite(pb::PrewriteRequest {
+                context,
+                mutations: mutations.iter().map(mutation_to_pb).collect(),
+                primary: primary.clone(),
+                start_ts: start_ts.0,
+                lock_ttl_ms: *ttl_ms,
+            }),
+            TxnRequest::Commit {
+                keys,
+                start_ts,
+                commit_ts,
+            } => Call::Commit(pb::CommitRequest {
+                context,
+                keys: keys.clone(),
+                start_ts: start_ts.0,
+                commit_ts: commit_ts.0,
+            }),
+            TxnRequest::Rollback { keys, start_ts } => Call::Rollback(pb::BatchRollbackRequest {
+                context,
+                keys: keys.clone(),
+                start_ts: start_ts.0,
+            }),
+            TxnRequest::CheckTxnStatus {
+                primary,
+                lock_ts,
+                current_ts,
+            } => Call::CheckTxnStatus(pb::CheckTxnStatusRequest {
+                context,
+                primary: primary.clone(),
+                lock_ts: lock_ts.0,
+                current_ts: current_ts.0,
+            }),
+            TxnRequest::ResolveLock {
+                key,
+                start_ts,
+                commit_ts,
+            } => Call::ResolveLock(pb::ResolveLockRequest {
+                context,
+                key: key.clone(),
+                start_ts: start_ts.0,
+                commit_ts: commit_ts.map_or(0, |t| t.0),
+            }),
+            TxnRequest::TxnHeartbeat {
+                primary,
+                start_ts,
+                ttl_ms,
+            } => Call::TxnHeartbeat(pb::TxnHeartBeatRequest {
+                context,
+                primary: primary.clone(),
+                start_ts: start_ts.0,
+                advise_ttl_ms: *ttl_ms,
+            }),
+        }
+    }
+
+    /// Makes the call on `client`: the answer to `request` (which this call carries), or the
+    /// transport's failure.
+    pub async fn send(
+        self,
+        mut client: TxnKvClient<Channel>,
+        request: &TxnRequest,
+    ) -> Result<KvResult<TxnResponse>, Status> {
+        fn read<M: KvCall>(
+            answer: Result<Response<M::Response>, Status>,
+            request: &TxnRequest,
+        ) -> Result<KvResult<TxnResponse>, Status> {
+            Ok(M::into_response(answer?.into_inner(), request))
+        }
+        match self {
+            Call::Get(m) => read::<pb::GetRequest>(client.get(m).await, request),
+            Call::Scan(m) => read::<pb::ScanRequest>(client.scan(m).await, request),
+            Call::Prewrite(m) => read::<pb::PrewriteRequest>(client.prewrite(m).await, request),
+            Call::Commit(m) => read::<pb::CommitRequest>(client.commit(m).await, request),
+            Call::Rollback(m) => {
+                read::<pb::BatchRollbackRequest>(client.batch_rollback(m).await, request)
+            }
+            Call::CheckTxnStatus(m) => {
+                read::<pb::CheckTxnStatusRequest>(client.check_txn_status(m).await, request)
+            }
+            Call::ResolveLock(m) => {
+                read::<pb::ResolveLockRequest>(client.resolve_lock(m).await, request)
+            }
+            Call::TxnHeartbeat(m) => {
+                read::<pb::TxnHeartBeatRequest>(client.txn_heart_beat(m).await, request)
+            }
+        }
+    }
+}
+
+/// The transaction an error in the answer to `request` is about.
+fn txn_ts(request: &TxnRequest) -> Timestamp {
+    match request {
+        TxnRequest::Get { ts, .. } | TxnRequest::Scan { ts, .. } => *ts,
+        TxnRequest::CheckTxnStatus { lock_ts, .. } => *lock_ts,
+        TxnRequest::Prewrite { start_ts, .. }
+        | TxnRequest::Commit { start_ts, .. }
+        | TxnRequest::Rollback { start_ts, .. }
+        | TxnRequest::ResolveLock { start_ts, .. }
+        | TxnRequest::TxnHeartbeat { start_ts, .. } => *start_ts,
+    }
+}
+
+/// The error for an answer that is not the request's: a bug in the store.
+fn mismatched(request: &str, response: &TxnResponse) -> pb::KeyError {
+    error_to_pb(&KvError::Server(format!(
+        "a {request} request was answered as {}",
+        response.name()
+    )))
+}
+
+fn locked_to_pb(key: &[u8], lock: &Lock) -> pb::KeyError {
+    pb::KeyError {
+        locked: Some(lock_to_pb(key, lock)),
+        ..Default::default()
+    }
+}
+
+/// A read's answer from its response: the value, a lock to resolve, or an error.
+fn read_outcome<T>(
+    error: Option<pb::KeyError>,
+    ts: Timestamp,
+    value: T,
+) -> KvResult<ReadOutcome<T>> {
+    match error {
+        None => Ok(ReadOutcome::Value(value)),
+        Some(pb::KeyError {
+            locked: Some(info), ..
+        }) => {
+            let (key, lock) = lock_from_pb(info);
+            Ok(ReadOutcome::Locked { key, lock })
+        }
+        Some(e) => Err(error_from_pb(e, ts)),
+    }
+}
+
+/// The outcome of a command that cannot meet a lock, from its response's error.
+fn result(error: Option<pb::KeyError>, ts: Timestamp) -> KvResult<()> {
+    match error {
+        None => Ok(()),
+        Some(e) => Err(error_from_pb(e, ts)),
+    }
+}
+
+/// The error of a result whose answer carries nothing but success (`is_answer`).
+fn unit_error(
+    request: &str,
+    result: KvResult<TxnResponse>,
+    is_answer: impl FnOnce(&TxnResponse) -> bool,
+) -> Option<pb::KeyError> {
+    match result {
+        Ok(response) if is_answer(&response) => None,
+        Ok(other) => Some(mismatched(request, &other)),
+        Err(e) => Some(error_to_pb(&e)),
+    }
+}
+
+/// A scan's limit on the wire: 0 is none.
+fn limit_from_pb(limit: u64) -> usize {
+    if limit == 0 {
+        usize::MAX
+    } else {
+        usize::try_from(limit).unwrap_or(usize::MAX)
+    }
+}
+
+impl KvCall for pb::GetRequest {
+    type Response = pb::GetResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::Get {
+            key: self.key,
+            ts: Timestamp(self.version),
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::GetResponse {
+        match result {
+            Ok(TxnResponse::Get(ReadOutcome::Value(value))) => pb::GetResponse {
+                found: value.is_some(),
+                value: value.unwrap_or_default(),
+                error: None,
+            },
+            Ok(TxnResponse::Get(ReadOutcome::Locked { key, lock })) => pb::GetResponse {
+                error: Some(locked_to_pb(&key, &lock)),
+                ..Default::default()
+            },
+            Ok(other) => pb::GetResponse {
+                error: Some(mismatched("get", &other)),
+                ..Default::default()
+            },
+            Err(e) => pb::GetResponse {
+                error: Some(error_to_pb(&e)),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn into_response(m: pb::GetResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        read_outcome(m.error, txn_ts(request), m.found.then_some(m.value)).map(TxnResponse::Get)
+    }
+}
+
+impl KvCall for pb::ScanRequest {
+    type Response = pb::ScanResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::Scan {
+            start: self.start_key,
+            end: (!self.end_key.is_empty()).then_some(self.end_key),
+            ts: Timestamp(self.version),
+            limit: limit_from_pb(self.limit),
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::ScanResponse {
+        match result {
+            Ok(TxnResponse::Scan(ReadOutcome::Value(pairs))) => pb::ScanResponse {
+                error: None,
+                pairs: pairs
+                    .into_iter()
+                    .map(|(key, value)| pb::KvPair { key, value })
+                    .collect(),
+            },
+            Ok(TxnResponse::Scan(ReadOutcome::Locked { key, lock })) => pb::ScanResponse {
+                error: Some(locked_to_pb(&key, &lock)),
+                pairs: vec![],
+            },
+            Ok(other) => pb::ScanResponse {
+                error: Some(mismatched("scan", &other)),
+                pairs: vec![],
+            },
+            Err(e) => pb::ScanResponse {
+                error: Some(error_to_pb(&e)),
+                pairs: vec![],
+            },
+        }
+    }
+
+    fn into_response(m: pb::ScanResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        let pairs = m.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+        read_outcome(m.error, txn_ts(request), pairs).map(TxnResponse::Scan)
+    }
+}
+
+impl KvCall for pb::PrewriteRequest {
+    type Response = pb::PrewriteResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::Prewrite {
+            mutations: self
+                .mutations
+                .into_iter()
+                .map(mutation_from_pb)
+                .collect::<Result<_, _>>()?,
+            primary: self.primary,
+            start_ts: Timestamp(self.start_ts),
+            ttl_ms: self.lock_ttl_ms,
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::PrewriteResponse {
+        let error = match result {
+            Ok(TxnResponse::Prewrite { locked: None }) => None,
+            Ok(TxnResponse::Prewrite {
+                locked: Some((key, lock)),
+            }) => Some(locked_to_pb(&key, &lock)),
+            Ok(other) => Some(mismatched("prewrite", &other)),
+            Err(e) => Some(error_to_pb(&e)),
+        };
+        pb::PrewriteResponse { error }
+    }
+
+    fn into_response(m: pb::PrewriteResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        match m.error {
+            None => Ok(TxnResponse::Prewrite { locked: None }),
+            Some(pb::KeyError {
+                locked: Some(info), ..
+            }) => Ok(TxnResponse::Prewrite {
+                locked: Some(lock_from_pb(info)),
+            }),
+            Some(e) => Err(error_from_pb(e, txn_ts(request))),
+        }
+    }
+}
+
+impl KvCall for pb::CommitRequest {
+    type Response = pb::CommitResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::Commit {
+            keys: self.keys,
+            start_ts: Timestamp(self.start_ts),
+            commit_ts: Timestamp(self.commit_ts),
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::CommitResponse {
+        pb::CommitResponse {
+            error: unit_error("commit", result, |r| matches!(r, TxnResponse::Commit)),
+        }
+    }
+
+    fn into_response(m: pb::CommitResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        result(m.error, txn_ts(request)).map(|()| TxnResponse::Commit)
+    }
+}
+
+impl KvCall for pb::BatchRollbackRequest {
+    type Response = pb::BatchRollbackResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::Rollback {
+            keys: self.keys,
+            start_ts: Timestamp(self.start_ts),
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::BatchRollbackResponse {
+        pb::BatchRollbackResponse {
+            error: unit_error("rollback", result, |r| matches!(r, TxnResponse::Rollback)),
+        }
+    }
+
+    fn into_response(m: pb::BatchRollbackResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        result(m.error, txn_ts(request)).map(|()| TxnResponse::Rollback)
+    }
+}
+
+impl KvCall for pb::CheckTxnStatusRequest {
+    type Response = pb::CheckTxnStatusResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::CheckTxnStatus {
+            primary: self.primary,
+            lock_ts: Timestamp(self.lock_ts),
+            current_ts: Timestamp(self.current_ts),
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::CheckTxnStatusResponse {
+        match result {
+            Ok(TxnResponse::CheckTxnStatus(TxnStatus::Committed { commit_ts })) => {
+                pb::CheckTxnStatusResponse {
+                    commit_ts: commit_ts.0,
+                    ..Default::default()
+                }
+            }
+            Ok(TxnResponse::CheckTxnStatus(TxnStatus::RolledBack)) => pb::CheckTxnStatusResponse {
+                rolled_back: true,
+                ..Default::default()
+            },
+            Ok(TxnResponse::CheckTxnStatus(TxnStatus::Alive { ttl_ms })) => {
+                pb::CheckTxnStatusResponse {
+                    lock_ttl_ms: ttl_ms,
+                    ..Default::default()
+                }
+            }
+            Ok(other) => pb::CheckTxnStatusResponse {
+                error: Some(mismatched("check_txn_status", &other)),
+                ..Default::default()
+            },
+            Err(e) => pb::CheckTxnStatusResponse {
+                error: Some(error_to_pb(&e)),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn into_response(m: pb::CheckTxnStatusResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        result(m.error, txn_ts(request))?;
+        let status = if m.commit_ts != 0 {
+            TxnStatus::Committed {
+                commit_ts: Timestamp(m.commit_ts),
+            }
+        } else if m.rolled_back {
+            TxnStatus::RolledBack
+        } else {
+            TxnStatus::Alive {
+                ttl_ms: m.lock_ttl_ms,
+            }
+        };
+        Ok(TxnResponse::CheckTxnStatus(status))
+    }
+}
+
+impl KvCall for pb::ResolveLockRequest {
+    type Response = pb::ResolveLockResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::ResolveLock {
+            key: self.key,
+            start_ts: Timestamp(self.start_ts),
+            commit_ts: (self.commit_ts != 0).then_some(Timestamp(self.commit_ts)),
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::ResolveLockResponse {
+        match result {
+            Ok(TxnResponse::ResolveLock(resolved)) => pb::ResolveLockResponse {
+                error: None,
+                resolved: resolved as u64,
+            },
+            Ok(other) => pb::ResolveLockResponse {
+                error: Some(mismatched("resolve_lock", &other)),
+                resolved: 0,
+            },
+            Err(e) => pb::ResolveLockResponse {
+                error: Some(error_to_pb(&e)),
+                resolved: 0,
+            },
+        }
+    }
+
+    fn into_response(m: pb::ResolveLockResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        result(m.error, txn_ts(request))?;
+        Ok(TxnResponse::ResolveLock(m.resolved as usize))
+    }
+}
+
+impl KvCall for pb::TxnHeartBeatRequest {
+    type Response = pb::TxnHeartBeatResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::TxnHeartbeat {
+            primary: self.primary,
+            start_ts: Timestamp(self.start_ts),
+            ttl_ms: self.advise_ttl_ms,
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::TxnHeartBeatResponse {
+        match result {
+            Ok(TxnResponse::TxnHeartbeat(ttl)) => pb::TxnHeartBeatResponse {
+                error: None,
+                lock_ttl_ms: ttl,
+            },
+            Ok(other) => pb::TxnHeartBeatResponse {
+                error: Some(mismatched("txn_heartbeat", &other)),
+                lock_ttl_ms: 0,
+            },
+            Err(e) => pb::TxnHeartBeatResponse {
+                error: Some(error_to_pb(&e)),
+                lock_ttl_ms: 0,
+            },
+        }
+    }
+
+    fn into_response(m: pb::TxnHeartBeatResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        result(m.error, txn_ts(request))?;
+        Ok(TxnResponse::TxnHeartbeat(m.lock_ttl_ms))
+    }
+}
+
+// --- The domain types inside the messages.
+
+fn mutation_to_pb(m: &Mutation) -> pb::Mutation {
     let (op, key, value) = match m {
         Mutation::Put { key, value } => (pb::mutation::Op::Put, key.clone(), value.clone()),
         Mutation::Delete { key } => (pb::mutation::Op::Delete, key.clone(), Vec::new()),
@@ -23,7 +556,7 @@ pub fn mutation_to_pb(m: &Mutation) -> pb::Mutation {
     }
 }
 
-pub fn mutation_from_pb(m: pb::Mutation) -> Result<Mutation, String> {
+fn mutation_from_pb(m: pb::Mutation) -> Result<Mutation, String> {
     Ok(match pb::mutation::Op::try_from(m.op) {
         Ok(pb::mutation::Op::Put) => Mutation::Put {
             key: m.key,
@@ -35,7 +568,7 @@ pub fn mutation_from_pb(m: pb::Mutation) -> Result<Mutation, String> {
     })
 }
 
-pub fn lock_to_pb(key: &[u8], lock: &Lock) -> pb::LockInfo {
+fn lock_to_pb(key: &[u8], lock: &Lock) -> pb::LockInfo {
     let kind = match lock.kind {
         LockKind::Put => pb::LockKind::Put,
         LockKind::Delete => pb::LockKind::Delete,
@@ -50,7 +583,7 @@ pub fn lock_to_pb(key: &[u8], lock: &Lock) -> pb::LockInfo {
     }
 }
 
-pub fn lock_from_pb(info: pb::LockInfo) -> (Vec<u8>, Lock) {
+fn lock_from_pb(info: pb::LockInfo) -> (Vec<u8>, Lock) {
     let kind = match pb::LockKind::try_from(info.kind) {
         Ok(pb::LockKind::Delete) => LockKind::Delete,
         Ok(pb::LockKind::Lock) => LockKind::Lock,
@@ -65,7 +598,7 @@ pub fn lock_from_pb(info: pb::LockInfo) -> (Vec<u8>, Lock) {
     (info.key, lock)
 }
 
-pub fn error_to_pb(e: &KvError) -> pb::KeyError {
+fn error_to_pb(e: &KvError) -> pb::KeyError {
     let mut out = pb::KeyError::default();
     match e {
         KvError::WriteConflict {
@@ -90,18 +623,8 @@ pub fn error_to_pb(e: &KvError) -> pb::KeyError {
     out
 }
 
-pub fn prewrite_error_to_pb(e: &PrewriteError) -> pb::KeyError {
-    match e {
-        PrewriteError::Locked { key, lock } => pb::KeyError {
-            locked: Some(lock_to_pb(key, lock)),
-            ..Default::default()
-        },
-        PrewriteError::Failed(e) => error_to_pb(e),
-    }
-}
-
 /// The error a response carries, if any. `start_ts` is the transaction the command was for.
-pub fn error_from_pb(e: pb::KeyError, start_ts: Timestamp) -> KvError {
+fn error_from_pb(e: pb::KeyError, start_ts: Timestamp) -> KvError {
     if let Some(c) = e.conflict {
         return KvError::WriteConflict {
             key: c.key,
@@ -190,12 +713,240 @@ fn region_error_from_pb(e: pb::RegionError) -> KvError {
     KvError::ServerIsBusy(e.server_is_busy)
 }
 
-pub fn prewrite_error_from_pb(e: pb::KeyError, start_ts: Timestamp) -> PrewriteError {
-    match e.locked {
-        Some(info) => {
-            let (key, lock) = lock_from_pb(info);
-            PrewriteError::Locked { key, lock }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::LockKind;
+
+    fn ts(t: u64) -> Timestamp {
+        Timestamp(t)
+    }
+
+    fn requests() -> Vec<TxnRequest> {
+        vec![
+            TxnRequest::Get {
+                key: b"k".to_vec(),
+                ts: ts(5),
+            },
+            TxnRequest::Scan {
+                start: b"a".to_vec(),
+                end: Some(b"z".to_vec()),
+                ts: ts(5),
+                limit: 10,
+            },
+            TxnRequest::Scan {
+                start: vec![],
+                end: None,
+                ts: ts(5),
+                limit: usize::MAX,
+            },
+            TxnRequest::Prewrite {
+                mutations: vec![
+                    Mutation::Put {
+                        key: b"p".to_vec(),
+                        value: b"v".to_vec(),
+                    },
+                    Mutation::Delete { key: b"d".to_vec() },
+                    Mutation::Lock { key: b"l".to_vec() },
+                ],
+                primary: b"p".to_vec(),
+                start_ts: ts(5),
+                ttl_ms: 3000,
+            },
+            TxnRequest::Commit {
+                keys: vec![b"p".to_vec(), b"d".to_vec()],
+                start_ts: ts(5),
+                commit_ts: ts(7),
+            },
+            TxnRequest::Rollback {
+                keys: vec![b"p".to_vec()],
+                start_ts: ts(5),
+            },
+            TxnRequest::CheckTxnStatus {
+                primary: b"p".to_vec(),
+                lock_ts: ts(5),
+                current_ts: ts(9),
+            },
+            TxnRequest::ResolveLock {
+                key: b"k".to_vec(),
+                start_ts: ts(5),
+                commit_ts: Some(ts(7)),
+            },
+            TxnRequest::ResolveLock {
+                key: b"k".to_vec(),
+                start_ts: ts(5),
+                commit_ts: None,
+            },
+            TxnRequest::TxnHeartbeat {
+                primary: b"p".to_vec(),
+                start_ts: ts(5),
+                ttl_ms: 6000,
+            },
+        ]
+    }
+
+    /// What the service makes of the message `call`, and the client of the service's answer.
+    fn serve(
+        call: Call,
+        request: &TxnRequest,
+        result: impl FnOnce(&TxnRequest) -> KvResult<TxnResponse>,
+    ) -> (Option<pb::Context>, TxnRequest, KvResult<TxnResponse>) {
+        fn over<M: KvCall>(
+            message: M,
+            request: &TxnRequest,
+            result: impl FnOnce(&TxnRequest) -> KvResult<TxnResponse>,
+        ) -> (Option<pb::Context>, TxnRequest, KvResult<TxnResponse>) {
+            let (context, received) = message.into_request().unwrap();
+            let answer = M::answer(result(&received));
+            (context, received, M::into_response(answer, request))
         }
-        None => PrewriteError::Failed(error_from_pb(e, start_ts)),
+        match call {
+            Call::Get(m) => over(m, request, result),
+            Call::Scan(m) => over(m, request, result),
+            Call::Prewrite(m) => over(m, request, result),
+            Call::Commit(m) => over(m, request, result),
+            Call::Rollback(m) => over(m, request, result),
+            Call::CheckTxnStatus(m) => over(m, request, result),
+            Call::ResolveLock(m) => over(m, request, result),
+            Call::TxnHeartbeat(m) => over(m, request, result),
+        }
+    }
+
+    fn lock() -> Lock {
+        Lock {
+            kind: LockKind::Put,
+            primary: b"p".to_vec(),
+            start_ts: ts(3),
+            ttl_ms: 100,
+        }
+    }
+
+    /// The answers a store may give `request`.
+    fn answers(request: &TxnRequest) -> Vec<TxnResponse> {
+        let locked = || (b"k".to_vec(), lock());
+        match request {
+            TxnRequest::Get { .. } => vec![
+                TxnResponse::Get(ReadOutcome::Value(None)),
+                TxnResponse::Get(ReadOutcome::Value(Some(vec![]))),
+                TxnResponse::Get(ReadOutcome::Value(Some(b"v".to_vec()))),
+                TxnResponse::Get(ReadOutcome::Locked {
+                    key: locked().0,
+                    lock: locked().1,
+                }),
+            ],
+            TxnRequest::Scan { .. } => vec![
+                TxnResponse::Scan(ReadOutcome::Value(vec![])),
+                TxnResponse::Scan(ReadOutcome::Value(vec![(b"a".to_vec(), b"1".to_vec())])),
+                TxnResponse::Scan(ReadOutcome::Locked {
+                    key: locked().0,
+                    lock: locked().1,
+                }),
+            ],
+            TxnRequest::Prewrite { .. } => vec![
+                TxnResponse::Prewrite { locked: None },
+                TxnResponse::Prewrite {
+                    locked: Some(locked()),
+                },
+            ],
+            TxnRequest::Commit { .. } => vec![TxnResponse::Commit],
+            TxnRequest::Rollback { .. } => vec![TxnResponse::Rollback],
+            TxnRequest::CheckTxnStatus { .. } => vec![
+                TxnResponse::CheckTxnStatus(TxnStatus::Committed { commit_ts: ts(7) }),
+                TxnResponse::CheckTxnStatus(TxnStatus::RolledBack),
+                TxnResponse::CheckTxnStatus(TxnStatus::Alive { ttl_ms: 42 }),
+            ],
+            TxnRequest::ResolveLock { .. } => vec![TxnResponse::ResolveLock(3)],
+            TxnRequest::TxnHeartbeat { .. } => vec![TxnResponse::TxnHeartbeat(6000)],
+        }
+    }
+
+    #[test]
+    fn every_request_and_answer_survives_the_wire() {
+        let context = Some(pb::Context {
+            region_id: 4,
+            region_epoch: Some(proto::metapb::RegionEpoch {
+                conf_ver: 2,
+                version: 3,
+            }),
+        });
+        for request in requests() {
+            for answer in answers(&request) {
+                let expected = format!("{answer:?}");
+                let call = Call::new(&request, context);
+                let (got_context, received, got) = serve(call, &request, |_| Ok(answer));
+                assert_eq!(got_context, context);
+                assert_eq!(received, request);
+                assert_eq!(format!("{:?}", got.unwrap()), expected, "{request:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_survive_the_wire() {
+        for request in requests() {
+            let errors = [
+                KvError::WriteConflict {
+                    key: b"k".to_vec(),
+                    start_ts: ts(5),
+                    conflict_commit_ts: ts(6),
+                },
+                KvError::NotLeader {
+                    region_id: 4,
+                    leader: Some(9),
+                },
+                KvError::EpochNotMatch {
+                    region_id: 4,
+                    current: None,
+                },
+                KvError::KeyNotInRegion {
+                    key: b"k".to_vec(),
+                    region_id: 4,
+                },
+                KvError::Corrupt("bad".into()),
+            ];
+            for error in errors {
+                let expected = format!("{error:?}");
+                let call = Call::new(&request, None);
+                let (_, _, got) = serve(call, &request, |_| Err(error));
+                assert_eq!(format!("{:?}", got.unwrap_err()), expected, "{request:?}");
+            }
+            // An aborted transaction names the request's transaction.
+            let call = Call::new(&request, None);
+            let (_, _, got) = serve(call, &request, |_| {
+                Err(KvError::TxnAborted {
+                    start_ts: ts(0),
+                    reason: "rolled back".into(),
+                })
+            });
+            assert!(
+                matches!(got, Err(KvError::TxnAborted { start_ts, .. }) if start_ts == txn_ts(&request)),
+                "{request:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mismatched_answer_is_a_server_error() {
+        let request = TxnRequest::Commit {
+            keys: vec![b"k".to_vec()],
+            start_ts: ts(5),
+            commit_ts: ts(7),
+        };
+        let call = Call::new(&request, None);
+        let (_, _, got) = serve(call, &request, |_| Ok(TxnResponse::Rollback));
+        assert!(matches!(got, Err(KvError::Server(_))), "{got:?}");
+    }
+
+    #[test]
+    fn a_malformed_mutation_is_refused() {
+        let message = pb::PrewriteRequest {
+            mutations: vec![pb::Mutation {
+                op: 99,
+                key: b"k".to_vec(),
+                value: vec![],
+            }],
+            ..Default::default()
+        };
+        assert!(message.into_request().is_err());
     }
 }

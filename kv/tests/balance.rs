@@ -10,7 +10,7 @@ mod support_cluster;
 use std::collections::BTreeMap;
 
 use kv::{KvResult, Transaction, TxnClient};
-use scheduler::ClusterApi;
+use scheduler_api::ClusterApi;
 use support_cluster::{TestCluster, split_config};
 
 fn value(key: &str) -> Vec<u8> {

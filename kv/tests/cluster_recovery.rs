@@ -18,7 +18,7 @@ use proto::metapb::{Peer, Region, Store};
 use proto::scheduler::{
     RegionHeartbeatRequest, RegionHeartbeatResponse, RegionInfo, StoreHeartbeatRequest,
 };
-use scheduler::{ClusterApi, ClusterError};
+use scheduler_api::{ClusterApi, ClusterError};
 use support_cluster::TestCluster;
 
 /// The scheduler, except that `bootstrap` fails (the call timed out, or the node was killed

@@ -33,8 +33,8 @@ use kv::KvError;
 use kv::mvcc::reader::ReadOutcome;
 use kv::storage::MemoryEngine;
 use kv::txn::actions::PrewriteError;
-use kv::txn::{Mutation, TxnCommands, TxnStatus, TxnStore};
-use scheduler::Timestamp;
+use kv::txn::{Mutation, TxnCommands, TxnCommandsExt, TxnStatus, TxnStore};
+use scheduler_api::Timestamp;
 
 fn ts(word: &str) -> Result<Timestamp, String> {
     word.parse::<u64>()

@@ -7,15 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kv::client::{RoutedCommands, StoreConnector};
-use kv::mvcc::reader::ReadOutcome;
-use kv::storage::{KvPair, MemoryEngine};
-use kv::txn::actions::PrewriteError;
-use kv::txn::{CommandRouter, Mutation, RegionContext, TxnCommands, TxnStatus, TxnStore};
+use kv::storage::MemoryEngine;
+use kv::txn::{CommandRouter, RegionContext, TxnCommands, TxnRequest, TxnResponse, TxnStore};
 use kv::{KvError, KvResult, Transaction, TxnClient, TxnOptions};
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
-use scheduler::{
-    Cluster, ClusterApi, ClusterConfig, IdAllocator, LocalCluster, Timestamp, TimestampOracle,
-};
+use scheduler::{Cluster, ClusterApi, ClusterConfig, IdAllocator, LocalCluster, TimestampOracle};
 
 struct Flaky {
     inner: Arc<TxnStore<MemoryEngine>>,
@@ -23,55 +19,27 @@ struct Flaky {
 }
 
 impl TxnCommands for Flaky {
-    fn get(&self, k: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
-        self.inner.get(k, ts)
-    }
-    fn scan(
-        &self,
-        s: &[u8],
-        e: Option<&[u8]>,
-        ts: Timestamp,
-        l: usize,
-    ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
-        self.inner.scan(s, e, ts, l)
-    }
-    fn prewrite(
-        &self,
-        m: &[Mutation],
-        p: &[u8],
-        ts: Timestamp,
-        ttl: u64,
-    ) -> Result<(), PrewriteError> {
-        self.inner.prewrite(m, p, ts, ttl)
-    }
-    fn commit(&self, keys: &[Vec<u8>], s: Timestamp, c: Timestamp) -> KvResult<()> {
-        if self.commits.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Applied; the answer is lost (the proposal's wait timed out).
-            self.inner.commit(keys, s, c)?;
-            return Err(KvError::Unavailable("region 1: no answer within 5s".into()));
+    fn execute(&self, request: &TxnRequest) -> KvResult<TxnResponse> {
+        match request {
+            TxnRequest::Commit { .. } => {
+                if self.commits.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // Applied; the answer is lost (the proposal's wait timed out).
+                    self.inner.execute(request)?;
+                    return Err(KvError::Unavailable("region 1: no answer within 5s".into()));
+                }
+                // Later attempts: an election is under way.
+                Err(KvError::NotLeader {
+                    region_id: 1,
+                    leader: None,
+                })
+            }
+            // The client's best-effort rollback reaches no leader either.
+            TxnRequest::Rollback { .. } => Err(KvError::NotLeader {
+                region_id: 1,
+                leader: None,
+            }),
+            _ => self.inner.execute(request),
         }
-        // Later attempts: an election is under way.
-        Err(KvError::NotLeader {
-            region_id: 1,
-            leader: None,
-        })
-    }
-    fn rollback(&self, keys: &[Vec<u8>], s: Timestamp) -> KvResult<()> {
-        // The client's best-effort rollback reaches no leader either.
-        let _ = (keys, s);
-        Err(KvError::NotLeader {
-            region_id: 1,
-            leader: None,
-        })
-    }
-    fn check_txn_status(&self, p: &[u8], l: Timestamp, c: Timestamp) -> KvResult<TxnStatus> {
-        self.inner.check_txn_status(p, l, c)
-    }
-    fn resolve_lock(&self, k: &[u8], s: Timestamp, c: Option<Timestamp>) -> KvResult<usize> {
-        self.inner.resolve_lock(k, s, c)
-    }
-    fn txn_heartbeat(&self, p: &[u8], s: Timestamp, t: u64) -> KvResult<u64> {
-        self.inner.txn_heartbeat(p, s, t)
     }
 }
 

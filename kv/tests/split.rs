@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kv::{KvResult, Transaction, TxnClient};
-use scheduler::ClusterApi;
+use scheduler_api::ClusterApi;
 use support_cluster::{TestCluster, seeded_choices, split_config};
 
 /// Split sizes for the tests: a region past 6 KiB splits into parts of about 4 KiB (some 25

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kv::mvcc::reader::ReadOutcome;
 use kv::storage::{Cf, Engine, MemoryEngine, Snapshot};
-use kv::txn::{Mutation, TxnCommands, TxnStore};
+use kv::txn::{Mutation, TxnCommands, TxnCommandsExt, TxnStore};
 use kv::{KvError, Transaction, TxnClient, TxnOptions};
 use scheduler::{Timestamp, TimestampOracle};
 

@@ -48,10 +48,17 @@
 //! operator is pending; a key is done once a region starts at it, and forgotten after
 //! `operator_timeout` if that never happens.
 //!
+//! # Draining a store
+//!
+//! [`Cluster::remove_store`] (`RemoveStore`) marks a store as being removed, persisted with
+//! the stores: it never counts as up again, so nothing is placed on it, its replicas are
+//! replaced elsewhere as if it were down, and a leader on it transfers its leadership away
+//! before its own replica is removed. The answer counts the regions still on it.
+//!
 //! # Deliberately left out
 //!
-//! Merging regions, draining a store before removing it, and replicating the scheduler
-//! itself (this is the single authority, like the TSO).
+//! Merging regions and replicating the scheduler itself (this is the single authority, like
+//! the TSO).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -65,9 +72,9 @@ use proto::scheduler::{
     ChangePeer, ChangePeerType, ClusterState, RegionHeartbeatRequest, RegionHeartbeatResponse,
     RegionInfo, StoreHeartbeatRequest,
 };
+use scheduler_api::ClusterError;
 
 use crate::atomic_file::write_atomically;
-use crate::cluster_api::ClusterError;
 use crate::id_alloc::IdAllocator;
 use crate::operator::{Operator, OperatorKind, Step};
 use crate::replica_checker::{self, ReplicaChange};

@@ -12,34 +12,40 @@
 //!   balancing decisions; [`balance`] feeds them the cluster state.
 //! - [`operator`]: what the scheduler decided for a region (a membership change, a replica
 //!   move, a leader transfer), handed to its leader one step per heartbeat.
-//! - [`cluster_api`]: [`ClusterApi`], the synchronous interface the stores and clients use,
-//!   in-process ([`LocalCluster`]) or remote ([`SchedulerClient`]).
-//! - [`service`]: all of it over gRPC (`regiondb.scheduler.Scheduler`).
-//! - [`client`]: the client side, batching concurrent timestamp requests into one call.
+//! - [`local_cluster`]: [`LocalCluster`], the [`ClusterApi`] in-process (the single-node
+//!   cluster, in-process cluster tests).
+//! - [`service`]: all of it over gRPC (`regiondb.scheduler.Scheduler`), including draining a
+//!   store for removal (`RemoveStore`: its replicas are placed elsewhere, its leaders moved
+//!   away).
 //!
-//! Deliberately not here (yet): region merge, draining a store for removal, and a replicated
-//! scheduler (this one process is the authority).
+//! What the scheduler's users need and nothing of the server — [`Timestamp`], the
+//! [`TimestampSource`] and [`ClusterApi`] interfaces with their errors, and the gRPC client
+//! [`SchedulerClient`] (batching concurrent timestamp requests into one call) — lives in the
+//! `scheduler-api` crate (`scheduler/api/`), re-exported here, so that the key-value layer
+//! depends on that crate alone.
+//!
+//! Deliberately not here (yet): region merge and a replicated scheduler (this one process is
+//! the authority).
 
 pub mod atomic_file;
 pub mod balance;
 pub mod balance_leader;
 pub mod balance_region;
-pub mod client;
 pub mod cluster;
-pub mod cluster_api;
 pub mod high_water;
 pub mod id_alloc;
+pub mod local_cluster;
 pub mod operator;
 pub mod replica_checker;
 pub mod service;
-pub mod timestamp;
 pub mod tso;
 
-pub use client::SchedulerClient;
 pub use cluster::{Cluster, ClusterConfig, StoreStats};
-pub use cluster_api::{ClusterApi, ClusterError, LocalCluster};
 pub use id_alloc::{IdAllocator, IdError};
+pub use local_cluster::LocalCluster;
 pub use proto::metapb::{Peer, Region, RegionEpoch, Store};
 pub use replica_checker::ReplicaChange;
-pub use timestamp::Timestamp;
-pub use tso::{TimestampOracle, TimestampSource, TsoError};
+pub use scheduler_api::{
+    ClusterApi, ClusterError, SchedulerClient, Timestamp, TimestampSource, TsoError,
+};
+pub use tso::TimestampOracle;

@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use proto::scheduler as pb;
 use proto::scheduler::scheduler_server::{Scheduler, SchedulerServer};
+use scheduler_api::{ClusterError, TsoError};
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{Cluster, ClusterConfig};
-use crate::cluster_api::ClusterError;
 use crate::id_alloc::{IdAllocator, IdError};
-use crate::tso::{TimestampOracle, TsoError};
+use crate::tso::TimestampOracle;
 
 pub struct SchedulerService {
     tso: Arc<TimestampOracle>,
@@ -62,7 +62,7 @@ fn tso_status(e: TsoError) -> Status {
     }
 }
 
-/// The gRPC status for a cluster error; [`crate::client`] maps it back.
+/// The gRPC status for a cluster error; [`scheduler_api::client`] maps it back.
 pub(crate) fn cluster_status(e: ClusterError) -> Status {
     match e {
         ClusterError::Invalid(m) => Status::invalid_argument(m),

@@ -18,29 +18,27 @@
 //! wall clock went backwards. The cost is one fsync per `SAVE_AHEAD_MS` of issued time.
 //!
 //! Served over gRPC by [`crate::service`]; clients batch concurrent requests
-//! ([`crate::client`]). Not here yet: leader election among several scheduler replicas (a
+//! ([`scheduler_api::client`]). Not here yet: leader election among several scheduler replicas (a
 //! single scheduler is the authority).
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use scheduler_api::timestamp::{LOGICAL_PER_MS, Timestamp};
+use scheduler_api::{TimestampSource, TsoError};
+
 use crate::high_water::{HighWater, HighWaterError};
-use crate::timestamp::{LOGICAL_PER_MS, Timestamp};
 
 /// How far ahead of the issued physical time the persisted high-water mark is kept.
 pub const SAVE_AHEAD_MS: u64 = 3_000;
 
 const MARK_FILE: &str = "tso-high-water";
 
-#[derive(Debug, thiserror::Error)]
-pub enum TsoError {
-    #[error("timestamp oracle: {0}")]
-    Persist(#[from] HighWaterError),
-    #[error("a timestamp batch must ask for between 1 and {max} timestamps, not {count}")]
-    BadCount { count: u32, max: u64 },
-    #[error("timestamp oracle unavailable: {0}")]
-    Unavailable(String),
+impl From<HighWaterError> for TsoError {
+    fn from(e: HighWaterError) -> TsoError {
+        TsoError::Persist(Box::new(e))
+    }
 }
 
 struct State {
@@ -122,11 +120,6 @@ impl TimestampOracle {
         state.logical += count;
         Ok(Timestamp::compose(state.physical, state.logical))
     }
-}
-
-/// Where transactions get their timestamps: the oracle in-process, or a scheduler client.
-pub trait TimestampSource: Send + Sync {
-    fn get_timestamp(&self) -> Result<Timestamp, TsoError>;
 }
 
 impl TimestampSource for TimestampOracle {

@@ -7,7 +7,7 @@ use proto::scheduler::{ChangePeerType, RegionHeartbeatRequest, StoreHeartbeatReq
 use scheduler::service::SchedulerService;
 use scheduler::{
     Cluster, ClusterApi, ClusterConfig, ClusterError, IdAllocator, Peer, Region, RegionEpoch,
-    SchedulerClient, Store, TimestampOracle,
+    SchedulerClient, Store, TimestampOracle, TimestampSource,
 };
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -172,8 +172,46 @@ fn a_scheduler_that_never_answers_is_unavailable_after_the_deadline() {
     ));
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= scheduler::client::CALL_TIMEOUT / 2
+        elapsed >= scheduler_api::client::CALL_TIMEOUT / 2
             && elapsed < std::time::Duration::from_secs(10),
         "{elapsed:?}"
     );
+}
+
+#[test]
+fn concurrent_callers_get_increasing_unique_timestamps_and_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let endpoint = serve(&runtime, dir.path());
+    let client =
+        Arc::new(SchedulerClient::connect_lazy(&endpoint, runtime.handle().clone()).unwrap());
+    let mut all: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let client = Arc::clone(&client);
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    for _ in 0..200 {
+                        mine.push(client.get_timestamp().unwrap().0);
+                    }
+                    assert!(
+                        mine.windows(2).all(|w| w[0] < w[1]),
+                        "each caller sees time move forward"
+                    );
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n);
+    let first = runtime.block_on(client.alloc_ids(10)).unwrap();
+    let second = runtime.block_on(client.alloc_ids(1)).unwrap();
+    assert!(second >= first + 10);
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scheduler::ClusterApi;
+use scheduler_api::ClusterApi;
 
 use crate::error::{KvError, KvResult};
 
@@ -48,7 +48,7 @@ impl SchedulerRegions {
     }
 }
 
-fn scheduler_error(e: scheduler::ClusterError) -> KvError {
+fn scheduler_error(e: scheduler_api::ClusterError) -> KvError {
     KvError::Unavailable(format!("scheduler: {e}"))
 }
 

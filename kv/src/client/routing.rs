@@ -3,7 +3,8 @@
 //!
 //! A region cache (key range → region, leader) is filled from the scheduler on a miss. Each
 //! command runs on one region (multi-key commands are split by region; a scan walks the
-//! regions in key order) and reacts to what comes back:
+//! regions in key order), as its request says ([`TxnRequest::route`]), and reacts to what
+//! comes back:
 //!
 //! - `NotLeader` with a hint: retry at once on the hinted peer (even on a store that failed
 //!   earlier in this command), backing off after a few hints in a row; without one, try the
@@ -20,19 +21,22 @@
 //! because every command is idempotent. Other errors (a lock, a write conflict, an aborted
 //! transaction) are the transaction client's to handle.
 //!
-//! Multi-key commands (prewrite, commit, rollback) are grouped by region and sent to all the
-//! regions at once, one thread per region; a group whose region split meanwhile is grouped
-//! again. The transaction client commits the primary key alone first, then the secondaries.
+//! Multi-key commands (prewrite, commit, rollback) are split into one request per region
+//! ([`TxnRequest::part`]) and sent to all the regions at once, one thread per region; a part
+//! whose region split meanwhile is split again. Their answer is the first part's error or lock
+//! met, in the order of the parts. The transaction client commits the primary key alone first,
+//! then the secondaries.
 //! A scan asks for at most [`SCAN_PAGE`] keys per request, going on within a region after the
 //! last key returned and then in the next region. Lock resolution goes to the region of the
 //! lock that was met.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proto::metapb::{Peer as PeerMeta, Region};
-use scheduler::{ClusterApi, Timestamp};
+use scheduler_api::{ClusterApi, Timestamp};
 use tokio::runtime::Handle;
 use tracing::debug;
 
@@ -41,8 +45,7 @@ use crate::error::{KvError, KvResult};
 use crate::mvcc::reader::ReadOutcome;
 use crate::raftstore::region::{contains_key, ranges_overlap};
 use crate::storage::KvPair;
-use crate::txn::actions::{Mutation, PrewriteError, TxnStatus};
-use crate::txn::{CommandRouter, RegionContext, TxnCommands};
+use crate::txn::{CommandRouter, RegionContext, Route, TxnCommands, TxnRequest, TxnResponse};
 
 /// Reaches the stores of a cluster: the command router of a store, by id.
 pub trait StoreConnector: Send + Sync {
@@ -159,24 +162,10 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Leader hints followed at once before retries back off.
 const MAX_IMMEDIATE_HINTS: u32 = 3;
 
-/// The region error inside a command's error, if it is one the router handles.
-trait RoutingError {
-    fn routing_error(&self) -> Option<&KvError>;
-}
-
-impl RoutingError for KvError {
-    fn routing_error(&self) -> Option<&KvError> {
-        (self.is_region_error() || matches!(self, KvError::Unavailable(_))).then_some(self)
-    }
-}
-
-impl RoutingError for PrewriteError {
-    fn routing_error(&self) -> Option<&KvError> {
-        match self {
-            PrewriteError::Failed(e) => e.routing_error(),
-            PrewriteError::Locked { .. } => None,
-        }
-    }
+/// The region error (or an unreachable store) the router handles by retrying, if `error` is
+/// one.
+fn routing_error(error: &KvError) -> Option<&KvError> {
+    (error.is_region_error() || matches!(error, KvError::Unavailable(_))).then_some(error)
 }
 
 impl RoutedCommands {
@@ -257,11 +246,11 @@ impl RoutedCommands {
 
     /// Runs `op` on the leader of the region holding `key`, retrying as the module explains.
     /// `op` gets the region it runs on.
-    fn on_region<T, E: RoutingError + From<KvError>>(
+    fn on_region<T>(
         &self,
         key: &[u8],
-        mut op: impl FnMut(&dyn TxnCommands, &Region) -> Result<T, E>,
-    ) -> Result<T, E> {
+        mut op: impl FnMut(&dyn TxnCommands, &Region) -> KvResult<T>,
+    ) -> KvResult<T> {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = FIRST_BACKOFF;
         let mut avoid: BTreeSet<u64> = BTreeSet::new();
@@ -272,7 +261,7 @@ impl RoutedCommands {
         // Leader hints followed so far.
         let mut hints = 0;
         loop {
-            let attempt = (|| -> Result<T, E> {
+            let attempt = (|| -> KvResult<T> {
                 let cached = self.locate(key)?;
                 let region = &cached.region;
                 tried_version.set(region.epoch.unwrap_or_default().version);
@@ -299,11 +288,11 @@ impl RoutedCommands {
                     Ok(c) => c,
                     Err(e) => {
                         avoid.insert(target.store_id);
-                        return Err(e.into());
+                        return Err(e);
                     }
                 };
                 op(commands.as_ref(), region).inspect_err(|e| {
-                    if let Some(KvError::Unavailable(_)) = e.routing_error() {
+                    if let KvError::Unavailable(_) = e {
                         avoid.insert(target.store_id);
                         self.stores.forget(target.store_id);
                         ambiguous.set(true);
@@ -314,17 +303,17 @@ impl RoutedCommands {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
             };
-            let Some(routing) = error.routing_error() else {
+            let Some(routing) = routing_error(&error) else {
                 return Err(error);
             };
             if Instant::now() >= deadline {
                 // Giving up: if an earlier attempt may have been applied, say so (the caller
                 // treats `Unavailable` as "outcome unknown"), whatever the last attempt said.
                 if ambiguous.get() && !matches!(routing, KvError::Unavailable(_)) {
-                    return Err(E::from(KvError::Unavailable(format!(
+                    return Err(KvError::Unavailable(format!(
                         "an earlier attempt got no answer and may have been applied; the last \
                          one failed: {routing}"
-                    ))));
+                    )));
                 }
                 return Err(error);
             }
@@ -399,93 +388,86 @@ impl RoutedCommands {
         }
     }
 
-    /// Splits items by the region of their keys (regions in order of first appearance).
-    fn group_by_region<K: Clone>(
+    /// Splits a multi-key request into one part per region, over the keys that region holds
+    /// (regions in order of their first key in the request). A request whose keys are all in
+    /// one region is its own part.
+    fn split_by_region<'r>(
         &self,
-        items: &[K],
-        key: impl Fn(&K) -> &[u8],
-    ) -> KvResult<Vec<Vec<K>>> {
-        let mut groups: Vec<(u64, Vec<K>)> = Vec::new();
-        for item in items {
-            let region = self.locate(key(item))?.region.id;
+        request: Cow<'r, TxnRequest>,
+    ) -> KvResult<Vec<Cow<'r, TxnRequest>>> {
+        let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+        for (i, key) in request.keys().enumerate() {
+            let region = self.locate(key)?.region.id;
             match groups.iter_mut().find(|(id, _)| *id == region) {
-                Some((_, group)) => group.push(item.clone()),
-                None => groups.push((region, vec![item.clone()])),
+                Some((_, group)) => group.push(i),
+                None => groups.push((region, vec![i])),
             }
         }
-        Ok(groups.into_iter().map(|(_, g)| g).collect())
+        if groups.len() == 1 {
+            return Ok(vec![request]);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(_, items)| Cow::Owned(request.part(&items)))
+            .collect())
     }
 
-    /// Runs `op` once per region over the items whose keys that region holds, the regions in
-    /// parallel. A group whose keys are no longer all in one region (it split since the items
-    /// were grouped) is grouped again by the fresh regions.
-    fn on_regions<K, E>(
-        &self,
-        items: &[K],
-        key: impl Fn(&K) -> &[u8] + Sync,
-        op: impl Fn(&dyn TxnCommands, &[K]) -> Result<(), E> + Sync,
-    ) -> Result<(), E>
-    where
-        K: Clone + Send + Sync,
-        E: RoutingError + From<KvError> + Send,
-    {
-        let groups = self.group_by_region(items, &key)?;
-        let run = |group: Vec<K>| self.on_group(group, &key, &op);
-        if groups.len() == 1 {
-            return groups.into_iter().try_for_each(run);
+    /// Runs a multi-key request once per region over the keys that region holds, the regions
+    /// in parallel. A part whose keys are no longer all in one region (it split since the
+    /// request was split) is split again by the fresh regions. The answer is the first part's
+    /// (in the order of the parts) that concludes the request — an error or a lock met — else
+    /// any part's (see [`TxnResponse::concludes`]).
+    fn on_regions(&self, request: &TxnRequest) -> KvResult<TxnResponse> {
+        let mut parts = self.split_by_region(Cow::Borrowed(request))?;
+        if parts.len() <= 1 {
+            return match parts.pop() {
+                Some(part) => self.on_part(part),
+                None => request.answer_without_keys().ok_or_else(|| {
+                    KvError::Server(format!("a {} request without keys", request.name()))
+                }),
+            };
         }
         std::thread::scope(|scope| {
-            let running: Vec<_> = groups
+            let running: Vec<_> = parts
                 .into_iter()
-                .map(|group| scope.spawn(move || run(group)))
+                .map(|part| scope.spawn(move || self.on_part(part)))
                 .collect();
-            let mut result = Ok(());
-            for thread in running {
-                let outcome = thread.join().unwrap_or_else(|_| {
-                    Err(E::from(KvError::Server("a routed call panicked".into())))
-                });
-                if result.is_ok() {
-                    result = outcome;
-                }
-            }
-            result
+            let answers = running.into_iter().map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(KvError::Server("a routed call panicked".into())))
+            });
+            merge(answers)
         })
     }
 
-    /// Runs `op` on one group of items (see `on_regions`), regrouping if the region split.
-    fn on_group<K: Clone, E: RoutingError + From<KvError>>(
-        &self,
-        group: Vec<K>,
-        key: &impl Fn(&K) -> &[u8],
-        op: &impl Fn(&dyn TxnCommands, &[K]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut pending = vec![group];
-        while let Some(group) = pending.pop() {
-            let Some(first) = group.first() else { continue };
-            let mut regroup = false;
-            self.on_region(key(first), |commands, region| {
-                regroup = !group.iter().all(|item| contains_key(region, key(item)));
-                if regroup {
-                    return Ok(());
+    /// Runs one part of a multi-key request (see `on_regions`), splitting it again if its
+    /// region split.
+    fn on_part(&self, part: Cow<'_, TxnRequest>) -> KvResult<TxnResponse> {
+        let mut pending = vec![part];
+        let mut answers = Vec::new();
+        while let Some(part) = pending.pop() {
+            let Some(first) = part.keys().next() else {
+                continue;
+            };
+            // `None`: the part's keys are no longer all in the region of its first key.
+            let answer = self.on_region(first, |commands, region| {
+                if !part.keys().all(|key| contains_key(region, key)) {
+                    return Ok(None);
                 }
-                op(commands, &group)
+                commands.execute(&part).map(Some)
             })?;
-            if regroup {
-                pending.extend(self.group_by_region(&group, key)?);
+            match answer {
+                Some(answer) if answer.concludes() => return Ok(answer),
+                Some(answer) => answers.push(answer),
+                None => pending.extend(self.split_by_region(part)?),
             }
         }
-        Ok(())
-    }
-}
-
-/// Keys per scan request: a scan over many rows is paged, never one huge message.
-pub const SCAN_PAGE: usize = 1024;
-
-impl TxnCommands for RoutedCommands {
-    fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
-        self.on_region(key, |c, _| c.get(key, ts))
+        merge(answers.into_iter().map(Ok))
     }
 
+    /// A range scan, walking the regions in key order and paging within each (see the module
+    /// doc).
     fn scan(
         &self,
         start: &[u8],
@@ -496,15 +478,30 @@ impl TxnCommands for RoutedCommands {
         let mut pairs = Vec::new();
         let mut from = start.to_vec();
         loop {
-            let page = (limit - pairs.len()).min(SCAN_PAGE);
+            let page_limit = (limit - pairs.len()).min(SCAN_PAGE);
+            let page = TxnRequest::Scan {
+                start: from.clone(),
+                end: end.map(<[u8]>::to_vec),
+                ts,
+                limit: page_limit,
+            };
             let (outcome, region_end) = self.on_region(&from, |c, region| {
-                Ok::<_, KvError>((c.scan(&from, end, ts, page)?, region.end_key.clone()))
+                let outcome = match c.execute(&page)? {
+                    TxnResponse::Scan(outcome) => outcome,
+                    other => {
+                        return Err(KvError::Server(format!(
+                            "a scan request was answered as {}",
+                            other.name()
+                        )));
+                    }
+                };
+                Ok((outcome, region.end_key.clone()))
             })?;
             let found = match outcome {
                 ReadOutcome::Value(found) => found,
                 locked @ ReadOutcome::Locked { .. } => return Ok(locked),
             };
-            let full_page = found.len() >= page;
+            let full_page = found.len() >= page_limit;
             let last = found.last().map(|(key, _)| key.clone());
             pairs.extend(found);
             if pairs.len() >= limit {
@@ -526,53 +523,92 @@ impl TxnCommands for RoutedCommands {
             };
         }
     }
+}
 
-    /// Every region's mutations at once: a secondary lock written before the primary's is
-    /// harmless (a reader that meets it checks the primary, and a rollback recorded there
-    /// makes the primary's prewrite fail).
-    fn prewrite(
-        &self,
-        mutations: &[Mutation],
-        primary: &[u8],
-        start_ts: Timestamp,
-        ttl_ms: u64,
-    ) -> Result<(), PrewriteError> {
-        self.on_regions(mutations, Mutation::key, |c, group| {
-            c.prewrite(group, primary, start_ts, ttl_ms)
-        })
+/// The answer of a request split by region, from its parts' answers in the parts' order: the
+/// first that concludes the request (an error, a lock met), else the last.
+fn merge(answers: impl Iterator<Item = KvResult<TxnResponse>>) -> KvResult<TxnResponse> {
+    let mut merged = None;
+    for answer in answers {
+        let concluded = matches!(&merged, Some(Err(_)))
+            || matches!(&merged, Some(Ok(done)) if TxnResponse::concludes(done));
+        if !concluded {
+            merged = Some(answer);
+        }
+    }
+    merged.unwrap_or_else(|| Err(KvError::Server("a request split into no parts".into())))
+}
+
+/// Keys per scan request: a scan over many rows is paged, never one huge message.
+pub const SCAN_PAGE: usize = 1024;
+
+/// Each request is routed where [`TxnRequest::route`] says: a one-key request to its region;
+/// a multi-key one (prewrite, commit, rollback) to every region holding some of its keys, at
+/// once — a secondary lock written before the primary's is harmless (a reader that meets it
+/// checks the primary, and a rollback recorded there makes the primary's prewrite fail); a
+/// scan region by region.
+impl TxnCommands for RoutedCommands {
+    fn execute(&self, request: &TxnRequest) -> KvResult<TxnResponse> {
+        match request.route() {
+            Route::Key(key) => self.on_region(key, |commands, _| commands.execute(request)),
+            Route::Keys => self.on_regions(request),
+            Route::Range => {
+                let TxnRequest::Scan {
+                    start,
+                    end,
+                    ts,
+                    limit,
+                } = request
+                else {
+                    return Err(KvError::Server(format!(
+                        "a {} request routed as a range",
+                        request.name()
+                    )));
+                };
+                self.scan(start, end.as_deref(), *ts, *limit)
+                    .map(TxnResponse::Scan)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::{Lock, LockKind};
+
+    fn locked(start_ts: u64) -> TxnResponse {
+        TxnResponse::Prewrite {
+            locked: Some((
+                b"k".to_vec(),
+                Lock {
+                    kind: LockKind::Put,
+                    primary: b"p".to_vec(),
+                    start_ts: Timestamp(start_ts),
+                    ttl_ms: 100,
+                },
+            )),
+        }
     }
 
-    fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
-        self.on_regions(keys, Vec::as_slice, |c, group| {
-            c.commit(group, start_ts, commit_ts)
-        })
-    }
-
-    fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
-        self.on_regions(keys, Vec::as_slice, |c, group| c.rollback(group, start_ts))
-    }
-
-    fn check_txn_status(
-        &self,
-        primary: &[u8],
-        lock_ts: Timestamp,
-        current_ts: Timestamp,
-    ) -> KvResult<TxnStatus> {
-        self.on_region(primary, |c, _| {
-            c.check_txn_status(primary, lock_ts, current_ts)
-        })
-    }
-
-    fn resolve_lock(
-        &self,
-        key: &[u8],
-        start_ts: Timestamp,
-        commit_ts: Option<Timestamp>,
-    ) -> KvResult<usize> {
-        self.on_region(key, |c, _| c.resolve_lock(key, start_ts, commit_ts))
-    }
-
-    fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
-        self.on_region(primary, |c, _| c.txn_heartbeat(primary, start_ts, ttl_ms))
+    #[test]
+    fn the_first_part_to_conclude_answers_for_the_request() {
+        let ok = || Ok(TxnResponse::Prewrite { locked: None });
+        assert_eq!(
+            merge([ok(), ok()].into_iter()).unwrap(),
+            TxnResponse::Prewrite { locked: None }
+        );
+        assert_eq!(
+            merge([ok(), Ok(locked(3)), Ok(locked(4))].into_iter()).unwrap(),
+            locked(3)
+        );
+        assert!(matches!(
+            merge([ok(), Err(KvError::ServerIsBusy("a".into())), Ok(locked(4))].into_iter()),
+            Err(KvError::ServerIsBusy(_))
+        ));
+        assert_eq!(
+            merge([Ok(locked(3)), Err(KvError::ServerIsBusy("a".into()))].into_iter()).unwrap(),
+            locked(3)
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scheduler::{Timestamp, TimestampSource};
+use scheduler_api::{Timestamp, TimestampSource};
 use tracing::warn;
 
 use super::transaction::{Transaction, TransactionSource};
@@ -14,7 +14,7 @@ use crate::mvcc::Lock;
 use crate::mvcc::reader::ReadOutcome;
 use crate::storage::KvPair;
 use crate::txn::actions::PrewriteError;
-use crate::txn::{Mutation, TxnCommands, TxnStatus};
+use crate::txn::{Mutation, TxnCommands, TxnCommandsExt, TxnStatus};
 
 /// Tunables of the client protocol.
 #[derive(Clone, Debug)]

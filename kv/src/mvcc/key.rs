@@ -1,6 +1,6 @@
 //! MVCC keys: a memcomparable user key followed by a descending timestamp.
 
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 use crate::codec::memcomparable::{self, DecodeError};
 

@@ -1,6 +1,6 @@
 //! Reads of MVCC data at a timestamp, over one storage snapshot.
 
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 use super::key::{encode_user_key, encode_versioned, split_versioned};
 use super::record::{Lock, LockKind, Write, WriteKind};

@@ -1,6 +1,6 @@
 //! The values of the `lock` and `write` families, with their binary encodings.
 
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 use crate::codec::memcomparable::{self, DecodeError};
 

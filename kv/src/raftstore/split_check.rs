@@ -184,7 +184,7 @@ mod tests {
     use super::*;
     use crate::mvcc::key::encode_versioned;
     use crate::storage::{Engine, MemoryEngine, WriteBatch};
-    use scheduler::Timestamp;
+    use scheduler_api::Timestamp;
 
     fn region(start: &[u8], end: &[u8]) -> Region {
         Region {

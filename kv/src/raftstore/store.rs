@@ -42,7 +42,7 @@ use std::time::Duration;
 use proto::metapb::{Peer as PeerMeta, Region, Store as StoreMeta};
 use proto::scheduler::RegionHeartbeatRequest;
 use raft::{Config as RaftConfig, MessageBody};
-use scheduler::ClusterApi;
+use scheduler_api::ClusterApi;
 use tracing::{debug, info, warn};
 
 use super::batch_system::BatchSystem;
@@ -146,7 +146,7 @@ pub fn ensure_store_id<E: Engine>(engine: &E, cluster: &dyn ClusterApi) -> KvRes
     Ok(id)
 }
 
-pub fn cluster_error(e: scheduler::ClusterError) -> KvError {
+pub fn cluster_error(e: scheduler_api::ClusterError) -> KvError {
     KvError::Unavailable(format!("scheduler: {e}"))
 }
 

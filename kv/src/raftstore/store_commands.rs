@@ -11,16 +11,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use scheduler::Timestamp;
-
 use super::driver::PeerHandle;
 use super::region;
 use super::store::Store;
 use crate::error::{KvError, KvResult};
-use crate::mvcc::reader::ReadOutcome;
-use crate::storage::{Engine, KvPair};
-use crate::txn::actions::{Mutation, PrewriteError};
-use crate::txn::{CommandRouter, RegionContext, TxnCommands, TxnStatus, TxnStore};
+use crate::storage::Engine;
+use crate::txn::{CommandRouter, RegionContext, TxnCommands, TxnRequest, TxnResponse, TxnStore};
 
 /// Routes a store's requests to its regions.
 pub struct StoreCommands<E: Engine> {
@@ -152,83 +148,51 @@ impl<E: Engine> RegionCommands<E> {
 }
 
 impl<E: Engine> TxnCommands for RegionCommands<E> {
-    fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
-        let version = self.version();
-        self.check_keys([key])?;
-        let outcome = self.txn.get(key, ts)?;
-        self.check_unchanged(version)?;
-        Ok(outcome)
-    }
-
-    /// Scans the part of `[start, end)` inside the region: `start` must be in it, and the scan
-    /// stops at the region's end (the client continues in the next region).
-    fn scan(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        ts: Timestamp,
-        limit: usize,
-    ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
-        let region = self.handle.region();
-        let version = region::epoch(&region).version;
-        self.check_keys([start])?;
-        let end = match (end, region.end_key.is_empty()) {
-            (end, true) => end,
-            (Some(end), false) if end <= region.end_key.as_slice() => Some(end),
-            (_, false) => Some(region.end_key.as_slice()),
-        };
-        let outcome = self.txn.scan(start, end, ts, limit)?;
-        self.check_unchanged(version)?;
-        Ok(outcome)
-    }
-
-    fn prewrite(
-        &self,
-        mutations: &[Mutation],
-        primary: &[u8],
-        start_ts: Timestamp,
-        ttl_ms: u64,
-    ) -> Result<(), PrewriteError> {
-        self.check_keys(mutations.iter().map(Mutation::key))
-            .map_err(PrewriteError::Failed)?;
-        self.txn.prewrite(mutations, primary, start_ts, ttl_ms)
-    }
-
-    fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
-        self.check_keys(keys.iter().map(Vec::as_slice))?;
-        self.txn.commit(keys, start_ts, commit_ts)
-    }
-
-    fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
-        self.check_keys(keys.iter().map(Vec::as_slice))?;
-        self.txn.rollback(keys, start_ts)
-    }
-
-    fn check_txn_status(
-        &self,
-        primary: &[u8],
-        lock_ts: Timestamp,
-        current_ts: Timestamp,
-    ) -> KvResult<TxnStatus> {
-        let version = self.version();
-        self.check_keys([primary])?;
-        let status = self.txn.check_txn_status(primary, lock_ts, current_ts)?;
-        self.check_unchanged(version)?;
-        Ok(status)
-    }
-
-    fn resolve_lock(
-        &self,
-        key: &[u8],
-        start_ts: Timestamp,
-        commit_ts: Option<Timestamp>,
-    ) -> KvResult<usize> {
-        self.check_keys([key])?;
-        self.txn.resolve_lock(key, start_ts, commit_ts)
-    }
-
-    fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
-        self.check_keys([primary])?;
-        self.txn.txn_heartbeat(primary, start_ts, ttl_ms)
+    fn execute(&self, request: &TxnRequest) -> KvResult<TxnResponse> {
+        match request {
+            // A scan runs over the part of `[start, end)` inside the region: `start` must be
+            // in it, and the scan stops at the region's end (the client continues in the next
+            // region).
+            TxnRequest::Scan {
+                start,
+                end,
+                ts,
+                limit,
+            } => {
+                let region = self.handle.region();
+                let version = region::epoch(&region).version;
+                self.check_keys([start.as_slice()])?;
+                let end = match (end, region.end_key.is_empty()) {
+                    (end, true) => end.clone(),
+                    (Some(end), false) if *end <= region.end_key => Some(end.clone()),
+                    (_, false) => Some(region.end_key),
+                };
+                let clamped = TxnRequest::Scan {
+                    start: start.clone(),
+                    end,
+                    ts: *ts,
+                    limit: *limit,
+                };
+                let response = self.txn.execute(&clamped)?;
+                self.check_unchanged(version)?;
+                Ok(response)
+            }
+            // What a read answers must come from the region as it was when the read started.
+            TxnRequest::Get { .. } | TxnRequest::CheckTxnStatus { .. } => {
+                let version = self.version();
+                self.check_keys(request.keys())?;
+                let response = self.txn.execute(request)?;
+                self.check_unchanged(version)?;
+                Ok(response)
+            }
+            TxnRequest::Prewrite { .. }
+            | TxnRequest::Commit { .. }
+            | TxnRequest::Rollback { .. }
+            | TxnRequest::ResolveLock { .. }
+            | TxnRequest::TxnHeartbeat { .. } => {
+                self.check_keys(request.keys())?;
+                self.txn.execute(request)
+            }
+        }
     }
 }

@@ -91,12 +91,12 @@ fn snapshots_move_data_and_replace_the_log<E: Engine>(
     leader.append(&mut batch, &entries(1..=3, 1));
     batch.put(
         Cf::Default,
-        crate::mvcc::key::encode_versioned(b"k1", scheduler::Timestamp(5)),
+        crate::mvcc::key::encode_versioned(b"k1", scheduler_api::Timestamp(5)),
         b"v1".to_vec(),
     );
     batch.put(
         Cf::Write,
-        crate::mvcc::key::encode_versioned(b"k1", scheduler::Timestamp(6)),
+        crate::mvcc::key::encode_versioned(b"k1", scheduler_api::Timestamp(6)),
         b"w1".to_vec(),
     );
     leader.set_applied(&mut batch, 3);

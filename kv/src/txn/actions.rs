@@ -2,7 +2,7 @@
 //! batch that performs it (or an error, in which case nothing is to be written). The caller
 //! ([`super::TxnStore`]) holds the keys' latches from snapshot to write.
 
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
 use crate::error::{KvError, KvResult};
 use crate::mvcc::key::{encode_user_key, encode_versioned};

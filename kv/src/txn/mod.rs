@@ -1,4 +1,5 @@
-//! Percolator transactions, server side: the per-key actions and the store that runs them.
+//! Percolator transactions, server side: the per-key actions, the commands as one request
+//! type ([`request`], behind the one interface [`commands`]) and the store that runs them.
 //!
 //! # Protocol (Percolator, as in Google's paper and TiKV's `txn` layer)
 //!
@@ -31,8 +32,10 @@
 pub mod actions;
 pub mod commands;
 pub mod latches;
+pub mod request;
 pub mod store;
 
 pub use actions::{Mutation, TxnStatus};
-pub use commands::{CommandRouter, RegionContext, SingleKeyspace, TxnCommands};
+pub use commands::{CommandRouter, RegionContext, SingleKeyspace, TxnCommands, TxnCommandsExt};
+pub use request::{Route, TxnRequest, TxnResponse};
 pub use store::{ReadFence, Replication, TxnStore};

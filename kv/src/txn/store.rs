@@ -1,19 +1,21 @@
 //! [`TxnStore`]: runs Percolator commands ([`TxnCommands`]) against one engine, each under
-//! latches and as one atomic write batch. This is what a region leader will run behind the gRPC service; the
-//! single-node cluster calls it in-process.
+//! latches and as one atomic write batch: what a region replica runs (through Raft, see
+//! [`Replication`]), and what a plain single store runs in-process or behind the gRPC service.
+//! Every command is handled in one place, [`TxnStore::execute`](TxnCommands::execute), by
+//! the Percolator action of the same name ([`super::actions`]).
 
 use std::sync::Arc;
 
-use scheduler::Timestamp;
+use scheduler_api::Timestamp;
 
-use super::actions::{self, Mutation, PrewriteError, TxnStatus};
+use super::actions::{self, Mutation, PrewriteError};
 use super::commands::TxnCommands;
 use super::latches::Latches;
+use super::request::{TxnRequest, TxnResponse};
 use crate::error::KvResult;
 use crate::mvcc::key::{decode_user_key, encode_user_key};
-use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::{Lock, MvccReader};
-use crate::storage::{Cf, Engine, KvPair, Snapshot, WriteBatch};
+use crate::storage::{Cf, Engine, Snapshot, WriteBatch};
 
 /// How a store's commands make their effects durable, and when its engine may be read.
 pub trait Replication: Send + Sync {
@@ -102,62 +104,10 @@ impl<E: Engine> TxnStore<E> {
     }
 }
 
-impl<E: Engine> TxnCommands for TxnStore<E> {
-    fn get(&self, key: &[u8], ts: Timestamp) -> KvResult<ReadOutcome<Option<Vec<u8>>>> {
-        let (_, snapshot) = self.current()?;
-        MvccReader::new(&snapshot).get(key, ts)
-    }
-
-    fn scan(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        ts: Timestamp,
-        limit: usize,
-    ) -> KvResult<ReadOutcome<Vec<KvPair>>> {
-        let (_, snapshot) = self.current()?;
-        MvccReader::new(&snapshot).scan(start, end, ts, limit)
-    }
-
-    fn prewrite(
-        &self,
-        mutations: &[Mutation],
-        primary: &[u8],
-        start_ts: Timestamp,
-        ttl_ms: u64,
-    ) -> Result<(), PrewriteError> {
-        let _guard = self.latches.acquire(mutations.iter().map(Mutation::key));
-        let (fence, snapshot) = self.current()?;
-        let batch = actions::prewrite(&snapshot, mutations, primary, start_ts, ttl_ms)?;
-        drop(snapshot);
-        self.write(batch, fence)?;
-        Ok(())
-    }
-
-    fn commit(&self, keys: &[Vec<u8>], start_ts: Timestamp, commit_ts: Timestamp) -> KvResult<()> {
-        let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
-        let (fence, snapshot) = self.current()?;
-        let batch = actions::commit(&snapshot, keys, start_ts, commit_ts)?;
-        drop(snapshot);
-        self.write(batch, fence)
-    }
-
-    fn rollback(&self, keys: &[Vec<u8>], start_ts: Timestamp) -> KvResult<()> {
-        let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
-        let (fence, snapshot) = self.current()?;
-        let batch = actions::rollback(&snapshot, keys, start_ts)?;
-        drop(snapshot);
-        self.write(batch, fence)
-    }
-
-    /// Commits (`commit_ts = Some`) or rolls back (`None`) every lock of transaction
-    /// `start_ts` on this store. Returns how many keys were resolved.
-    fn resolve_lock(
-        &self,
-        _key: &[u8],
-        start_ts: Timestamp,
-        commit_ts: Option<Timestamp>,
-    ) -> KvResult<usize> {
+impl<E: Engine> TxnStore<E> {
+    /// Every lock of transaction `start_ts` in this store's key range, committed at
+    /// `commit_ts` (`Some`) or rolled back (`None`). Returns how many keys were resolved.
+    fn resolve_locks(&self, start_ts: Timestamp, commit_ts: Option<Timestamp>) -> KvResult<usize> {
         let locked = {
             let (_, snapshot) = self.current()?;
             let mut keys = Vec::new();
@@ -182,27 +132,99 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
         self.write(batch, fence)?;
         Ok(resolved)
     }
+}
 
-    fn txn_heartbeat(&self, primary: &[u8], start_ts: Timestamp, ttl_ms: u64) -> KvResult<u64> {
-        let _guard = self.latches.acquire([primary]);
-        let (fence, snapshot) = self.current()?;
-        let (ttl, batch) = actions::txn_heartbeat(&snapshot, primary, start_ts, ttl_ms)?;
-        drop(snapshot);
-        self.write(batch, fence)?;
-        Ok(ttl)
-    }
-
-    fn check_txn_status(
-        &self,
-        primary: &[u8],
-        lock_ts: Timestamp,
-        current_ts: Timestamp,
-    ) -> KvResult<TxnStatus> {
-        let _guard = self.latches.acquire([primary]);
-        let (fence, snapshot) = self.current()?;
-        let (status, batch) = actions::check_txn_status(&snapshot, primary, lock_ts, current_ts)?;
-        drop(snapshot);
-        self.write(batch, fence)?;
-        Ok(status)
+/// Reads run on a snapshot after the read barrier; writes take their keys' latches, compute
+/// one write batch from a snapshot and write it with the snapshot's fence.
+impl<E: Engine> TxnCommands for TxnStore<E> {
+    fn execute(&self, request: &TxnRequest) -> KvResult<TxnResponse> {
+        Ok(match request {
+            TxnRequest::Get { key, ts } => {
+                let (_, snapshot) = self.current()?;
+                TxnResponse::Get(MvccReader::new(&snapshot).get(key, *ts)?)
+            }
+            TxnRequest::Scan {
+                start,
+                end,
+                ts,
+                limit,
+            } => {
+                let (_, snapshot) = self.current()?;
+                let pairs = MvccReader::new(&snapshot).scan(start, end.as_deref(), *ts, *limit)?;
+                TxnResponse::Scan(pairs)
+            }
+            TxnRequest::Prewrite {
+                mutations,
+                primary,
+                start_ts,
+                ttl_ms,
+            } => {
+                let _guard = self.latches.acquire(mutations.iter().map(Mutation::key));
+                let (fence, snapshot) = self.current()?;
+                match actions::prewrite(&snapshot, mutations, primary, *start_ts, *ttl_ms) {
+                    Ok(batch) => {
+                        drop(snapshot);
+                        self.write(batch, fence)?;
+                        TxnResponse::Prewrite { locked: None }
+                    }
+                    Err(PrewriteError::Locked { key, lock }) => TxnResponse::Prewrite {
+                        locked: Some((key, lock)),
+                    },
+                    Err(PrewriteError::Failed(e)) => return Err(e),
+                }
+            }
+            TxnRequest::Commit {
+                keys,
+                start_ts,
+                commit_ts,
+            } => {
+                let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+                let (fence, snapshot) = self.current()?;
+                let batch = actions::commit(&snapshot, keys, *start_ts, *commit_ts)?;
+                drop(snapshot);
+                self.write(batch, fence)?;
+                TxnResponse::Commit
+            }
+            TxnRequest::Rollback { keys, start_ts } => {
+                let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+                let (fence, snapshot) = self.current()?;
+                let batch = actions::rollback(&snapshot, keys, *start_ts)?;
+                drop(snapshot);
+                self.write(batch, fence)?;
+                TxnResponse::Rollback
+            }
+            TxnRequest::CheckTxnStatus {
+                primary,
+                lock_ts,
+                current_ts,
+            } => {
+                let _guard = self.latches.acquire([primary.as_slice()]);
+                let (fence, snapshot) = self.current()?;
+                let (status, batch) =
+                    actions::check_txn_status(&snapshot, primary, *lock_ts, *current_ts)?;
+                drop(snapshot);
+                self.write(batch, fence)?;
+                TxnResponse::CheckTxnStatus(status)
+            }
+            // Every lock of the transaction on this store (in this replica's range), not only
+            // the one at `key`.
+            TxnRequest::ResolveLock {
+                start_ts,
+                commit_ts,
+                ..
+            } => TxnResponse::ResolveLock(self.resolve_locks(*start_ts, *commit_ts)?),
+            TxnRequest::TxnHeartbeat {
+                primary,
+                start_ts,
+                ttl_ms,
+            } => {
+                let _guard = self.latches.acquire([primary.as_slice()]);
+                let (fence, snapshot) = self.current()?;
+                let (ttl, batch) = actions::txn_heartbeat(&snapshot, primary, *start_ts, *ttl_ms)?;
+                drop(snapshot);
+                self.write(batch, fence)?;
+                TxnResponse::TxnHeartbeat(ttl)
+            }
+        })
     }
 }

@@ -254,133 +254,141 @@ async fn batch_timestamps(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     use tonic::transport::Server;
     use tonic::transport::server::TcpIncoming;
     use tonic::{Request, Response};
 
     use super::*;
-    use crate::id_alloc::IdAllocator;
-    use crate::service::SchedulerService;
-    use crate::tso::TimestampOracle;
 
-    /// The real service, counting timestamp calls.
-    struct Counting {
-        inner: SchedulerService,
+    /// A scheduler that hands out timestamps and IDs from counters, counting timestamp calls;
+    /// the real service is tested through this client in the `scheduler` crate.
+    #[derive(Default)]
+    struct Counters {
+        timestamps: AtomicU64,
+        ids: AtomicU64,
         calls: Arc<AtomicUsize>,
     }
 
+    fn unimplemented<T>() -> Result<Response<T>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
     #[tonic::async_trait]
-    impl proto::scheduler::scheduler_server::Scheduler for Counting {
+    impl proto::scheduler::scheduler_server::Scheduler for Counters {
         async fn get_timestamps(
             &self,
             request: Request<pb::TimestampRequest>,
         ) -> Result<Response<pb::TimestampResponse>, Status> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            self.inner.get_timestamps(request).await
+            let count = request.into_inner().count;
+            let last = self
+                .timestamps
+                .fetch_add(u64::from(count), Ordering::SeqCst)
+                + u64::from(count);
+            Ok(Response::new(pb::TimestampResponse { last, count }))
         }
 
         async fn alloc_ids(
             &self,
             request: Request<pb::AllocIdsRequest>,
         ) -> Result<Response<pb::AllocIdsResponse>, Status> {
-            self.inner.alloc_ids(request).await
+            let count = request.into_inner().count;
+            let first = self.ids.fetch_add(u64::from(count), Ordering::SeqCst) + 1;
+            Ok(Response::new(pb::AllocIdsResponse { first, count }))
         }
 
         async fn is_bootstrapped(
             &self,
-            request: Request<pb::IsBootstrappedRequest>,
+            _: Request<pb::IsBootstrappedRequest>,
         ) -> Result<Response<pb::IsBootstrappedResponse>, Status> {
-            self.inner.is_bootstrapped(request).await
+            unimplemented()
         }
 
         async fn bootstrap(
             &self,
-            request: Request<pb::BootstrapRequest>,
+            _: Request<pb::BootstrapRequest>,
         ) -> Result<Response<pb::BootstrapResponse>, Status> {
-            self.inner.bootstrap(request).await
+            unimplemented()
         }
 
         async fn put_store(
             &self,
-            request: Request<pb::PutStoreRequest>,
+            _: Request<pb::PutStoreRequest>,
         ) -> Result<Response<pb::PutStoreResponse>, Status> {
-            self.inner.put_store(request).await
+            unimplemented()
         }
 
         async fn get_store(
             &self,
-            request: Request<pb::GetStoreRequest>,
+            _: Request<pb::GetStoreRequest>,
         ) -> Result<Response<pb::GetStoreResponse>, Status> {
-            self.inner.get_store(request).await
+            unimplemented()
         }
 
         async fn get_all_stores(
             &self,
-            request: Request<pb::GetAllStoresRequest>,
+            _: Request<pb::GetAllStoresRequest>,
         ) -> Result<Response<pb::GetAllStoresResponse>, Status> {
-            self.inner.get_all_stores(request).await
+            unimplemented()
         }
 
         async fn store_heartbeat(
             &self,
-            request: Request<pb::StoreHeartbeatRequest>,
+            _: Request<pb::StoreHeartbeatRequest>,
         ) -> Result<Response<pb::StoreHeartbeatResponse>, Status> {
-            self.inner.store_heartbeat(request).await
+            unimplemented()
         }
 
         async fn region_heartbeat(
             &self,
-            request: Request<pb::RegionHeartbeatRequest>,
+            _: Request<pb::RegionHeartbeatRequest>,
         ) -> Result<Response<pb::RegionHeartbeatResponse>, Status> {
-            self.inner.region_heartbeat(request).await
+            unimplemented()
         }
 
         async fn get_region(
             &self,
-            request: Request<pb::GetRegionRequest>,
+            _: Request<pb::GetRegionRequest>,
         ) -> Result<Response<pb::GetRegionResponse>, Status> {
-            self.inner.get_region(request).await
+            unimplemented()
         }
 
         async fn get_region_by_id(
             &self,
-            request: Request<pb::GetRegionByIdRequest>,
+            _: Request<pb::GetRegionByIdRequest>,
         ) -> Result<Response<pb::GetRegionResponse>, Status> {
-            self.inner.get_region_by_id(request).await
+            unimplemented()
         }
 
         async fn scan_regions(
             &self,
-            request: Request<pb::ScanRegionsRequest>,
+            _: Request<pb::ScanRegionsRequest>,
         ) -> Result<Response<pb::ScanRegionsResponse>, Status> {
-            self.inner.scan_regions(request).await
+            unimplemented()
         }
 
         async fn split_regions(
             &self,
-            request: Request<pb::SplitRegionsRequest>,
+            _: Request<pb::SplitRegionsRequest>,
         ) -> Result<Response<pb::SplitRegionsResponse>, Status> {
-            self.inner.split_regions(request).await
+            unimplemented()
         }
 
         async fn remove_store(
             &self,
-            request: Request<pb::RemoveStoreRequest>,
+            _: Request<pb::RemoveStoreRequest>,
         ) -> Result<Response<pb::RemoveStoreResponse>, Status> {
-            self.inner.remove_store(request).await
+            unimplemented()
         }
     }
 
     fn serve(runtime: &tokio::runtime::Runtime) -> (String, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
-        let service = Counting {
-            inner: SchedulerService::new(
-                Arc::new(TimestampOracle::in_memory()),
-                Arc::new(IdAllocator::in_memory()),
-            ),
+        let service = Counters {
             calls: Arc::clone(&calls),
+            ..Counters::default()
         };
         let incoming = runtime
             .block_on(async { TcpIncoming::bind("127.0.0.1:0".parse().unwrap()) })

@@ -1,13 +1,6 @@
-//! [`ClusterApi`]: the scheduler's cluster metadata as the stores and clients see it, as a
-//! synchronous trait with two implementations:
-//!
-//! - [`LocalCluster`]: in-process, over a [`Cluster`] and an [`IdAllocator`] (the embedded
-//!   single-node mode and in-process cluster tests);
-//! - [`crate::SchedulerClient`]: a remote scheduler over gRPC (see [`crate::client`]).
-//!
-//! Errors are grouped by what the caller does about them: [`ClusterError::Unavailable`] — retry
-//! later (network, timeout); [`ClusterError::Invalid`] — a bug in the caller, do not retry;
-//! [`ClusterError::Storage`] — the scheduler could not persist, retry later or alert.
+//! [`LocalCluster`]: the [`ClusterApi`] (defined in `scheduler-api`, with its other
+//! implementation, the gRPC [`crate::SchedulerClient`]) in-process, over a [`Cluster`] and an
+//! [`IdAllocator`] (the single-node cluster and in-process cluster tests).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,21 +10,10 @@ use proto::scheduler::{
     RegionHeartbeatRequest, RegionHeartbeatResponse, RegionInfo, StoreHeartbeatRequest,
 };
 
+use scheduler_api::{ClusterApi, ClusterError};
+
 use crate::cluster::Cluster;
 use crate::id_alloc::{IdAllocator, IdError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The scheduler could not be reached or did not answer in time: retry.
-    #[error("scheduler unavailable: {0}")]
-    Unavailable(String),
-    /// The request is malformed or does not fit the cluster's state.
-    #[error("invalid cluster request: {0}")]
-    Invalid(String),
-    /// The scheduler could not persist its state.
-    #[error("scheduler storage error: {0}")]
-    Storage(String),
-}
 
 impl From<IdError> for ClusterError {
     fn from(e: IdError) -> ClusterError {
@@ -40,40 +22,6 @@ impl From<IdError> for ClusterError {
             IdError::Persist(_) => ClusterError::Storage(e.to_string()),
         }
     }
-}
-
-/// The cluster metadata operations of the scheduler. Synchronous: remote implementations block,
-/// so call them from plain threads (or `spawn_blocking`), not from inside an async runtime.
-pub trait ClusterApi: Send + Sync + 'static {
-    fn alloc_id(&self) -> Result<u64, ClusterError>;
-    fn is_bootstrapped(&self) -> Result<bool, ClusterError>;
-    /// Ok(true) if this call bootstrapped the cluster, Ok(false) if it already was.
-    fn bootstrap(&self, store: Store, region: Region) -> Result<bool, ClusterError>;
-    fn put_store(&self, store: Store) -> Result<(), ClusterError>;
-    fn get_store(&self, store_id: u64) -> Result<Option<Store>, ClusterError>;
-    fn store_heartbeat(&self, request: StoreHeartbeatRequest) -> Result<(), ClusterError>;
-    fn region_heartbeat(
-        &self,
-        request: RegionHeartbeatRequest,
-    ) -> Result<RegionHeartbeatResponse, ClusterError>;
-    /// The region containing `key`, with its last reported leader.
-    fn get_region(&self, key: &[u8]) -> Result<Option<(Region, Option<Peer>)>, ClusterError>;
-    fn get_region_by_id(
-        &self,
-        region_id: u64,
-    ) -> Result<Option<(Region, Option<Peer>)>, ClusterError>;
-    /// The regions overlapping `[start, end)` (empty `end`: unbounded) in key order, at most
-    /// `limit` (0: all), with leaders and sizes.
-    fn scan_regions(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<RegionInfo>, ClusterError>;
-    /// Asks for the regions to be split at `keys` (carried out by their leaders, later).
-    fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError>;
-    /// Drains a store (see `RemoveStore` in scheduler.proto); returns the regions left on it.
-    fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError>;
 }
 
 /// The cluster metadata in this process. The clock is the real one ([`Instant::now`]).

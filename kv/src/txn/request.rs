@@ -1,0 +1,345 @@
+//! [`TxnRequest`] and [`TxnResponse`]: the Percolator commands as values.
+//!
+//! Every layer that carries a command — the store that runs it ([`super::TxnStore`]), a
+//! region replica that checks its keys first (`raftstore::store_commands`), the gRPC client and
+//! service (`rpc` maps both directions), the routing client (`client::routing`) — handles one
+//! request type in one place ([`super::TxnCommands::execute`]), so a new command is a new
+//! variant here and its handling in each layer, not a new method in five trait
+//! implementations. [`super::TxnCommandsExt`] gives callers a typed function per command.
+//!
+//! # Outcomes and errors
+//!
+//! A command that meets another transaction's lock *answers* it, it does not fail: a read
+//! ([`TxnResponse::Get`], [`TxnResponse::Scan`]) answers [`ReadOutcome::Locked`] and a
+//! prewrite answers `Prewrite { locked: Some(..) }` (having written nothing), because the
+//! client reacts by resolving the lock and trying again. Everything else that goes wrong —
+//! write conflicts, aborted transactions, region errors, an unreachable store — is a
+//! [`crate::KvError`].
+//!
+//! # Routing
+//!
+//! A request tells the router where it runs ([`TxnRequest::route`]): at one key (the region
+//! holding it), over several keys (split into one request per region, [`TxnRequest::part`],
+//! whose answers are merged, [`TxnResponse::concludes`]), or over a key range (walked region by
+//! region). [`TxnRequest::keys`] are the keys a region replica checks it holds.
+
+use scheduler_api::Timestamp;
+
+use super::actions::{Mutation, TxnStatus};
+use crate::mvcc::Lock;
+use crate::mvcc::reader::ReadOutcome;
+use crate::storage::KvPair;
+
+/// One Percolator command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnRequest {
+    /// The newest version of `key` visible at `ts`.
+    Get { key: Vec<u8>, ts: Timestamp },
+    /// At most `limit` pairs of `[start, end)` (`None`: unbounded) visible at `ts`.
+    Scan {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        ts: Timestamp,
+        limit: usize,
+    },
+    /// Locks every mutation's key for transaction `start_ts` and stages its value.
+    Prewrite {
+        mutations: Vec<Mutation>,
+        primary: Vec<u8>,
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    },
+    /// Replaces the transaction's locks on `keys` by write records at `commit_ts`.
+    Commit {
+        keys: Vec<Vec<u8>>,
+        start_ts: Timestamp,
+        commit_ts: Timestamp,
+    },
+    /// BatchRollback: removes the transaction's locks on `keys`, leaving rollback records.
+    Rollback {
+        keys: Vec<Vec<u8>>,
+        start_ts: Timestamp,
+    },
+    /// The status of transaction `lock_ts` at its primary; rolls it back if its lock expired
+    /// by `current_ts`.
+    CheckTxnStatus {
+        primary: Vec<u8>,
+        lock_ts: Timestamp,
+        current_ts: Timestamp,
+    },
+    /// Commits (`Some`) or rolls back (`None`) every lock of the transaction in the region
+    /// holding `key` (a lock of the transaction found there); a store without regions resolves
+    /// every lock of the transaction it holds.
+    ResolveLock {
+        key: Vec<u8>,
+        start_ts: Timestamp,
+        commit_ts: Option<Timestamp>,
+    },
+    /// Extends the TTL of the transaction's primary lock to at least `ttl_ms`.
+    TxnHeartbeat {
+        primary: Vec<u8>,
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    },
+}
+
+/// The answer to a [`TxnRequest`], the variant of the same name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TxnResponse {
+    Get(ReadOutcome<Option<Vec<u8>>>),
+    Scan(ReadOutcome<Vec<KvPair>>),
+    /// `locked`: another transaction's lock (and its key) stopped the prewrite, which wrote
+    /// nothing.
+    Prewrite {
+        locked: Option<(Vec<u8>, Lock)>,
+    },
+    Commit,
+    Rollback,
+    CheckTxnStatus(TxnStatus),
+    /// How many keys were resolved.
+    ResolveLock(usize),
+    /// The primary lock's TTL now.
+    TxnHeartbeat(u64),
+}
+
+/// Where a request runs, for the routing client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// In the region holding this key.
+    Key(&'a [u8]),
+    /// In every region holding some of [`TxnRequest::keys`]: one [`TxnRequest::part`] per
+    /// region.
+    Keys,
+    /// Over the key range of a scan, region after region in key order.
+    Range,
+}
+
+/// The keys of a request (see [`TxnRequest::keys`]).
+pub enum Keys<'a> {
+    One(std::option::IntoIter<&'a [u8]>),
+    Mutations(std::slice::Iter<'a, Mutation>),
+    Keys(std::slice::Iter<'a, Vec<u8>>),
+}
+
+impl<'a> Iterator for Keys<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Keys::One(key) => key.next(),
+            Keys::Mutations(mutations) => mutations.next().map(Mutation::key),
+            Keys::Keys(keys) => keys.next().map(Vec::as_slice),
+        }
+    }
+}
+
+impl TxnRequest {
+    /// The command's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TxnRequest::Get { .. } => "get",
+            TxnRequest::Scan { .. } => "scan",
+            TxnRequest::Prewrite { .. } => "prewrite",
+            TxnRequest::Commit { .. } => "commit",
+            TxnRequest::Rollback { .. } => "rollback",
+            TxnRequest::CheckTxnStatus { .. } => "check_txn_status",
+            TxnRequest::ResolveLock { .. } => "resolve_lock",
+            TxnRequest::TxnHeartbeat { .. } => "txn_heartbeat",
+        }
+    }
+
+    /// The user keys the request acts on, which a region must hold for it to run there: a
+    /// scan's start key (the scan itself stops at the region's end).
+    pub fn keys(&self) -> Keys<'_> {
+        match self {
+            TxnRequest::Get { key, .. }
+            | TxnRequest::ResolveLock { key, .. }
+            | TxnRequest::Scan { start: key, .. }
+            | TxnRequest::CheckTxnStatus { primary: key, .. }
+            | TxnRequest::TxnHeartbeat { primary: key, .. } => {
+                Keys::One(Some(key.as_slice()).into_iter())
+            }
+            TxnRequest::Prewrite { mutations, .. } => Keys::Mutations(mutations.iter()),
+            TxnRequest::Commit { keys, .. } | TxnRequest::Rollback { keys, .. } => {
+                Keys::Keys(keys.iter())
+            }
+        }
+    }
+
+    /// Where the request runs (see [`Route`]).
+    pub fn route(&self) -> Route<'_> {
+        match self {
+            TxnRequest::Get { key, .. } | TxnRequest::ResolveLock { key, .. } => Route::Key(key),
+            TxnRequest::CheckTxnStatus { primary, .. }
+            | TxnRequest::TxnHeartbeat { primary, .. } => Route::Key(primary),
+            TxnRequest::Prewrite { .. }
+            | TxnRequest::Commit { .. }
+            | TxnRequest::Rollback { .. } => Route::Keys,
+            TxnRequest::Scan { .. } => Route::Range,
+        }
+    }
+
+    /// The same request over the items (mutations or keys) at `items`, in that order: the
+    /// part of a [`Route::Keys`] request that one region holds. A request of one key has one
+    /// part, itself.
+    pub fn part(&self, items: &[usize]) -> TxnRequest {
+        fn pick<T: Clone>(all: &[T], items: &[usize]) -> Vec<T> {
+            items.iter().map(|&i| all[i].clone()).collect()
+        }
+        match self {
+            TxnRequest::Prewrite {
+                mutations,
+                primary,
+                start_ts,
+                ttl_ms,
+            } => TxnRequest::Prewrite {
+                mutations: pick(mutations, items),
+                primary: primary.clone(),
+                start_ts: *start_ts,
+                ttl_ms: *ttl_ms,
+            },
+            TxnRequest::Commit {
+                keys,
+                start_ts,
+                commit_ts,
+            } => TxnRequest::Commit {
+                keys: pick(keys, items),
+                start_ts: *start_ts,
+                commit_ts: *commit_ts,
+            },
+            TxnRequest::Rollback { keys, start_ts } => TxnRequest::Rollback {
+                keys: pick(keys, items),
+                start_ts: *start_ts,
+            },
+            single => single.clone(),
+        }
+    }
+
+    /// The answer of a [`Route::Keys`] request without keys: it has nothing to do. `None`
+    /// for the other requests, which always name a key.
+    pub fn answer_without_keys(&self) -> Option<TxnResponse> {
+        match self {
+            TxnRequest::Prewrite { .. } => Some(TxnResponse::Prewrite { locked: None }),
+            TxnRequest::Commit { .. } => Some(TxnResponse::Commit),
+            TxnRequest::Rollback { .. } => Some(TxnResponse::Rollback),
+            _ => None,
+        }
+    }
+}
+
+impl TxnResponse {
+    /// The command's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TxnResponse::Get(_) => "get",
+            TxnResponse::Scan(_) => "scan",
+            TxnResponse::Prewrite { .. } => "prewrite",
+            TxnResponse::Commit => "commit",
+            TxnResponse::Rollback => "rollback",
+            TxnResponse::CheckTxnStatus(_) => "check_txn_status",
+            TxnResponse::ResolveLock(_) => "resolve_lock",
+            TxnResponse::TxnHeartbeat(_) => "txn_heartbeat",
+        }
+    }
+
+    /// Whether this answer of one part of a request split by region is the answer of the
+    /// whole: it met a lock, so the client resolves it before anything else. The parts of a
+    /// multi-key write answer nothing else, so otherwise any part's answer is the whole's.
+    pub fn concludes(&self) -> bool {
+        matches!(
+            self,
+            TxnResponse::Get(ReadOutcome::Locked { .. })
+                | TxnResponse::Scan(ReadOutcome::Locked { .. })
+                | TxnResponse::Prewrite { locked: Some(_) }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> Mutation {
+        Mutation::Put {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_multi_key_request_splits_into_parts_over_its_items() {
+        let prewrite = TxnRequest::Prewrite {
+            mutations: vec![put("a"), put("b"), put("c")],
+            primary: b"a".to_vec(),
+            start_ts: Timestamp(5),
+            ttl_ms: 10,
+        };
+        assert_eq!(prewrite.route(), Route::Keys);
+        assert_eq!(
+            prewrite.keys().collect::<Vec<_>>(),
+            [b"a".as_slice(), b"b", b"c"]
+        );
+        // A part keeps the primary, even when the primary's key is in another part.
+        assert_eq!(
+            prewrite.part(&[2, 1]),
+            TxnRequest::Prewrite {
+                mutations: vec![put("c"), put("b")],
+                primary: b"a".to_vec(),
+                start_ts: Timestamp(5),
+                ttl_ms: 10,
+            }
+        );
+        let commit = TxnRequest::Commit {
+            keys: vec![b"a".to_vec(), b"b".to_vec()],
+            start_ts: Timestamp(5),
+            commit_ts: Timestamp(7),
+        };
+        assert_eq!(
+            commit.part(&[1]),
+            TxnRequest::Commit {
+                keys: vec![b"b".to_vec()],
+                start_ts: Timestamp(5),
+                commit_ts: Timestamp(7),
+            }
+        );
+        assert_eq!(commit.answer_without_keys(), Some(TxnResponse::Commit));
+    }
+
+    #[test]
+    fn single_key_requests_route_by_their_key_and_scans_by_range() {
+        let status = TxnRequest::CheckTxnStatus {
+            primary: b"p".to_vec(),
+            lock_ts: Timestamp(5),
+            current_ts: Timestamp(6),
+        };
+        assert_eq!(status.route(), Route::Key(b"p"));
+        assert_eq!(status.keys().collect::<Vec<_>>(), [b"p".as_slice()]);
+        assert_eq!(status.answer_without_keys(), None);
+        let scan = TxnRequest::Scan {
+            start: b"s".to_vec(),
+            end: None,
+            ts: Timestamp(5),
+            limit: 1,
+        };
+        assert_eq!(scan.route(), Route::Range);
+        assert_eq!(scan.keys().collect::<Vec<_>>(), [b"s".as_slice()]);
+    }
+
+    #[test]
+    fn only_a_lock_met_concludes_a_split_request() {
+        let lock = Lock {
+            kind: crate::mvcc::LockKind::Put,
+            primary: b"p".to_vec(),
+            start_ts: Timestamp(3),
+            ttl_ms: 100,
+        };
+        assert!(
+            TxnResponse::Prewrite {
+                locked: Some((b"k".to_vec(), lock))
+            }
+            .concludes()
+        );
+        assert!(!TxnResponse::Prewrite { locked: None }.concludes());
+        assert!(!TxnResponse::Commit.concludes());
+    }
+}
