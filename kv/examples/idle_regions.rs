@@ -2,7 +2,8 @@
 //!
 //! Starts one store (RocksDB in a temporary directory, an in-process scheduler, one replica
 //! per region), splits its keyspace into N regions, lets it sit idle, and reports the CPU the
-//! process used while idle (as a share of one core), its resident memory and its thread count.
+//! process used while idle (as a share of one core), its resident memory and its thread count,
+//! once (nearly) every region hibernates.
 //! Then grows to the next N and measures again.
 //!
 //! ```sh
@@ -125,8 +126,25 @@ fn main() {
             regions += 1;
         }
         eprintln!("{count} regions made in {:?}", started.elapsed());
-        // Let elections, heartbeats and split checks settle, then measure idling.
+        // Let elections, heartbeats and split checks settle (quiet regions hibernate after
+        // a few seconds), then measure idling.
+        let settled = Instant::now();
+        let hibernating = || {
+            store
+                .region_ids()
+                .into_iter()
+                .filter(|&id| store.peer(id).is_some_and(|p| p.is_hibernating()))
+                .count()
+        };
         std::thread::sleep(Duration::from_secs(5));
+        while hibernating() < count * 99 / 100 && settled.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        eprintln!(
+            "{} of {count} regions hibernating after {:?}",
+            hibernating(),
+            settled.elapsed()
+        );
         let (cpu_before, wall_before) = (cpu_time(), Instant::now());
         std::thread::sleep(Duration::from_secs(10));
         let cpu = cpu_time() - cpu_before;

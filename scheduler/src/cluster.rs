@@ -257,18 +257,36 @@ impl Meta {
         ids
     }
 
-    /// Inserts or replaces `region`, dropping every other region overlapping it; returns the
-    /// ids of the dropped ones.
-    fn insert_region(&mut self, region: Region) -> Vec<u64> {
-        let dropped = self.overlapping(&region.start_key, &region.end_key, region.id);
-        for id in dropped.iter().copied().chain([region.id]) {
+    /// Inserts or replaces `region`, dropping every other region overlapping it.
+    fn insert_region(&mut self, region: Region) {
+        self.replace_region(region);
+    }
+
+    /// Puts `region` in place of its older version and of every region it overlaps; returns
+    /// what it replaced (for [`Meta::undo_replace`]).
+    fn replace_region(&mut self, region: Region) -> Vec<Region> {
+        let overlapping = self.overlapping(&region.start_key, &region.end_key, region.id);
+        let mut removed = Vec::new();
+        for id in overlapping.into_iter().chain([region.id]) {
             if let Some(old) = self.regions.remove(&id) {
                 self.by_start.remove(&old.start_key);
+                removed.push(old);
             }
         }
         self.by_start.insert(region.start_key.clone(), region.id);
         self.regions.insert(region.id, region);
-        dropped
+        removed
+    }
+
+    /// Undoes [`Meta::replace_region`] of region `region_id`.
+    fn undo_replace(&mut self, region_id: u64, removed: Vec<Region>) {
+        if let Some(inserted) = self.regions.remove(&region_id) {
+            self.by_start.remove(&inserted.start_key);
+        }
+        for old in removed {
+            self.by_start.insert(old.start_key.clone(), old.id);
+            self.regions.insert(old.id, old);
+        }
     }
 }
 
@@ -343,12 +361,18 @@ impl Cluster {
 
     /// Durably writes `meta`, then makes it the current state.
     fn commit(&self, state: &mut State, meta: Meta) -> Result<(), ClusterError> {
+        self.persist(&meta)?;
+        state.meta = meta;
+        Ok(())
+    }
+
+    /// Writes `meta` to the data directory, if there is one.
+    fn persist(&self, meta: &Meta) -> Result<(), ClusterError> {
         if let Some(dir) = &self.dir {
             let bytes = meta.to_state().encode_to_vec();
             write_atomically(dir, STATE_FILE, &bytes)
                 .map_err(|e| storage_error(&dir.join(STATE_FILE), e))?;
         }
-        state.meta = meta;
         Ok(())
     }
 
@@ -602,9 +626,17 @@ impl Cluster {
         }
 
         if state.meta.regions.get(&region.id) != Some(&region) {
-            let mut meta = state.meta.clone();
-            let dropped = meta.insert_region(region.clone());
-            self.commit(&mut state, meta)?;
+            // Changed in place (not a copy of the whole tree per report: a store reports
+            // thousands of regions), and undone if it cannot be persisted.
+            let removed = state.meta.replace_region(region.clone());
+            if let Err(e) = self.persist(&state.meta) {
+                state.meta.undo_replace(region.id, removed);
+                return Err(e);
+            }
+            let dropped = removed
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|&id| id != region.id);
             for id in dropped {
                 state.leaders.remove(&id);
                 state.operators.remove(&id);
