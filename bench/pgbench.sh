@@ -4,6 +4,10 @@
 # shared machine).
 #
 #   bench/pgbench.sh [SECONDS] [CLIENTS]
+#   BASELINE=/path/to/older/regiondb bench/pgbench.sh [SECONDS] [CLIENTS]
+#
+# With BASELINE, a single node and a three-node cluster of that binary run beside this
+# build's, so a change is measured before and after in the same invocation.
 #
 # Load: ../shared/bench/init_plain.sh scale 1 without pgbench_history (RegionDB has no
 # TIMESTAMP yet). Workloads: pgbench's select-only script, and an update workload (BEGIN;
@@ -58,10 +62,22 @@ for i in 1 2 3; do
     --data-dir "$WORK/node$i" >/dev/null 2>"$WORK/node$i.log" & PIDS+=($!)
   sleep 0.5
 done
-for port in 25401 25402 25403 25404; do wait_port $port; done
+PORTS="25401 25402 25403 25404"
+if [ -n "${BASELINE:-}" ]; then
+  "$BASELINE" --data-dir "$WORK/b-single" --pg-listen 127.0.0.1:25405 >/dev/null 2>"$WORK/b-single.log" & PIDS+=($!)
+  "$BASELINE" scheduler --listen 127.0.0.1:25411 --data-dir "$WORK/b-sched" >/dev/null 2>"$WORK/b-sched.log" & PIDS+=($!)
+  for i in 1 2 3; do
+    "$BASELINE" node --scheduler 127.0.0.1:25411 --listen "127.0.0.1:2543$i" --pg-listen "127.0.0.1:2540$((i+5))" \
+      --data-dir "$WORK/b-node$i" >/dev/null 2>"$WORK/b-node$i.log" & PIDS+=($!)
+    sleep 0.5
+  done
+  PORTS="$PORTS 25405 25406 25407 25408"
+fi
+for port in $PORTS; do wait_port $port; done
 sleep 5 # the scheduler brings the region to three replicas
 
-for port in 25400 25401 25402; do
+LOAD="25400 25401 25402"; [ -n "${BASELINE:-}" ] && LOAD="$LOAD 25405 25406"
+for port in $LOAD; do
   psql -h 127.0.0.1 -p $port -U postgres -q -v ON_ERROR_STOP=1 -f "$WORK/init.sql" postgres >/dev/null
 done
 
@@ -71,4 +87,10 @@ for workload in select-only update; do
   pg=$(run pg 25400 "$script"); single=$(run single 25401 "$script"); cluster=$(run cluster 25402 "$script")
   printf "%-28s %12.0f %12.0f %12.0f   %.2f %.2f\n" "$workload (c=$CLIENTS, ${SECONDS_PER_RUN}s)" \
     "$pg" "$single" "$cluster" "$(echo "$single / $pg" | bc -l)" "$(echo "$cluster / $pg" | bc -l)"
+  if [ -n "${BASELINE:-}" ]; then
+    b_single=$(run b-single 25405 "$script"); b_cluster=$(run b-cluster 25406 "$script")
+    printf "%-28s %12s %12.0f %12.0f   %.2f %.2f   (this build / baseline: %.2f %.2f)\n" "  baseline" "" \
+      "$b_single" "$b_cluster" "$(echo "$b_single / $pg" | bc -l)" "$(echo "$b_cluster / $pg" | bc -l)" \
+      "$(echo "$single / $b_single" | bc -l)" "$(echo "$cluster / $b_cluster" | bc -l)"
+  fi
 done
