@@ -40,6 +40,7 @@ pub trait KvCall: Sized + Send + 'static {
 /// Client: the message carrying a request.
 pub enum Call {
     Get(pb::GetRequest),
+    BatchGet(pb::BatchGetRequest),
     Scan(pb::ScanRequest),
     Prewrite(pb::PrewriteRequest),
     Commit(pb::CommitRequest),
@@ -57,6 +58,11 @@ impl Call {
             TxnRequest::Get { key, ts } => Call::Get(pb::GetRequest {
                 context,
                 key: key.clone(),
+                version: ts.0,
+            }),
+            TxnRequest::BatchGet { keys, ts } => Call::BatchGet(pb::BatchGetRequest {
+                context,
+                keys: keys.clone(),
                 version: ts.0,
             }),
             TxnRequest::Scan {
@@ -150,6 +156,7 @@ impl Call {
         }
         match self {
             Call::Get(m) => read::<pb::GetRequest>(client.get(m).await, request),
+            Call::BatchGet(m) => read::<pb::BatchGetRequest>(client.batch_get(m).await, request),
             Call::Scan(m) => read::<pb::ScanRequest>(client.scan(m).await, request),
             Call::Prewrite(m) => read::<pb::PrewriteRequest>(client.prewrite(m).await, request),
             Call::Commit(m) => read::<pb::CommitRequest>(client.commit(m).await, request),
@@ -172,7 +179,9 @@ impl Call {
 /// The transaction an error in the answer to `request` is about.
 fn txn_ts(request: &TxnRequest) -> Timestamp {
     match request {
-        TxnRequest::Get { ts, .. } | TxnRequest::Scan { ts, .. } => *ts,
+        TxnRequest::Get { ts, .. }
+        | TxnRequest::BatchGet { ts, .. }
+        | TxnRequest::Scan { ts, .. } => *ts,
         TxnRequest::CheckTxnStatus { lock_ts, .. } => *lock_ts,
         TxnRequest::Prewrite { start_ts, .. }
         | TxnRequest::Commit { start_ts, .. }
@@ -280,6 +289,47 @@ impl KvCall for pb::GetRequest {
 
     fn into_response(m: pb::GetResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
         read_outcome(m.error, txn_ts(request), m.found.then_some(m.value)).map(TxnResponse::Get)
+    }
+}
+
+impl KvCall for pb::BatchGetRequest {
+    type Response = pb::BatchGetResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::BatchGet {
+            keys: self.keys,
+            ts: Timestamp(self.version),
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::BatchGetResponse {
+        match result {
+            Ok(TxnResponse::BatchGet(ReadOutcome::Value(pairs))) => pb::BatchGetResponse {
+                error: None,
+                pairs: pairs
+                    .into_iter()
+                    .map(|(key, value)| pb::KvPair { key, value })
+                    .collect(),
+            },
+            Ok(TxnResponse::BatchGet(ReadOutcome::Locked { key, lock })) => pb::BatchGetResponse {
+                error: Some(locked_to_pb(&key, &lock)),
+                pairs: vec![],
+            },
+            Ok(other) => pb::BatchGetResponse {
+                error: Some(mismatched("batch_get", &other)),
+                pairs: vec![],
+            },
+            Err(e) => pb::BatchGetResponse {
+                error: Some(error_to_pb(&e)),
+                pairs: vec![],
+            },
+        }
+    }
+
+    fn into_response(m: pb::BatchGetResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        let pairs = m.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+        read_outcome(m.error, txn_ts(request), pairs).map(TxnResponse::BatchGet)
     }
 }
 
@@ -767,6 +817,10 @@ mod tests {
                 lock_ts: ts(5),
                 current_ts: ts(9),
             },
+            TxnRequest::BatchGet {
+                keys: vec![b"a".to_vec(), b"b".to_vec()],
+                ts: ts(5),
+            },
             TxnRequest::ResolveLock {
                 key: b"k".to_vec(),
                 start_ts: ts(5),
@@ -802,6 +856,7 @@ mod tests {
         }
         match call {
             Call::Get(m) => over(m, request, result),
+            Call::BatchGet(m) => over(m, request, result),
             Call::Scan(m) => over(m, request, result),
             Call::Prewrite(m) => over(m, request, result),
             Call::Commit(m) => over(m, request, result),
@@ -830,6 +885,14 @@ mod tests {
                 TxnResponse::Get(ReadOutcome::Value(Some(vec![]))),
                 TxnResponse::Get(ReadOutcome::Value(Some(b"v".to_vec()))),
                 TxnResponse::Get(ReadOutcome::Locked {
+                    key: locked().0,
+                    lock: locked().1,
+                }),
+            ],
+            TxnRequest::BatchGet { .. } => vec![
+                TxnResponse::BatchGet(ReadOutcome::Value(vec![])),
+                TxnResponse::BatchGet(ReadOutcome::Value(vec![(b"a".to_vec(), b"1".to_vec())])),
+                TxnResponse::BatchGet(ReadOutcome::Locked {
                     key: locked().0,
                     lock: locked().1,
                 }),

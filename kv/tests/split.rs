@@ -128,6 +128,21 @@ fn a_split_asked_for_happens_at_that_key_and_transactions_span_both_halves() {
     assert_eq!(found[&key(5)], b"both");
     assert_eq!(found[&key(35)], b"both");
     assert_holds(&found, &[key(0), key(19), key(20), key(39)]);
+    // A batch read over both halves (one request per region), with a key written by the
+    // transaction itself and one that does not exist, answers in the order asked.
+    let mut txn = cluster.client.begin_txn().unwrap();
+    txn.put(key(36).into_bytes(), b"mine".to_vec());
+    let asked: Vec<Vec<u8>> = [key(35), "missing".into(), key(36), key(5), key(19)]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+    let values = txn.batch_get(&asked).unwrap();
+    assert_eq!(values[0].as_deref(), Some(b"both".as_slice()));
+    assert_eq!(values[1], None);
+    assert_eq!(values[2].as_deref(), Some(b"mine".as_slice()));
+    assert_eq!(values[3].as_deref(), Some(b"both".as_slice()));
+    assert!(values[4].is_some());
+    txn.rollback().unwrap();
     // Asking again for a split where a region already starts changes nothing.
     let before = cluster.regions().len();
     cluster.split_at(key(20).as_bytes());

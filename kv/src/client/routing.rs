@@ -526,15 +526,23 @@ impl RoutedCommands {
 }
 
 /// The answer of a request split by region, from its parts' answers in the parts' order: the
-/// first that concludes the request (an error, a lock met), else the last.
+/// first that concludes the request (an error, a lock met), else all of them put together
+/// ([`TxnResponse::absorb`]).
 fn merge(answers: impl Iterator<Item = KvResult<TxnResponse>>) -> KvResult<TxnResponse> {
-    let mut merged = None;
+    let mut merged: Option<KvResult<TxnResponse>> = None;
     for answer in answers {
-        let concluded = matches!(&merged, Some(Err(_)))
-            || matches!(&merged, Some(Ok(done)) if TxnResponse::concludes(done));
-        if !concluded {
-            merged = Some(answer);
-        }
+        merged = Some(match merged {
+            Some(Err(e)) => Err(e),
+            Some(Ok(done)) if done.concludes() => Ok(done),
+            Some(Ok(so_far)) => answer.map(|answer| {
+                if answer.concludes() {
+                    answer
+                } else {
+                    so_far.absorb(answer)
+                }
+            }),
+            None => answer,
+        });
     }
     merged.unwrap_or_else(|| Err(KvError::Server("a request split into no parts".into())))
 }

@@ -11,6 +11,12 @@ use crate::storage::KvPair;
 pub trait Transaction: Send {
     fn get(&mut self, key: &[u8]) -> KvResult<Option<Vec<u8>>>;
 
+    /// The values of `keys`, in their order (`None`: absent). An implementation over a
+    /// cluster reads each region's keys in one request.
+    fn batch_get(&mut self, keys: &[Vec<u8>]) -> KvResult<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
     /// Pairs with `start <= key < end` (`end = None`: unbounded), in key order, at most `limit`.
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvResult<Vec<KvPair>>;
 

@@ -290,6 +290,32 @@ impl Transaction for KvTransaction {
         self.shared.read_resolving(|| store.get(key, ts))
     }
 
+    fn batch_get(&mut self, keys: &[Vec<u8>]) -> KvResult<Vec<Option<Vec<u8>>>> {
+        self.check_open()?;
+        let unbuffered: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|key| matches!(self.buffer.get(*key), Some(Buffered::Lock) | None))
+            .cloned()
+            .collect();
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = if unbuffered.is_empty() {
+            Default::default()
+        } else {
+            let (store, ts) = (&self.shared.store, self.start_ts);
+            self.shared
+                .read_resolving(|| store.batch_get(&unbuffered, ts))?
+                .into_iter()
+                .collect()
+        };
+        Ok(keys
+            .iter()
+            .map(|key| match self.buffer.get(key) {
+                Some(Buffered::Put(value)) => Some(value.clone()),
+                Some(Buffered::Delete) => None,
+                Some(Buffered::Lock) | None => found.get(key).cloned(),
+            })
+            .collect())
+    }
+
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvResult<Vec<KvPair>> {
         self.check_open()?;
         if end.is_some_and(|end| end <= start) {

@@ -178,7 +178,9 @@ impl<E: Engine> TxnCommands for RegionCommands<E> {
                 Ok(response)
             }
             // What a read answers must come from the region as it was when the read started.
-            TxnRequest::Get { .. } | TxnRequest::CheckTxnStatus { .. } => {
+            TxnRequest::Get { .. }
+            | TxnRequest::BatchGet { .. }
+            | TxnRequest::CheckTxnStatus { .. } => {
                 let version = self.version();
                 self.check_keys(request.keys())?;
                 let response = self.txn.execute(request)?;

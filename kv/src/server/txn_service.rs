@@ -73,6 +73,13 @@ impl TxnKv for TxnService {
         self.serve(request).await
     }
 
+    async fn batch_get(
+        &self,
+        request: Request<pb::BatchGetRequest>,
+    ) -> Result<Response<pb::BatchGetResponse>, Status> {
+        self.serve(request).await
+    }
+
     async fn scan(
         &self,
         request: Request<pb::ScanRequest>,

@@ -50,6 +50,18 @@ pub trait TxnCommandsExt: TxnCommands {
         }
     }
 
+    /// The pairs of `keys` that have a version visible at `ts`, in no particular order.
+    fn batch_get(&self, keys: &[Vec<u8>], ts: Timestamp) -> KvResult<ReadOutcome<Vec<KvPair>>> {
+        let request = TxnRequest::BatchGet {
+            keys: keys.to_vec(),
+            ts,
+        };
+        match self.execute(&request)? {
+            TxnResponse::BatchGet(outcome) => Ok(outcome),
+            other => Err(mismatch(request.name(), &other)),
+        }
+    }
+
     fn scan(
         &self,
         start: &[u8],

@@ -20,7 +20,7 @@
 //!
 //! A request tells the router where it runs ([`TxnRequest::route`]): at one key (the region
 //! holding it), over several keys (split into one request per region, [`TxnRequest::part`],
-//! whose answers are merged, [`TxnResponse::concludes`]), or over a key range (walked region by
+//! whose answers are merged, [`TxnResponse::concludes`], [`TxnResponse::absorb`]), or over a key range (walked region by
 //! region). [`TxnRequest::keys`] are the keys a region replica checks it holds.
 
 use scheduler_api::Timestamp;
@@ -35,6 +35,8 @@ use crate::storage::KvPair;
 pub enum TxnRequest {
     /// The newest version of `key` visible at `ts`.
     Get { key: Vec<u8>, ts: Timestamp },
+    /// The newest versions of `keys` visible at `ts` (the keys that have one).
+    BatchGet { keys: Vec<Vec<u8>>, ts: Timestamp },
     /// At most `limit` pairs of `[start, end)` (`None`: unbounded) visible at `ts`.
     Scan {
         start: Vec<u8>,
@@ -87,6 +89,8 @@ pub enum TxnRequest {
 #[derive(Debug, PartialEq, Eq)]
 pub enum TxnResponse {
     Get(ReadOutcome<Option<Vec<u8>>>),
+    /// The pairs found, in no particular order.
+    BatchGet(ReadOutcome<Vec<KvPair>>),
     Scan(ReadOutcome<Vec<KvPair>>),
     /// `locked`: another transaction's lock (and its key) stopped the prewrite, which wrote
     /// nothing.
@@ -138,6 +142,7 @@ impl TxnRequest {
     pub fn name(&self) -> &'static str {
         match self {
             TxnRequest::Get { .. } => "get",
+            TxnRequest::BatchGet { .. } => "batch_get",
             TxnRequest::Scan { .. } => "scan",
             TxnRequest::Prewrite { .. } => "prewrite",
             TxnRequest::Commit { .. } => "commit",
@@ -160,9 +165,9 @@ impl TxnRequest {
                 Keys::One(Some(key.as_slice()).into_iter())
             }
             TxnRequest::Prewrite { mutations, .. } => Keys::Mutations(mutations.iter()),
-            TxnRequest::Commit { keys, .. } | TxnRequest::Rollback { keys, .. } => {
-                Keys::Keys(keys.iter())
-            }
+            TxnRequest::Commit { keys, .. }
+            | TxnRequest::Rollback { keys, .. }
+            | TxnRequest::BatchGet { keys, .. } => Keys::Keys(keys.iter()),
         }
     }
 
@@ -174,7 +179,8 @@ impl TxnRequest {
             | TxnRequest::TxnHeartbeat { primary, .. } => Route::Key(primary),
             TxnRequest::Prewrite { .. }
             | TxnRequest::Commit { .. }
-            | TxnRequest::Rollback { .. } => Route::Keys,
+            | TxnRequest::Rollback { .. }
+            | TxnRequest::BatchGet { .. } => Route::Keys,
             TxnRequest::Scan { .. } => Route::Range,
         }
     }
@@ -211,6 +217,10 @@ impl TxnRequest {
                 keys: pick(keys, items),
                 start_ts: *start_ts,
             },
+            TxnRequest::BatchGet { keys, ts } => TxnRequest::BatchGet {
+                keys: pick(keys, items),
+                ts: *ts,
+            },
             single => single.clone(),
         }
     }
@@ -222,16 +232,36 @@ impl TxnRequest {
             TxnRequest::Prewrite { .. } => Some(TxnResponse::Prewrite { locked: None }),
             TxnRequest::Commit { .. } => Some(TxnResponse::Commit),
             TxnRequest::Rollback { .. } => Some(TxnResponse::Rollback),
+            TxnRequest::BatchGet { .. } => Some(TxnResponse::BatchGet(ReadOutcome::Value(vec![]))),
             _ => None,
         }
     }
 }
 
 impl TxnResponse {
+    /// Adds the answer of another part of the same split request (see [`concludes`]
+    /// for which part's answer wins otherwise): a batch get's parts found different keys,
+    /// so their pairs are put together; the parts of a write answer alike.
+    ///
+    /// [`concludes`]: TxnResponse::concludes
+    pub fn absorb(self, other: TxnResponse) -> TxnResponse {
+        match (self, other) {
+            (
+                TxnResponse::BatchGet(ReadOutcome::Value(mut pairs)),
+                TxnResponse::BatchGet(ReadOutcome::Value(more)),
+            ) => {
+                pairs.extend(more);
+                TxnResponse::BatchGet(ReadOutcome::Value(pairs))
+            }
+            (_, other) => other,
+        }
+    }
+
     /// The command's name, for messages.
     pub fn name(&self) -> &'static str {
         match self {
             TxnResponse::Get(_) => "get",
+            TxnResponse::BatchGet(_) => "batch_get",
             TxnResponse::Scan(_) => "scan",
             TxnResponse::Prewrite { .. } => "prewrite",
             TxnResponse::Commit => "commit",
@@ -249,6 +279,7 @@ impl TxnResponse {
         matches!(
             self,
             TxnResponse::Get(ReadOutcome::Locked { .. })
+                | TxnResponse::BatchGet(ReadOutcome::Locked { .. })
                 | TxnResponse::Scan(ReadOutcome::Locked { .. })
                 | TxnResponse::Prewrite { locked: Some(_) }
         )

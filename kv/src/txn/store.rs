@@ -14,6 +14,7 @@ use super::latches::Latches;
 use super::request::{TxnRequest, TxnResponse};
 use crate::error::KvResult;
 use crate::mvcc::key::{decode_user_key, encode_user_key};
+use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::{Lock, MvccReader};
 use crate::storage::{Cf, Engine, Snapshot, WriteBatch};
 
@@ -142,6 +143,21 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
             TxnRequest::Get { key, ts } => {
                 let (_, snapshot) = self.current()?;
                 TxnResponse::Get(MvccReader::new(&snapshot).get(key, *ts)?)
+            }
+            TxnRequest::BatchGet { keys, ts } => {
+                let (_, snapshot) = self.current()?;
+                let reader = MvccReader::new(&snapshot);
+                let mut pairs = Vec::new();
+                for key in keys {
+                    match reader.get(key, *ts)? {
+                        ReadOutcome::Value(Some(value)) => pairs.push((key.clone(), value)),
+                        ReadOutcome::Value(None) => {}
+                        ReadOutcome::Locked { key, lock } => {
+                            return Ok(TxnResponse::BatchGet(ReadOutcome::Locked { key, lock }));
+                        }
+                    }
+                }
+                TxnResponse::BatchGet(ReadOutcome::Value(pairs))
             }
             TxnRequest::Scan {
                 start,

@@ -60,6 +60,41 @@ fn is_default_keyword(expr: &ast::Expr) -> bool {
         if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default"))
 }
 
+/// Rows whose keys one existence lookup covers.
+const EXISTENCE_BATCH: usize = 1024;
+
+/// One row of VALUES: its key and its record, with defaults, coercions and NOT NULL checked.
+fn build_row(
+    table: &Table,
+    targets: &[usize],
+    exprs: &[ast::Expr],
+    start_ts: u64,
+) -> SqlResult<(Vec<u8>, Vec<Value>)> {
+    if exprs.len() > targets.len() {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            "INSERT has more expressions than target columns",
+        ));
+    }
+    if exprs.len() < targets.len() {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            "INSERT has more target columns than expressions",
+        ));
+    }
+    let mut record: Vec<Value> = table.columns.iter().map(|c| c.default.clone()).collect();
+    for (&index, expr) in targets.iter().zip(exprs) {
+        if is_default_keyword(expr) {
+            continue;
+        }
+        let column = &table.columns[index];
+        let bound = bind(expr, &Scope::empty())?.coerce_for_assignment(column.ty, &column.name)?;
+        record[index] = bound.eval(&[])?;
+    }
+    check_not_null(table, &record)?;
+    Ok((key_for_row(table, &record, start_ts), record))
+}
+
 pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<StatementResult> {
     refuse_returning(&insert.returning)?;
     if insert.on.is_some() {
@@ -113,39 +148,37 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
         return Err(SqlError::unsupported("this form of INSERT … VALUES"));
     }
 
+    // Rows are built and checked in order; their keys are then looked up in batches (one
+    // request per region, not one per row). An error in row i stands only if no earlier row
+    // is a duplicate, as PostgreSQL, which inserts row by row, would report that first.
     let start_ts = txn.start_ts();
-    let mut count = 0u64;
+    let mut rows: Vec<(Vec<u8>, Vec<Value>)> = Vec::with_capacity(values.rows.len());
+    let mut row_error = None;
     for row in &values.rows {
-        let exprs = &row.content;
-        if exprs.len() > targets.len() {
-            return Err(SqlError::new(
-                sqlstate::SYNTAX_ERROR,
-                "INSERT has more expressions than target columns",
-            ));
-        }
-        if exprs.len() < targets.len() {
-            return Err(SqlError::new(
-                sqlstate::SYNTAX_ERROR,
-                "INSERT has more target columns than expressions",
-            ));
-        }
-        let mut record: Vec<Value> = table.columns.iter().map(|c| c.default.clone()).collect();
-        for (&index, expr) in targets.iter().zip(exprs) {
-            if is_default_keyword(expr) {
-                continue;
+        match build_row(&table, &targets, &row.content, start_ts) {
+            Ok(built) => rows.push(built),
+            Err(e) => {
+                row_error = Some(e);
+                break;
             }
-            let column = &table.columns[index];
-            let bound =
-                bind(expr, &Scope::empty())?.coerce_for_assignment(column.ty, &column.name)?;
-            record[index] = bound.eval(&[])?;
         }
-        check_not_null(&table, &record)?;
-        let key = key_for_row(&table, &record, start_ts);
-        if txn.get(&key)?.is_some() {
-            return Err(duplicate_key(&table, &record));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for chunk in rows.chunks(EXISTENCE_BATCH) {
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|(key, _)| key.clone()).collect();
+        let existing = txn.batch_get(&keys)?;
+        for ((key, record), existing) in chunk.iter().zip(existing) {
+            if existing.is_some() || !seen.insert(key.clone()) {
+                return Err(duplicate_key(&table, record));
+            }
         }
+    }
+    if let Some(e) = row_error {
+        return Err(e);
+    }
+    let count = rows.len() as u64;
+    for (key, record) in rows {
         txn.put(key, encode_row(&record));
-        count += 1;
     }
     Ok(StatementResult::command(format!("INSERT 0 {count}")))
 }
