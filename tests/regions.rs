@@ -245,3 +245,68 @@ fn regions_split_as_a_table_grows_and_on_demand() {
     );
     assert!(node.terminate().success());
 }
+
+/// A table of 1,000,000 rows on a single node (regions split at 1 MiB here, so that a
+/// million small rows make dozens of them): loaded through SQL, it splits into many regions
+/// that cover the key space, and every row reads back.
+#[test]
+fn a_million_rows_split_into_many_regions() {
+    const MILLION: u64 = 1_000_000;
+    const PER_STATEMENT: u64 = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(
+        dir.path(),
+        &["--region-split-size", "1MiB", "--region-max-size", "2MiB"],
+    );
+    let mut c = node.connect();
+    c.ok("CREATE TABLE big (id BIGINT PRIMARY KEY, v BIGINT)");
+    let started = Instant::now();
+    for first in (1..=MILLION).step_by(PER_STATEMENT as usize) {
+        let values: Vec<String> = (first..first + PER_STATEMENT)
+            .map(|i| format!("({i},{})", i * 7))
+            .collect();
+        c.ok(&format!("INSERT INTO big VALUES {}", values.join(",")));
+    }
+    eprintln!("1,000,000 rows loaded in {:?}", started.elapsed());
+    let regions = wait_for("big to span many regions", || {
+        let regions = show_regions(&mut c, "SHOW REGIONS FROM TABLE big");
+        if regions.len() >= 16 {
+            Ok(regions)
+        } else {
+            Err(format!("{} regions", regions.len()))
+        }
+    });
+    eprintln!("big spans {} regions", regions.len());
+    chain_gap(&settled_regions(&mut c)).unwrap();
+    // Rows at both ends, in the middle, and a range that crosses region boundaries.
+    for id in [1, 2, MILLION / 2, MILLION - 1, MILLION] {
+        let reply = c.ok(&format!("SELECT v FROM big WHERE id = {id}"));
+        assert_eq!(
+            reply.rows,
+            vec![vec![Some((id * 7).to_string())]],
+            "row {id}"
+        );
+    }
+    let reply = c.ok("SELECT id FROM big WHERE id > 990000");
+    let ids: Vec<u64> = reply
+        .rows
+        .iter()
+        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, (990_001..=MILLION).collect::<Vec<_>>());
+    // Every row: counted page by page through the primary key.
+    let mut counted = 0u64;
+    let mut after = 0u64;
+    loop {
+        let reply = c.ok(&format!(
+            "SELECT id FROM big WHERE id > {after} AND id <= {}",
+            after + 100_000
+        ));
+        counted += reply.rows.len() as u64;
+        after += 100_000;
+        if after >= MILLION {
+            break;
+        }
+    }
+    assert_eq!(counted, MILLION);
+}
