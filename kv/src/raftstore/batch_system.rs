@@ -12,6 +12,12 @@
 //!   written with one synced write: one fsync for the whole batch, merged further with the
 //!   other pollers' batches by the store's group-commit writer), and completion (each peer
 //!   sends its messages, applies what committed, answers its callers, reports to its store).
+//!   A peer with nothing to persist completes before the write, so a read is not held up by
+//!   another region's fsync.
+//! - A poller waits for its batch's write, so a store runs more pollers than it has cores
+//!   (`DriverConfig::pollers`, 8): while some wait for the disk, others take the next peers,
+//!   and their writes join the same group commit. (TiKV instead hands the write to I/O
+//!   threads and completes the peers when it is done: not done here.)
 //! - The clock ([`Pool::tick`]) gives every awake peer one tick per period. A hibernating peer
 //!   (see `peer_fsm`) gets one tick every `slow_tick_every` periods, spread over the periods by
 //!   region id, and treats it as a slow tick: idle regions cost a few atomic loads per period.
@@ -264,28 +270,38 @@ impl Pool {
             }
             alive
         });
-        // 2. Persistence: one write for the batch.
+        // 2. Persistence: one write for the batch. A peer with nothing to persist (a read
+        // confirmed, a message answered) completes at once, without waiting for the others'
+        // write.
         let mut write = WriteBatch::new();
-        running.retain_mut(|(mailbox, fsm)| {
-            let alive = fsm.prepare(&mut write);
-            if !alive {
-                ended.push(Arc::clone(mailbox));
+        let mut done = Vec::with_capacity(running.len());
+        let mut waiting = Vec::new();
+        for (mailbox, mut fsm) in running {
+            let before = write.len();
+            if !fsm.prepare(&mut write) {
+                ended.push(mailbox);
+            } else if write.len() > before {
+                waiting.push((mailbox, fsm));
+            } else if fsm.finish(Ok(())) {
+                done.push((mailbox, fsm));
+            } else {
+                ended.push(mailbox);
             }
-            alive
-        });
+        }
         let persisted = if write.is_empty() {
             Ok(())
         } else {
             self.writer.write(write).map_err(|e| e.to_string())
         };
         // 3. Completion.
-        running.retain_mut(|(mailbox, fsm)| {
-            let alive = fsm.finish(persisted.clone());
-            if !alive {
-                ended.push(Arc::clone(mailbox));
+        for (mailbox, mut fsm) in waiting {
+            if fsm.finish(persisted.clone()) {
+                done.push((mailbox, fsm));
+            } else {
+                ended.push(mailbox);
             }
-            alive
-        });
+        }
+        let running = done;
         for mailbox in ended {
             mailbox.close();
             mailbox.scheduled.store(false, Ordering::Release);

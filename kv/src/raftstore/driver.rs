@@ -108,7 +108,8 @@ pub trait StoreEvents: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     pub tick: Duration,
-    /// Poller threads of a store's pool.
+    /// Poller threads of a store's pool (more than cores: a poller waits for its batch's
+    /// synced write).
     pub pollers: usize,
     /// Whether quiet regions hibernate (see `peer_fsm`).
     pub hibernate: bool,
@@ -142,7 +143,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             tick: Duration::from_millis(100),
-            pollers: 2,
+            pollers: 8,
             hibernate: true,
             hibernate_after_ticks: 30,
             slow_tick_every: 10,
