@@ -8,6 +8,9 @@
 #
 # With BASELINE, a single node and a three-node cluster of that binary run beside this
 # build's, so a change is measured before and after in the same invocation.
+# ROUNDS=N (default 1) runs every workload N times, this build and the baseline in
+# alternating order, and reports each one's best round: on a shared machine (fsync times
+# vary several-fold from minute to minute) one round per build is mostly noise.
 #
 # Load: ../shared/bench/init_plain.sh scale 1 without pgbench_history (RegionDB has no
 # TIMESTAMP yet). Workloads: pgbench's select-only script, and an update workload (BEGIN;
@@ -37,6 +40,8 @@ export PATH="$PGBIN:$PATH"
 sed '/pgbench_history/d' "$SHARED/simple-update.sql" > "$WORK/update.sql"
 
 wait_port() { for _ in $(seq 1 100); do psql -h 127.0.0.1 -p "$1" -U postgres -c 'select 1' >/dev/null 2>&1 && return; sleep 0.2; done; echo "port $1 never answered" >&2; exit 1; }
+
+best() { awk -v a="$1" -v b="${2:-0}" 'BEGIN { print (a > b ? a : b) }'; }
 
 run() { # name port script
   pgbench -h 127.0.0.1 -p "$2" -U postgres -n -f "$3" -s 1 -c "$CLIENTS" -j 1 -T "$SECONDS_PER_RUN" -M simple postgres 2>/dev/null \
@@ -84,11 +89,23 @@ done
 printf "%-28s %12s %12s %12s   %s\n" workload postgres single-node 3-node "ratios (single, 3-node)"
 for workload in select-only update; do
   script="$SHARED/select-only.sql"; [ $workload = update ] && script="$WORK/update.sql"
-  pg=$(run pg 25400 "$script"); single=$(run single 25401 "$script"); cluster=$(run cluster 25402 "$script")
+  pg=0; single=0; cluster=0; b_single=0; b_cluster=0
+  for round in $(seq 1 "${ROUNDS:-1}"); do
+    pg=$(best "$pg" "$(run pg 25400 "$script")")
+    order="this baseline"; [ $((round % 2)) = 0 ] && order="baseline this"
+    for who in $order; do
+      if [ "$who" = this ]; then
+        single=$(best "$single" "$(run single 25401 "$script")")
+        cluster=$(best "$cluster" "$(run cluster 25402 "$script")")
+      elif [ -n "${BASELINE:-}" ]; then
+        b_single=$(best "$b_single" "$(run b-single 25405 "$script")")
+        b_cluster=$(best "$b_cluster" "$(run b-cluster 25406 "$script")")
+      fi
+    done
+  done
   printf "%-28s %12.0f %12.0f %12.0f   %.2f %.2f\n" "$workload (c=$CLIENTS, ${SECONDS_PER_RUN}s)" \
     "$pg" "$single" "$cluster" "$(echo "$single / $pg" | bc -l)" "$(echo "$cluster / $pg" | bc -l)"
   if [ -n "${BASELINE:-}" ]; then
-    b_single=$(run b-single 25405 "$script"); b_cluster=$(run b-cluster 25406 "$script")
     printf "%-28s %12s %12.0f %12.0f   %.2f %.2f   (this build / baseline: %.2f %.2f)\n" "  baseline" "" \
       "$b_single" "$b_cluster" "$(echo "$b_single / $pg" | bc -l)" "$(echo "$b_cluster / $pg" | bc -l)" \
       "$(echo "$single / $b_single" | bc -l)" "$(echo "$cluster / $b_cluster" | bc -l)"
