@@ -120,6 +120,7 @@ impl Sim {
                 Arc::clone(&transport) as Arc<dyn Transport>,
                 Arc::clone(&events) as Arc<dyn StoreEvents>,
                 config.clone(),
+                super::split_check::SplitConfig::default().check_diff(),
             );
             let mailbox = system.spawn(1, Box::new(fsm));
             let peer = PeerHandle::new(id, state, destroying, mailbox, &config);

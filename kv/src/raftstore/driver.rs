@@ -133,8 +133,6 @@ pub struct DriverConfig {
     pub log_gc_size_limit: u64,
     /// A leader reports its region every this many ticks.
     pub heartbeat_ticks: u64,
-    /// Bytes applied after which a leader asks for a split check.
-    pub split_check_diff: u64,
     /// A leader whose region changed asks for a check at least every this many ticks.
     pub split_check_ticks: u64,
 }
@@ -154,7 +152,6 @@ impl Default for DriverConfig {
             log_gc_limit: RAFT_LOG_GC_LIMIT,
             log_gc_size_limit: RAFT_LOG_GC_SIZE_LIMIT,
             heartbeat_ticks: 10,
-            split_check_diff: super::split_check::SplitConfig::default().check_diff(),
             split_check_ticks: 100,
         }
     }

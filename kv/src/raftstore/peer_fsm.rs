@@ -4,14 +4,17 @@
 //!
 //! # After each Ready
 //!
-//! Log GC; the regions its applied splits created go to the store
-//! ([`StoreEvents::region_split`]) and, from a leader, to the scheduler at once; a leader asks for a split check once `split_check_diff`
-//! bytes were applied since the last one, every `split_check_ticks` while it has changed, and
-//! soon after it starts leading a region not measured since it last split; peers it removed
-//! get a tombstone notice; a replica that applied its own removal destroys itself; reads
-//! waiting on a previous leader fail; a leader reports its region
-//! ([`StoreEvents::region_heartbeat`]) every `heartbeat_ticks` and whenever its region or
-//! term changed.
+//! - Log GC.
+//! - The regions its applied splits created go to the store ([`StoreEvents::region_split`])
+//!   and, from a leader, to the scheduler at once.
+//! - A leader asks for a split check once `split_check_diff` bytes were applied since the
+//!   last one, every `split_check_ticks` while its region changes, and soon after it starts
+//!   leading a region not measured since it last split.
+//! - Peers it removed get a tombstone notice; a replica that applied its own removal
+//!   destroys itself.
+//! - Reads waiting on a previous leader fail.
+//! - A leader reports its region ([`StoreEvents::region_heartbeat`]) every `heartbeat_ticks`
+//!   and whenever its region or term changed.
 //!
 //! # Hibernation
 //!
@@ -78,6 +81,9 @@ pub struct PeerFsm<E: Engine> {
     transport: Arc<dyn Transport>,
     events: Arc<dyn StoreEvents>,
     config: DriverConfig,
+    /// Bytes applied after which a leader asks for a split check (from the store's
+    /// `SplitConfig`).
+    split_check_diff: u64,
     /// The leader as of the last poll (reads waiting on another one fail).
     known_leader: Option<u64>,
     /// The last region report (region, term), to report again on a change.
@@ -93,6 +99,7 @@ impl<E: Engine> PeerFsm<E> {
         transport: Arc<dyn Transport>,
         events: Arc<dyn StoreEvents>,
         config: DriverConfig,
+        split_check_diff: u64,
     ) -> (PeerFsm<E>, Arc<SharedState>, Arc<AtomicBool>) {
         let shared = Arc::new(SharedState::new(&peer));
         let destroying = peer.destroy_flag();
@@ -104,6 +111,7 @@ impl<E: Engine> PeerFsm<E> {
             transport,
             events,
             config,
+            split_check_diff,
             known_leader,
             reported: None,
             ticks_since_report: 0,
@@ -273,7 +281,7 @@ impl<E: Engine> PeerFsm<E> {
             self.events.region_split(region, self.peer.is_leader());
         }
         let written = self.peer.written_since_check();
-        let due = written >= self.config.split_check_diff
+        let due = written >= self.split_check_diff
             || (self.peer.approximate_size().is_none() && self.ticks_since_check >= 2)
             || (self.ticks_since_check >= self.config.split_check_ticks && written > 0);
         if self.peer.is_leader() && due {

@@ -65,7 +65,7 @@ pub struct StoreConfig {
     pub driver: DriverConfig,
     /// How often the store sends its own heartbeat to the scheduler.
     pub store_heartbeat: Duration,
-    /// When regions split (the driver's `split_check_diff` follows it).
+    /// When regions split.
     pub split: SplitConfig,
 }
 
@@ -158,10 +158,9 @@ impl<E: Engine> Store<E> {
         meta: StoreMeta,
         cluster: Arc<dyn ClusterApi>,
         transport: Arc<dyn Transport>,
-        mut config: StoreConfig,
+        config: StoreConfig,
     ) -> KvResult<Store<E>> {
         let store_id = meta.id;
-        config.driver.split_check_diff = config.split.check_diff();
         cluster.put_store(meta.clone()).map_err(cluster_error)?;
         let (sender, receiver) = mpsc::channel();
         let (split_sender, split_receiver) = mpsc::channel();
@@ -462,6 +461,7 @@ impl<E: Engine> Inner<E> {
             Arc::clone(&self.transport),
             events,
             self.config.driver.clone(),
+            self.config.split.check_diff(),
         );
         let mailbox = self.system.spawn(region.id, Box::new(fsm));
         let handle = PeerHandle::new(peer_id, state, destroying, mailbox, &self.config.driver);

@@ -201,7 +201,6 @@ pub fn store_config(log_gc_limit: u64) -> StoreConfig {
             log_gc_limit,
             log_gc_size_limit: 64 << 20,
             heartbeat_ticks: 5,
-            split_check_diff: 0,
             split_check_ticks: 10,
             // Quiet regions hibernate here too (sooner, at this tick), so every scenario
             // also runs through falling asleep and waking.
