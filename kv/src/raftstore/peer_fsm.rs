@@ -266,19 +266,10 @@ impl<E: Engine> PeerFsm<E> {
             return self.stop();
         }
         self.shared.publish(&self.peer);
-        for region in self.peer.take_splits() {
-            if self.peer.is_leader() {
-                // The scheduler learns of the new region at once, as if its replica here led
-                // it already (it campaigns now; term 0 yields to its first real report), so
-                // that its range is not missing from the scheduler until it reports.
-                self.events.region_heartbeat(RegionHeartbeatRequest {
-                    leader: region::peer_on_store(&region, self.peer.meta().store_id).copied(),
-                    region: Some(region.clone()),
-                    term: 0,
-                    ..Default::default()
-                });
-            }
-            self.events.region_split(region, self.peer.is_leader());
+        let splits = self.peer.take_splits();
+        for region in &splits {
+            self.events
+                .region_split(region.clone(), self.peer.is_leader());
         }
         let written = self.peer.written_since_check();
         let due = written >= self.split_check_diff
@@ -314,6 +305,20 @@ impl<E: Engine> PeerFsm<E> {
             }
         } else {
             self.reported = None;
+        }
+        if self.peer.is_leader() {
+            // The scheduler learns of the regions a split created at once (after the shrunk
+            // region's own report, above), as if their replicas here led them already (they
+            // campaign now; term 0 yields to their first real report), so that their ranges
+            // are not missing from the scheduler until they report.
+            for region in splits {
+                self.events.region_heartbeat(RegionHeartbeatRequest {
+                    leader: region::peer_on_store(&region, self.peer.meta().store_id).copied(),
+                    region: Some(region),
+                    term: 0,
+                    ..Default::default()
+                });
+            }
         }
         self.maybe_hibernate();
         true
