@@ -35,6 +35,9 @@ use crate::mvcc::key::encode_user_key;
 use crate::storage::{Cf, Engine, Modify, WriteBatch};
 use crate::txn::ReadFence;
 
+/// Entries a leader transfer's target may lag behind (see [`Peer::transfer_leader`]).
+pub const MAX_TRANSFER_LAG: u64 = 64;
+
 /// Called once with the outcome of a proposal.
 pub type Callback = Box<dyn FnOnce(KvResult<()>) + Send>;
 
@@ -399,8 +402,27 @@ impl<E: Engine> Peer<E> {
             .collect()
     }
 
+    /// Hands the leadership to `peer_id` (the scheduler's balancing, an operator's move) if
+    /// that peer is in touch: it answered within the current check-quorum window and lags at
+    /// most [`MAX_TRANSFER_LAG`] entries. While a transfer is under way the leader takes no
+    /// proposals, so a transfer to a peer that cannot take over soon (partitioned, or never
+    /// heard from) would stall the region's writes until it is abandoned, and again at every
+    /// repeated request.
     pub fn transfer_leader(&mut self, peer_id: u64) {
-        self.node.transfer_leader(peer_id);
+        let raft = &self.node.raft;
+        let last = raft.log.last_index();
+        let in_touch = raft.tracker.progress.get(&peer_id).is_some_and(|p| {
+            p.recent_active && p.matched > 0 && last.saturating_sub(p.matched) <= MAX_TRANSFER_LAG
+        });
+        if in_touch {
+            self.node.transfer_leader(peer_id);
+        } else {
+            tracing::debug!(
+                region_id = self.region_id,
+                to = peer_id,
+                "leader transfer refused: the target is not in touch"
+            );
+        }
     }
 
     pub fn report_unreachable(&mut self, peer_id: u64) {

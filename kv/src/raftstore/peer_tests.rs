@@ -475,3 +475,34 @@ fn a_proposal_overwritten_by_a_new_leader_reports_stale_command() {
     assert_eq!(group.get(1, b"lost"), None);
     assert_eq!(group.get(1, b"kept"), Some(b"y".to_vec()));
 }
+
+#[test]
+fn a_leader_transfer_to_a_peer_out_of_touch_is_refused_and_writes_go_on() {
+    let mut group = Group::new(&[1, 2, 3]);
+    group.peers.get_mut(&1).unwrap().campaign();
+    group.settle();
+    group.write(1, put("a", "1"));
+    // Peer 3 is cut off for longer than a check-quorum window: no longer in touch.
+    group.isolated.insert(3);
+    group.tick(25);
+    assert!(group.peers[&1].is_leader());
+    group.peers.get_mut(&1).unwrap().transfer_leader(3);
+    let (callback, outcome) = recorder();
+    group
+        .peers
+        .get_mut(&1)
+        .unwrap()
+        .propose_write(put("b", "2"), ReadFence::default(), callback);
+    group.settle();
+    group.tick(1);
+    assert!(
+        matches!(*outcome.lock().unwrap(), Some(Ok(()))),
+        "the write was not held up by a transfer"
+    );
+    // A transfer to a peer in touch goes through.
+    group.isolated.clear();
+    group.tick(25);
+    group.peers.get_mut(&1).unwrap().transfer_leader(2);
+    group.tick(5);
+    assert!(group.peers[&2].is_leader());
+}
