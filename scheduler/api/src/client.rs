@@ -453,32 +453,11 @@ mod tests {
         let (endpoint, _) = serve(&runtime);
         let client =
             Arc::new(SchedulerClient::connect_lazy(&endpoint, runtime.handle().clone()).unwrap());
-        let mut all: Vec<u64> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| {
-                    let client = Arc::clone(&client);
-                    scope.spawn(move || {
-                        let mut mine = Vec::new();
-                        for _ in 0..200 {
-                            mine.push(client.get_timestamp().unwrap().0);
-                        }
-                        assert!(
-                            mine.windows(2).all(|w| w[0] < w[1]),
-                            "each caller sees time move forward"
-                        );
-                        mine
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        });
-        let n = all.len();
-        all.sort_unstable();
-        all.dedup();
-        assert_eq!(all.len(), n);
+        crate::testing::assert_concurrent_callers_get_unique_increasing_timestamps(
+            client.as_ref(),
+            4,
+            200,
+        );
         let first = runtime.block_on(client.alloc_ids(10)).unwrap();
         let second = runtime.block_on(client.alloc_ids(1)).unwrap();
         assert!(second >= first + 10);

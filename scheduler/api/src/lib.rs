@@ -10,7 +10,8 @@
 //!   bootstrap, stores, regions and their heartbeats, splits, draining a store), and its
 //!   error [`ClusterError`];
 //! - [`client`]: [`SchedulerClient`], both interfaces over gRPC
-//!   (`regiondb.scheduler.Scheduler`), batching concurrent timestamp requests into one call.
+//!   (`regiondb.scheduler.Scheduler`), batching concurrent timestamp requests into one call;
+//! - [`testing`]: the checks every [`TimestampSource`]'s tests share.
 //!
 //! The `scheduler` crate implements the server side (the persisted oracle, ID allocation, the
 //! cluster metadata, the schedulers, the gRPC service) and an in-process [`ClusterApi`] over
@@ -19,6 +20,7 @@
 
 pub mod client;
 pub mod cluster_api;
+pub mod testing;
 pub mod timestamp;
 pub mod tso;
 

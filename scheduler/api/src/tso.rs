@@ -83,25 +83,7 @@ mod tests {
     #[test]
     fn concurrent_callers_get_distinct_timestamps() {
         let tso = MemoryTso::new();
-        let mut all: Vec<u64> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| {
-                    scope.spawn(|| {
-                        (0..5000)
-                            .map(|_| tso.get_timestamp().unwrap().0)
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        });
-        let n = all.len();
-        all.sort_unstable();
-        all.dedup();
-        assert_eq!(all.len(), n);
+        crate::testing::assert_concurrent_callers_get_unique_increasing_timestamps(&tso, 4, 5000);
     }
 
     #[test]
