@@ -23,6 +23,7 @@ use tonic::{Response, Status};
 use crate::error::{KvError, KvResult};
 use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::{Lock, LockKind};
+use crate::storage::KvPair;
 use crate::txn::{Mutation, TxnRequest, TxnResponse, TxnStatus};
 
 /// One `TxnKv` call, implemented by its request message.
@@ -224,6 +225,32 @@ fn read_outcome<T>(
     }
 }
 
+/// The error and pairs of a response to a read of pairs (a batch get, a scan): `outcome` takes
+/// the read's outcome out of the answer, or gives back an answer of another command.
+fn pairs_to_pb(
+    request: &str,
+    result: KvResult<TxnResponse>,
+    outcome: impl FnOnce(TxnResponse) -> Result<ReadOutcome<Vec<KvPair>>, TxnResponse>,
+) -> (Option<pb::KeyError>, Vec<pb::KvPair>) {
+    match result.map(outcome) {
+        Ok(Ok(ReadOutcome::Value(pairs))) => (
+            None,
+            pairs
+                .into_iter()
+                .map(|(key, value)| pb::KvPair { key, value })
+                .collect(),
+        ),
+        Ok(Ok(ReadOutcome::Locked { key, lock })) => (Some(locked_to_pb(&key, &lock)), vec![]),
+        Ok(Err(other)) => (Some(mismatched(request, &other)), vec![]),
+        Err(e) => (Some(error_to_pb(&e)), vec![]),
+    }
+}
+
+/// The pairs of a response to a read of pairs.
+fn pairs_from_pb(pairs: Vec<pb::KvPair>) -> Vec<KvPair> {
+    pairs.into_iter().map(|p| (p.key, p.value)).collect()
+}
+
 /// The outcome of a command that cannot meet a lock, from its response's error.
 fn result(error: Option<pb::KeyError>, ts: Timestamp) -> KvResult<()> {
     match error {
@@ -304,32 +331,15 @@ impl KvCall for pb::BatchGetRequest {
     }
 
     fn answer(result: KvResult<TxnResponse>) -> pb::BatchGetResponse {
-        match result {
-            Ok(TxnResponse::BatchGet(ReadOutcome::Value(pairs))) => pb::BatchGetResponse {
-                error: None,
-                pairs: pairs
-                    .into_iter()
-                    .map(|(key, value)| pb::KvPair { key, value })
-                    .collect(),
-            },
-            Ok(TxnResponse::BatchGet(ReadOutcome::Locked { key, lock })) => pb::BatchGetResponse {
-                error: Some(locked_to_pb(&key, &lock)),
-                pairs: vec![],
-            },
-            Ok(other) => pb::BatchGetResponse {
-                error: Some(mismatched("batch_get", &other)),
-                pairs: vec![],
-            },
-            Err(e) => pb::BatchGetResponse {
-                error: Some(error_to_pb(&e)),
-                pairs: vec![],
-            },
-        }
+        let (error, pairs) = pairs_to_pb("batch_get", result, |response| match response {
+            TxnResponse::BatchGet(outcome) => Ok(outcome),
+            other => Err(other),
+        });
+        pb::BatchGetResponse { error, pairs }
     }
 
     fn into_response(m: pb::BatchGetResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
-        let pairs = m.pairs.into_iter().map(|p| (p.key, p.value)).collect();
-        read_outcome(m.error, txn_ts(request), pairs).map(TxnResponse::BatchGet)
+        read_outcome(m.error, txn_ts(request), pairs_from_pb(m.pairs)).map(TxnResponse::BatchGet)
     }
 }
 
@@ -347,32 +357,15 @@ impl KvCall for pb::ScanRequest {
     }
 
     fn answer(result: KvResult<TxnResponse>) -> pb::ScanResponse {
-        match result {
-            Ok(TxnResponse::Scan(ReadOutcome::Value(pairs))) => pb::ScanResponse {
-                error: None,
-                pairs: pairs
-                    .into_iter()
-                    .map(|(key, value)| pb::KvPair { key, value })
-                    .collect(),
-            },
-            Ok(TxnResponse::Scan(ReadOutcome::Locked { key, lock })) => pb::ScanResponse {
-                error: Some(locked_to_pb(&key, &lock)),
-                pairs: vec![],
-            },
-            Ok(other) => pb::ScanResponse {
-                error: Some(mismatched("scan", &other)),
-                pairs: vec![],
-            },
-            Err(e) => pb::ScanResponse {
-                error: Some(error_to_pb(&e)),
-                pairs: vec![],
-            },
-        }
+        let (error, pairs) = pairs_to_pb("scan", result, |response| match response {
+            TxnResponse::Scan(outcome) => Ok(outcome),
+            other => Err(other),
+        });
+        pb::ScanResponse { error, pairs }
     }
 
     fn into_response(m: pb::ScanResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
-        let pairs = m.pairs.into_iter().map(|p| (p.key, p.value)).collect();
-        read_outcome(m.error, txn_ts(request), pairs).map(TxnResponse::Scan)
+        read_outcome(m.error, txn_ts(request), pairs_from_pb(m.pairs)).map(TxnResponse::Scan)
     }
 }
 
