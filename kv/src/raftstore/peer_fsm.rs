@@ -325,6 +325,15 @@ impl<E: Engine> PeerFsm<E> {
     }
 }
 
+/// Sends a peer's raft messages through `transport`.
+fn sender<E: Engine>(transport: &dyn Transport) -> impl FnMut(&Peer<E>, Vec<Message>) + '_ {
+    move |peer, messages| {
+        for envelope in peer.envelopes(messages) {
+            transport.send(envelope);
+        }
+    }
+}
+
 impl<E: Engine> Fsm for PeerFsm<E> {
     fn handle(&mut self, messages: Vec<PeerMsg>, ticks: u32) -> bool {
         let region_id = self.region_id;
@@ -407,13 +416,10 @@ impl<E: Engine> Fsm for PeerFsm<E> {
     }
 
     fn prepare(&mut self, batch: &mut WriteBatch) -> bool {
-        let transport = Arc::clone(&self.transport);
-        let mut send = |peer: &Peer<E>, messages| {
-            for envelope in peer.envelopes(messages) {
-                transport.send(envelope);
-            }
-        };
-        match self.peer.prepare_ready(batch, &mut send) {
+        match self
+            .peer
+            .prepare_ready(batch, &mut sender(self.transport.as_ref()))
+        {
             Ok(_) => true,
             Err(e) => {
                 warn!(region_id = self.region_id, error = %e, "peer stopped: storage failure");
@@ -429,13 +435,7 @@ impl<E: Engine> Fsm for PeerFsm<E> {
             warn!(region_id = self.region_id, error = %e, "peer stopped: storage failure");
             return self.stop();
         }
-        let transport = Arc::clone(&self.transport);
-        let mut send = |peer: &Peer<E>, messages| {
-            for envelope in peer.envelopes(messages) {
-                transport.send(envelope);
-            }
-        };
-        if let Err(e) = self.peer.finish_ready(&mut send) {
+        if let Err(e) = self.peer.finish_ready(&mut sender(self.transport.as_ref())) {
             warn!(region_id = self.region_id, error = %e, "peer stopped: storage failure");
             return self.stop();
         }
