@@ -7,11 +7,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kv::client::{RoutedCommands, StoreConnector};
+use kv::mvcc::reader::ReadOutcome;
 use kv::storage::MemoryEngine;
 use kv::txn::{CommandRouter, RegionContext, TxnCommands, TxnRequest, TxnResponse, TxnStore};
 use kv::{KvError, KvResult, Transaction, TxnClient, TxnOptions};
 use proto::metapb::{Peer, Region, RegionEpoch, Store};
-use scheduler::{Cluster, ClusterApi, ClusterConfig, IdAllocator, LocalCluster, TimestampOracle};
+use proto::scheduler::{
+    RegionHeartbeatRequest, RegionHeartbeatResponse, RegionInfo, StoreHeartbeatRequest,
+};
+use scheduler::{
+    Cluster, ClusterApi, ClusterConfig, ClusterError, IdAllocator, LocalCluster, TimestampOracle,
+};
 
 struct Flaky {
     inner: Arc<TxnStore<MemoryEngine>>,
@@ -103,5 +109,126 @@ fn a_committed_primary_whose_answer_was_lost_is_reported_as_commit_unknown() {
     assert!(
         matches!(outcome, Err(KvError::CommitUnknown { .. })),
         "got {outcome:?}"
+    );
+}
+
+/// A scheduler whose region tree has a hole for a while (as right after a split, before the
+/// new region's first report): its first `misses` lookups by key find nothing.
+struct RegionHole {
+    inner: Arc<dyn ClusterApi>,
+    misses: AtomicU64,
+}
+
+impl ClusterApi for RegionHole {
+    fn alloc_id(&self) -> Result<u64, ClusterError> {
+        self.inner.alloc_id()
+    }
+    fn is_bootstrapped(&self) -> Result<bool, ClusterError> {
+        self.inner.is_bootstrapped()
+    }
+    fn bootstrap(&self, store: Store, region: Region) -> Result<bool, ClusterError> {
+        self.inner.bootstrap(store, region)
+    }
+    fn put_store(&self, store: Store) -> Result<(), ClusterError> {
+        self.inner.put_store(store)
+    }
+    fn get_store(&self, id: u64) -> Result<Option<Store>, ClusterError> {
+        self.inner.get_store(id)
+    }
+    fn store_heartbeat(&self, request: StoreHeartbeatRequest) -> Result<(), ClusterError> {
+        self.inner.store_heartbeat(request)
+    }
+    fn region_heartbeat(
+        &self,
+        request: RegionHeartbeatRequest,
+    ) -> Result<RegionHeartbeatResponse, ClusterError> {
+        self.inner.region_heartbeat(request)
+    }
+    fn get_region(&self, key: &[u8]) -> Result<Option<(Region, Option<Peer>)>, ClusterError> {
+        let missed = self
+            .misses
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if missed {
+            return Ok(None);
+        }
+        self.inner.get_region(key)
+    }
+    fn get_region_by_id(&self, id: u64) -> Result<Option<(Region, Option<Peer>)>, ClusterError> {
+        self.inner.get_region_by_id(id)
+    }
+    fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<RegionInfo>, ClusterError> {
+        self.inner.scan_regions(start, end, limit)
+    }
+    fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
+        self.inner.split_regions(keys)
+    }
+    fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
+        self.inner.remove_store(store_id)
+    }
+}
+
+struct PlainStore(Arc<TxnStore<MemoryEngine>>);
+impl CommandRouter for PlainStore {
+    fn route(&self, _: Option<RegionContext>) -> KvResult<Arc<dyn TxnCommands>> {
+        Ok(Arc::clone(&self.0) as Arc<dyn TxnCommands>)
+    }
+}
+impl StoreConnector for PlainStore {
+    fn store(&self, _: u64) -> KvResult<Arc<dyn CommandRouter>> {
+        Ok(Arc::new(PlainStore(Arc::clone(&self.0))))
+    }
+}
+
+#[test]
+fn a_multi_key_request_waits_out_a_hole_in_the_schedulers_regions() {
+    let scheduler = Arc::new(LocalCluster::new(
+        Arc::new(Cluster::in_memory(ClusterConfig::default())),
+        Arc::new(IdAllocator::in_memory()),
+    ));
+    let store = Store {
+        id: 1,
+        address: "s1".into(),
+        pg_address: String::new(),
+    };
+    let region = Region {
+        id: 1,
+        start_key: vec![],
+        end_key: vec![],
+        epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![Peer {
+            id: 2,
+            store_id: 1,
+            learner: false,
+        }],
+    };
+    assert!(scheduler.bootstrap(store, region).unwrap());
+    let holey = RegionHole {
+        inner: scheduler as Arc<dyn ClusterApi>,
+        misses: AtomicU64::new(3),
+    };
+    let routed = RoutedCommands::new(
+        Arc::new(holey),
+        Arc::new(PlainStore(Arc::new(TxnStore::new(Arc::new(
+            MemoryEngine::new(),
+        ))))),
+        Duration::from_secs(5),
+    );
+    let request = TxnRequest::BatchGet {
+        keys: vec![b"a".to_vec(), b"b".to_vec()],
+        ts: scheduler_api::Timestamp(10),
+    };
+    let answer = routed.execute(&request);
+    assert!(
+        matches!(answer, Ok(TxnResponse::BatchGet(ReadOutcome::Value(ref pairs))) if pairs.is_empty()),
+        "got {answer:?}"
     );
 }

@@ -206,6 +206,25 @@ impl RoutedCommands {
         Ok(cached)
     }
 
+    /// [`RoutedCommands::locate`], waiting with backoff (up to the command timeout) while the
+    /// scheduler cannot answer or knows no region for `key`: right after a split it may miss
+    /// the new region's range for a moment, until the new region's first report.
+    fn locate_waiting(&self, key: &[u8]) -> KvResult<Arc<CachedRegion>> {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.locate(key) {
+                Err(KvError::Unavailable(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(
+                        backoff.min(deadline.saturating_duration_since(Instant::now())),
+                    );
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                located => return located,
+            }
+        }
+    }
+
     /// Caches `cached`, dropping the cached regions it overlaps.
     fn insert(&self, cached: Arc<CachedRegion>) {
         let mut cache = self.lock_cache();
@@ -397,7 +416,7 @@ impl RoutedCommands {
     ) -> KvResult<Vec<Cow<'r, TxnRequest>>> {
         let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
         for (i, key) in request.keys().enumerate() {
-            let region = self.locate(key)?.region.id;
+            let region = self.locate_waiting(key)?.region.id;
             match groups.iter_mut().find(|(id, _)| *id == region) {
                 Some((_, group)) => group.push(i),
                 None => groups.push((region, vec![i])),
