@@ -144,10 +144,7 @@ fn a_crash_between_applying_a_removal_and_destroying_the_replica_is_finished_on_
     // (the state before the removal and its destruction were made one batch).
     {
         let engine = RocksEngine::open(&cluster.dir(victim.store_id)).unwrap();
-        let state = RegionLocalState {
-            region: after.clone(),
-            tombstone: false,
-        };
+        let state = RegionLocalState::new(after.clone());
         let mut key = vec![b'R'];
         key.extend_from_slice(&region_id.to_be_bytes());
         let mut batch = WriteBatch::new();

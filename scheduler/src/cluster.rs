@@ -48,6 +48,15 @@
 //! operator is pending; a key is done once a region starts at it, and forgotten after
 //! `operator_timeout` if that never happens.
 //!
+//! # Merges
+//!
+//! A settled region (see [`crate::merge_checker`]) that no operator, repair or balancing
+//! wants is checked for a merge into a neighbour; a merge becomes two operators, one on each
+//! region (so nothing else touches either), handing the source's leader first to the store of
+//! the target's leader and then the merge itself (`merge_target`). The merged target's report
+//! drops the source from the tree. Split keys asked for through [`Cluster::split_regions`] are
+//! *sticky* (persisted): never merged across, so a table keeps its own regions.
+//!
 //! # Draining a store
 //!
 //! [`Cluster::remove_store`] (`RemoveStore`) marks a store as being removed, persisted with
@@ -57,8 +66,7 @@
 //!
 //! # Deliberately left out
 //!
-//! Merging regions and replicating the scheduler itself (this is the single authority, like
-//! the TSO).
+//! Replicating the scheduler itself (this is the single authority, like the TSO).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -76,6 +84,7 @@ use scheduler_api::ClusterError;
 
 use crate::atomic_file::write_atomically;
 use crate::id_alloc::IdAllocator;
+use crate::merge_checker::{self, Candidate, MergeConfig};
 use crate::operator::{Operator, OperatorKind, Step};
 use crate::replica_checker::{self, ReplicaChange};
 
@@ -101,6 +110,8 @@ pub struct ClusterConfig {
     pub move_timeout: Duration,
     /// Leaders are balanced until the counts of any two up stores differ by at most this.
     pub leader_tolerance: u32,
+    /// When small regions merge.
+    pub merge: MergeConfig,
 }
 
 impl Default for ClusterConfig {
@@ -114,6 +125,7 @@ impl Default for ClusterConfig {
             max_balance_operators: 4,
             move_timeout: Duration::from_secs(10 * 60),
             leader_tolerance: 1,
+            merge: MergeConfig::default(),
         }
     }
 }
@@ -128,6 +140,8 @@ struct Meta {
     by_start: BTreeMap<Vec<u8>, u64>,
     /// Stores being drained (`remove_store`): never up, their replicas replaced at once.
     removed: BTreeSet<u64>,
+    /// Keys asked to split at: region boundaries never merged across.
+    sticky: BTreeSet<Vec<u8>>,
 }
 
 /// A store's liveness and its last reported load (0 before its first heartbeat).
@@ -163,6 +177,10 @@ struct State {
     balance_rounds: u64,
     /// Each region's last reported size: (bytes, keys).
     sizes: HashMap<u64, (u64, u64)>,
+    /// Regions whose last reported size was measured.
+    measured: std::collections::HashSet<u64>,
+    /// When this scheduler process first heard of each region.
+    first_seen: HashMap<u64, Instant>,
     /// Split keys asked for (`SplitRegions`) and not yet a region's start, with when asked.
     wanted_splits: BTreeMap<Vec<u8>, Instant>,
     /// The first time this scheduler process was asked to decide: a known store never heard
@@ -213,6 +231,7 @@ impl Meta {
             meta.insert_region(region);
         }
         meta.removed = state.removed_stores.into_iter().collect();
+        meta.sticky = state.sticky_split_keys.into_iter().collect();
         meta
     }
 
@@ -222,6 +241,7 @@ impl Meta {
             stores: self.stores.values().cloned().collect(),
             regions: self.regions.values().cloned().collect(),
             removed_stores: self.removed.iter().copied().collect(),
+            sticky_split_keys: self.sticky.iter().cloned().collect(),
         }
     }
 
@@ -579,6 +599,7 @@ impl Cluster {
             term,
             approximate_size,
             approximate_keys,
+            size_measured,
         } = request;
         let request_size = (approximate_size, approximate_keys);
         let region = region
@@ -641,8 +662,16 @@ impl Cluster {
                 state.leaders.remove(&id);
                 state.operators.remove(&id);
                 state.sizes.remove(&id);
+                state.measured.remove(&id);
+                state.first_seen.remove(&id);
                 state.pending.remove(&id);
             }
+        }
+        state.first_seen.entry(region.id).or_insert(now);
+        if size_measured {
+            state.measured.insert(region.id);
+        } else {
+            state.measured.remove(&region.id);
         }
         state
             .leaders
@@ -656,10 +685,18 @@ impl Cluster {
             // new replica could never catch up); repairs take over.
             let up = self.up_stores(&state, now);
             let stranded = op.is_balance() && op.stores().iter().any(|s| !up.contains_key(s));
+            let target_now = match &op.kind {
+                OperatorKind::Merge { target } => state
+                    .meta
+                    .regions
+                    .get(&target.id)
+                    .map(|r| (r, state.leaders.get(&target.id).map(|l| l.peer))),
+                _ => None,
+            };
             let step = if op.expired(now) || stranded {
                 Step::Done
             } else {
-                op.step(&region, &leader, &pending_peers)
+                op.step_with_target(&region, &leader, &pending_peers, target_now)
             };
             if step == Step::Done {
                 state.operators.remove(&region.id);
@@ -702,10 +739,22 @@ impl Cluster {
             &gone,
             self.config.max_replicas,
         ) else {
-            // Healthy: a chance for the balancing schedulers (which may pick this region).
+            // Healthy: a chance for the balancing schedulers (which may pick this region),
+            // else for a merge.
             self.balance(&mut state, ids, now)?;
+            if !state.operators.contains_key(&region.id) {
+                self.check_merge(&mut state, &region, &up, now);
+            }
             if let Some(op) = state.operators.get(&region.id) {
-                op.step(&region, &leader, &pending_peers)
+                let target_now = match &op.kind {
+                    OperatorKind::Merge { target } => state
+                        .meta
+                        .regions
+                        .get(&target.id)
+                        .map(|r| (r, state.leaders.get(&target.id).map(|l| l.peer))),
+                    _ => None,
+                };
+                op.step_with_target(&region, &leader, &pending_peers, target_now)
                     .answer(&mut response);
             }
             return Ok(response);
@@ -817,14 +866,95 @@ impl Cluster {
     }
 
     /// Asks for splits at `keys` (see the module doc): each wanted key strictly inside a
-    /// known region is handed to that region's leader with its next heartbeat.
-    pub fn split_regions(&self, keys: Vec<Vec<u8>>, now: Instant) {
+    /// known region is handed to that region's leader with its next heartbeat. The keys stay
+    /// region boundaries (never merged across), persisted.
+    pub fn split_regions(&self, keys: Vec<Vec<u8>>, now: Instant) -> Result<(), ClusterError> {
         let mut state = self.lock();
+        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| !k.is_empty()).collect();
+        if keys.iter().any(|k| !state.meta.sticky.contains(k)) {
+            let mut meta = state.meta.clone();
+            meta.sticky.extend(keys.iter().cloned());
+            self.commit(&mut state, meta)?;
+        }
         for key in keys {
-            if !key.is_empty() && !state.meta.by_start.contains_key(&key) {
+            if !state.meta.by_start.contains_key(&key) {
                 state.wanted_splits.insert(key, now);
             }
         }
+        Ok(())
+    }
+
+    /// Whether `region` (healthy, with no operator) should merge into a neighbour (see
+    /// [`crate::merge_checker`]); if so, puts the two operators in place.
+    fn check_merge(&self, state: &mut State, region: &Region, up: &BTreeMap<u64, u32>, now: Instant) {
+        let merge = &self.config.merge;
+        if merge.max_size == 0
+            || state.operators.values().filter(|op| op.is_merge()).count() >= merge.max_merges
+        {
+            return;
+        }
+        let candidate = |id: u64| -> Option<Candidate<'_>> {
+            let region = state.meta.regions.get(&id)?;
+            let settled = state.leaders.contains_key(&id)
+                && state.pending.get(&id).is_none_or(|p| p.is_empty())
+                && !state.operators.contains_key(&id)
+                && region.peers.iter().all(|p| up.contains_key(&p.store_id))
+                && state.first_seen.get(&id).is_some_and(|seen| {
+                    now.saturating_duration_since(*seen) >= merge.split_merge_interval
+                });
+            Some(Candidate {
+                region,
+                size: state
+                    .measured
+                    .contains(&id)
+                    .then(|| state.sizes.get(&id).copied().unwrap_or_default()),
+                settled,
+            })
+        };
+        let Some(source) = candidate(region.id) else {
+            return;
+        };
+        let previous = (!region.start_key.is_empty())
+            .then(|| {
+                state
+                    .meta
+                    .by_start
+                    .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(region.start_key.as_slice())))
+                    .next_back()
+                    .map(|(_, id)| *id)
+            })
+            .flatten()
+            .filter(|id| state.meta.regions[id].end_key == region.start_key);
+        let next = (!region.end_key.is_empty())
+            .then(|| state.meta.by_start.get(&region.end_key).copied())
+            .flatten();
+        let neighbours = [previous.and_then(candidate), next.and_then(candidate)];
+        let sticky = |key: &[u8]| state.meta.sticky.contains(key);
+        let Some(target) = merge_checker::choose_target(source, neighbours, sticky, merge).cloned()
+        else {
+            return;
+        };
+        tracing::info!(source = region.id, target = target.id, "merging");
+        let version = epoch(&target).version;
+        state.operators.insert(
+            target.id,
+            Operator::new(
+                OperatorKind::MergeTarget {
+                    source: region.id,
+                    version,
+                },
+                now,
+                self.config.operator_timeout,
+            ),
+        );
+        state.operators.insert(
+            region.id,
+            Operator::new(
+                OperatorKind::Merge { target },
+                now,
+                self.config.operator_timeout,
+            ),
+        );
     }
 
     /// The smallest wanted split key strictly inside `region`, dropping wanted keys that are

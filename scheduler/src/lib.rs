@@ -10,8 +10,9 @@
 //!   caught-up learner, add a learner on the least loaded up store, remove an extra replica).
 //! - [`balance_region`] (by region size) and [`balance_leader`] (by leader count): pure
 //!   balancing decisions; [`balance`] feeds them the cluster state.
+//! - [`merge_checker`]: the pure decision to merge a small region into a neighbour.
 //! - [`operator`]: what the scheduler decided for a region (a membership change, a replica
-//!   move, a leader transfer), handed to its leader one step per heartbeat.
+//!   move, a leader transfer, a merge), handed to its leader one step per heartbeat.
 //! - [`local_cluster`]: [`LocalCluster`], the [`ClusterApi`] in-process (the single-node
 //!   cluster, in-process cluster tests).
 //! - [`service`]: all of it over gRPC (`regiondb.scheduler.Scheduler`), including draining a
@@ -24,8 +25,7 @@
 //! `scheduler-api` crate (`scheduler/api/`), re-exported here, so that the key-value layer
 //! depends on that crate alone.
 //!
-//! Deliberately not here (yet): region merge and a replicated scheduler (this one process is
-//! the authority).
+//! Deliberately not here (yet): a replicated scheduler (this one process is the authority).
 
 pub mod atomic_file;
 pub mod balance;
@@ -35,6 +35,7 @@ pub mod cluster;
 pub mod high_water;
 pub mod id_alloc;
 pub mod local_cluster;
+pub mod merge_checker;
 pub mod operator;
 pub mod replica_checker;
 pub mod service;
@@ -43,6 +44,7 @@ pub mod tso;
 pub use cluster::{Cluster, ClusterConfig, StoreStats};
 pub use id_alloc::{IdAllocator, IdError};
 pub use local_cluster::LocalCluster;
+pub use merge_checker::MergeConfig;
 pub use proto::metapb::{Peer, Region, RegionEpoch, Store};
 pub use replica_checker::ReplicaChange;
 pub use scheduler_api::{

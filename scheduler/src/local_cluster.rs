@@ -95,8 +95,7 @@ impl ClusterApi for LocalCluster {
     }
 
     fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
-        self.cluster.split_regions(keys, Instant::now());
-        Ok(())
+        self.cluster.split_regions(keys, Instant::now())
     }
 
     fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {

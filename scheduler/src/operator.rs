@@ -14,6 +14,10 @@
 //!   on the target, promote it once it caught up, hand leadership away from the source if it
 //!   leads, remove the source. At most `max_replicas + 1` replicas exist meanwhile.
 //! - [`OperatorKind::TransferLeader`]: move leadership to a given voter (balance-leader).
+//! - [`OperatorKind::Merge`] (on the source region) and [`OperatorKind::MergeTarget`] (on the
+//!   target, keeping every other operator off it): bring the source's leader to the store of
+//!   the target's leader, then ask it to merge into the target as planned; done when the
+//!   source is gone (the merged target's report drops it) or the target changed otherwise.
 //!
 //! Every operator has a deadline; one that has not finished by then is dropped. What it left
 //! behind is repaired by the replica checker (an extra learner is removed, a missing replica
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 use proto::metapb::{Peer, Region, RegionEpoch};
 use proto::scheduler::{ChangePeer, ChangePeerType, RegionHeartbeatResponse};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum OperatorKind {
     /// One membership change, decided when the region's `conf_ver` was `conf_ver`.
     ChangePeer { change: ChangePeer, conf_ver: u64 },
@@ -32,15 +36,21 @@ pub enum OperatorKind {
     MovePeer { from_store: u64, to: Peer },
     /// Make `to` (a voter of the region) its leader.
     TransferLeader { to: Peer },
+    /// Merge this region into `target` (as it was when decided).
+    Merge { target: Region },
+    /// Region `source` merges into this one, decided at this region's epoch `version`.
+    MergeTarget { source: u64, version: u64 },
 }
 
 /// The next thing the region's leader should do for an operator.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Step {
     /// Propose this membership change.
     Change(ChangePeer),
     /// Hand leadership to this peer.
     TransferLeader(Peer),
+    /// Merge into this region.
+    Merge(Region),
     /// Nothing for now (a new replica is still catching up).
     Wait,
     /// The operator is finished, or can no longer apply: drop it.
@@ -53,6 +63,7 @@ impl Step {
         match self {
             Step::Change(change) => response.change_peer = Some(change),
             Step::TransferLeader(to) => response.transfer_leader = Some(to),
+            Step::Merge(target) => response.merge_target = Some(target),
             Step::Wait | Step::Done => {}
         }
     }
@@ -88,7 +99,14 @@ impl Operator {
 
     /// Whether this operator came from a balancing scheduler (they are limited in number).
     pub fn is_balance(&self) -> bool {
-        !matches!(self.kind, OperatorKind::ChangePeer { .. })
+        matches!(
+            self.kind,
+            OperatorKind::MovePeer { .. } | OperatorKind::TransferLeader { .. }
+        )
+    }
+
+    pub fn is_merge(&self) -> bool {
+        matches!(self.kind, OperatorKind::Merge { .. })
     }
 
     /// The stores this operator moves data or load to or from.
@@ -99,6 +117,42 @@ impl Operator {
             }
             OperatorKind::MovePeer { from_store, to } => vec![*from_store, to.store_id],
             OperatorKind::TransferLeader { to } => vec![to.store_id],
+            OperatorKind::Merge { target } => target.peers.iter().map(|p| p.store_id).collect(),
+            OperatorKind::MergeTarget { .. } => Vec::new(),
+        }
+    }
+
+    /// The next step, given the region as its leader (`leader`) just reported it and, for a
+    /// merge, the target region as last reported with its leader (`None`: no longer known).
+    pub fn step_with_target(
+        &self,
+        region: &Region,
+        leader: &Peer,
+        pending_peers: &[Peer],
+        target_now: Option<(&Region, Option<Peer>)>,
+    ) -> Step {
+        let OperatorKind::Merge { target } = &self.kind else {
+            return self.step(region, leader, pending_peers);
+        };
+        let Some((now, target_leader)) = target_now else {
+            return Step::Done;
+        };
+        if now.epoch != target.epoch {
+            return Step::Done;
+        }
+        let Some(target_leader) = target_leader else {
+            return Step::Wait;
+        };
+        if target_leader.store_id == leader.store_id {
+            return Step::Merge(target.clone());
+        }
+        match region
+            .peers
+            .iter()
+            .find(|p| p.store_id == target_leader.store_id)
+        {
+            Some(peer) => Step::TransferLeader(*peer),
+            None => Step::Done,
         }
     }
 
@@ -159,6 +213,15 @@ impl Operator {
                     Step::Done
                 } else {
                     Step::TransferLeader(*to)
+                }
+            }
+            // Needs the target: see `step_with_target`.
+            OperatorKind::Merge { .. } => Step::Wait,
+            OperatorKind::MergeTarget { version, .. } => {
+                if epoch.version == *version {
+                    Step::Wait
+                } else {
+                    Step::Done
                 }
             }
         }
@@ -278,5 +341,58 @@ mod tests {
         let gone = region(4, vec![p1]);
         assert_eq!(transfer.step(&gone, &p1, &[]), Step::Done);
         assert!(transfer.is_balance() && !op.is_balance());
+    }
+
+    #[test]
+    fn a_merge_brings_the_leaders_together_then_asks_for_it() {
+        let (s1, s2) = (peer(1, 1), peer(2, 2));
+        let source = region(1, vec![s1, s2]);
+        let target = Region {
+            id: 9,
+            peers: vec![peer(91, 1), peer(92, 2)],
+            ..region(1, vec![])
+        };
+        let now = Instant::now();
+        let op = Operator::new(
+            OperatorKind::Merge {
+                target: target.clone(),
+            },
+            now,
+            Duration::from_secs(10),
+        );
+        // The target's leader is on store 2: the source's leader moves there first.
+        let step = op.step_with_target(&source, &s1, &[], Some((&target, Some(peer(92, 2)))));
+        assert_eq!(step, Step::TransferLeader(s2));
+        let step = op.step_with_target(&source, &s2, &[], Some((&target, Some(peer(92, 2)))));
+        assert_eq!(step, Step::Merge(target.clone()));
+        // No target leader known yet: wait; the target gone or changed: done.
+        assert_eq!(
+            op.step_with_target(&source, &s2, &[], Some((&target, None))),
+            Step::Wait
+        );
+        assert_eq!(op.step_with_target(&source, &s2, &[], None), Step::Done);
+        let split = Region {
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 2,
+            }),
+            ..target.clone()
+        };
+        assert_eq!(
+            op.step_with_target(&source, &s2, &[], Some((&split, Some(peer(92, 2))))),
+            Step::Done
+        );
+        // The target's own operator holds it until its version moves.
+        let held = Operator::new(
+            OperatorKind::MergeTarget {
+                source: 1,
+                version: 1,
+            },
+            now,
+            Duration::from_secs(10),
+        );
+        assert_eq!(held.step(&target, &peer(91, 1), &[]), Step::Wait);
+        assert_eq!(held.step(&split, &peer(91, 1), &[]), Step::Done);
+        assert!(!held.is_balance() && op.is_merge());
     }
 }

@@ -236,11 +236,8 @@ impl Scheduler for SchedulerService {
         request: Request<pb::SplitRegionsRequest>,
     ) -> Result<Response<pb::SplitRegionsResponse>, Status> {
         let keys = request.into_inner().keys;
-        self.on_cluster(move |c, _| {
-            c.split_regions(keys, Instant::now());
-            Ok(())
-        })
-        .await?;
+        self.on_cluster(move |c, _| c.split_regions(keys, Instant::now()))
+            .await?;
         Ok(Response::new(pb::SplitRegionsResponse {}))
     }
 }

@@ -117,6 +117,7 @@ impl Harness {
             approximate_size: report.approximate_size,
             term: report.term,
             approximate_keys: 0,
+            size_measured: true,
         };
         let response = self
             .cluster

@@ -11,6 +11,7 @@ use proto::metapb::{Peer as PeerMeta, Region};
 use proto::scheduler::RegionHeartbeatRequest;
 use raft::MessageBody;
 
+use super::command::CommitMergeRequest;
 use super::Peer;
 use super::batch_system::BatchSystem;
 use super::driver::{DriverConfig, PeerHandle, PeerMsg, StoreEvents};
@@ -47,6 +48,8 @@ impl StoreEvents for SimEvents {
         self.checks.lock().unwrap().push(region);
     }
     fn region_split(&self, _region: Region, _campaign: bool) {}
+    fn commit_merge(&self, _request: CommitMergeRequest) {}
+    fn finish_merge(&self, _request: CommitMergeRequest) {}
 }
 
 struct SimStore {

@@ -9,15 +9,24 @@
 //! - `Split`: split the region at a user key (see [`SplitRequest`]). Applied only if the
 //!   region's epoch `version` is still the one the split was planned against and the key lies
 //!   strictly inside the range; otherwise skipped alike everywhere.
+//! - `PrepareMerge`: the first half of a merge, in the *source* region's log (see
+//!   [`PrepareMergeRequest`] and `raftstore::merge`).
+//! - `CommitMerge`: the second half, in the *target* region's log (see [`CommitMergeRequest`]).
 //!
 //! Encoding: one tag byte, then the payload. Entries are written by this process and read back
 //! from disk or from another store, so decoding refuses malformed input instead of panicking.
 
+use prost::Message as _;
+use proto::metapb::{Region, RegionEpoch};
+
+use super::region::MergeState;
 use crate::error::{KvError, KvResult};
 use crate::storage::WriteBatch;
 
 const TAG_WRITE: u8 = b'W';
 const TAG_SPLIT: u8 = b'S';
+const TAG_PREPARE_MERGE: u8 = b'P';
+const TAG_COMMIT_MERGE: u8 = b'C';
 
 /// A split of a region at `split_key`: the region keeps `[start, split_key)`, a new region
 /// `new_region_id` takes `[split_key, end)`, with one new peer per existing peer, on the same
@@ -31,10 +40,31 @@ pub struct SplitRequest {
     pub version: u64,
 }
 
+/// Freeze this (source) region for a merge into `target`, an adjacent region whose replicas
+/// are on the same stores. Applied only if the source's epoch is still `source_epoch`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrepareMergeRequest {
+    /// The target region as the merge was planned against (its epoch included).
+    pub target: Region,
+    pub source_epoch: RegionEpoch,
+}
+
+/// Take over the range of `source`, which applied its `PrepareMerge` at `prepare_index` (an
+/// entry of `prepare_term`) with `target` as the target. Applied only if this (target)
+/// region's epoch is still the one in `target`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommitMergeRequest {
+    /// The source region as its PrepareMerge left it.
+    pub source: Region,
+    pub merge: MergeState,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum RaftCommand {
     Write(WriteBatch),
     Split(SplitRequest),
+    PrepareMerge(PrepareMergeRequest),
+    CommitMerge(CommitMergeRequest),
 }
 
 impl RaftCommand {
@@ -54,6 +84,21 @@ impl RaftCommand {
                     out.extend_from_slice(&id.to_be_bytes());
                 }
                 out.extend_from_slice(&split.split_key);
+                out
+            }
+            RaftCommand::PrepareMerge(prepare) => {
+                let mut out = vec![TAG_PREPARE_MERGE];
+                out.extend_from_slice(&prepare.source_epoch.conf_ver.to_be_bytes());
+                out.extend_from_slice(&prepare.source_epoch.version.to_be_bytes());
+                out.extend(prepare.target.encode_to_vec());
+                out
+            }
+            RaftCommand::CommitMerge(commit) => {
+                let mut out = vec![TAG_COMMIT_MERGE];
+                let merge = commit.merge.encode();
+                out.extend_from_slice(&(merge.len() as u32).to_be_bytes());
+                out.extend(merge);
+                out.extend(commit.source.encode_to_vec());
                 out
             }
         }
@@ -96,9 +141,39 @@ impl RaftCommand {
                     version,
                 }))
             }
+            TAG_PREPARE_MERGE => {
+                let (conf_ver, rest) = split_u64(rest).ok_or_else(|| corrupt("short merge"))?;
+                let (version, rest) = split_u64(rest).ok_or_else(|| corrupt("short merge"))?;
+                let target =
+                    Region::decode(rest).map_err(|e| corrupt(&format!("merge target: {e}")))?;
+                Ok(RaftCommand::PrepareMerge(PrepareMergeRequest {
+                    target,
+                    source_epoch: RegionEpoch { conf_ver, version },
+                }))
+            }
+            TAG_COMMIT_MERGE => {
+                let len: [u8; 4] = rest
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt("short commit merge"))?;
+                let len = u32::from_be_bytes(len) as usize;
+                let merge = rest
+                    .get(4..4 + len)
+                    .ok_or_else(|| corrupt("short commit merge"))?;
+                let merge = MergeState::decode(merge)?;
+                let source = Region::decode(&rest[4 + len..])
+                    .map_err(|e| corrupt(&format!("merge source: {e}")))?;
+                Ok(RaftCommand::CommitMerge(CommitMergeRequest { source, merge }))
+            }
             other => Err(corrupt(&format!("unknown tag {other}"))),
         }
     }
+}
+
+/// A big-endian u64 off the front of `input`, and the rest.
+pub(super) fn split_u64(input: &[u8]) -> Option<(u64, &[u8])> {
+    let bytes: [u8; 8] = input.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(bytes), &input[8..]))
 }
 
 #[cfg(test)]
@@ -126,5 +201,29 @@ mod tests {
         huge.extend_from_slice(&[0; 16]);
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(RaftCommand::decode(&huge).is_err());
+
+        let target = crate::raftstore::region::whole_keyspace(4, [1, 2]);
+        let prepare = RaftCommand::PrepareMerge(PrepareMergeRequest {
+            target: target.clone(),
+            source_epoch: RegionEpoch {
+                conf_ver: 2,
+                version: 7,
+            },
+        });
+        assert_eq!(RaftCommand::decode(&prepare.encode()).unwrap(), prepare);
+        let commit = RaftCommand::CommitMerge(CommitMergeRequest {
+            source: crate::raftstore::region::whole_keyspace(3, [5]),
+            merge: MergeState {
+                target,
+                prepare_index: 42,
+                prepare_term: 6,
+            },
+        });
+        let encoded = commit.encode();
+        assert_eq!(RaftCommand::decode(&encoded).unwrap(), commit);
+        for cut in [1, 3, 9, 20] {
+            assert!(RaftCommand::decode(&encoded[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(RaftCommand::decode(&[TAG_PREPARE_MERGE, 0, 0]).is_err());
     }
 }

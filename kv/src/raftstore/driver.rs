@@ -18,7 +18,7 @@ use raft::Message;
 use std::sync::RwLock;
 
 use super::batch_system::Mailbox;
-use super::command::SplitRequest;
+use super::command::{CommitMergeRequest, SplitRequest};
 use super::peer::RegionSize;
 use super::region::ChangePeer;
 use super::{Callback, Peer, ReadCallback};
@@ -53,6 +53,13 @@ pub enum PeerMsg {
     ProposeSplit(SplitRequest, Callback),
     /// A split check measured the region at this epoch version.
     SplitChecked(u64, RegionSize),
+    /// Propose to freeze this (source) region for a merge into this target (`peer::merge`).
+    PrepareMerge(Region, Callback),
+    /// Propose to take over a frozen source region (to the target's replica).
+    CommitMerge(CommitMergeRequest, Callback),
+    /// The target's replica on this store reached this CommitMerge: finish (to the source's
+    /// replica).
+    FinishMerge(CommitMergeRequest),
     /// Start an election now (a region just split off a leader's region; a sole voter).
     Campaign,
     TransferLeader(u64),
@@ -73,7 +80,9 @@ impl PeerMsg {
         match self {
             PeerMsg::Write(_, _, callback)
             | PeerMsg::ChangePeer(_, callback)
-            | PeerMsg::ProposeSplit(_, callback) => callback(Err(stopped())),
+            | PeerMsg::ProposeSplit(_, callback)
+            | PeerMsg::PrepareMerge(_, callback)
+            | PeerMsg::CommitMerge(_, callback) => callback(Err(stopped())),
             PeerMsg::ReadIndex(callback) => callback(Err(stopped())),
             _ => {}
         }
@@ -102,6 +111,10 @@ pub trait StoreEvents: Send + Sync + 'static {
     /// The peer applied a split that created `region` (with a replica on this store);
     /// `campaign`: the splitting replica leads, so the new one should start an election.
     fn region_split(&self, region: Region, campaign: bool);
+    /// A frozen source's leader: the target should propose this CommitMerge.
+    fn commit_merge(&self, request: CommitMergeRequest);
+    /// A target's replica waits for the source's replica on this store to finish the merge.
+    fn finish_merge(&self, request: CommitMergeRequest);
 }
 
 /// How peers run.
@@ -169,6 +182,8 @@ pub(super) struct SharedState {
     /// the term they are served in (the fence of writes computed from them).
     local_reads: AtomicBool,
     term: std::sync::atomic::AtomicU64,
+    /// The target of the merge this region is frozen for (0: none).
+    merge_target: std::sync::atomic::AtomicU64,
 }
 
 impl SharedState {
@@ -179,6 +194,7 @@ impl SharedState {
             leader: AtomicBool::new(false),
             local_reads: AtomicBool::new(false),
             term: std::sync::atomic::AtomicU64::new(0),
+            merge_target: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -195,6 +211,10 @@ impl SharedState {
         self.term.store(peer.term(), Ordering::Release);
         self.local_reads
             .store(peer.serves_local_reads(), Ordering::Release);
+        self.merge_target.store(
+            peer.merging().map_or(0, |m| m.target.id),
+            Ordering::Release,
+        );
     }
 }
 
@@ -319,6 +339,17 @@ impl PeerHandle {
 
     pub fn is_alive(&self) -> bool {
         !self.mailbox.is_closed()
+    }
+
+    /// The region this one is frozen to merge into, if any.
+    pub fn merge_target(&self) -> Option<u64> {
+        Some(self.state.merge_target.load(Ordering::Acquire)).filter(|&id| id != 0)
+    }
+
+    /// Proposes to merge this region into `target` and waits until the proposal applied here
+    /// (the region is then frozen; the target completes the merge).
+    pub fn prepare_merge(&self, target: Region) -> KvResult<()> {
+        self.wait(|callback| PeerMsg::PrepareMerge(target, callback))
     }
 
     /// The peer's state (None if it has ended or does not answer in time).

@@ -25,8 +25,10 @@ use proto::metapb::{Peer as PeerMeta, Region};
 use proto::scheduler::RegionHeartbeatRequest;
 use raft::{Config, EntryKind, Message, RaftError, RawNode, Role};
 
+mod merge;
+
 use super::PeerStorage;
-use super::command::{RaftCommand, SplitRequest};
+use super::command::{CommitMergeRequest, RaftCommand, SplitRequest};
 use super::region::{self, ChangePeer};
 use super::transport::RaftEnvelope;
 use super::write_batcher::{DirectWriter, RaftWriter};
@@ -90,6 +92,11 @@ pub struct Peer<E: Engine> {
     approximate: Option<RegionSize>,
     /// A Ready whose persistence is under way ([`Peer::prepare_ready`]).
     pending_ready: Option<raft::Ready>,
+    /// A CommitMerge this (target) replica stopped applying at: the source replica on this
+    /// store has not ended yet (see `merge`).
+    merge_wait: Option<CommitMergeRequest>,
+    /// This (source) replica ended as merged into its target.
+    merged: bool,
 }
 
 /// A region's measured data: bytes over the data column families, and user keys.
@@ -137,6 +144,8 @@ impl<E: Engine> Peer<E> {
             written_since_check: 0,
             approximate: None,
             pending_ready: None,
+            merge_wait: None,
+            merged: false,
         })
     }
 
@@ -231,6 +240,7 @@ impl<E: Engine> Peer<E> {
                 .log
                 .term(raft.log.applied)
                 .is_ok_and(|term| term == raft.term)
+            && self.merging().is_none()
             && !self.destroying.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -246,6 +256,8 @@ impl<E: Engine> Peer<E> {
             && self.splits.is_empty()
             && self.removed_peers.is_empty()
             && !self.removed
+            && self.merging().is_none()
+            && self.merge_wait.is_none()
             && log.applied == log.committed
             && log.committed == log.last_index()
     }
@@ -334,6 +346,7 @@ impl<E: Engine> Peer<E> {
             pending_peers,
             approximate_size: self.approximate.unwrap_or_default().bytes,
             approximate_keys: self.approximate.unwrap_or_default().keys,
+            size_measured: self.approximate.is_some(),
             term: raft.term,
         })
     }
@@ -443,6 +456,12 @@ impl<E: Engine> Peer<E> {
             self.writer.write(batch)?;
             self.destroyed = true;
         }
+        self.fail_everything_waiting();
+        Ok(())
+    }
+
+    /// Fails every waiting proposal and read: this replica is gone.
+    fn fail_everything_waiting(&mut self) {
         for proposal in self.proposals.drain(..) {
             (proposal.callback)(Err(KvError::RegionNotFound {
                 region_id: self.region_id,
@@ -454,7 +473,6 @@ impl<E: Engine> Peer<E> {
                 region_id: self.region_id,
             }));
         }
-        Ok(())
     }
 
     pub fn tick(&mut self) {
@@ -508,6 +526,10 @@ impl<E: Engine> Peer<E> {
     /// term moved since, it may have missed another leader's writes, and the batch is refused
     /// with StaleCommand (the command is computed again).
     pub fn propose_write(&mut self, batch: WriteBatch, fence: ReadFence, callback: Callback) {
+        if self.merging().is_some() {
+            callback(Err(self.merging_error()));
+            return;
+        }
         if fence.term != 0 && fence.term != self.node.raft.term {
             callback(Err(KvError::StaleCommand {
                 region_id: self.region_id,
@@ -521,6 +543,10 @@ impl<E: Engine> Peer<E> {
     /// Proposes a split (leader only); `callback` completes once it is applied here (with
     /// EpochNotMatch if the region changed since the split was planned).
     pub fn propose_split(&mut self, request: SplitRequest, callback: Callback) {
+        if self.merging().is_some() {
+            callback(Err(self.merging_error()));
+            return;
+        }
         if let Err(why) = region::split(self.region(), &request) {
             callback(Err(KvError::EpochNotMatch {
                 region_id: self.region_id,
@@ -539,6 +565,12 @@ impl<E: Engine> Peer<E> {
     pub fn propose_change_peer(&mut self, change: ChangePeer, callback: Callback) {
         if !self.is_leader() {
             callback(Err(self.not_leader()));
+            return;
+        }
+        // A frozen source keeps its membership until the merge is done (its target's replicas
+        // are on the same stores).
+        if self.merging().is_some() || self.prepare_merge_pending() {
+            callback(Err(self.merging_error()));
             return;
         }
         if let ChangePeer::AddLearner(peer) | ChangePeer::AddVoter(peer) = &change
@@ -590,6 +622,10 @@ impl<E: Engine> Peer<E> {
     pub fn read_index(&mut self, callback: ReadCallback) {
         if self.leader().is_none() {
             callback(Err(self.not_leader()));
+            return;
+        }
+        if self.merging().is_some() {
+            callback(Err(self.merging_error()));
             return;
         }
         self.next_read_id += 1;
@@ -707,8 +743,11 @@ impl<E: Engine> Peer<E> {
         if !messages.is_empty() {
             send(self, messages);
         }
-        // 2. Apply committed entries: each entry's data and the applied index together.
+        // 2. Apply committed entries: each entry's data and the applied index together. A
+        //    CommitMerge whose source has not ended on this store stops the applying there:
+        //    the entries from it on are handed out again by a later Ready.
         let mut applied_to = Vec::new();
+        let mut applied_count = 0;
         for entry in &ready.committed_entries {
             let mut apply = WriteBatch::new();
             let mut outcome = Ok(());
@@ -717,6 +756,15 @@ impl<E: Engine> Peer<E> {
                     outcome = match RaftCommand::decode(&entry.data)? {
                         RaftCommand::Write(batch) => self.apply_write(&mut apply, batch),
                         RaftCommand::Split(request) => self.apply_split(&mut apply, &request)?,
+                        RaftCommand::PrepareMerge(request) => {
+                            self.apply_prepare_merge(&mut apply, &request, entry.index, entry.term)
+                        }
+                        RaftCommand::CommitMerge(request) => {
+                            match self.apply_commit_merge(&mut apply, &request)? {
+                                merge::CommitApply::Done(outcome) => outcome,
+                                merge::CommitApply::Wait => break,
+                            }
+                        }
                     };
                 }
                 EntryKind::Normal => {}
@@ -746,11 +794,14 @@ impl<E: Engine> Peer<E> {
                 self.writer.write(apply)?;
                 self.publish_region();
                 applied_to.push((entry.index, entry.term, outcome));
+                applied_count += 1;
                 break;
             }
             self.writer.write_unsynced(apply)?;
             applied_to.push((entry.index, entry.term, outcome));
+            applied_count += 1;
         }
+        ready.committed_entries.truncate(applied_count);
         self.publish_region();
         for read in &ready.read_states {
             if let Some(position) = self.reads.iter().position(|(c, _, _)| *c == read.context) {
@@ -789,6 +840,13 @@ impl<E: Engine> Peer<E> {
     /// otherwise applies nothing of it and answers EpochNotMatch. Every replica decides alike.
     fn apply_write(&mut self, apply: &mut WriteBatch, batch: WriteBatch) -> KvResult<()> {
         let region = self.region();
+        if self.merging().is_some() {
+            // Proposed before the region froze for a merge: skipped alike everywhere.
+            return Err(KvError::EpochNotMatch {
+                region_id: self.region_id,
+                current: Some(Box::new(region.clone())),
+            });
+        }
         let whole = region.start_key.is_empty() && region.end_key.is_empty();
         if !whole {
             let start = encode_user_key(&region.start_key);
@@ -832,7 +890,11 @@ impl<E: Engine> Peer<E> {
         apply: &mut WriteBatch,
         request: &SplitRequest,
     ) -> KvResult<KvResult<()>> {
-        let (left, right) = match region::split(self.region(), request) {
+        let split = match self.merging() {
+            Some(_) => Err("the region is frozen for a merge".to_string()),
+            None => region::split(self.region(), request),
+        };
+        let (left, right) = match split {
             Ok(halves) => halves,
             Err(why) => {
                 tracing::info!(region_id = self.region_id, why, "split skipped");

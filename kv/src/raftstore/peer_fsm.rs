@@ -59,6 +59,9 @@ use super::transport::{RaftEnvelope, Transport};
 use crate::error::KvError;
 use crate::storage::{Engine, WriteBatch};
 
+/// Ticks between a merging peer's nudges of the other region's replica on its store.
+const MERGE_NUDGE_TICKS: u64 = 3;
+
 /// Hibernation state of one peer (see the module docs).
 #[derive(Default)]
 struct Hibernation {
@@ -90,6 +93,8 @@ pub struct PeerFsm<E: Engine> {
     reported: Option<(Region, u64)>,
     ticks_since_report: u64,
     ticks_since_check: u64,
+    /// Ticks since this peer last nudged the other side of a merge (see `peer::merge`).
+    ticks_since_merge_nudge: u64,
     hibernation: Hibernation,
 }
 
@@ -116,6 +121,7 @@ impl<E: Engine> PeerFsm<E> {
             reported: None,
             ticks_since_report: 0,
             ticks_since_check: 0,
+            ticks_since_merge_nudge: MERGE_NUDGE_TICKS,
             hibernation: Hibernation::default(),
         };
         (fsm, shared, destroying)
@@ -202,6 +208,7 @@ impl<E: Engine> PeerFsm<E> {
         let ticks = u64::from(ticks);
         self.ticks_since_report += ticks;
         self.ticks_since_check += ticks;
+        self.ticks_since_merge_nudge += ticks;
         self.hibernation.ticked += ticks;
     }
 
@@ -320,8 +327,32 @@ impl<E: Engine> PeerFsm<E> {
                 });
             }
         }
+        self.nudge_merge();
         self.maybe_hibernate();
         true
+    }
+
+    /// A merge under way moves on through the other region's replica on this store: a frozen
+    /// source's leader hands the CommitMerge to the target, a target waiting at its
+    /// CommitMerge asks the source to finish (see `peer::merge`).
+    fn nudge_merge(&mut self) {
+        if self.ticks_since_merge_nudge < MERGE_NUDGE_TICKS {
+            return;
+        }
+        let request = self
+            .peer
+            .merge_waiting_for_source()
+            .cloned()
+            .map(|r| (r, false))
+            .or_else(|| self.peer.commit_merge_request().map(|r| (r, true)));
+        if let Some((request, to_target)) = request {
+            self.ticks_since_merge_nudge = 0;
+            if to_target {
+                self.events.commit_merge(request);
+            } else {
+                self.events.finish_merge(request);
+            }
+        }
     }
 }
 
@@ -381,6 +412,23 @@ impl<E: Engine> Fsm for PeerFsm<E> {
                 }
                 PeerMsg::ProposeSplit(request, callback) => {
                     self.peer.propose_split(request, callback)
+                }
+                PeerMsg::PrepareMerge(target, callback) => {
+                    self.peer.propose_prepare_merge(target, callback)
+                }
+                PeerMsg::CommitMerge(request, callback) => {
+                    self.peer.propose_commit_merge(request, callback)
+                }
+                PeerMsg::FinishMerge(request) => {
+                    if let Err(e) = self.peer.finish_merge(&request) {
+                        warn!(region_id, error = %e, "peer stopped: storage failure");
+                        return self.stop();
+                    }
+                    if self.peer.is_merged() {
+                        self.shared.retire();
+                        self.events.peer_destroyed(region_id, self.peer.meta().id);
+                        return false;
+                    }
                 }
                 PeerMsg::SplitChecked(version, size) => {
                     if version == region::epoch(self.peer.region()).version {

@@ -22,7 +22,7 @@ use proto::metapb::Region;
 
 use super::keys;
 use super::record::{self, ApplyState};
-use super::region::{self, RegionLocalState};
+use super::region::{self, MergeState, RegionLocalState};
 use crate::error::{KvError, KvResult};
 use crate::mvcc::key::encode_user_key;
 use crate::storage::{Cf, Engine, Snapshot as EngineSnapshot, WriteBatch};
@@ -41,6 +41,8 @@ pub struct PeerStorage<E: Engine> {
     region_id: u64,
     /// The region as of the applied index: range, epoch and peers.
     region: Region,
+    /// The merge this (source) region applied the PrepareMerge of, if any.
+    merging: Option<MergeState>,
     hard_state: HardState,
     conf_state: ConfState,
     apply: ApplyState,
@@ -65,21 +67,18 @@ impl<E: Engine> PeerStorage<E> {
             Some(bytes) => Some(RegionLocalState::decode(&bytes)?).filter(|s| !s.tombstone),
             None => None,
         };
-        let region = match persisted {
-            Some(state) => state.region,
+        let (region, merging) = match persisted {
+            Some(state) => (state.region, state.merging),
             None => {
                 // A replica of a new region records it at once, so a restart finds it; one
                 // created to join a region is recorded by the snapshot that initialises it.
                 if !region.peers.is_empty() {
-                    let state = RegionLocalState {
-                        region: region.clone(),
-                        tombstone: false,
-                    };
+                    let state = RegionLocalState::new(region.clone());
                     let mut batch = WriteBatch::new();
                     batch.put(Cf::Raft, keys::region_state(region_id), state.encode());
                     engine.write(batch)?;
                 }
-                region.clone()
+                (region.clone(), None)
             }
         };
         let initial_conf = region::conf_state(&region);
@@ -126,6 +125,7 @@ impl<E: Engine> PeerStorage<E> {
             engine,
             region_id,
             region,
+            merging,
             hard_state,
             conf_state,
             apply,
@@ -136,6 +136,11 @@ impl<E: Engine> PeerStorage<E> {
 
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    /// The merge this region is frozen for (its PrepareMerge applied), if any.
+    pub fn merging(&self) -> Option<&MergeState> {
+        self.merging.as_ref()
     }
 
     pub fn engine(&self) -> &Arc<E> {
@@ -166,10 +171,7 @@ impl<E: Engine> PeerStorage<E> {
             }
             return Ok(());
         }
-        let state = RegionLocalState {
-            region: right.clone(),
-            tombstone: false,
-        };
+        let state = RegionLocalState::new(right.clone());
         batch.put(Cf::Raft, keys::region_state(right.id), state.encode());
         let apply = ApplyState {
             applied: SPLIT_INIT_INDEX,
@@ -201,12 +203,59 @@ impl<E: Engine> PeerStorage<E> {
 
     /// Records the region after an applied change (write it with the applied index).
     pub fn set_region(&mut self, batch: &mut WriteBatch, region: Region) {
+        self.put_region_state(batch, region, self.merging.clone(), false);
+    }
+
+    /// Records the region frozen by an applied PrepareMerge, and the merge (write it with the
+    /// applied index).
+    pub fn set_merging(&mut self, batch: &mut WriteBatch, region: Region, merge: MergeState) {
+        self.put_region_state(batch, region, Some(merge), false);
+    }
+
+    fn put_region_state(
+        &mut self,
+        batch: &mut WriteBatch,
+        region: Region,
+        merging: Option<MergeState>,
+        tombstone: bool,
+    ) {
         let state = RegionLocalState {
             region,
-            tombstone: false,
+            tombstone,
+            merging,
         };
         batch.put(Cf::Raft, keys::region_state(self.region_id), state.encode());
         self.region = state.region;
+        self.merging = state.merging;
+    }
+
+    /// Ends this (source) replica once its target took it over: deletes its Raft state and
+    /// log but not its data, which the target's replica on this store now serves, and leaves
+    /// a tombstone that records the merge (which the target's CommitMerge waits for).
+    pub fn destroy_merged(&mut self, batch: &mut WriteBatch) -> KvResult<()> {
+        if self.merging.is_none() {
+            return Err(KvError::Corrupt(format!(
+                "region {} is not merging",
+                self.region_id
+            )));
+        }
+        self.delete_raft_state(batch)?;
+        self.put_region_state(batch, self.region.clone(), self.merging.clone(), true);
+        Ok(())
+    }
+
+    fn delete_raft_state(&self, batch: &mut WriteBatch) -> KvResult<()> {
+        let current = self.engine.snapshot();
+        let from = keys::entry(self.region_id, 0);
+        let to = keys::entry(self.region_id, Index::MAX);
+        for item in current.scan(Cf::Raft, &from, Some(&to)) {
+            let (key, _) = item?;
+            batch.delete(Cf::Raft, key);
+        }
+        batch.delete(Cf::Raft, keys::hard_state(self.region_id));
+        batch.delete(Cf::Raft, keys::apply_state(self.region_id));
+        batch.delete(Cf::Raft, keys::conf_state(self.region_id));
+        Ok(())
     }
 
     /// Destroys this replica (it was removed from the region): deletes its data and its Raft
@@ -215,14 +264,8 @@ impl<E: Engine> PeerStorage<E> {
     pub fn destroy(&mut self, batch: &mut WriteBatch) -> KvResult<()> {
         let (start, end) = data_range(&self.region);
         self.delete_data_and_log(batch, &start, end.as_deref())?;
-        batch.delete(Cf::Raft, keys::hard_state(self.region_id));
-        batch.delete(Cf::Raft, keys::apply_state(self.region_id));
-        batch.delete(Cf::Raft, keys::conf_state(self.region_id));
-        let state = RegionLocalState {
-            region: self.region.clone(),
-            tombstone: true,
-        };
-        batch.put(Cf::Raft, keys::region_state(self.region_id), state.encode());
+        self.delete_raft_state(batch)?;
+        self.put_region_state(batch, self.region.clone(), None, true);
         Ok(())
     }
 
@@ -352,7 +395,8 @@ impl<E: Engine> PeerStorage<E> {
     /// data in the region's range (including keys deleted since the snapshot's state), writes
     /// the snapshot's pairs, drops the whole log, and moves the apply state to the snapshot.
     pub fn apply_snapshot(&mut self, batch: &mut WriteBatch, snapshot: &Snapshot) -> KvResult<()> {
-        let (region, pairs) = decode_snapshot_data(&snapshot.data)?;
+        let (state, pairs) = decode_snapshot_data(&snapshot.data)?;
+        let region = state.region;
         if region.id != self.region_id {
             return Err(KvError::Corrupt(format!(
                 "snapshot of region {} sent to region {}",
@@ -369,7 +413,8 @@ impl<E: Engine> PeerStorage<E> {
         for (cf, key, value) in pairs {
             batch.put(cf, key, value);
         }
-        self.set_region(batch, region);
+        // A snapshot of a region frozen for a merge freezes this replica too.
+        self.put_region_state(batch, region, state.merging, false);
         let meta = &snapshot.meta;
         self.apply = ApplyState {
             applied: meta.index,
@@ -437,14 +482,19 @@ impl<E: Engine> PeerStorage<E> {
             Some(bytes) => record::decode_conf_state(&bytes)?,
             None => self.conf_state.clone(),
         };
-        let region = match snapshot.get(Cf::Raft, &keys::region_state(self.region_id))? {
-            Some(bytes) => RegionLocalState::decode(&bytes)?.region,
-            None => self.region.clone(),
+        let state = match snapshot.get(Cf::Raft, &keys::region_state(self.region_id))? {
+            Some(bytes) => RegionLocalState::decode(&bytes)?,
+            None => RegionLocalState {
+                region: self.region.clone(),
+                tombstone: false,
+                merging: self.merging.clone(),
+            },
         };
-        let region_bytes = prost::Message::encode_to_vec(&region);
+        let state_bytes = state.encode();
+        let region = state.region;
         let mut data = Vec::new();
-        data.extend_from_slice(&(region_bytes.len() as u32).to_be_bytes());
-        data.extend_from_slice(&region_bytes);
+        data.extend_from_slice(&(state_bytes.len() as u32).to_be_bytes());
+        data.extend_from_slice(&state_bytes);
         // The data of the region as of the same engine snapshot.
         let (start, end) = data_range(&region);
         for cf in DATA_CFS {
@@ -490,8 +540,9 @@ fn encode_pair(out: &mut Vec<u8>, cf: Cf, key: &[u8], value: &[u8]) {
 /// One key-value pair of a snapshot, with its column family.
 type SnapshotPair = (Cf, Vec<u8>, Vec<u8>);
 
-/// A snapshot's data: the region (length-prefixed protobuf), then the pairs.
-fn decode_snapshot_data(mut input: &[u8]) -> KvResult<(Region, Vec<SnapshotPair>)> {
+/// A snapshot's data: the region's state (length-prefixed [`RegionLocalState`]), then the
+/// pairs.
+fn decode_snapshot_data(mut input: &[u8]) -> KvResult<(RegionLocalState, Vec<SnapshotPair>)> {
     let corrupt = || KvError::Corrupt("malformed snapshot data".into());
     let take = |input: &mut &[u8]| -> KvResult<Vec<u8>> {
         if input.len() < 4 {
@@ -505,8 +556,10 @@ fn decode_snapshot_data(mut input: &[u8]) -> KvResult<(Region, Vec<SnapshotPair>
         *input = &input[4 + len..];
         Ok(bytes)
     };
-    let region_bytes = take(&mut input)?;
-    let region: Region = prost::Message::decode(region_bytes.as_slice()).map_err(|_| corrupt())?;
+    let state = RegionLocalState::decode(&take(&mut input)?)?;
+    if state.tombstone {
+        return Err(corrupt());
+    }
     let mut pairs = Vec::new();
     while let Some((&tag, rest)) = input.split_first() {
         input = rest;
@@ -520,7 +573,7 @@ fn decode_snapshot_data(mut input: &[u8]) -> KvResult<(Region, Vec<SnapshotPair>
         let value = take(&mut input)?;
         pairs.push((cf, key, value));
     }
-    Ok((region, pairs))
+    Ok((state, pairs))
 }
 
 impl<E: Engine> Storage for PeerStorage<E> {

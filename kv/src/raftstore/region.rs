@@ -2,14 +2,15 @@
 //! (`metapb::Region`), how a membership change updates it, and the store-local record of it.
 //!
 //! The epoch's `conf_ver` goes up by one on every applied membership change (add learner,
-//! promote, remove) and `version` on every range change (a split bumps it on both halves).
-//! Requests and heartbeats carrying an older epoch are stale.
+//! promote, remove) and `version` on every range change (a split bumps it on both halves; a
+//! merge's prepare bumps the source's `version` and `conf_ver`, its commit the target's
+//! `version` past both). Requests and heartbeats carrying an older epoch are stale.
 
 use prost::Message as _;
 use proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
 use raft::{ConfChange, ConfState};
 
-use super::command::SplitRequest;
+use super::command::{SplitRequest, split_u64};
 use crate::error::{KvError, KvResult};
 
 /// A new region's epoch.
@@ -127,6 +128,108 @@ pub fn split(region: &Region, request: &SplitRequest) -> Result<(Region, Region)
     Ok((left, right))
 }
 
+/// The stores of a region's replicas, in order.
+pub fn stores(region: &Region) -> std::collections::BTreeSet<u64> {
+    region.peers.iter().map(|p| p.store_id).collect()
+}
+
+/// Whether `left` ends exactly where `right` starts.
+fn adjacent(left: &Region, right: &Region) -> bool {
+    !left.end_key.is_empty() && left.end_key == right.start_key
+}
+
+/// The source region frozen for a merge into `target` (see `raftstore::merge`), or why it
+/// may not be: planned against another epoch, not adjacent, replicas not on the same stores,
+/// learners among them. Its `version` and `conf_ver` both go up by one, so requests and
+/// membership changes planned before are refused.
+pub fn prepare_merge(
+    source: &Region,
+    target: &Region,
+    planned: RegionEpoch,
+) -> Result<Region, String> {
+    let current = epoch(source);
+    if current != planned {
+        return Err(format!(
+            "planned against epoch ({}, {}), the source is at ({}, {})",
+            planned.conf_ver, planned.version, current.conf_ver, current.version
+        ));
+    }
+    if source.id == target.id || !(adjacent(source, target) || adjacent(target, source)) {
+        return Err("the regions are not adjacent".into());
+    }
+    if stores(source) != stores(target) || source.peers.len() != target.peers.len() {
+        return Err("the replicas are not on the same stores".into());
+    }
+    if source.peers.iter().chain(&target.peers).any(|p| p.learner) {
+        return Err("a learner is among the replicas".into());
+    }
+    let mut frozen = source.clone();
+    frozen.epoch = Some(RegionEpoch {
+        conf_ver: current.conf_ver + 1,
+        version: current.version + 1,
+    });
+    Ok(frozen)
+}
+
+/// The target region after taking over `source` (frozen by its PrepareMerge against
+/// `planned`, the target as the merge was planned), or why it may not: the target changed
+/// since (its epoch is not the planned one) or the ranges do not meet. The merged region
+/// keeps the target's id and replicas, spans both ranges, and its `version` passes both.
+pub fn commit_merge(target: &Region, source: &Region, planned: &Region) -> Result<Region, String> {
+    if epoch(target) != epoch(planned) || target.id != planned.id {
+        return Err(format!(
+            "the target changed since the merge was planned (epoch {:?}, planned {:?})",
+            epoch(target),
+            epoch(planned)
+        ));
+    }
+    let mut merged = target.clone();
+    if adjacent(source, target) {
+        merged.start_key = source.start_key.clone();
+    } else if adjacent(target, source) {
+        merged.end_key = source.end_key.clone();
+    } else {
+        return Err("the regions are not adjacent".into());
+    }
+    merged.epoch = Some(RegionEpoch {
+        conf_ver: epoch(target).conf_ver,
+        version: epoch(target).version.max(epoch(source).version) + 1,
+    });
+    Ok(merged)
+}
+
+/// A source region's merge under way, recorded when its PrepareMerge applies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeState {
+    /// The target as the merge was planned against.
+    pub target: Region,
+    /// Where the PrepareMerge entry is in the source's log.
+    pub prepare_index: u64,
+    pub prepare_term: u64,
+}
+
+impl MergeState {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.prepare_index.to_be_bytes());
+        out.extend_from_slice(&self.prepare_term.to_be_bytes());
+        out.extend(self.target.encode_to_vec());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> KvResult<MergeState> {
+        let corrupt = || KvError::Corrupt("malformed merge state".into());
+        let (prepare_index, rest) = split_u64(bytes).ok_or_else(corrupt)?;
+        let (prepare_term, rest) = split_u64(rest).ok_or_else(corrupt)?;
+        let target = Region::decode(rest).map_err(|_| corrupt())?;
+        Ok(MergeState {
+            target,
+            prepare_index,
+            prepare_term,
+        })
+    }
+}
+
 /// A membership change of a region, as the raftstore proposes it: the Raft change plus the
 /// peer's location, carried in the entry's context so every replica updates its region alike.
 #[derive(Clone, Debug, PartialEq)]
@@ -212,26 +315,73 @@ impl ChangePeer {
 pub struct RegionLocalState {
     pub region: Region,
     /// The peer was removed and its data destroyed; the region and epoch are those at
-    /// removal, so that stale messages from before it do not recreate the peer.
+    /// removal, so that stale messages from before it do not recreate the peer. With
+    /// `merging` set: the replica was merged into its target (its data stays, the target's).
     pub tombstone: bool,
+    /// The region applied a PrepareMerge: it serves nothing until the target takes it over.
+    pub merging: Option<MergeState>,
 }
 
+const STATE_TOMBSTONE: u8 = 1;
+const STATE_MERGING: u8 = 2;
+
 impl RegionLocalState {
+    pub fn new(region: Region) -> RegionLocalState {
+        RegionLocalState {
+            region,
+            tombstone: false,
+            merging: None,
+        }
+    }
+
+    /// Whether this is what a merged source leaves (see `tombstone`).
+    pub fn is_merged(&self) -> bool {
+        self.tombstone && self.merging.is_some()
+    }
+
+    /// One flags byte; with a merge, its length-prefixed state; then the region.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![u8::from(self.tombstone)];
+        let mut flags = 0;
+        if self.tombstone {
+            flags |= STATE_TOMBSTONE;
+        }
+        if self.merging.is_some() {
+            flags |= STATE_MERGING;
+        }
+        let mut out = vec![flags];
+        if let Some(merge) = &self.merging {
+            let merge = merge.encode();
+            out.extend_from_slice(&(merge.len() as u32).to_be_bytes());
+            out.extend(merge);
+        }
         out.extend(self.region.encode_to_vec());
         out
     }
 
     pub fn decode(bytes: &[u8]) -> KvResult<RegionLocalState> {
-        let (&state, region) = bytes
-            .split_first()
-            .ok_or_else(|| KvError::Corrupt("empty region state".into()))?;
-        let region = Region::decode(region)
-            .map_err(|e| KvError::Corrupt(format!("malformed region state: {e}")))?;
+        let corrupt = |what: &str| KvError::Corrupt(format!("malformed region state: {what}"));
+        let (&flags, mut rest) = bytes.split_first().ok_or_else(|| corrupt("empty"))?;
+        if flags & !(STATE_TOMBSTONE | STATE_MERGING) != 0 {
+            return Err(corrupt(&format!("unknown flags {flags}")));
+        }
+        let mut merging = None;
+        if flags & STATE_MERGING != 0 {
+            let len: [u8; 4] = rest
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("short merge state"))?;
+            let len = u32::from_be_bytes(len) as usize;
+            let merge = rest
+                .get(4..4 + len)
+                .ok_or_else(|| corrupt("short merge state"))?;
+            merging = Some(MergeState::decode(merge)?);
+            rest = &rest[4 + len..];
+        }
+        let region = Region::decode(rest).map_err(|e| corrupt(&e.to_string()))?;
         Ok(RegionLocalState {
             region,
-            tombstone: state == 1,
+            tombstone: flags & STATE_TOMBSTONE != 0,
+            merging,
         })
     }
 }
@@ -358,8 +508,105 @@ mod tests {
         let state = RegionLocalState {
             region: region(),
             tombstone: true,
+            merging: None,
         };
         assert_eq!(RegionLocalState::decode(&state.encode()).unwrap(), state);
+        let merged = RegionLocalState {
+            merging: Some(MergeState {
+                target: whole_keyspace(9, [1]),
+                prepare_index: 12,
+                prepare_term: 3,
+            }),
+            ..state
+        };
+        let encoded = merged.encode();
+        assert_eq!(RegionLocalState::decode(&encoded).unwrap(), merged);
+        assert!(merged.is_merged());
         assert!(RegionLocalState::decode(&[]).is_err());
+        assert!(RegionLocalState::decode(&encoded[..6]).is_err());
+        assert!(RegionLocalState::decode(&[8]).is_err());
+    }
+
+    #[test]
+    fn a_merge_freezes_the_source_then_the_target_takes_its_range() {
+        let left = Region {
+            id: 7,
+            start_key: b"b".to_vec(),
+            end_key: b"d".to_vec(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 3,
+                version: 5,
+            }),
+            peers: vec![peer(1, 1), peer(2, 2)],
+        };
+        let right = Region {
+            id: 8,
+            start_key: b"d".to_vec(),
+            end_key: Vec::new(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 2,
+                version: 9,
+            }),
+            peers: vec![peer(11, 2), peer(12, 1)],
+        };
+        // The left merges into the right.
+        let frozen = prepare_merge(&left, &right, epoch(&left)).unwrap();
+        assert_eq!(
+            epoch(&frozen),
+            RegionEpoch {
+                conf_ver: 4,
+                version: 6
+            }
+        );
+        let merged = commit_merge(&right, &frozen, &right).unwrap();
+        assert_eq!((merged.id, merged.start_key.as_slice()), (8, &b"b"[..]));
+        assert!(merged.end_key.is_empty());
+        assert_eq!(
+            epoch(&merged),
+            RegionEpoch {
+                conf_ver: 2,
+                version: 10
+            }
+        );
+        assert_eq!(merged.peers, right.peers);
+        // The right merges into the left: the left's end moves to the right's (unbounded).
+        let frozen = prepare_merge(&right, &left, epoch(&right)).unwrap();
+        let merged = commit_merge(&left, &frozen, &left).unwrap();
+        assert_eq!(merged.start_key, b"b".to_vec());
+        assert!(merged.end_key.is_empty());
+        assert_eq!(epoch(&merged).version, 11);
+        // Refused: a stale plan, ranges that do not meet, other stores, learners, a target
+        // that changed since the plan.
+        assert!(prepare_merge(&left, &right, initial_epoch()).is_err());
+        let far = Region {
+            start_key: b"x".to_vec(),
+            ..right.clone()
+        };
+        assert!(prepare_merge(&left, &far, epoch(&left)).is_err());
+        let elsewhere = Region {
+            peers: vec![peer(11, 2), peer(12, 3)],
+            ..right.clone()
+        };
+        assert!(prepare_merge(&left, &elsewhere, epoch(&left)).is_err());
+        let with_learner = Region {
+            peers: vec![
+                peer(11, 2),
+                PeerMeta {
+                    learner: true,
+                    ..peer(12, 1)
+                },
+            ],
+            ..right.clone()
+        };
+        assert!(prepare_merge(&left, &with_learner, epoch(&left)).is_err());
+        let frozen = prepare_merge(&left, &right, epoch(&left)).unwrap();
+        let split_since = Region {
+            epoch: Some(RegionEpoch {
+                conf_ver: 2,
+                version: 10,
+            }),
+            ..right.clone()
+        };
+        assert!(commit_merge(&split_since, &frozen, &right).is_err());
     }
 }

@@ -46,6 +46,7 @@ use scheduler_api::ClusterApi;
 use tracing::{debug, info, warn};
 
 use super::batch_system::BatchSystem;
+use super::command::CommitMergeRequest;
 use super::driver::{DriverConfig, PeerHandle, PeerMsg, StoreEvents};
 use super::keys;
 use super::peer_fsm::PeerFsm;
@@ -231,11 +232,35 @@ impl<E: Engine> Store<E> {
 
     /// The handle of this store's replica of `region_id`.
     pub fn peer(&self, region_id: u64) -> Option<PeerHandle> {
-        self.inner
-            .lock_peers()
-            .get(&region_id)
-            .filter(|p| p.is_alive())
-            .cloned()
+        self.inner.peer(region_id)
+    }
+
+    /// Merges region `source` into the adjacent region `target` through their replicas
+    /// here (which must lead both; the replicas must be on the same stores), and waits until
+    /// the target's replica here serves the merged range. For tools and tests; the scheduler
+    /// merges small regions by itself.
+    pub fn merge_regions(&self, source: u64, target: u64, timeout: Duration) -> KvResult<Region> {
+        let source_peer = self
+            .peer(source)
+            .ok_or(KvError::RegionNotFound { region_id: source })?;
+        let target_peer = self
+            .peer(target)
+            .ok_or(KvError::RegionNotFound { region_id: target })?;
+        source_peer.prepare_merge(target_peer.region())?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let merged = target_peer.region();
+            let source_region = source_peer.region();
+            if region::contains_key(&merged, &source_region.start_key) && !source_peer.is_alive() {
+                return Ok(merged);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(KvError::Unavailable(format!(
+                    "regions {source} and {target} not merged within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn region_ids(&self) -> Vec<u64> {
@@ -402,10 +427,7 @@ impl<E: Engine> Inner<E> {
                         learner: false,
                     }],
                 };
-                let state = RegionLocalState {
-                    region: region.clone(),
-                    tombstone: false,
-                };
+                let state = RegionLocalState::new(region.clone());
                 let mut batch = WriteBatch::new();
                 batch.put(Cf::Raft, keys::region_state(region_id), state.encode());
                 self.engine.write(batch)?;
@@ -645,6 +667,47 @@ impl<E: Engine> Inner<E> {
             .send(SplitTask::At(region, key));
     }
 
+    /// Whether a region on this store is frozen to merge into `region_id` (which must then
+    /// keep its epoch: no split, no membership change, until the merge is done).
+    pub(super) fn is_merge_target(&self, region_id: u64) -> bool {
+        self.lock_peers()
+            .values()
+            .any(|p| p.is_alive() && p.merge_target() == Some(region_id))
+    }
+
+    /// Hands the scheduler's merge of `source` into `target` to the source's replica here, if
+    /// the target's replica here has the planned epoch (and the source is not frozen yet).
+    pub(super) fn ask_merge(&self, source: &Region, target: Region) {
+        let (Some(source_peer), Some(target_peer)) = (self.peer(source.id), self.peer(target.id))
+        else {
+            return;
+        };
+        if source_peer.merge_target().is_some()
+            || target_peer.with_region(|r| region::epoch(r) != region::epoch(&target))
+        {
+            return;
+        }
+        info!(
+            source = source.id,
+            target = target.id,
+            "scheduler asks for a merge"
+        );
+        let source_id = source.id;
+        let callback = Box::new(move |result: KvResult<()>| {
+            if let Err(e) = result {
+                debug!(source = source_id, error = %e, "prepare merge not applied");
+            }
+        });
+        source_peer.send(PeerMsg::PrepareMerge(target, callback));
+    }
+
+    fn peer(&self, region_id: u64) -> Option<PeerHandle> {
+        self.lock_peers()
+            .get(&region_id)
+            .filter(|p| p.is_alive())
+            .cloned()
+    }
+
     pub(super) fn send_to_peer(&self, region_id: u64, message: PeerMsg) {
         if let Some(peer) = self.lock_peers().get(&region_id) {
             peer.send(message);
@@ -678,6 +741,24 @@ impl<E: Engine> StoreEvents for Events<E> {
     fn region_split(&self, region: Region, campaign: bool) {
         if let Some(inner) = self.0.upgrade() {
             inner.start_split_peer(region, campaign);
+        }
+    }
+
+    fn commit_merge(&self, request: CommitMergeRequest) {
+        if let Some(inner) = self.0.upgrade() {
+            let (source, target) = (request.source.id, request.merge.target.id);
+            let callback = Box::new(move |result: KvResult<()>| {
+                if let Err(e) = result {
+                    debug!(source, target, error = %e, "commit merge not proposed");
+                }
+            });
+            inner.send_to_peer(target, PeerMsg::CommitMerge(request, callback));
+        }
+    }
+
+    fn finish_merge(&self, request: CommitMergeRequest) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.send_to_peer(request.source.id, PeerMsg::FinishMerge(request));
         }
     }
 

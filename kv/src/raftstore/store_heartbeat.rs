@@ -90,6 +90,10 @@ impl<E: Engine> Inner<E> {
             "scheduler asks for a membership change"
         );
         let region_id = region.id;
+        if self.is_merge_target(region_id) {
+            debug!(region_id, "no membership change while a region merges into it");
+            return;
+        }
         let callback = Box::new(move |result: KvResult<()>| match result {
             Ok(()) => info!(region_id, "membership change applied"),
             Err(e) => debug!(region_id, error = %e, "membership change not applied"),
@@ -159,6 +163,11 @@ pub(super) fn heartbeat_loop<E: Engine>(store: Weak<Inner<E>>, events: Receiver<
                                 "scheduler asks for a leader transfer"
                             );
                             inner.send_to_peer(region.id, PeerMsg::TransferLeader(to.id));
+                        }
+                        if let (Some(target), Some(source)) =
+                            (response.merge_target.clone(), report.region.as_ref())
+                        {
+                            inner.ask_merge(source, target);
                         }
                         if !response.split_key.is_empty()
                             && let Some(region) = report.region.clone()

@@ -105,6 +105,10 @@ impl<E: Engine> Inner<E> {
             debug!(region_id = region.id, "split key is not inside the region");
             return;
         }
+        if self.is_merge_target(region.id) {
+            debug!(region_id = region.id, "no split while a region merges into it");
+            return;
+        }
         let plan = match plan_split(region, key, || {
             self.cluster.alloc_id().map_err(cluster_error)
         }) {
