@@ -61,6 +61,8 @@ pub mod command;
 pub mod driver;
 pub mod grpc_transport;
 mod keys;
+#[cfg(test)]
+mod merge_tests;
 mod peer;
 mod peer_fsm;
 mod peer_storage;

@@ -227,6 +227,16 @@ impl TestCluster {
     }
 
     pub fn with_config(count: usize, max_replicas: usize, config: StoreConfig) -> TestCluster {
+        Self::with_scheduler(count, max_replicas, config, |_| {})
+    }
+
+    /// Like `with_config`, with the scheduler's settings changed by `tweak`.
+    pub fn with_scheduler(
+        count: usize,
+        max_replicas: usize,
+        config: StoreConfig,
+        tweak: impl FnOnce(&mut ClusterConfig),
+    ) -> TestCluster {
         // RUST_LOG=info (or debug, …) shows the stores' logs on a failing test's output.
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
             let _ = tracing_subscriber::fmt()
@@ -234,7 +244,7 @@ impl TestCluster {
                 .with_test_writer()
                 .try_init();
         }
-        let scheduler_config = ClusterConfig {
+        let mut scheduler_config = ClusterConfig {
             max_replicas,
             store_down_after: Duration::from_secs(2),
             operator_timeout: Duration::from_secs(5),
@@ -243,6 +253,7 @@ impl TestCluster {
             balance_interval: Duration::from_millis(200),
             ..ClusterConfig::default()
         };
+        tweak(&mut scheduler_config);
         let scheduler = Arc::new(LocalCluster::new(
             Arc::new(Cluster::in_memory(scheduler_config)),
             Arc::new(IdAllocator::in_memory()),

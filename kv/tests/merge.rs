@@ -1,0 +1,248 @@
+//! Regions that merge, on an in-process cluster (see `support/cluster.rs`): by hand through a
+//! store, and by the scheduler's merge checker (small neighbours, never across a sticky split
+//! key), with writes going on, a replica that is down while the merge is decided, and
+//! restarts. Each test checks that every acknowledged write is readable afterwards, that no
+//! key is served by two regions (`check_regions`), and that the source's replicas are gone on
+//! every store while the target's serve the whole range.
+
+#![cfg(feature = "rocksdb")]
+
+#[path = "support/cluster.rs"]
+mod support_cluster;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kv::raftstore::region;
+use kv::{KvResult, Transaction, TxnClient};
+use proto::metapb::Region;
+use scheduler::{ClusterApi, MergeConfig};
+use support_cluster::{TestCluster, store_config};
+
+fn value(key: &str) -> Vec<u8> {
+    format!("{key}:{}", "v".repeat(50)).into_bytes()
+}
+
+fn key(i: usize) -> String {
+    format!("key-{i:05}")
+}
+
+fn write_keys(client: &TxnClient, keys: &[String]) -> KvResult<()> {
+    for chunk in keys.chunks(10) {
+        let mut txn = client.begin_txn()?;
+        for key in chunk {
+            txn.put(key.as_bytes().to_vec(), value(key));
+        }
+        txn.commit()?;
+    }
+    Ok(())
+}
+
+fn read_all(client: &TxnClient) -> BTreeMap<String, Vec<u8>> {
+    let mut txn = client.begin_txn().expect("begin");
+    txn.scan(b"", None, usize::MAX)
+        .expect("scan")
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).expect("utf-8"), v))
+        .collect()
+}
+
+fn assert_holds(found: &BTreeMap<String, Vec<u8>>, keys: &[String]) {
+    for key in keys {
+        assert_eq!(
+            found.get(key).map(Vec::as_slice),
+            Some(value(key).as_slice()),
+            "{key} is missing or wrong"
+        );
+    }
+}
+
+/// Splits the region holding `key` at `key` through its leader's store (not through the
+/// scheduler, so the boundary is not sticky); returns the new region's id.
+fn split_by_hand(cluster: &TestCluster, key: &str) -> u64 {
+    cluster.wait_for("the split", || {
+        let (region, _) = cluster.scheduler.get_region(key.as_bytes()).ok()??;
+        if region.start_key == key.as_bytes() {
+            return Some(region.id);
+        }
+        let leader = cluster.leader_store(region.id);
+        cluster
+            .store(leader)
+            .split_region(region.id, key.as_bytes())
+            .ok()
+    })
+}
+
+/// Waits until, on every store in `stores`, the replica of `source` is gone and the replica
+/// of `target` covers `merged`'s range.
+fn wait_merged_everywhere(cluster: &TestCluster, stores: &[u64], source: u64, merged: &Region) {
+    cluster.wait_for("the merge on every store", || {
+        for &store in stores {
+            let store = cluster.store(store);
+            if store.peer(source).is_some() {
+                return None;
+            }
+            let target = store.peer(merged.id)?.region();
+            if (&target.start_key, &target.end_key) != (&merged.start_key, &merged.end_key) {
+                return None;
+            }
+        }
+        Some(())
+    });
+}
+
+#[test]
+fn two_regions_merge_by_hand_on_every_replica() {
+    let cluster = TestCluster::new(3, 3);
+    let stores = cluster.store_ids();
+    let one = stores[0];
+    let first = cluster.region_id();
+    cluster.wait_for_voters(first, 3);
+    let keys: Vec<String> = (0..60).map(key).collect();
+    write_keys(&cluster.client, &keys).unwrap();
+    let middle = split_by_hand(&cluster, &key(20));
+    split_by_hand(&cluster, &key(40));
+    cluster.wait_for_regions(3);
+    // Both leaders on one store, which merges the middle region into the first.
+    cluster.transfer_leader(first, one);
+    cluster.transfer_leader(middle, one);
+    let before = cluster.store(one).peer(middle).unwrap().region();
+    let merged = cluster
+        .store(one)
+        .merge_regions(middle, first, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(merged.id, first);
+    assert!(merged.start_key.is_empty());
+    assert_eq!(merged.end_key, key(40).into_bytes());
+    assert!(
+        region::epoch(&merged).version > region::epoch(&before).version,
+        "the merged region's version passes the source's"
+    );
+    wait_merged_everywhere(&cluster, &stores, middle, &merged);
+    let regions = cluster.wait_for("the scheduler to drop the source", || {
+        let regions = cluster.regions();
+        (regions.len() == 2).then_some(regions)
+    });
+    assert_eq!(regions[0].id, first);
+    cluster.check_regions();
+    // Everything written is there, through a client whose region cache still has the source
+    // (its requests are refused by epoch and routed again) and through a fresh one.
+    assert_holds(&read_all(&cluster.client), &keys);
+    let more: Vec<String> = (20..40).map(|i| format!("{}-more", key(i))).collect();
+    write_keys(&cluster.client, &more).unwrap();
+    let fresh = cluster.fresh_client();
+    assert_holds(&read_all(&fresh), &keys);
+    assert_holds(&read_all(&fresh), &more);
+}
+
+#[test]
+fn a_replica_down_during_the_merge_finishes_it_after_a_restart() {
+    let mut cluster = TestCluster::new(3, 3);
+    let stores = cluster.store_ids();
+    let (one, three) = (stores[0], stores[2]);
+    let first = cluster.region_id();
+    cluster.wait_for_voters(first, 3);
+    let keys: Vec<String> = (0..40).map(key).collect();
+    write_keys(&cluster.client, &keys).unwrap();
+    let right = split_by_hand(&cluster, &key(20));
+    cluster.wait_for_regions(2);
+    cluster.transfer_leader(first, one);
+    cluster.transfer_leader(right, one);
+    cluster.wait_all_caught_up(&stores);
+    // The right region freezes; the third store goes down at once (it may or may not have
+    // the PrepareMerge), stays down a while, and comes back.
+    let target = cluster.store(one).peer(first).unwrap().region();
+    cluster
+        .store(one)
+        .peer(right)
+        .unwrap()
+        .prepare_merge(target)
+        .unwrap();
+    cluster.stop(three);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start(three);
+    let merged = cluster.wait_for("the merged region", || {
+        let region = cluster.store(one).peer(first)?.region();
+        region.end_key.is_empty().then_some(region)
+    });
+    wait_merged_everywhere(&cluster, &stores, right, &merged);
+    // A restart of every store finds the merged state.
+    for &store in &stores {
+        cluster.stop(store);
+        cluster.start(store);
+    }
+    wait_merged_everywhere(&cluster, &stores, right, &merged);
+    cluster.wait_for("the scheduler to drop the source", || {
+        (cluster.regions().len() == 1).then_some(())
+    });
+    cluster.check_regions();
+    assert_holds(&read_all(&cluster.fresh_client()), &keys);
+}
+
+/// The scheduler merges small neighbours back into fewer regions while a client keeps
+/// writing, except across a key a split was asked for through it (sticky).
+fn scheduler_merges(stores: usize) {
+    let cluster = TestCluster::with_scheduler(stores, stores, store_config(1000), |config| {
+        config.merge = MergeConfig {
+            max_size: 64 << 10,
+            max_keys: 1000,
+            max_target_size: 1 << 20,
+            split_merge_interval: Duration::ZERO,
+            max_merges: 8,
+        };
+    });
+    let first = cluster.region_id();
+    cluster.wait_for_voters(first, stores);
+    let keys: Vec<String> = (0..50).map(key).collect();
+    write_keys(&cluster.client, &keys).unwrap();
+    // The sticky boundary, then boundaries of the raftstore's own.
+    cluster.split_at(key(25).as_bytes());
+    for i in [5, 10, 15, 20, 30, 35, 40, 45] {
+        split_by_hand(&cluster, &key(i));
+    }
+    // Writes go on while the regions merge.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (cluster.fresh_client(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("{}-later", key(i % 50));
+                let mut txn = client.begin_txn().expect("begin");
+                txn.put(key.clone().into_bytes(), value(&key));
+                if txn.commit().is_ok() {
+                    acknowledged.push(key);
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            acknowledged
+        })
+    };
+    let regions = cluster.wait_for("the merges", || {
+        let regions = cluster.regions();
+        (regions.len() == 2).then_some(regions)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writer.join().expect("writer");
+    assert!(!acknowledged.is_empty(), "no write went through");
+    assert!(regions[0].start_key.is_empty() && regions[0].end_key == key(25).into_bytes());
+    assert!(regions[1].end_key.is_empty());
+    cluster.check_regions();
+    let found = read_all(&cluster.fresh_client());
+    assert_holds(&found, &keys);
+    assert_holds(&found, &acknowledged);
+}
+
+#[test]
+fn the_scheduler_merges_small_regions_of_one_store() {
+    scheduler_merges(1);
+}
+
+#[test]
+fn the_scheduler_merges_small_regions_of_three_stores() {
+    scheduler_merges(3);
+}
