@@ -51,11 +51,67 @@ pub struct SingleArgs {
     #[arg(long)]
     pub pg_listen: Option<SocketAddr>,
     /// TOML file with settings (keys: data_dir, pg_listen, region_split_size,
-    /// region_max_size)
+    /// region_max_size, max_merge_region_size, max_merge_region_keys, split_merge_interval)
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub regions: RegionArgs,
+    #[command(flatten)]
+    pub merge: MergeArgs,
+}
+
+/// When small regions merge (the scheduler's merge checker; single node and scheduler).
+#[derive(Args, Debug, Default, Clone)]
+pub struct MergeArgs {
+    /// A region of at most this size merges into a neighbour, e.g. 20MiB; 0 turns merging
+    /// off [default: 20MiB]
+    #[arg(long)]
+    pub max_merge_region_size: Option<ByteSize>,
+    /// … and of at most this many keys [default: 200000]
+    #[arg(long)]
+    pub max_merge_region_keys: Option<u64>,
+    /// How long a region must exist (as the scheduler knows it) before it may merge, e.g.
+    /// 1h or 0s [default: 1h]
+    #[arg(long)]
+    pub split_merge_interval: Option<DurationArg>,
+}
+
+/// The resolved merge settings (`None`: the scheduler's default).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MergeSettings {
+    pub max_size: Option<u64>,
+    pub max_keys: Option<u64>,
+    pub split_merge_interval: Option<std::time::Duration>,
+}
+
+impl MergeSettings {
+    fn resolve(args: &MergeArgs, file: &FileConfig) -> MergeSettings {
+        MergeSettings {
+            max_size: args
+                .max_merge_region_size
+                .or(file.max_merge_region_size)
+                .map(|s| s.0),
+            max_keys: args.max_merge_region_keys.or(file.max_merge_region_keys),
+            split_merge_interval: args
+                .split_merge_interval
+                .or(file.split_merge_interval)
+                .map(|d| d.0),
+        }
+    }
+
+    /// These settings over `config`.
+    pub fn apply(&self, config: &mut scheduler::MergeConfig) {
+        if let Some(size) = self.max_size {
+            config.max_size = size;
+            config.max_target_size = config.max_target_size.max(size.saturating_mul(3));
+        }
+        if let Some(keys) = self.max_keys {
+            config.max_keys = keys;
+        }
+        if let Some(interval) = self.split_merge_interval {
+            config.split_merge_interval = interval;
+        }
+    }
 }
 
 /// When regions split (single node and cluster nodes).
@@ -120,9 +176,12 @@ pub struct SchedulerArgs {
     /// or 10m [default: 10m]
     #[arg(long)]
     pub max_store_down_time: Option<DurationArg>,
-    /// TOML file with settings (keys: data_dir, listen, max_store_down_time)
+    /// TOML file with settings (keys: data_dir, listen, max_store_down_time,
+    /// max_merge_region_size, max_merge_region_keys, split_merge_interval)
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub merge: MergeArgs,
 }
 
 #[derive(Args, Debug, Default)]
@@ -158,6 +217,9 @@ pub struct FileConfig {
     pub region_split_size: Option<ByteSize>,
     pub region_max_size: Option<ByteSize>,
     pub max_store_down_time: Option<DurationArg>,
+    pub max_merge_region_size: Option<ByteSize>,
+    pub max_merge_region_keys: Option<u64>,
+    pub split_merge_interval: Option<DurationArg>,
 }
 
 impl FileConfig {
@@ -177,6 +239,7 @@ pub struct SingleNodeConfig {
     pub data_dir: PathBuf,
     pub pg_listen: SocketAddr,
     pub regions: RegionSizes,
+    pub merge: MergeSettings,
 }
 
 impl SingleNodeConfig {
@@ -184,6 +247,7 @@ impl SingleNodeConfig {
         let file = FileConfig::load(args.config.as_deref())?;
         let default_pg: SocketAddr = DEFAULT_PG_LISTEN.parse().map_err(|e| format!("{e}"))?;
         let regions = RegionSizes::resolve(&args.regions, &file)?;
+        let merge = MergeSettings::resolve(&args.merge, &file);
         Ok(SingleNodeConfig {
             data_dir: args
                 .data_dir
@@ -192,6 +256,7 @@ impl SingleNodeConfig {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             pg_listen: args.pg_listen.or(file.pg_listen).unwrap_or(default_pg),
             regions,
+            merge,
         })
     }
 }
@@ -203,6 +268,7 @@ pub struct SchedulerConfig {
     pub listen: SocketAddr,
     /// `None`: the scheduler's default.
     pub max_store_down_time: Option<std::time::Duration>,
+    pub merge: MergeSettings,
 }
 
 impl SchedulerConfig {
@@ -211,6 +277,7 @@ impl SchedulerConfig {
         let default_listen: SocketAddr = DEFAULT_SCHEDULER_LISTEN
             .parse()
             .map_err(|e| format!("{e}"))?;
+        let merge = MergeSettings::resolve(&args.merge, &file);
         Ok(SchedulerConfig {
             data_dir: args
                 .data_dir
@@ -222,6 +289,7 @@ impl SchedulerConfig {
                 .max_store_down_time
                 .or(file.max_store_down_time)
                 .map(|d| d.0),
+            merge,
         })
     }
 }
@@ -295,6 +363,7 @@ mod tests {
             pg_listen: Some("127.0.0.1:7001".parse().unwrap()),
             data_dir: None,
             regions: RegionArgs::default(),
+            merge: MergeArgs::default(),
         };
         let resolved = SingleNodeConfig::resolve(&flags).unwrap();
         assert_eq!(resolved.pg_listen.port(), 7001);
@@ -332,18 +401,29 @@ mod tests {
             data_dir: None,
             max_store_down_time: None,
             config: None,
+            merge: MergeArgs::default(),
         };
         let defaults = SchedulerConfig::resolve(&args).unwrap();
         assert_eq!(defaults.listen.to_string(), DEFAULT_SCHEDULER_LISTEN);
         assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_SCHEDULER_DATA_DIR));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scheduler.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:7379\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7379\"\nmax_merge_region_size = \"1MiB\"\n\
+             split_merge_interval = \"10m\"\n",
+        )
+        .unwrap();
         let args = SchedulerArgs {
             listen: None,
             data_dir: Some("/flag".into()),
             max_store_down_time: Some("30s".parse().unwrap()),
             config: Some(path),
+            merge: MergeArgs {
+                split_merge_interval: Some("0s".parse().unwrap()),
+                max_merge_region_keys: Some(50),
+                ..MergeArgs::default()
+            },
         };
         let resolved = SchedulerConfig::resolve(&args).unwrap();
         assert_eq!(
@@ -354,6 +434,18 @@ mod tests {
             resolved.max_store_down_time,
             Some(std::time::Duration::from_secs(30))
         );
+        assert_eq!(
+            resolved.merge,
+            MergeSettings {
+                max_size: Some(1 << 20),
+                max_keys: Some(50),
+                split_merge_interval: Some(std::time::Duration::ZERO),
+            }
+        );
+        let mut merge = scheduler::MergeConfig::default();
+        resolved.merge.apply(&mut merge);
+        assert_eq!((merge.max_size, merge.max_keys), (1 << 20, 50));
+        assert!(merge.split_merge_interval.is_zero());
     }
 
     #[test]

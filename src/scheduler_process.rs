@@ -24,6 +24,7 @@ pub async fn run(
     if let Some(down) = config.max_store_down_time {
         cluster_config.replace_down_after = down;
     }
+    config.merge.apply(&mut cluster_config.merge);
     let cluster = Cluster::open(&config.data_dir, cluster_config).map_err(|e| e.to_string())?;
     // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and delayed
     // acknowledgements add tens of milliseconds to every call.

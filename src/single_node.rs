@@ -77,9 +77,13 @@ pub async fn run(
     let ids = Arc::new(IdAllocator::open(&scheduler_dir).map_err(|e| e.to_string())?);
     let metadata = Cluster::open(
         &scheduler_dir,
-        ClusterConfig {
-            max_replicas: 1,
-            ..ClusterConfig::default()
+        {
+            let mut cluster_config = ClusterConfig {
+                max_replicas: 1,
+                ..ClusterConfig::default()
+            };
+            config.merge.apply(&mut cluster_config.merge);
+            cluster_config
         },
     )
     .map_err(|e| e.to_string())?;

@@ -310,3 +310,65 @@ fn a_million_rows_split_into_many_regions() {
     }
     assert_eq!(counted, MILLION);
 }
+
+/// `ALTER TABLE t UNSPLIT ALL` lets the scheduler merge the regions `SPLIT AT` made back into
+/// one (they are tiny), while the boundaries of tables stay (`t`, created last, has the last
+/// region, which ends where the keyspace ends); every row stays.
+#[test]
+fn unsplit_regions_merge_back_and_every_row_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), &["--split-merge-interval", "0s"]);
+    let mut c = node.connect();
+    c.ok("CREATE TABLE u (id INT PRIMARY KEY)");
+    c.ok("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
+    let values: Vec<String> = (0..200).map(|i| format!("({i}, 'row {i}')")).collect();
+    c.ok(&format!("INSERT INTO t VALUES {}", values.join(", ")));
+    c.ok("INSERT INTO u VALUES (1), (2)");
+    let splits: Vec<String> = (1..10).map(|i| format!("({})", i * 20)).collect();
+    c.ok(&format!("ALTER TABLE t SPLIT AT VALUES {}", splits.join(", ")));
+    wait_for("ten regions of t", || {
+        let regions = show_regions(&mut c, "SHOW REGIONS FROM TABLE t");
+        (regions.len() == 10)
+            .then_some(())
+            .ok_or(format!("{regions:#?}"))
+    });
+    let forgotten = c.rows("ALTER TABLE t UNSPLIT ALL");
+    assert_eq!(forgotten.len(), 9, "{forgotten:?}");
+    assert_eq!(forgotten[0], "/Table/t/20");
+    // Merges go one heartbeat at a time (a region busy merging is not merged again at once).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let merged = loop {
+        let regions = show_regions(&mut c, "SHOW REGIONS FROM TABLE t");
+        if let [only] = regions.as_slice() {
+            break only.clone();
+        }
+        assert!(Instant::now() < deadline, "not merged: {regions:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!((merged.start.as_str(), merged.end.as_str()), ("/Table/t", "/Max"));
+    let all = settled_regions(&mut c);
+    let bounds: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.start.as_str(), r.end.as_str()))
+        .collect();
+    assert_eq!(
+        bounds,
+        [
+            ("/Min", "/Table/u"),
+            ("/Table/u", "/Table/t"),
+            ("/Table/t", "/Max")
+        ]
+    );
+    assert_eq!(c.rows("SELECT id FROM t").len(), 200);
+    c.ok("UPDATE t SET v = 'changed' WHERE id = 150");
+    assert_eq!(c.rows("SELECT v FROM t WHERE id = 150"), ["changed"]);
+    assert_eq!(c.rows("SELECT id FROM u").len(), 2);
+    // The merged layout survives a restart.
+    drop(c);
+    node.terminate();
+    let node = Node::start_with(dir.path(), &["--split-merge-interval", "0s"]);
+    let mut c = node.connect();
+    assert_eq!(c.rows("SELECT id FROM t").len(), 200);
+    let regions = show_regions(&mut c, "SHOW REGIONS FROM TABLE t");
+    assert_eq!(regions.len(), 1, "{regions:#?}");
+}

@@ -67,6 +67,9 @@ impl ClusterApi for FailingBootstrap {
     fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
         self.0.split_regions(keys)
     }
+    fn unsplit_regions(&self, start: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>, ClusterError> {
+        self.0.unsplit_regions(start, end)
+    }
     fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
         self.0.remove_store(store_id)
     }

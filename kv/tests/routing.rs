@@ -168,6 +168,9 @@ impl ClusterApi for RegionHole {
     fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError> {
         self.inner.split_regions(keys)
     }
+    fn unsplit_regions(&self, start: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>, ClusterError> {
+        self.inner.unsplit_regions(start, end)
+    }
     fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
         self.inner.remove_store(store_id)
     }

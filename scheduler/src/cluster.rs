@@ -884,6 +884,34 @@ impl Cluster {
         Ok(())
     }
 
+    /// Forgets the sticky split keys in `[start, end)` (an empty `end`: unbounded), persisted;
+    /// returns them.
+    pub fn unsplit_regions(&self, start: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>, ClusterError> {
+        let mut state = self.lock();
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let keys: Vec<Vec<u8>> = state
+            .meta
+            .sticky
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .cloned()
+            .collect();
+        if !keys.is_empty() {
+            let mut meta = state.meta.clone();
+            for key in &keys {
+                meta.sticky.remove(key);
+            }
+            self.commit(&mut state, meta)?;
+            for key in &keys {
+                state.wanted_splits.remove(key);
+            }
+        }
+        Ok(keys)
+    }
+
     /// Whether `region` (healthy, with no operator) should merge into a neighbour (see
     /// [`crate::merge_checker`]); if so, puts the two operators in place.
     fn check_merge(&self, state: &mut State, region: &Region, up: &BTreeMap<u64, u32>, now: Instant) {

@@ -98,6 +98,10 @@ impl ClusterApi for LocalCluster {
         self.cluster.split_regions(keys, Instant::now())
     }
 
+    fn unsplit_regions(&self, start: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>, ClusterError> {
+        self.cluster.unsplit_regions(start, end)
+    }
+
     fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
         self.cluster.remove_store(store_id)
     }

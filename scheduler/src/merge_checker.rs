@@ -95,10 +95,14 @@ pub fn choose_target<'a>(
             (target_bytes + bytes <= config.max_target_size).then_some((target_bytes, n.region))
         })
         .filter(|(_, target)| {
-            let boundary = if target.end_key == source.region.start_key {
-                &source.region.start_key
-            } else {
+            // The key between them. (Compare the bounded ends: an empty key is the start of
+            // the keyspace as a start and its end as an end.)
+            let target_follows = !source.region.end_key.is_empty()
+                && target.start_key == source.region.end_key;
+            let boundary = if target_follows {
                 &source.region.end_key
+            } else {
+                &source.region.start_key
             };
             !sticky(boundary)
         })
@@ -176,6 +180,33 @@ mod tests {
             &config(),
         );
         assert_eq!(chosen.map(|r| r.id), Some(1));
+    }
+
+    #[test]
+    fn a_sticky_boundary_holds_between_the_first_and_the_last_region() {
+        // Two regions over the whole keyspace: the first's start and the last's end are
+        // both the empty key, which must not be mistaken for their boundary.
+        let first = region(1, b"", b"t", &[1]);
+        let last = region(2, b"t", b"", &[1]);
+        let sticky = |key: &[u8]| key == b"t";
+        assert!(
+            choose_target(
+                candidate(&first, 10),
+                [None, Some(candidate(&last, 10))],
+                sticky,
+                &config()
+            )
+            .is_none()
+        );
+        assert!(
+            choose_target(
+                candidate(&last, 10),
+                [Some(candidate(&first, 10)), None],
+                sticky,
+                &config()
+            )
+            .is_none()
+        );
     }
 
     #[test]

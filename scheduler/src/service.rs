@@ -240,6 +240,17 @@ impl Scheduler for SchedulerService {
             .await?;
         Ok(Response::new(pb::SplitRegionsResponse {}))
     }
+
+    async fn unsplit_regions(
+        &self,
+        request: Request<pb::UnsplitRegionsRequest>,
+    ) -> Result<Response<pb::UnsplitRegionsResponse>, Status> {
+        let request = request.into_inner();
+        let keys = self
+            .on_cluster(move |c, _| c.unsplit_regions(&request.start_key, &request.end_key))
+            .await?;
+        Ok(Response::new(pb::UnsplitRegionsResponse { keys }))
+    }
 }
 
 fn region_response(

@@ -5,12 +5,15 @@
 //! SHOW REGIONS
 //! SHOW REGIONS FROM TABLE name
 //! ALTER TABLE name SPLIT AT VALUES (expr, …) [, (expr, …)]…
+//! ALTER TABLE name UNSPLIT AT VALUES (expr, …) [, (expr, …)]…
+//! ALTER TABLE name UNSPLIT ALL
 //! ```
 //!
 //! Keywords are case-insensitive and may be separated by any whitespace or comments; the
 //! statement ends at its `;` or the end of the string ([`crate::parse`] cuts a query string
 //! into statements at top-level semicolons). A statement is claimed by its leading words —
-//! `SHOW REGIONS`, or `ALTER TABLE name SPLIT` — and must then be exactly one of these forms:
+//! `SHOW REGIONS`, or `ALTER TABLE name SPLIT`/`UNSPLIT` — and must then be exactly one of
+//! these forms:
 //! anything else (`SHOW REGIONS FROM t`, a missing `)`) is a syntax error (42601) rather than
 //! something for sqlparser to misread. Every other statement is left to sqlparser. The split
 //! values are parsed as sqlparser expressions, to be bound like INSERT's values.
@@ -33,6 +36,11 @@ pub enum RegionStatement {
         table: ast::ObjectName,
         rows: Vec<Vec<ast::Expr>>,
     },
+    /// `ALTER TABLE table UNSPLIT AT VALUES …` (`rows`) or `… UNSPLIT ALL` (`None`).
+    Unsplit {
+        table: ast::ObjectName,
+        rows: Option<Vec<Vec<ast::Expr>>>,
+    },
 }
 
 impl std::fmt::Display for RegionStatement {
@@ -44,15 +52,29 @@ impl std::fmt::Display for RegionStatement {
             }
             RegionStatement::SplitAt { table, rows } => {
                 write!(f, "ALTER TABLE {table} SPLIT AT VALUES ")?;
-                for (i, row) in rows.iter().enumerate() {
-                    let separator = if i == 0 { "" } else { ", " };
-                    let values: Vec<String> = row.iter().map(ast::Expr::to_string).collect();
-                    write!(f, "{separator}({})", values.join(", "))?;
-                }
-                Ok(())
+                write_rows(f, rows)
+            }
+            RegionStatement::Unsplit { table, rows: None } => {
+                write!(f, "ALTER TABLE {table} UNSPLIT ALL")
+            }
+            RegionStatement::Unsplit {
+                table,
+                rows: Some(rows),
+            } => {
+                write!(f, "ALTER TABLE {table} UNSPLIT AT VALUES ")?;
+                write_rows(f, rows)
             }
         }
     }
+}
+
+fn write_rows(f: &mut std::fmt::Formatter<'_>, rows: &[Vec<ast::Expr>]) -> std::fmt::Result {
+    for (i, row) in rows.iter().enumerate() {
+        let separator = if i == 0 { "" } else { ", " };
+        let values: Vec<String> = row.iter().map(ast::Expr::to_string).collect();
+        write!(f, "{separator}({})", values.join(", "))?;
+    }
+    Ok(())
 }
 
 /// The region statement `statement` (the tokens of one statement, without its `;`) is, if its
@@ -77,6 +99,9 @@ pub fn recognize(statement: &[TokenWithSpan]) -> Option<SqlResult<RegionStatemen
         Some(show_regions(&mut parser))
     } else {
         let table = parser.parse_object_name(false).ok()?;
+        if take_word(&mut parser, "UNSPLIT") {
+            return Some(unsplit(&mut parser, table));
+        }
         if !take_word(&mut parser, "SPLIT") {
             return None;
         }
@@ -101,8 +126,27 @@ fn show_regions(parser: &mut Parser) -> SqlResult<RegionStatement> {
 
 fn split_at(parser: &mut Parser, table: ast::ObjectName) -> SqlResult<RegionStatement> {
     const FORM: &str = "ALTER TABLE name SPLIT AT VALUES (value, …) [, …]";
-    expect_word(parser, "AT", FORM)?;
-    expect_word(parser, "VALUES", FORM)?;
+    let rows = values_rows(parser, FORM)?;
+    Ok(RegionStatement::SplitAt { table, rows })
+}
+
+fn unsplit(parser: &mut Parser, table: ast::ObjectName) -> SqlResult<RegionStatement> {
+    const FORM: &str = "ALTER TABLE name UNSPLIT { AT VALUES (value, …) [, …] | ALL }";
+    if take_word(parser, "ALL") {
+        expect_end(parser, FORM)?;
+        return Ok(RegionStatement::Unsplit { table, rows: None });
+    }
+    let rows = values_rows(parser, FORM)?;
+    Ok(RegionStatement::Unsplit {
+        table,
+        rows: Some(rows),
+    })
+}
+
+/// `AT VALUES (value, …) [, …]` to the end of the statement.
+fn values_rows(parser: &mut Parser, form: &str) -> SqlResult<Vec<Vec<ast::Expr>>> {
+    expect_word(parser, "AT", form)?;
+    expect_word(parser, "VALUES", form)?;
     let rows = parser
         .parse_comma_separated(|p| {
             p.expect_token(&Token::LParen)?;
@@ -111,8 +155,8 @@ fn split_at(parser: &mut Parser, table: ast::ObjectName) -> SqlResult<RegionStat
             Ok(values)
         })
         .map_err(syntax_error)?;
-    expect_end(parser, FORM)?;
-    Ok(RegionStatement::SplitAt { table, rows })
+    expect_end(parser, form)?;
+    Ok(rows)
 }
 
 /// An unquoted word, in any case.
@@ -244,6 +288,29 @@ mod tests {
             "ALTER TABLE t SPLIT AT VALUES ()",
             "ALTER TABLE t SPLIT AT VALUES (1) (2)",
             "ALTER TABLE t SPLIT AT VALUES (1) ORDER BY 1",
+        ] {
+            let error = recognized(sql).unwrap().unwrap_err();
+            assert_eq!(error.code, sqlstate::SYNTAX_ERROR, "{sql}: {error}");
+        }
+    }
+
+    #[test]
+    fn unsplit_takes_rows_or_all() {
+        let Some(Ok(RegionStatement::Unsplit { table, rows: None })) =
+            recognized("alter table t unsplit all")
+        else {
+            panic!("not UNSPLIT ALL");
+        };
+        assert_eq!(table.to_string(), "t");
+        let Some(Ok(statement)) = recognized("ALTER TABLE t UNSPLIT AT VALUES (5), (7)") else {
+            panic!("not UNSPLIT AT");
+        };
+        assert_eq!(statement.to_string(), "ALTER TABLE t UNSPLIT AT VALUES (5), (7)");
+        for sql in [
+            "ALTER TABLE t UNSPLIT",
+            "ALTER TABLE t UNSPLIT ALL 1",
+            "ALTER TABLE t UNSPLIT AT (1)",
+            "ALTER TABLE t UNSPLIT AT VALUES",
         ] {
             let error = recognized(sql).unwrap().unwrap_err();
             assert_eq!(error.code, sqlstate::SYNTAX_ERROR, "{sql}: {error}");

@@ -30,6 +30,8 @@ struct Model {
     /// The `[start, end)` of every `regions` call.
     scans: Vec<(Vec<u8>, Vec<u8>)>,
     refuse_splits: bool,
+    /// The `[start, end)` of every `unsplit` call.
+    unsplits: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Model {
@@ -114,6 +116,21 @@ impl RegionAdmin for ModelRegions {
             }
         }
         Ok(regions)
+    }
+
+    fn unsplit(&self, start: &[u8], end: &[u8]) -> KvResult<Vec<Vec<u8>>> {
+        let mut model = self.0.lock().unwrap();
+        model.unsplits.push((start.to_vec(), end.to_vec()));
+        // Every asked-for split key in the range is forgotten (the model keeps its regions).
+        let asked: std::collections::BTreeSet<Vec<u8>> = model
+            .splits
+            .iter()
+            .flat_map(|s| s.keys.iter().cloned())
+            .collect();
+        Ok(asked
+            .into_iter()
+            .filter(|k| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end))
+            .collect())
     }
 
     fn split_at(&self, keys: Vec<Vec<u8>>, wait: Option<Duration>) -> KvResult<()> {
@@ -444,4 +461,43 @@ fn split_at_refuses_what_insert_would_refuse() {
         error_code(&mut session, "ALTER TABLE accounts SPLIT AT VALUES (1)"),
         "58030"
     );
+}
+
+#[test]
+fn unsplit_forgets_the_splits_at_its_keys_or_inside_the_whole_table() {
+    let (regions, mut session) = database(vec![]);
+    ok(
+        &mut session,
+        "ALTER TABLE accounts SPLIT AT VALUES (10), (20), (30)",
+    );
+    assert_eq!(
+        rows(&mut session, "ALTER TABLE accounts UNSPLIT AT VALUES ('20')"),
+        ["/Table/accounts/20"]
+    );
+    let key = row_key(ACCOUNTS, [&Value::Int(20)]);
+    let mut past = key.clone();
+    past.push(0);
+    assert_eq!(regions.0.lock().unwrap().unsplits.last(), Some(&(key, past)));
+    // ALL: everything inside the table's rows, not the table's own start (nor other tables).
+    assert_eq!(
+        rows(&mut session, "alter table accounts unsplit all"),
+        [
+            "/Table/accounts/10",
+            "/Table/accounts/20",
+            "/Table/accounts/30"
+        ]
+    );
+    let mut inside = row_prefix(ACCOUNTS);
+    inside.push(0);
+    assert_eq!(
+        regions.0.lock().unwrap().unsplits.last(),
+        Some(&(inside, row_prefix_end(ACCOUNTS)))
+    );
+    for (sql, code) in [
+        ("ALTER TABLE accounts UNSPLIT AT VALUES ('abc')", "22P02"),
+        ("ALTER TABLE nope UNSPLIT ALL", "42P01"),
+        ("ALTER TABLE accounts UNSPLIT", "42601"),
+    ] {
+        assert_eq!(error_code(&mut session, sql), code, "{sql}");
+    }
 }

@@ -1,6 +1,6 @@
 //! [`RegionAdmin`]: what the SQL layer may see and ask of the cluster's regions — the list of
-//! regions over a key range (`SHOW REGIONS`) and splits at given keys (a new table's first
-//! key, `ALTER TABLE … SPLIT AT`). [`SchedulerRegions`] implements it over the scheduler's
+//! regions over a key range (`SHOW REGIONS`), splits at given keys (a new table's first
+//! key, `ALTER TABLE … SPLIT AT`) and forgetting them again (`… UNSPLIT`). [`SchedulerRegions`] implements it over the scheduler's
 //! cluster metadata, which is where region leaders report.
 //!
 //! Keys here are the key-value layer's user keys (the SQL layer's encoded row keys).
@@ -35,6 +35,9 @@ pub trait RegionAdmin: Send + Sync {
     /// (or fails with `Unavailable` when `wait` passes); without, returns at once (the
     /// splits happen with the regions' next heartbeats).
     fn split_at(&self, keys: Vec<Vec<u8>>, wait: Option<Duration>) -> KvResult<()>;
+    /// Forgets the splits asked for at keys in `[start, end)` (an empty `end`: unbounded):
+    /// those boundaries may merge away when their regions are small. Returns the keys.
+    fn unsplit(&self, start: &[u8], end: &[u8]) -> KvResult<Vec<Vec<u8>>>;
 }
 
 /// [`RegionAdmin`] over the scheduler.
@@ -53,6 +56,12 @@ fn scheduler_error(e: scheduler_api::ClusterError) -> KvError {
 }
 
 impl RegionAdmin for SchedulerRegions {
+    fn unsplit(&self, start: &[u8], end: &[u8]) -> KvResult<Vec<Vec<u8>>> {
+        self.cluster
+            .unsplit_regions(start, end)
+            .map_err(scheduler_error)
+    }
+
     fn regions(&self, start: &[u8], end: &[u8]) -> KvResult<Vec<RegionSummary>> {
         let infos = self
             .cluster

@@ -213,6 +213,17 @@ impl ClusterApi for SchedulerClient {
         Ok(())
     }
 
+    fn unsplit_regions(&self, start: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>, ClusterError> {
+        let request = pb::UnsplitRegionsRequest {
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+        };
+        let response = self.call("unsplit_regions", |mut rpc| async move {
+            rpc.unsplit_regions(request).await
+        })?;
+        Ok(response.keys)
+    }
+
     fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError> {
         let response = self.call("remove_store", |mut rpc| async move {
             rpc.remove_store(pb::RemoveStoreRequest { store_id }).await
@@ -373,6 +384,13 @@ mod tests {
             &self,
             _: Request<pb::SplitRegionsRequest>,
         ) -> Result<Response<pb::SplitRegionsResponse>, Status> {
+            unimplemented()
+        }
+
+        async fn unsplit_regions(
+            &self,
+            _: Request<pb::UnsplitRegionsRequest>,
+        ) -> Result<Response<pb::UnsplitRegionsResponse>, Status> {
             unimplemented()
         }
 

@@ -55,6 +55,9 @@ pub trait ClusterApi: Send + Sync + 'static {
     ) -> Result<Vec<RegionInfo>, ClusterError>;
     /// Asks for the regions to be split at `keys` (carried out by their leaders, later).
     fn split_regions(&self, keys: Vec<Vec<u8>>) -> Result<(), ClusterError>;
+    /// Forgets the split keys asked for in `[start, end)` (empty `end`: unbounded), so their
+    /// boundaries may merge away; returns them.
+    fn unsplit_regions(&self, start: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>, ClusterError>;
     /// Drains a store (see `RemoveStore` in scheduler.proto); returns the regions left on it.
     fn remove_store(&self, store_id: u64) -> Result<u64, ClusterError>;
 }

@@ -94,6 +94,9 @@ pub(crate) fn execute(
         ParsedStatement::Regions(RegionStatement::SplitAt { table, rows }) => {
             regions::split_at(txn, context.regions, table, rows)
         }
+        ParsedStatement::Regions(RegionStatement::Unsplit { table, rows }) => {
+            regions::unsplit(txn, context.regions, table, rows.as_deref())
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! `SHOW REGIONS [FROM TABLE t]` and `ALTER TABLE t SPLIT AT VALUES …`: the cluster's regions
-//! as rows, and splits on demand.
+//! `SHOW REGIONS [FROM TABLE t]`, `ALTER TABLE t SPLIT AT VALUES …` and `… UNSPLIT`: the
+//! cluster's regions as rows, splits on demand, and letting them merge again.
 //!
 //! `SHOW REGIONS` returns one row per region in key order, as the scheduler last heard of it:
 //!
@@ -26,9 +26,14 @@
 //! row per key: `split_key` (text, as `SHOW REGIONS` writes keys), with the tag `SELECT n`.
 //! Tables without a primary key (hidden row IDs) cannot be split by value (0A000).
 //!
-//! Both act on the cluster, not in the transaction: a split happens even if the transaction
+//! `ALTER TABLE t UNSPLIT AT VALUES (v, …), …` and `ALTER TABLE t UNSPLIT ALL` (CockroachDB's
+//! syntax) forget splits asked for at those keys (or anywhere inside the table's rows, but
+//! never the table's own start): their regions are merged by the scheduler again once they
+//! are small. They return the keys forgotten (`key`, text), tag `SELECT n`.
+//!
+//! All of them act on the cluster, not in the transaction: a split happens even if the transaction
 //! around the statement rolls back (regions are placement, not data). A database without
-//! regions (in memory) refuses both with 0A000.
+//! regions (in memory) refuses them with 0A000.
 
 use std::time::Duration;
 
@@ -123,9 +128,50 @@ pub fn split_at(
 ) -> SqlResult<StatementResult> {
     let regions = require_regions(regions, "ALTER TABLE … SPLIT AT")?;
     let table = catalog::require_table(txn, &table_name(table)?)?;
+    let keys = split_keys(&table, rows, "SPLIT AT")?;
+    regions.split_at(keys.clone(), Some(SPLIT_WAIT))?;
+    Ok(key_rows(&table, "split_key", &keys))
+}
+
+/// `ALTER TABLE t UNSPLIT AT VALUES …` / `… UNSPLIT ALL`: the splits asked for at those keys
+/// (or at any key inside the table's rows; never the table's own start) are forgotten, so
+/// their regions may merge again once small. Returns the keys forgotten.
+pub fn unsplit(
+    txn: &mut dyn Transaction,
+    regions: Option<&dyn RegionAdmin>,
+    table: &ast::ObjectName,
+    rows: Option<&[Vec<ast::Expr>]>,
+) -> SqlResult<StatementResult> {
+    let regions = require_regions(regions, "ALTER TABLE … UNSPLIT")?;
+    let table = catalog::require_table(txn, &table_name(table)?)?;
+    let mut forgotten = Vec::new();
+    match rows {
+        Some(rows) => {
+            for key in split_keys(&table, rows, "UNSPLIT AT")? {
+                // Exactly this key: [key, key + \0).
+                let mut end = key.clone();
+                end.push(0);
+                forgotten.extend(regions.unsplit(&key, &end)?);
+            }
+        }
+        None => {
+            let mut start = row_prefix(table.id);
+            start.push(0);
+            forgotten.extend(regions.unsplit(&start, &row_prefix_end(table.id))?);
+        }
+    }
+    Ok(key_rows(&table, "key", &forgotten))
+}
+
+/// The row keys of `rows` of primary-key values, bound and coerced like INSERT's values.
+fn split_keys(
+    table: &catalog::Table,
+    rows: &[Vec<ast::Expr>],
+    what: &str,
+) -> SqlResult<Vec<Vec<u8>>> {
     if table.primary_key.is_empty() {
         return Err(SqlError::unsupported(format!(
-            "SPLIT AT on table \"{}\", which has no primary key",
+            "{what} on table \"{}\", which has no primary key",
             table.name
         )));
     }
@@ -135,7 +181,7 @@ pub fn split_at(
             return Err(SqlError::new(
                 sqlstate::SYNTAX_ERROR,
                 format!(
-                    "SPLIT AT has more expressions than primary key columns ({} for \"{}\")",
+                    "{what} has more expressions than primary key columns ({} for \"{}\")",
                     table.primary_key.len(),
                     table.name
                 ),
@@ -160,14 +206,18 @@ pub fn split_at(
         }
         keys.push(row_key(table.id, values.iter()));
     }
-    regions.split_at(keys.clone(), Some(SPLIT_WAIT))?;
-    let display = KeyDisplay::new([table]);
+    Ok(keys)
+}
+
+/// One row per key, in a text column `column`, written as `SHOW REGIONS` writes keys.
+fn key_rows(table: &catalog::Table, column: &str, keys: &[Vec<u8>]) -> StatementResult {
+    let display = KeyDisplay::new([table.clone()]);
     let rows: Vec<Vec<Option<String>>> = keys.iter().map(|k| vec![Some(display.key(k))]).collect();
-    Ok(StatementResult::Rows {
-        columns: vec![ColumnInfo::new("split_key", SqlType::Text)],
+    StatementResult::Rows {
+        columns: vec![ColumnInfo::new(column, SqlType::Text)],
         tag: format!("SELECT {}", rows.len()),
         rows,
-    })
+    }
 }
 
 #[cfg(test)]
