@@ -75,17 +75,14 @@ pub async fn run(
     let scheduler_dir = config.data_dir.join("scheduler");
     let tso = Arc::new(TimestampOracle::open(&scheduler_dir).map_err(|e| e.to_string())?);
     let ids = Arc::new(IdAllocator::open(&scheduler_dir).map_err(|e| e.to_string())?);
-    let metadata = Cluster::open(
-        &scheduler_dir,
-        {
-            let mut cluster_config = ClusterConfig {
-                max_replicas: 1,
-                ..ClusterConfig::default()
-            };
-            config.merge.apply(&mut cluster_config.merge);
-            cluster_config
-        },
-    )
+    let metadata = Cluster::open(&scheduler_dir, {
+        let mut cluster_config = ClusterConfig {
+            max_replicas: 1,
+            ..ClusterConfig::default()
+        };
+        config.merge.apply(&mut cluster_config.merge);
+        cluster_config
+    })
     .map_err(|e| e.to_string())?;
     let cluster: Arc<dyn ClusterApi> = Arc::new(LocalCluster::new(Arc::new(metadata), ids));
 

@@ -325,7 +325,10 @@ fn unsplit_regions_merge_back_and_every_row_stays() {
     c.ok(&format!("INSERT INTO t VALUES {}", values.join(", ")));
     c.ok("INSERT INTO u VALUES (1), (2)");
     let splits: Vec<String> = (1..10).map(|i| format!("({})", i * 20)).collect();
-    c.ok(&format!("ALTER TABLE t SPLIT AT VALUES {}", splits.join(", ")));
+    c.ok(&format!(
+        "ALTER TABLE t SPLIT AT VALUES {}",
+        splits.join(", ")
+    ));
     wait_for("ten regions of t", || {
         let regions = show_regions(&mut c, "SHOW REGIONS FROM TABLE t");
         (regions.len() == 10)
@@ -345,7 +348,10 @@ fn unsplit_regions_merge_back_and_every_row_stays() {
         assert!(Instant::now() < deadline, "not merged: {regions:#?}");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!((merged.start.as_str(), merged.end.as_str()), ("/Table/t", "/Max"));
+    assert_eq!(
+        (merged.start.as_str(), merged.end.as_str()),
+        ("/Table/t", "/Max")
+    );
     let all = settled_regions(&mut c);
     let bounds: Vec<(&str, &str)> = all
         .iter()

@@ -600,6 +600,7 @@ impl Cluster {
             approximate_size,
             approximate_keys,
             size_measured,
+            merging_into,
         } = request;
         let request_size = (approximate_size, approximate_keys);
         let region = region
@@ -679,6 +680,9 @@ impl Cluster {
         state.sizes.insert(region.id, request_size);
         state.pending.insert(region.id, pending_peers.clone());
         let split_key = self.wanted_split(&mut state, &region, now);
+        if merging_into != 0 {
+            self.keep_merging(&mut state, &region, merging_into, now);
+        }
 
         if let Some(op) = state.operators.get(&region.id) {
             // A balancing operator involving a store that went down is abandoned (its
@@ -912,9 +916,54 @@ impl Cluster {
         Ok(keys)
     }
 
+    /// A region reported frozen to merge into `target_id` gets its merge operators back if it
+    /// lost them (expired, or a restarted scheduler): whatever it was doing before, its merge
+    /// must finish (see `kv`'s `peer::merge`).
+    fn keep_merging(&self, state: &mut State, region: &Region, target_id: u64, now: Instant) {
+        let merging = state.operators.get(&region.id).is_some_and(
+            |op| matches!(&op.kind, OperatorKind::Merge { target } if target.id == target_id),
+        );
+        let Some(target) = state.meta.regions.get(&target_id).cloned() else {
+            return;
+        };
+        if !merging {
+            self.start_merge(state, region.id, target, now);
+        }
+    }
+
+    /// The two operators of a merge of `source_id` into `target`.
+    fn start_merge(&self, state: &mut State, source_id: u64, target: Region, now: Instant) {
+        let version = epoch(&target).version;
+        state.operators.insert(
+            target.id,
+            Operator::new(
+                OperatorKind::MergeTarget {
+                    source: source_id,
+                    version,
+                },
+                now,
+                self.config.operator_timeout,
+            ),
+        );
+        state.operators.insert(
+            source_id,
+            Operator::new(
+                OperatorKind::Merge { target },
+                now,
+                self.config.operator_timeout,
+            ),
+        );
+    }
+
     /// Whether `region` (healthy, with no operator) should merge into a neighbour (see
     /// [`crate::merge_checker`]); if so, puts the two operators in place.
-    fn check_merge(&self, state: &mut State, region: &Region, up: &BTreeMap<u64, u32>, now: Instant) {
+    fn check_merge(
+        &self,
+        state: &mut State,
+        region: &Region,
+        up: &BTreeMap<u64, u32>,
+        now: Instant,
+    ) {
         let merge = &self.config.merge;
         if merge.max_size == 0
             || state.operators.values().filter(|op| op.is_merge()).count() >= merge.max_merges
@@ -947,7 +996,10 @@ impl Cluster {
                 state
                     .meta
                     .by_start
-                    .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(region.start_key.as_slice())))
+                    .range::<[u8], _>((
+                        Bound::Unbounded,
+                        Bound::Excluded(region.start_key.as_slice()),
+                    ))
                     .next_back()
                     .map(|(_, id)| *id)
             })
@@ -963,26 +1015,7 @@ impl Cluster {
             return;
         };
         tracing::info!(source = region.id, target = target.id, "merging");
-        let version = epoch(&target).version;
-        state.operators.insert(
-            target.id,
-            Operator::new(
-                OperatorKind::MergeTarget {
-                    source: region.id,
-                    version,
-                },
-                now,
-                self.config.operator_timeout,
-            ),
-        );
-        state.operators.insert(
-            region.id,
-            Operator::new(
-                OperatorKind::Merge { target },
-                now,
-                self.config.operator_timeout,
-            ),
-        );
+        self.start_merge(state, region.id, target, now);
     }
 
     /// The smallest wanted split key strictly inside `region`, dropping wanted keys that are
@@ -1483,5 +1516,83 @@ mod tests {
         );
         assert_eq!(promote.peer, Some(learner));
         assert_eq!(heartbeat(&with_learner, t1), Some(promote));
+    }
+
+    #[test]
+    fn small_neighbours_merge_and_a_frozen_region_keeps_merging() {
+        let t0 = Instant::now();
+        let ids = IdAllocator::in_memory();
+        let config = ClusterConfig {
+            max_replicas: 2,
+            balance_interval: Duration::ZERO,
+            merge: MergeConfig {
+                split_merge_interval: Duration::ZERO,
+                ..MergeConfig::default()
+            },
+            ..ClusterConfig::default()
+        };
+        let (left, right) = (
+            region(1, (b"", b"m"), 2, 2, vec![peer(10, 1), peer(11, 2)]),
+            region(2, (b"m", b""), 2, 2, vec![peer(20, 1), peer(21, 2)]),
+        );
+        let measured = |r: &Region, leader: Peer, merging_into: u64| RegionHeartbeatRequest {
+            approximate_size: 100,
+            approximate_keys: 1,
+            size_measured: true,
+            merging_into,
+            ..report(r, &leader, 1)
+        };
+        let new_cluster = || {
+            let cluster = bootstrapped(config.clone(), (b"", b""), t0);
+            cluster.put_store(store(2), t0).unwrap();
+            cluster
+                .region_heartbeat(measured(&left, peer(10, 1), 0), &ids, t0)
+                .unwrap();
+            cluster
+        };
+        // The right region, small and settled, merges into the left: its leader first moves
+        // to the store of the left's leader, then it is asked to merge.
+        let cluster = new_cluster();
+        let answer = cluster
+            .region_heartbeat(measured(&right, peer(21, 2), 0), &ids, t0)
+            .unwrap();
+        assert_eq!(answer.transfer_leader, Some(peer(20, 1)));
+        let answer = cluster
+            .region_heartbeat(measured(&right, peer(20, 1), 0), &ids, t0)
+            .unwrap();
+        assert_eq!(answer.merge_target, Some(left.clone()));
+        // The left is held for the merge: no merge of its own, no other operator.
+        let answer = cluster
+            .region_heartbeat(measured(&left, peer(10, 1), 0), &ids, t0)
+            .unwrap();
+        assert_eq!(answer.merge_target, None);
+
+        // A sticky boundary is never merged across.
+        let cluster = new_cluster();
+        cluster.split_regions(vec![b"m".to_vec()], t0).unwrap();
+        for leader in [peer(21, 2), peer(20, 1)] {
+            let answer = cluster
+                .region_heartbeat(measured(&right, leader, 0), &ids, t0)
+                .unwrap();
+            assert_eq!((answer.merge_target, answer.transfer_leader), (None, None));
+        }
+        // ... but a region frozen to merge (its merge decided before a scheduler restart,
+        // say) is brought to its end whatever the checker would say now.
+        let frozen = region(2, (b"m", b""), 3, 3, vec![peer(20, 1), peer(21, 2)]);
+        let answer = cluster
+            .region_heartbeat(measured(&frozen, peer(21, 2), 1), &ids, t0)
+            .unwrap();
+        assert_eq!(answer.transfer_leader, Some(peer(20, 1)));
+        let answer = cluster
+            .region_heartbeat(measured(&frozen, peer(20, 1), 1), &ids, t0)
+            .unwrap();
+        assert_eq!(answer.merge_target, Some(left.clone()));
+        // The merged left's report drops the right, and its operator with it.
+        let merged = region(1, (b"", b""), 2, 4, vec![peer(10, 1), peer(11, 2)]);
+        cluster
+            .region_heartbeat(measured(&merged, peer(10, 1), 0), &ids, t0)
+            .unwrap();
+        assert_eq!(region_at(&cluster, b"z"), Some(1));
+        assert!(cluster.get_region_by_id(2).is_none());
     }
 }

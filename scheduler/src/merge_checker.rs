@@ -97,8 +97,8 @@ pub fn choose_target<'a>(
         .filter(|(_, target)| {
             // The key between them. (Compare the bounded ends: an empty key is the start of
             // the keyspace as a start and its end as an end.)
-            let target_follows = !source.region.end_key.is_empty()
-                && target.start_key == source.region.end_key;
+            let target_follows =
+                !source.region.end_key.is_empty() && target.start_key == source.region.end_key;
             let boundary = if target_follows {
                 &source.region.end_key
             } else {
@@ -222,13 +222,19 @@ mod tests {
             Some(3)
         );
         // Too big a source (bytes or keys), or too big a result.
-        assert_eq!(choose(candidate(&middle, 1001), candidate(&right, 10)), None);
+        assert_eq!(
+            choose(candidate(&middle, 1001), candidate(&right, 10)),
+            None
+        );
         let many_keys = Candidate {
             size: Some((10, 101)),
             ..candidate(&middle, 10)
         };
         assert_eq!(choose(many_keys, candidate(&right, 10)), None);
-        assert_eq!(choose(candidate(&middle, 900), candidate(&right, 4500)), None);
+        assert_eq!(
+            choose(candidate(&middle, 900), candidate(&right, 4500)),
+            None
+        );
         // Not measured, not settled (either side).
         let unmeasured = Candidate {
             size: None,
@@ -248,7 +254,10 @@ mod tests {
         );
         let mut learner = right.clone();
         learner.peers[0].learner = true;
-        assert_eq!(choose(candidate(&middle, 10), candidate(&learner, 10)), None);
+        assert_eq!(
+            choose(candidate(&middle, 10), candidate(&learner, 10)),
+            None
+        );
         // Merging disabled.
         let off = MergeConfig {
             max_size: 0,

@@ -118,6 +118,7 @@ impl Harness {
             term: report.term,
             approximate_keys: 0,
             size_measured: true,
+            merging_into: 0,
         };
         let response = self
             .cluster

@@ -305,7 +305,10 @@ mod tests {
         let Some(Ok(statement)) = recognized("ALTER TABLE t UNSPLIT AT VALUES (5), (7)") else {
             panic!("not UNSPLIT AT");
         };
-        assert_eq!(statement.to_string(), "ALTER TABLE t UNSPLIT AT VALUES (5), (7)");
+        assert_eq!(
+            statement.to_string(),
+            "ALTER TABLE t UNSPLIT AT VALUES (5), (7)"
+        );
         for sql in [
             "ALTER TABLE t UNSPLIT",
             "ALTER TABLE t UNSPLIT ALL 1",

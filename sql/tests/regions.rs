@@ -471,13 +471,19 @@ fn unsplit_forgets_the_splits_at_its_keys_or_inside_the_whole_table() {
         "ALTER TABLE accounts SPLIT AT VALUES (10), (20), (30)",
     );
     assert_eq!(
-        rows(&mut session, "ALTER TABLE accounts UNSPLIT AT VALUES ('20')"),
+        rows(
+            &mut session,
+            "ALTER TABLE accounts UNSPLIT AT VALUES ('20')"
+        ),
         ["/Table/accounts/20"]
     );
     let key = row_key(ACCOUNTS, [&Value::Int(20)]);
     let mut past = key.clone();
     past.push(0);
-    assert_eq!(regions.0.lock().unwrap().unsplits.last(), Some(&(key, past)));
+    assert_eq!(
+        regions.0.lock().unwrap().unsplits.last(),
+        Some(&(key, past))
+    );
     // ALL: everything inside the table's rows, not the table's own start (nor other tables).
     assert_eq!(
         rows(&mut session, "alter table accounts unsplit all"),

@@ -11,9 +11,9 @@ use proto::metapb::{Peer as PeerMeta, Region};
 use proto::scheduler::RegionHeartbeatRequest;
 use raft::MessageBody;
 
-use super::command::CommitMergeRequest;
 use super::Peer;
 use super::batch_system::BatchSystem;
+use super::command::CommitMergeRequest;
 use super::driver::{DriverConfig, PeerHandle, PeerMsg, StoreEvents};
 use super::peer::RegionSize;
 use super::peer_fsm::PeerFsm;

@@ -163,7 +163,10 @@ impl RaftCommand {
                 let merge = MergeState::decode(merge)?;
                 let source = Region::decode(&rest[4 + len..])
                     .map_err(|e| corrupt(&format!("merge source: {e}")))?;
-                Ok(RaftCommand::CommitMerge(CommitMergeRequest { source, merge }))
+                Ok(RaftCommand::CommitMerge(CommitMergeRequest {
+                    source,
+                    merge,
+                }))
             }
             other => Err(corrupt(&format!("unknown tag {other}"))),
         }
@@ -222,7 +225,10 @@ mod tests {
         let encoded = commit.encode();
         assert_eq!(RaftCommand::decode(&encoded).unwrap(), commit);
         for cut in [1, 3, 9, 20] {
-            assert!(RaftCommand::decode(&encoded[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                RaftCommand::decode(&encoded[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         assert!(RaftCommand::decode(&[TAG_PREPARE_MERGE, 0, 0]).is_err());
     }

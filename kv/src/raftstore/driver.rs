@@ -211,10 +211,8 @@ impl SharedState {
         self.term.store(peer.term(), Ordering::Release);
         self.local_reads
             .store(peer.serves_local_reads(), Ordering::Release);
-        self.merge_target.store(
-            peer.merging().map_or(0, |m| m.target.id),
-            Ordering::Release,
-        );
+        self.merge_target
+            .store(peer.merging().map_or(0, |m| m.target.id), Ordering::Release);
     }
 }
 

@@ -150,7 +150,11 @@ impl Stores {
             let waiting: Vec<_> = self
                 .peers
                 .values()
-                .filter_map(|p| p.merge_waiting_for_source().cloned().map(|r| (p.meta().store_id, r)))
+                .filter_map(|p| {
+                    p.merge_waiting_for_source()
+                        .cloned()
+                        .map(|r| (p.meta().store_id, r))
+                })
                 .collect();
             if waiting.is_empty() {
                 return;
@@ -166,7 +170,10 @@ impl Stores {
 
     fn holds(&self, store: u64, key: &str) -> bool {
         self.engines[&store]
-            .get(Cf::Default, &crate::mvcc::key::encode_user_key(key.as_bytes()))
+            .get(
+                Cf::Default,
+                &crate::mvcc::key::encode_user_key(key.as_bytes()),
+            )
             .unwrap()
             .is_some()
     }
@@ -182,7 +189,9 @@ fn a_merge_freezes_the_source_and_the_target_takes_over_on_every_store() {
     // PrepareMerge with a write right behind it in the log, and a membership change asked
     // for while it is not applied.
     let (prepared, prepare_outcome) = recorder();
-    stores.peer(21).propose_prepare_merge(target.clone(), prepared);
+    stores
+        .peer(21)
+        .propose_prepare_merge(target.clone(), prepared);
     let (written, write_outcome) = recorder();
     stores
         .peer(21)
@@ -211,7 +220,10 @@ fn a_merge_freezes_the_source_and_the_target_takes_over_on_every_store() {
     }
     stores.isolated.insert(23);
     stores.settle();
-    assert!(matches!(prepare_outcome.lock().unwrap().take(), Some(Ok(()))));
+    assert!(matches!(
+        prepare_outcome.lock().unwrap().take(),
+        Some(Ok(()))
+    ));
     assert!(
         matches!(
             write_outcome.lock().unwrap().take(),
@@ -254,15 +266,24 @@ fn a_merge_freezes_the_source_and_the_target_takes_over_on_every_store() {
     let (committed, commit_outcome) = recorder();
     stores.peer(11).propose_commit_merge(request, committed);
     stores.settle();
-    assert!(commit_outcome.lock().unwrap().is_none(), "waits for the source");
+    assert!(
+        commit_outcome.lock().unwrap().is_none(),
+        "waits for the source"
+    );
     stores.finish_merges();
-    assert!(matches!(commit_outcome.lock().unwrap().take(), Some(Ok(()))));
+    assert!(matches!(
+        commit_outcome.lock().unwrap().take(),
+        Some(Ok(()))
+    ));
 
     // Stores 1 and 2 are merged; store 3's source replica finishes once it hears from its
     // target replica, which is not isolated (only the source's peer 23 is).
     for store in 1..=3 {
         let merged = stores.peer(10 + store).region().clone();
-        assert!(merged.start_key.is_empty() && merged.end_key.is_empty(), "store {store}");
+        assert!(
+            merged.start_key.is_empty() && merged.end_key.is_empty(),
+            "store {store}"
+        );
         assert!(region::epoch(&merged).version > region::epoch(&frozen).version);
         assert!(stores.peer(20 + store).is_merged(), "store {store}");
         assert!(stores.holds(store, "a") && stores.holds(store, "x"));
@@ -280,7 +301,9 @@ fn a_commit_merge_against_a_changed_target_is_skipped_everywhere() {
     let mut stores = Stores::new();
     let planned = stores.peer(11).region().clone();
     let (prepared, _) = recorder();
-    stores.peer(21).propose_prepare_merge(planned.clone(), prepared);
+    stores
+        .peer(21)
+        .propose_prepare_merge(planned.clone(), prepared);
     stores.settle();
     let mut request = stores.peer(21).commit_merge_request().unwrap();
     // Planned against an older epoch of the target: refused at proposal and, were it in

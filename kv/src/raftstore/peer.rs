@@ -347,6 +347,7 @@ impl<E: Engine> Peer<E> {
             approximate_size: self.approximate.unwrap_or_default().bytes,
             approximate_keys: self.approximate.unwrap_or_default().keys,
             size_measured: self.approximate.is_some(),
+            merging_into: self.merging().map_or(0, |m| m.target.id),
             term: raft.term,
         })
     }

@@ -91,7 +91,10 @@ impl<E: Engine> Inner<E> {
         );
         let region_id = region.id;
         if self.is_merge_target(region_id) {
-            debug!(region_id, "no membership change while a region merges into it");
+            debug!(
+                region_id,
+                "no membership change while a region merges into it"
+            );
             return;
         }
         let callback = Box::new(move |result: KvResult<()>| match result {

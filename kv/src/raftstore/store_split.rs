@@ -106,7 +106,10 @@ impl<E: Engine> Inner<E> {
             return;
         }
         if self.is_merge_target(region.id) {
-            debug!(region_id = region.id, "no split while a region merges into it");
+            debug!(
+                region_id = region.id,
+                "no split while a region merges into it"
+            );
             return;
         }
         let plan = match plan_split(region, key, || {

@@ -104,7 +104,9 @@ impl<E: Engine> Peer<E> {
         let raft = &self.node.raft;
         let last = raft.log.last_index();
         if raft.has_pending_conf() || raft.lead_transferee.is_some() {
-            return callback(refuse("a membership change or transfer is under way".into()));
+            return callback(refuse(
+                "a membership change or transfer is under way".into(),
+            ));
         }
         let behind = raft
             .tracker
@@ -138,7 +140,8 @@ impl<E: Engine> Peer<E> {
         if self.merging().is_some() {
             return callback(Err(self.merging_error()));
         }
-        if let Err(why) = region::commit_merge(self.region(), &request.source, &request.merge.target)
+        if let Err(why) =
+            region::commit_merge(self.region(), &request.source, &request.merge.target)
         {
             return callback(Err(KvError::Server(format!("cannot merge: {why}"))));
         }
@@ -190,18 +193,18 @@ impl<E: Engine> Peer<E> {
         index: u64,
         term: u64,
     ) -> KvResult<()> {
-        let frozen = match region::prepare_merge(self.region(), &request.target, request.source_epoch)
-        {
-            Ok(frozen) if self.merging().is_none() => frozen,
-            Ok(_) => return Err(self.merging_error()),
-            Err(why) => {
-                tracing::info!(region_id = self.region_id, why, "prepare merge skipped");
-                return Err(KvError::EpochNotMatch {
-                    region_id: self.region_id,
-                    current: Some(Box::new(self.region().clone())),
-                });
-            }
-        };
+        let frozen =
+            match region::prepare_merge(self.region(), &request.target, request.source_epoch) {
+                Ok(frozen) if self.merging().is_none() => frozen,
+                Ok(_) => return Err(self.merging_error()),
+                Err(why) => {
+                    tracing::info!(region_id = self.region_id, why, "prepare merge skipped");
+                    return Err(KvError::EpochNotMatch {
+                        region_id: self.region_id,
+                        current: Some(Box::new(self.region().clone())),
+                    });
+                }
+            };
         tracing::info!(
             store_id = self.meta.store_id,
             region_id = self.region_id,
@@ -224,18 +227,18 @@ impl<E: Engine> Peer<E> {
         apply: &mut WriteBatch,
         request: &CommitMergeRequest,
     ) -> KvResult<CommitApply> {
-        let merged = match region::commit_merge(self.region(), &request.source, &request.merge.target)
-        {
-            Ok(merged) if self.merging().is_none() => merged,
-            Ok(_) => return Ok(CommitApply::Done(Err(self.merging_error()))),
-            Err(why) => {
-                tracing::info!(region_id = self.region_id, why, "commit merge skipped");
-                return Ok(CommitApply::Done(Err(KvError::EpochNotMatch {
-                    region_id: self.region_id,
-                    current: Some(Box::new(self.region().clone())),
-                })));
-            }
-        };
+        let merged =
+            match region::commit_merge(self.region(), &request.source, &request.merge.target) {
+                Ok(merged) if self.merging().is_none() => merged,
+                Ok(_) => return Ok(CommitApply::Done(Err(self.merging_error()))),
+                Err(why) => {
+                    tracing::info!(region_id = self.region_id, why, "commit merge skipped");
+                    return Ok(CommitApply::Done(Err(KvError::EpochNotMatch {
+                        region_id: self.region_id,
+                        current: Some(Box::new(self.region().clone())),
+                    })));
+                }
+            };
         let source_state = self
             .node
             .storage()
