@@ -18,7 +18,8 @@
 //!   named by the request after checking its epoch and keys.
 //! - [`transport`], [`wire`], [`grpc_transport`]: raft messages between stores.
 //! - [`region`]: region metadata and how membership changes and splits update it.
-//! - [`command`]: what a log entry carries (a write batch, or a split).
+//! - [`command`]: what a log entry carries (a write batch, a split, the two halves of a
+//!   merge).
 //! - [`split_check`]: measuring a region and choosing its split key; `store_split`: the
 //!   store's split thread, the peers a split creates, messages that arrive before them.
 //! - [`write_batcher`]: group commit of all the store's peers' batches (one write, one fsync).
@@ -52,7 +53,12 @@
 //! when it applies (it was computed before the split) is skipped on every replica alike, and
 //! its proposer learns EpochNotMatch, so no key is ever written through two regions.
 //!
-//! Not here: region merge.
+//! # Merges
+//!
+//! A small region (the source) hands its range to an adjacent one (the target) whose
+//! replicas are on the same stores: a PrepareMerge in the source's log freezes it, a
+//! CommitMerge in the target's log extends the target once the source's replica on each
+//! store has ended (its data stays, now the target's). See `peer::merge`.
 
 pub mod batch_system;
 #[cfg(test)]

@@ -32,7 +32,15 @@
 //! See `store_split`: the split-check thread, the peers splits create, and messages for a
 //! region that arrive before this store applied the split creating it.
 //!
-//! Not here: region merge, balancing leaders.
+//! # Merges
+//!
+//! The scheduler's answer may ask a source region's leader to merge into a target
+//! ([`Inner::ask_merge`]); the two regions' replicas on a store talk through the store
+//! ([`StoreEvents::commit_merge`], [`StoreEvents::finish_merge`]), and a region that a
+//! local region is frozen to merge into is not split nor changed in membership meanwhile
+//! ([`Inner::is_merge_target`]). See `peer::merge`.
+//!
+//! Not here: balancing leaders (the scheduler decides; a leader hands over on request).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Sender};
