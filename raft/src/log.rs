@@ -1,7 +1,8 @@
 //! The Raft log: entries in storage (persisted) followed by unstable entries (not yet handed
 //! to the application for persistence), plus the commit and apply indexes.
 //!
-//! Invariants: `applied <= committed <= last_index()`; unstable entries are contiguous and
+//! Invariants: `applied <= applying <= committed <= last_index()` (`applying`: the last entry
+//! handed to the application, which may apply it asynchronously); unstable entries are contiguous and
 //! start right after the last persisted entry that still agrees with them; a pending
 //! (unstable) snapshot replaces everything before it.
 
@@ -17,6 +18,8 @@ pub struct RaftLog<S: Storage> {
     offset: Index,
     pub committed: Index,
     pub applied: Index,
+    /// The last committed entry handed out for applying (at least `applied`).
+    pub applying: Index,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -32,6 +35,7 @@ impl<S: Storage> RaftLog<S> {
             offset,
             committed: committed.max(applied),
             applied,
+            applying: applied,
         })
     }
 
@@ -223,7 +227,7 @@ impl<S: Storage> RaftLog<S> {
 
     /// Committed entries not yet handed out for applying.
     pub fn next_committed_entries(&self, max_size: u64) -> Vec<Entry> {
-        let low = (self.applied + 1).max(self.first_index());
+        let low = (self.applying + 1).max(self.first_index());
         if self.committed < low {
             return Vec::new();
         }
@@ -235,6 +239,12 @@ impl<S: Storage> RaftLog<S> {
         if index > self.applied {
             self.applied = index.min(self.committed);
         }
+        self.applying = self.applying.max(self.applied);
+    }
+
+    /// Committed entries up to `index` were handed out to be applied (asynchronously).
+    pub fn applying_to(&mut self, index: Index) {
+        self.applying = self.applying.max(index.min(self.committed));
     }
 
     pub fn unstable_entries(&self) -> &[Entry] {
@@ -276,6 +286,7 @@ impl<S: Storage> RaftLog<S> {
     pub fn restore(&mut self, snapshot: Snapshot) {
         self.committed = snapshot.meta.index;
         self.applied = self.applied.min(self.committed);
+        self.applying = self.applying.min(self.committed);
         self.unstable.clear();
         self.offset = snapshot.meta.index + 1;
         self.pending_snapshot = Some(snapshot);

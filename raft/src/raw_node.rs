@@ -17,6 +17,8 @@
 //!            once their index is applied;
 //!         node.advance(ready);
 //!     }
+//!     (or: hand ready.committed_entries to another thread, call
+//!      node.advance_applying_elsewhere(ready), and node.applied_to(index) once applied)
 //! }
 //! ```
 //!
@@ -153,7 +155,7 @@ impl<S: Storage> RawNode<S> {
             || self.raft.hard_state() != self.prev_hard
             || !log.unstable_entries().is_empty()
             || log.pending_snapshot().is_some()
-            || log.committed > log.applied.max(log.first_index() - 1)
+            || log.committed > log.applying.max(log.first_index() - 1)
             || !self.raft.msgs.is_empty()
             || !self.raft.read_states.is_empty()
     }
@@ -194,6 +196,26 @@ impl<S: Storage> RawNode<S> {
         }
     }
 
+    /// Like [`RawNode::advance`], except that the committed entries of `ready` were only
+    /// handed out to be applied elsewhere (an apply pool): the next Ready starts after them,
+    /// and the application reports their applying with [`RawNode::applied_to`] later. Entries
+    /// it dropped from `ready.committed_entries` (a suffix) are handed out again.
+    pub fn advance_applying_elsewhere(&mut self, mut ready: Ready) {
+        let committed = std::mem::take(&mut ready.committed_entries);
+        self.advance(ready);
+        if let Some(last) = committed.last() {
+            self.raft.log.applying_to(last.index);
+        }
+    }
+
+    /// The application applied every committed entry up to `index`.
+    pub fn applied_to(&mut self, index: Index) {
+        if index > self.raft.log.applied {
+            self.raft.log.applied_to(index);
+            self.raft.on_applied();
+        }
+    }
+
     pub fn status(&self) -> Status {
         Status {
             id: self.raft.id,
@@ -214,5 +236,86 @@ impl<S: Storage> RawNode<S> {
 
     pub fn storage_mut(&mut self) -> &mut S {
         &mut self.raft.log.storage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    /// Persists a Ready into `node`'s storage; returns its committed entries' indexes.
+    fn persist(node: &mut RawNode<MemStorage>, ready: &Ready) -> Vec<Index> {
+        let storage = node.storage_mut();
+        if let Some(hard) = &ready.hard_state {
+            storage.set_hard_state(hard.clone());
+        }
+        storage.append(&ready.entries).unwrap();
+        ready.committed_entries.iter().map(|e| e.index).collect()
+    }
+
+    #[test]
+    fn entries_applied_elsewhere_are_handed_out_once_and_count_as_applied_when_reported() {
+        let storage = MemStorage::new_with_conf(ConfState::with_voters([1]));
+        let mut node = RawNode::new(Config::new(1), storage).unwrap();
+        node.campaign();
+        let mut handed_out = Vec::new();
+        for value in [b"a".to_vec(), b"b".to_vec()] {
+            while node.has_ready() {
+                let ready = node.ready();
+                handed_out.extend(persist(&mut node, &ready));
+                node.advance_applying_elsewhere(ready);
+            }
+            node.propose(value).unwrap();
+        }
+        while node.has_ready() {
+            let ready = node.ready();
+            handed_out.extend(persist(&mut node, &ready));
+            node.advance_applying_elsewhere(ready);
+        }
+        // The leader's empty entry and both proposals, each handed out exactly once.
+        assert_eq!(handed_out, vec![1, 2, 3]);
+        assert_eq!(node.status().commit, 3);
+        assert_eq!(node.status().applied, 0, "nothing reported applied yet");
+        assert!(
+            !node.has_ready(),
+            "handed-out entries are not handed out again"
+        );
+        node.applied_to(2);
+        assert_eq!(node.status().applied, 2);
+        node.applied_to(3);
+        assert_eq!(node.status().applied, 3);
+        assert!(!node.has_ready());
+    }
+
+    #[test]
+    fn entries_dropped_from_a_ready_are_handed_out_again() {
+        let storage = MemStorage::new_with_conf(ConfState::with_voters([1]));
+        let mut node = RawNode::new(Config::new(1), storage).unwrap();
+        node.campaign();
+        node.propose(b"a".to_vec()).unwrap();
+        node.propose(b"b".to_vec()).unwrap();
+        let mut first = Vec::new();
+        while node.has_ready() {
+            let mut ready = node.ready();
+            persist(&mut node, &ready);
+            if first.is_empty() && !ready.committed_entries.is_empty() {
+                // The application takes only the first committed entry this time.
+                ready.committed_entries.truncate(1);
+                first.push(ready.committed_entries[0].index);
+                node.advance_applying_elsewhere(ready);
+                break;
+            }
+            node.advance_applying_elsewhere(ready);
+        }
+        assert!(node.has_ready(), "the rest is still to hand out");
+        let again: Vec<Index> = node
+            .ready()
+            .committed_entries
+            .iter()
+            .map(|e| e.index)
+            .collect();
+        assert_eq!(first.len(), 1);
+        assert_eq!(again.first(), Some(&(first[0] + 1)));
     }
 }

@@ -34,9 +34,10 @@
 //! [`BatchSystem::poll_until_idle`]. With a transport that queues messages for the test to
 //! deliver, a multi-region cluster then runs as a function of its inputs and its seed.
 //!
-//! Deliberately not here: applying committed entries on a separate pool (TiKV's apply
-//! system). A peer applies in the completion phase of its poll, so one slow apply delays the
-//! other peers of its batch (not the other pollers).
+//! The system also holds the store's [`ApplyPool`] (see `apply`): in the completion phase a
+//! peer hands its committed writes to the pool's workers instead of writing them itself, so
+//! a slow apply holds up neither its batch nor the peer's own ticks and elections. Manual
+//! driving runs the pool's tasks too.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -45,6 +46,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::apply::ApplyPool;
 use super::driver::PeerMsg;
 use super::write_batcher::RaftWriter;
 use crate::storage::WriteBatch;
@@ -323,19 +325,23 @@ impl Pool {
 /// A store's pool of pollers and its clock.
 pub struct BatchSystem {
     pool: Arc<Pool>,
+    apply: Arc<ApplyPool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     clock_stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl BatchSystem {
-    /// Starts `pollers` poller threads and a clock ticking every `tick`.
+    /// Starts `pollers` poller threads, `appliers` apply workers and a clock ticking every
+    /// `tick`.
     pub fn start(
         writer: Arc<dyn RaftWriter>,
         pollers: usize,
+        appliers: usize,
         tick: Duration,
         slow_tick_every: u64,
     ) -> BatchSystem {
-        let system = BatchSystem::manual(writer, slow_tick_every);
+        let mut system = BatchSystem::manual(Arc::clone(&writer), slow_tick_every);
+        system.apply = Arc::new(ApplyPool::start(writer, appliers));
         let mut threads = lock(&system.threads);
         for i in 0..pollers.max(1) {
             let pool = Arc::clone(&system.pool);
@@ -389,6 +395,7 @@ impl BatchSystem {
     /// A pool without threads, driven by the caller (see the module docs).
     pub fn manual(writer: Arc<dyn RaftWriter>, slow_tick_every: u64) -> BatchSystem {
         BatchSystem {
+            apply: Arc::new(ApplyPool::manual(Arc::clone(&writer))),
             pool: Arc::new(Pool {
                 id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
                 ready: Mutex::new(VecDeque::new()),
@@ -404,8 +411,23 @@ impl BatchSystem {
         }
     }
 
+    /// The store's apply workers, for its peers (see `apply`).
+    pub fn apply_pool(&self) -> Arc<ApplyPool> {
+        Arc::clone(&self.apply)
+    }
+
     /// Parks `fsm` in a new mailbox and schedules its first poll.
     pub fn spawn(&self, region_id: u64, fsm: Box<dyn Fsm>) -> Arc<Mailbox> {
+        self.spawn_with(region_id, |_| fsm)
+    }
+
+    /// Like [`BatchSystem::spawn`], for a peer that needs its own mailbox (to send itself
+    /// messages from other threads): `make` builds it given the mailbox.
+    pub fn spawn_with(
+        &self,
+        region_id: u64,
+        make: impl FnOnce(Weak<Mailbox>) -> Box<dyn Fsm>,
+    ) -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox {
             region_id,
             queue: Mutex::new(Queue {
@@ -417,9 +439,10 @@ impl BatchSystem {
             ticks: AtomicU32::new(0),
             hibernating: AtomicBool::new(false),
             ended: AtomicBool::new(false),
-            fsm: Mutex::new(Some(fsm)),
+            fsm: Mutex::new(None),
             pool: Arc::downgrade(&self.pool),
         });
+        *lock(&mailbox.fsm) = Some(make(Arc::downgrade(&mailbox)));
         if self.pool.stopping.load(Ordering::Acquire) {
             mailbox.close();
             lock(&mailbox.fsm).take();
@@ -435,8 +458,20 @@ impl BatchSystem {
         self.pool.tick();
     }
 
-    /// Polls on the calling thread until no peer has input left (manual driving).
+    /// Polls on the calling thread until no peer has input left and no apply task is
+    /// queued (manual driving).
     pub fn poll_until_idle(&self) {
+        loop {
+            self.poll_raft_until_idle();
+            if !self.apply.run_pending() {
+                break;
+            }
+        }
+    }
+
+    /// Polls like [`BatchSystem::poll_until_idle`] but runs no apply task: a test's stalled
+    /// apply workers.
+    pub fn poll_raft_until_idle(&self) {
         let previous = POLLER_OF.with(|p| p.replace(self.pool.id));
         while let Some(batch) = self.pool.take_batch(false) {
             self.pool.poll(batch);
@@ -468,6 +503,9 @@ impl BatchSystem {
             mailbox.close();
             lock(&mailbox.fsm).take();
         }
+        // What the peers handed to the apply workers is written before the store is gone
+        // (a store reopened on the same engine must find it there).
+        self.apply.shutdown();
     }
 }
 

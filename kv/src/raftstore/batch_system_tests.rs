@@ -2,7 +2,8 @@
 //! every message until the test delivers it, and no thread but the test's. The runs are
 //! deterministic (same seed, same messages); they check hibernation — quiet regions stop
 //! ticking and talking, wake for work, elect a new leader when theirs is gone — and that a
-//! woken leader serves no read by a lease it may have lost while it slept.
+//! woken leader serves no read by a lease it may have lost while it slept; and that a stalled
+//! apply holds up no election, heartbeat or commit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use super::batch_system::BatchSystem;
 use super::command::CommitMergeRequest;
 use super::driver::{DriverConfig, PeerHandle, PeerMsg, StoreEvents};
 use super::peer::RegionSize;
-use super::peer_fsm::PeerFsm;
+use super::peer_fsm;
 use super::region::{self, whole_keyspace};
 use super::transport::{RaftEnvelope, Transport};
 use super::write_batcher::DirectWriter;
@@ -64,6 +65,8 @@ struct Sim {
     stores: BTreeMap<u64, SimStore>,
     /// Stores whose messages are dropped both ways, and which the clock skips.
     down: BTreeSet<u64>,
+    /// Stores whose apply workers are stalled: their peers' committed writes wait.
+    stalled_applies: BTreeSet<u64>,
     /// Every message delivered: (from store, to store, kind).
     trace: Vec<(u64, u64, &'static str)>,
 }
@@ -118,14 +121,14 @@ impl Sim {
             };
             let peer = Peer::open(Arc::clone(&engine), &region, me, raft).unwrap();
             let events = Arc::new(SimEvents::default());
-            let (fsm, state, destroying) = PeerFsm::new(
+            let (mailbox, state, destroying) = peer_fsm::spawn(
+                &system,
                 peer,
                 Arc::clone(&transport) as Arc<dyn Transport>,
                 Arc::clone(&events) as Arc<dyn StoreEvents>,
                 config.clone(),
                 super::split_check::SplitConfig::default().check_diff(),
             );
-            let mailbox = system.spawn(1, Box::new(fsm));
             let peer = PeerHandle::new(id, state, destroying, mailbox, &config);
             stores.insert(
                 id,
@@ -141,6 +144,7 @@ impl Sim {
             transport,
             stores,
             down: BTreeSet::new(),
+            stalled_applies: BTreeSet::new(),
             trace: Vec::new(),
         }
     }
@@ -152,7 +156,11 @@ impl Sim {
                 if self.down.contains(id) {
                     continue;
                 }
-                store.system.poll_until_idle();
+                if self.stalled_applies.contains(id) {
+                    store.system.poll_raft_until_idle();
+                } else {
+                    store.system.poll_until_idle();
+                }
                 // Split checks measure an empty region at once.
                 for region in std::mem::take(&mut *store.events.checks.lock().unwrap()) {
                     let version = region::epoch(&region).version;
@@ -244,6 +252,19 @@ impl Sim {
             .get(Cf::Default, &crate::mvcc::key::encode_user_key(key))
             .unwrap()
             .is_some()
+    }
+
+    /// The Raft status of store `id`'s replica (its apply workers are not run meanwhile).
+    fn raft_status(&self, id: u64) -> raft::Status {
+        let slot = Arc::new(Mutex::new(None));
+        let answer = Arc::clone(&slot);
+        self.stores[&id]
+            .peer
+            .send(PeerMsg::Status(Box::new(move |status| {
+                *answer.lock().unwrap() = Some(status.raft)
+            })));
+        self.stores[&id].system.poll_raft_until_idle();
+        slot.lock().unwrap().take().expect("the peer answers")
     }
 
     fn sent_since(&self, mark: usize) -> Vec<&'static str> {
@@ -343,4 +364,41 @@ fn runs_are_deterministic_from_their_seed() {
         sim.trace
     };
     assert_eq!(run(3), run(3));
+}
+
+#[test]
+fn a_stalled_apply_holds_up_no_election_and_no_commit() {
+    let mut sim = Sim::new(3, 13);
+    sim.elect(1);
+    let term = sim.raft_status(1).term;
+    // The leader's apply workers stall: its Raft loop goes on. Writes commit (the followers
+    // apply them) but wait to apply on the leader, whose proposers wait with them.
+    sim.stalled_applies.insert(1);
+    let b = sim.write(1, b"b");
+    let c = sim.write(1, b"c");
+    let mark = sim.trace.len();
+    sim.tick(100); // Ten election timeouts.
+    assert!(b.lock().unwrap().is_none() && c.lock().unwrap().is_none());
+    assert!(!sim.holds(1, b"b") && !sim.holds(1, b"c"));
+    assert!((2..=3).all(|id| sim.holds(id, b"b") && sim.holds(id, b"c")));
+    let status = sim.raft_status(1);
+    assert_eq!((sim.leader(), status.term), (Some(1), term), "no election");
+    assert!(
+        status.commit > status.applied,
+        "committed, not applied: {status:?}"
+    );
+    let sent = sim.sent_since(mark);
+    assert!(sent.iter().all(|k| *k != "election"), "{sent:?}");
+    assert!(
+        sent.contains(&"heartbeat"),
+        "the leader keeps heartbeating: {sent:?}"
+    );
+    // The apply workers resume: the writes apply and their proposers learn so.
+    sim.stalled_applies.clear();
+    sim.settle();
+    assert!(matches!(*b.lock().unwrap(), Some(Ok(()))));
+    assert!(matches!(*c.lock().unwrap(), Some(Ok(()))));
+    assert!(sim.holds(1, b"b") && sim.holds(1, b"c"));
+    let status = sim.raft_status(1);
+    assert_eq!(status.commit, status.applied);
 }

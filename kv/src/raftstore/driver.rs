@@ -17,6 +17,7 @@ use proto::scheduler::RegionHeartbeatRequest;
 use raft::Message;
 use std::sync::RwLock;
 
+use super::apply::Applied;
 use super::batch_system::Mailbox;
 use super::command::{CommitMergeRequest, SplitRequest};
 use super::peer::RegionSize;
@@ -68,6 +69,8 @@ pub enum PeerMsg {
     /// The peer was removed from its region (a newer membership says so): destroy its data
     /// and end.
     Destroy,
+    /// The apply pool wrote the peer's committed writes up to here (see `apply`).
+    Applied(Applied),
     /// Asks for the peer's state (tests, operators).
     Status(Box<dyn FnOnce(PeerStatus) + Send>),
     Stop,
@@ -124,6 +127,8 @@ pub struct DriverConfig {
     /// Poller threads of a store's pool (more than cores: a poller waits for its batch's
     /// synced write).
     pub pollers: usize,
+    /// Apply workers of a store (see `apply`).
+    pub appliers: usize,
     /// Whether quiet regions hibernate (see `peer_fsm`).
     pub hibernate: bool,
     /// A leader quiet for this many ticks hibernates.
@@ -155,6 +160,7 @@ impl Default for DriverConfig {
         DriverConfig {
             tick: Duration::from_millis(100),
             pollers: 8,
+            appliers: 2,
             hibernate: true,
             hibernate_after_ticks: 30,
             slow_tick_every: 10,

@@ -60,6 +60,7 @@
 //! CommitMerge in the target's log extends the target once the source's replica on each
 //! store has ended (its data stays, now the target's). See `peer::merge`.
 
+pub mod apply;
 pub mod batch_system;
 #[cfg(test)]
 mod batch_system_tests;

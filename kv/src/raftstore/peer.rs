@@ -28,13 +28,13 @@ use raft::{Config, EntryKind, Message, RaftError, RawNode, Role};
 mod merge;
 
 use super::PeerStorage;
+use super::apply::{self, Applied, ApplyPool, ApplyTask, Proposal, WriteEntry};
 use super::command::{CommitMergeRequest, RaftCommand, SplitRequest};
 use super::region::{self, ChangePeer};
 use super::transport::RaftEnvelope;
 use super::write_batcher::{DirectWriter, RaftWriter};
 use crate::error::{KvError, KvResult};
-use crate::mvcc::key::encode_user_key;
-use crate::storage::{Cf, Engine, Modify, WriteBatch};
+use crate::storage::{Engine, WriteBatch};
 use crate::txn::ReadFence;
 
 /// Entries a leader transfer's target may lag behind (see [`Peer::transfer_leader`]).
@@ -46,12 +46,6 @@ pub type Callback = Box<dyn FnOnce(KvResult<()>) + Send>;
 /// Called once when a linearizable read may proceed on this replica's engine (with the
 /// applied index it may read at), or with why it cannot.
 pub type ReadCallback = Box<dyn FnOnce(KvResult<ReadFence>) + Send>;
-
-struct Proposal {
-    index: u64,
-    term: u64,
-    callback: Callback,
-}
 
 pub struct Peer<E: Engine> {
     region_id: u64,
@@ -97,7 +91,15 @@ pub struct Peer<E: Engine> {
     merge_wait: Option<CommitMergeRequest>,
     /// This (source) replica ended as merged into its target.
     merged: bool,
+    /// Where committed writes are applied, and how their result comes back to this peer
+    /// (see `apply`); None: applied here, in `finish_ready`.
+    apply_pool: Option<(Arc<ApplyPool>, ApplyReply)>,
+    /// The last entry of the task in the apply pool, while one is in flight.
+    applying: Option<u64>,
 }
+
+/// Hands an apply task's result back to its peer.
+pub type ApplyReply = Arc<dyn Fn(Applied) + Send + Sync>;
 
 /// A region's measured data: bytes over the data column families, and user keys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,6 +148,8 @@ impl<E: Engine> Peer<E> {
             pending_ready: None,
             merge_wait: None,
             merged: false,
+            apply_pool: None,
+            applying: None,
         })
     }
 
@@ -153,6 +157,19 @@ impl<E: Engine> Peer<E> {
     pub fn with_writer(mut self, writer: Arc<dyn RaftWriter>) -> Self {
         self.writer = writer;
         self
+    }
+
+    /// Applies committed writes on `pool` (see `apply`); `reply` must bring each task's
+    /// result to [`Peer::on_applied`].
+    pub fn with_apply_pool(mut self, pool: Arc<ApplyPool>, reply: ApplyReply) -> Self {
+        self.apply_pool = Some((pool, reply));
+        self
+    }
+
+    /// Whether a task of this peer is in the apply pool: until its result comes back, the
+    /// peer must not compact its log, apply a snapshot or destroy its data.
+    pub fn is_applying(&self) -> bool {
+        self.applying.is_some()
     }
 
     pub fn region_id(&self) -> u64 {
@@ -249,6 +266,7 @@ impl<E: Engine> Peer<E> {
     fn is_quiet(&self) -> bool {
         let log = &self.node.raft.log;
         self.pending_ready.is_none()
+            && self.applying.is_none()
             && !self.node.has_ready()
             && self.proposals.is_empty()
             && self.reads.is_empty()
@@ -646,7 +664,11 @@ impl<E: Engine> Peer<E> {
 
     /// Raft log GC: compacts the log up to the applied index once more than `max_entries`
     /// applied entries are kept, so `applied - truncated` stays within `max_entries`.
+    /// Not while a task is in the apply pool (which owns the apply state meanwhile).
     pub fn maybe_compact_log(&mut self, max_entries: u64, max_bytes: u64) -> KvResult<()> {
+        if self.applying.is_some() {
+            return Ok(());
+        }
         let (truncated, _) = self.node.storage().truncated();
         let applied = self.node.raft.log.applied;
         let too_long = applied.saturating_sub(truncated) > max_entries;
@@ -712,6 +734,10 @@ impl<E: Engine> Peer<E> {
         if self.pending_ready.is_some() || !self.node.has_ready() {
             return Ok(false);
         }
+        if self.applying.is_some() && self.node.raft.log.pending_snapshot().is_some() {
+            // A snapshot replaces the data a task in the apply pool is writing: wait for it.
+            return Ok(false);
+        }
         let mut ready = self.node.ready();
         // Only while committing needs another voter's acknowledgement: a single voter's own
         // copy is a quorum, so its messages may already carry a commit index covering
@@ -746,15 +772,89 @@ impl<E: Engine> Peer<E> {
         }
         // 2. Apply committed entries: each entry's data and the applied index together. A
         //    CommitMerge whose source has not ended on this store stops the applying there:
-        //    the entries from it on are handed out again by a later Ready.
+        //    the entries from it on are handed out again by a later Ready. With an apply
+        //    pool, runs of writes go to the pool instead (see `apply`): nothing while a task
+        //    is in flight, and an admin entry only once no task is.
+        let use_pool = self.apply_pool.is_some() && self.merging().is_none();
         let mut applied_to = Vec::new();
-        let mut applied_count = 0;
+        let mut handed_out: Vec<WriteEntry> = Vec::new();
+        let mut taken = 0;
         for entry in &ready.committed_entries {
-            let mut apply = WriteBatch::new();
-            let mut outcome = Ok(());
-            match entry.kind {
+            if self.applying.is_some() || self.removed {
+                break;
+            }
+            let command = match entry.kind {
                 EntryKind::Normal if !entry.data.is_empty() => {
-                    outcome = match RaftCommand::decode(&entry.data)? {
+                    Some(RaftCommand::decode(&entry.data)?)
+                }
+                _ => None,
+            };
+            if use_pool {
+                let write = match (&entry.kind, command) {
+                    (EntryKind::Normal, None) => Some(None),
+                    (_, Some(RaftCommand::Write(batch))) => Some(Some(batch)),
+                    (_, other) => {
+                        if !handed_out.is_empty() {
+                            // The admin entry waits for the run before it to apply.
+                            break;
+                        }
+                        if !self.apply_entry(entry, other, &mut applied_to)? {
+                            break;
+                        }
+                        taken += 1;
+                        continue;
+                    }
+                };
+                handed_out.push(WriteEntry {
+                    index: entry.index,
+                    term: entry.term,
+                    batch: write.flatten(),
+                });
+                taken += 1;
+                continue;
+            }
+            if !self.apply_entry(entry, command, &mut applied_to)? {
+                break;
+            }
+            taken += 1;
+        }
+        ready.committed_entries.truncate(taken);
+        self.publish_region();
+        for read in &ready.read_states {
+            if let Some(position) = self.reads.iter().position(|(c, _, _)| *c == read.context) {
+                let (_, term, callback) = self.reads.swap_remove(position);
+                self.ready_reads.push((read.index, term, callback));
+            }
+        }
+        self.node.advance_applying_elsewhere(ready);
+        if let Some(&(index, _, _)) = applied_to.last() {
+            self.node.applied_to(index);
+        }
+        for (index, term, outcome) in applied_to {
+            apply::complete_proposals(&mut self.proposals, self.region_id, index, term, outcome);
+        }
+        if let Some(last) = handed_out.last().map(|e| e.index) {
+            self.hand_out(handed_out, last);
+        }
+        self.serve_ready_reads();
+        Ok(())
+    }
+
+    /// Applies one committed entry here (an admin entry, or any entry without an apply pool)
+    /// with its applied index; `applied_to` gets its outcome. False: applying stops before
+    /// it (a CommitMerge waiting for its source; the entry comes again in a later Ready).
+    fn apply_entry(
+        &mut self,
+        entry: &raft::Entry,
+        command: Option<RaftCommand>,
+        applied_to: &mut Vec<(u64, u64, KvResult<()>)>,
+    ) -> KvResult<bool> {
+        let mut apply = WriteBatch::new();
+        let mut outcome = Ok(());
+        match entry.kind {
+            EntryKind::Normal => {
+                if let Some(command) = command {
+                    outcome = match command {
                         RaftCommand::Write(batch) => self.apply_write(&mut apply, batch),
                         RaftCommand::Split(request) => self.apply_split(&mut apply, &request)?,
                         RaftCommand::PrepareMerge(request) => {
@@ -763,57 +863,84 @@ impl<E: Engine> Peer<E> {
                         RaftCommand::CommitMerge(request) => {
                             match self.apply_commit_merge(&mut apply, &request)? {
                                 merge::CommitApply::Done(outcome) => outcome,
-                                merge::CommitApply::Wait => break,
+                                merge::CommitApply::Wait => return Ok(false),
                             }
                         }
                     };
                 }
-                EntryKind::Normal => {}
-                EntryKind::ConfChange => {
-                    let change = ChangePeer::from_entry(&entry.data)?;
-                    let conf = self.node.apply_conf_change(change.raft_change());
-                    let region = change.apply_to(self.region());
-                    let storage = self.node.storage_mut();
-                    storage.set_conf_state(&mut apply, conf);
-                    storage.set_region(&mut apply, region);
-                    match &change {
-                        ChangePeer::Remove(p) if p.id == self.meta.id => self.removed = true,
-                        ChangePeer::Remove(p) => self.removed_peers.push(*p),
-                        _ => {}
-                    }
+            }
+            EntryKind::ConfChange => {
+                let change = ChangePeer::from_entry(&entry.data)?;
+                let conf = self.node.apply_conf_change(change.raft_change());
+                let region = change.apply_to(self.region());
+                let storage = self.node.storage_mut();
+                storage.set_conf_state(&mut apply, conf);
+                storage.set_region(&mut apply, region);
+                match &change {
+                    ChangePeer::Remove(p) if p.id == self.meta.id => self.removed = true,
+                    ChangePeer::Remove(p) => self.removed_peers.push(*p),
+                    _ => {}
                 }
             }
-            self.node.storage_mut().set_applied(&mut apply, entry.index);
-            if self.removed {
-                // This replica's end: its data, raft state and tombstone go in the same batch
-                // as the removal itself, so a crash cannot leave a replica that is neither
-                // running nor destroyed. Later entries are no longer this replica's business.
-                self.node.storage_mut().destroy(&mut apply)?;
-                self.destroying
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                self.destroyed = true;
-                self.writer.write(apply)?;
-                self.publish_region();
-                applied_to.push((entry.index, entry.term, outcome));
-                applied_count += 1;
-                break;
-            }
+        }
+        self.node.storage_mut().set_applied(&mut apply, entry.index);
+        if self.removed {
+            // This replica's end: its data, raft state and tombstone go in the same batch as
+            // the removal itself, so a crash cannot leave a replica that is neither running
+            // nor destroyed. Later entries are no longer this replica's business.
+            self.node.storage_mut().destroy(&mut apply)?;
+            self.destroying
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.destroyed = true;
+            self.writer.write(apply)?;
+        } else {
             self.writer.write_unsynced(apply)?;
-            applied_to.push((entry.index, entry.term, outcome));
-            applied_count += 1;
         }
-        ready.committed_entries.truncate(applied_count);
-        self.publish_region();
-        for read in &ready.read_states {
-            if let Some(position) = self.reads.iter().position(|(c, _, _)| *c == read.context) {
-                let (_, term, callback) = self.reads.swap_remove(position);
-                self.ready_reads.push((read.index, term, callback));
-            }
+        applied_to.push((entry.index, entry.term, outcome));
+        Ok(true)
+    }
+
+    /// Hands a run of committed writes ending at `last` to the apply pool, with their
+    /// proposals.
+    fn hand_out(&mut self, entries: Vec<WriteEntry>, last: u64) {
+        let Some((pool, reply)) = &self.apply_pool else {
+            return;
+        };
+        let mut proposals = VecDeque::new();
+        while self.proposals.front().is_some_and(|p| p.index <= last) {
+            proposals.extend(self.proposals.pop_front());
         }
-        self.node.advance(ready);
-        for (index, term, outcome) in applied_to {
-            self.complete_proposals(index, term, outcome);
+        let reply = Arc::clone(reply);
+        pool.submit(ApplyTask {
+            region: self.region().clone(),
+            state: self.node.storage().apply_state(),
+            entries,
+            proposals,
+            done: Box::new(move |applied| reply(applied)),
+        });
+        self.applying = Some(last);
+    }
+
+    /// The apply pool wrote this peer's task (see `apply`): the applied index moves, and
+    /// the reads waiting for it proceed. An error is a storage failure (stop the peer).
+    pub fn on_applied(&mut self, applied: Applied) -> KvResult<()> {
+        if self.applying != Some(applied.index) {
+            return Err(KvError::Server(format!(
+                "region {}: apply result for index {} unexpected (in flight: {:?})",
+                self.region_id, applied.index, self.applying
+            )));
         }
+        self.applying = None;
+        applied.result?;
+        self.node.storage_mut().applied_elsewhere(applied.index);
+        self.node.applied_to(applied.index);
+        self.written_since_check = self.written_since_check.saturating_add(applied.written);
+        self.serve_ready_reads();
+        Ok(())
+    }
+
+    /// Answers the reads whose read index is applied (see [`Peer::read_index`]).
+    fn serve_ready_reads(&mut self) {
         let applied = self.node.raft.log.applied;
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads)
             .into_iter()
@@ -822,11 +949,15 @@ impl<E: Engine> Peer<E> {
         if self.removed {
             // Its data is gone: waiting reads fail when the replica is destroyed.
             self.ready_reads.extend(now);
-            return Ok(());
+            return;
         }
         let current_term = self.node.raft.term;
         for (_, term, callback) in now {
-            if term == current_term {
+            if self.merging().is_some() {
+                // Frozen for a merge since the read was granted: the range may soon be
+                // another region's.
+                callback(Err(self.merging_error()));
+            } else if term == current_term {
                 callback(Ok(ReadFence { term }));
             } else {
                 callback(Err(KvError::StaleCommand {
@@ -834,49 +965,15 @@ impl<E: Engine> Peer<E> {
                 }));
             }
         }
-        Ok(())
     }
 
     /// Applies a write batch if every data key lies in the region (see [`RaftCommand`]);
     /// otherwise applies nothing of it and answers EpochNotMatch. Every replica decides alike.
     fn apply_write(&mut self, apply: &mut WriteBatch, batch: WriteBatch) -> KvResult<()> {
-        let region = self.region();
-        if self.merging().is_some() {
-            // Proposed before the region froze for a merge: skipped alike everywhere.
-            return Err(KvError::EpochNotMatch {
-                region_id: self.region_id,
-                current: Some(Box::new(region.clone())),
-            });
-        }
-        let whole = region.start_key.is_empty() && region.end_key.is_empty();
-        if !whole {
-            let start = encode_user_key(&region.start_key);
-            let end = (!region.end_key.is_empty()).then(|| encode_user_key(&region.end_key));
-            let outside = batch.modifies().iter().any(|modify| {
-                let (cf, key) = match modify {
-                    Modify::Put { cf, key, .. } | Modify::Delete { cf, key } => (*cf, key),
-                };
-                cf == Cf::Raft
-                    || key.as_slice() < start.as_slice()
-                    || end.as_ref().is_some_and(|end| key >= end)
-            });
-            if outside {
-                return Err(KvError::EpochNotMatch {
-                    region_id: self.region_id,
-                    current: Some(Box::new(region.clone())),
-                });
-            }
-        }
-        self.written_since_check = self.written_since_check.saturating_add(
-            batch
-                .modifies()
-                .iter()
-                .map(|m| match m {
-                    Modify::Put { key, value, .. } => (key.len() + value.len()) as u64,
-                    Modify::Delete { key, .. } => key.len() as u64,
-                })
-                .sum::<u64>(),
-        );
+        apply::check_write(self.region(), self.merging().is_some(), &batch)?;
+        self.written_since_check = self
+            .written_since_check
+            .saturating_add(apply::written_bytes(&batch));
         apply.extend(batch);
         Ok(())
     }
@@ -921,23 +1018,5 @@ impl<E: Engine> Peer<E> {
         self.approximate = None;
         self.written_since_check = u64::MAX / 2;
         Ok(Ok(()))
-    }
-
-    /// Completes the proposals at or below an applied entry: the one at `index` gets its
-    /// apply outcome if its term matches; others were overwritten by a later leader.
-    fn complete_proposals(&mut self, index: u64, term: u64, outcome: KvResult<()>) {
-        let mut outcome = Some(outcome);
-        while self.proposals.front().is_some_and(|p| p.index <= index) {
-            let Some(proposal) = self.proposals.pop_front() else {
-                break;
-            };
-            if proposal.index == index && proposal.term == term {
-                (proposal.callback)(outcome.take().unwrap_or(Ok(())));
-            } else {
-                (proposal.callback)(Err(KvError::StaleCommand {
-                    region_id: self.region_id,
-                }));
-            }
-        }
     }
 }

@@ -50,10 +50,11 @@ use raft::{Message, MessageBody};
 use tracing::{debug, info, warn};
 
 use super::Peer;
-use super::batch_system::Fsm;
+use super::batch_system::{BatchSystem, Fsm, Mailbox};
 use super::driver::{
     DriverConfig, MAX_PENDING_PROPOSALS, PeerMsg, PeerStatus, SharedState, StoreEvents,
 };
+use super::peer::ApplyReply;
 use super::region;
 use super::transport::{RaftEnvelope, Transport};
 use crate::error::KvError;
@@ -96,6 +97,9 @@ pub struct PeerFsm<E: Engine> {
     /// Ticks since this peer last nudged the other side of a merge (see `peer::merge`).
     ticks_since_merge_nudge: u64,
     hibernation: Hibernation,
+    /// A destruction asked for while a task of this peer was in the apply pool: done once
+    /// its result is back (the task writes into the data the destruction deletes).
+    destroy_after_apply: bool,
 }
 
 impl<E: Engine> PeerFsm<E> {
@@ -123,6 +127,7 @@ impl<E: Engine> PeerFsm<E> {
             ticks_since_check: 0,
             ticks_since_merge_nudge: MERGE_NUDGE_TICKS,
             hibernation: Hibernation::default(),
+            destroy_after_apply: false,
         };
         (fsm, shared, destroying)
     }
@@ -356,6 +361,37 @@ impl<E: Engine> PeerFsm<E> {
     }
 }
 
+/// Starts `peer` on `system`, applying its committed writes on the system's apply pool;
+/// returns its mailbox, its shared state and its destroy flag (for its `PeerHandle`).
+pub fn spawn<E: Engine>(
+    system: &BatchSystem,
+    peer: Peer<E>,
+    transport: Arc<dyn Transport>,
+    events: Arc<dyn StoreEvents>,
+    config: DriverConfig,
+    split_check_diff: u64,
+) -> (Arc<Mailbox>, Arc<SharedState>, Arc<AtomicBool>) {
+    let region_id = peer.region_id();
+    let apply_pool = system.apply_pool();
+    let mut made = None;
+    let mailbox = system.spawn_with(region_id, |mailbox| {
+        // An apply task's result comes back through the peer's mailbox (dropped if the
+        // peer has ended).
+        let reply: ApplyReply = Arc::new(move |applied| {
+            if let Some(mailbox) = mailbox.upgrade() {
+                mailbox.send(PeerMsg::Applied(applied));
+            }
+        });
+        let peer = peer.with_apply_pool(apply_pool, reply);
+        let (fsm, state, destroying) =
+            PeerFsm::new(peer, transport, events, config, split_check_diff);
+        made = Some((state, destroying));
+        Box::new(fsm)
+    });
+    let (state, destroying) = made.expect("spawn_with builds the peer");
+    (mailbox, state, destroying)
+}
+
 /// Sends a peer's raft messages through `transport`.
 fn sender<E: Engine>(transport: &dyn Transport) -> impl FnMut(&Peer<E>, Vec<Message>) + '_ {
     move |peer, messages| {
@@ -376,6 +412,7 @@ impl<E: Engine> Fsm for PeerFsm<E> {
                 message,
                 PeerMsg::LeaderHibernates { .. }
                     | PeerMsg::SplitChecked(..)
+                    | PeerMsg::Applied(_)
                     | PeerMsg::Status(_)
                     | PeerMsg::Unreachable(_)
                     | PeerMsg::Raft(
@@ -446,6 +483,26 @@ impl<E: Engine> Fsm for PeerFsm<E> {
                     region: self.peer.region().clone(),
                     hibernating: self.hibernation.asleep,
                 }),
+                PeerMsg::Applied(applied) => {
+                    if let Err(e) = self.peer.on_applied(applied) {
+                        warn!(region_id, error = %e, "peer stopped: applying failed");
+                        return self.stop();
+                    }
+                    if self.destroy_after_apply {
+                        self.destroy("stale replica");
+                        return false;
+                    }
+                    // Nothing is in flight now: the log may be compacted (under a steady
+                    // load, the next task leaves the pool again in this very poll).
+                    if let Err(e) = self
+                        .peer
+                        .maybe_compact_log(self.config.log_gc_limit, self.config.log_gc_size_limit)
+                    {
+                        warn!(region_id, error = %e, "peer stopped: storage failure");
+                        return self.stop();
+                    }
+                }
+                PeerMsg::Destroy if self.peer.is_applying() => self.destroy_after_apply = true,
                 PeerMsg::Destroy => {
                     self.destroy("stale replica");
                     return false;

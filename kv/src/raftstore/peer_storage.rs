@@ -273,6 +273,17 @@ impl<E: Engine> PeerStorage<E> {
         self.apply.applied
     }
 
+    /// The apply state as persisted last (applied index and truncation point).
+    pub fn apply_state(&self) -> ApplyState {
+        self.apply
+    }
+
+    /// Entries up to `applied` were applied, with their apply state, by the apply pool
+    /// (`apply`): only the cache moves.
+    pub fn applied_elsewhere(&mut self, applied: Index) {
+        self.apply.applied = self.apply.applied.max(applied);
+    }
+
     pub fn truncated(&self) -> (Index, Term) {
         (self.apply.truncated_index, self.apply.truncated_term)
     }

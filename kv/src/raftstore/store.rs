@@ -57,7 +57,6 @@ use super::batch_system::BatchSystem;
 use super::command::CommitMergeRequest;
 use super::driver::{DriverConfig, PeerHandle, PeerMsg, StoreEvents};
 use super::keys;
-use super::peer_fsm::PeerFsm;
 use super::region::{self, RegionLocalState};
 use super::split_check::SplitConfig;
 use super::store_split::{SplitTask, split_loop};
@@ -177,6 +176,7 @@ impl<E: Engine> Store<E> {
         let system = BatchSystem::start(
             Arc::clone(&writer) as Arc<dyn RaftWriter>,
             config.driver.pollers,
+            config.driver.appliers,
             config.driver.tick,
             config.driver.slow_tick_every,
         );
@@ -486,14 +486,14 @@ impl<E: Engine> Inner<E> {
         .with_writer(Arc::clone(&self.writer) as Arc<dyn RaftWriter>);
         let events: Arc<dyn StoreEvents> = Arc::new(Events(Arc::downgrade(self)));
         let peer_id = me.id;
-        let (fsm, state, destroying) = PeerFsm::new(
+        let (mailbox, state, destroying) = super::peer_fsm::spawn(
+            &self.system,
             peer,
             Arc::clone(&self.transport),
             events,
             self.config.driver.clone(),
             self.config.split.check_diff(),
         );
-        let mailbox = self.system.spawn(region.id, Box::new(fsm));
         let handle = PeerHandle::new(peer_id, state, destroying, mailbox, &self.config.driver);
         self.lock_peers().insert(region.id, handle.clone());
         Ok(handle)
