@@ -246,3 +246,66 @@ fn the_scheduler_merges_small_regions_of_one_store() {
 fn the_scheduler_merges_small_regions_of_three_stores() {
     scheduler_merges(3);
 }
+
+/// A replica that misses the end of a merge and the target's log (compacted meanwhile)
+/// catches up by a snapshot of the merged region, whose range covers the source replica still
+/// running on its store: that replica must end (keeping its data, which the snapshot replaces)
+/// before the snapshot applies, or it would live on as a second owner of the range.
+#[test]
+fn a_replica_that_missed_the_merge_catches_up_by_snapshot_and_its_source_ends() {
+    let cluster = TestCluster::with_config(3, 3, store_config(5));
+    let stores = cluster.store_ids();
+    let (one, three) = (stores[0], stores[2]);
+    let first = cluster.region_id();
+    cluster.wait_for_voters(first, 3);
+    let keys: Vec<String> = (0..40).map(key).collect();
+    write_keys(&cluster.client, &keys).unwrap();
+    let right = split_by_hand(&cluster, &key(20));
+    cluster.wait_for_regions(2);
+    cluster.transfer_leader(first, one);
+    cluster.transfer_leader(right, one);
+    cluster.wait_all_caught_up(&stores);
+    // The third store stops hearing the target region (the source's messages still flow):
+    // its source replica takes part in the PrepareMerge, its target replica misses the
+    // CommitMerge and what follows.
+    cluster.network.cut_region(first, three);
+    let target = cluster.store(one).peer(first).unwrap().region();
+    cluster
+        .store(one)
+        .peer(right)
+        .unwrap()
+        .prepare_merge(target)
+        .unwrap();
+    let merged = cluster.wait_for("the merged region", || {
+        let region = cluster.store(one).peer(first)?.region();
+        region.end_key.is_empty().then_some(region)
+    });
+    let merged_at = cluster
+        .store(one)
+        .peer(first)
+        .unwrap()
+        .status()
+        .unwrap()
+        .raft
+        .commit;
+    // Enough writes to the merged region that its log is compacted past the CommitMerge.
+    let later: Vec<String> = (0..40).map(|i| format!("{}-later", key(i))).collect();
+    write_keys(&cluster.client, &later).unwrap();
+    cluster.wait_for("the target's log compacted", || {
+        let status = cluster.store(one).peer(first)?.status()?;
+        (status.truncated >= merged_at).then_some(())
+    });
+    assert!(
+        cluster.store(three).peer(right).is_some(),
+        "the cut-off store still runs its replica of the source"
+    );
+    cluster.heal();
+    wait_merged_everywhere(&cluster, &stores, right, &merged);
+    cluster.wait_caught_up(first, three);
+    cluster.check_regions();
+    // The third store's replica serves everything: make it the leader and read.
+    cluster.transfer_leader(first, three);
+    let found = read_all(&cluster.fresh_client());
+    assert_holds(&found, &keys);
+    assert_holds(&found, &later);
+}

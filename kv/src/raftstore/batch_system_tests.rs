@@ -51,6 +51,9 @@ impl StoreEvents for SimEvents {
     fn region_split(&self, _region: Region, _campaign: bool) {}
     fn commit_merge(&self, _request: CommitMergeRequest) {}
     fn finish_merge(&self, _request: CommitMergeRequest) {}
+    fn clear_range_for_snapshot(&self, _region: &Region) -> bool {
+        true
+    }
 }
 
 struct SimStore {

@@ -69,6 +69,9 @@ pub enum PeerMsg {
     /// The peer was removed from its region (a newer membership says so): destroy its data
     /// and end.
     Destroy,
+    /// A region with a newer epoch took over this replica's range (see
+    /// [`Peer::widening_snapshot`]): end, keeping the data (the snapshot replaces it).
+    Overtaken,
     /// The apply pool wrote the peer's committed writes up to here (see `apply`).
     Applied(Applied),
     /// Asks for the peer's state (tests, operators).
@@ -118,6 +121,10 @@ pub trait StoreEvents: Send + Sync + 'static {
     fn commit_merge(&self, request: CommitMergeRequest);
     /// A target's replica waits for the source's replica on this store to finish the merge.
     fn finish_merge(&self, request: CommitMergeRequest);
+    /// A replica's snapshot of `region` reaches beyond its current range: whether no other
+    /// replica on this store overlaps it any more. Those of older epochs are asked to end
+    /// (merge sources overtaken by it); the snapshot waits until they have.
+    fn clear_range_for_snapshot(&self, region: &Region) -> bool;
 }
 
 /// How peers run.

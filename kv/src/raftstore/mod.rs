@@ -9,7 +9,8 @@
 //!   membership changes update the region and its epoch.
 //! - [`driver`]: a peer's input, its handle, what it tells its store; [`batch_system`]: the
 //!   fixed pool of pollers (and the clock) that runs every peer of a store, persisting the
-//!   Readies of many peers in one write; `peer_fsm`: a peer as the pool drives it, and
+//!   Readies of many peers in one write; [`apply`]: the apply workers that write committed
+//!   writes apart from the pollers; `peer_fsm`: a peer as the pool drives it, and
 //!   hibernation of quiet regions.
 //! - [`store::Store`]: a node's peers — message routing, creation on demand, bootstrap,
 //!   destruction; `store_heartbeat`: heartbeats to the scheduler, its membership changes,

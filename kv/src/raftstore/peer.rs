@@ -465,6 +465,35 @@ impl<E: Engine> Peer<E> {
         self.node.report_snapshot(peer_id, success);
     }
 
+    /// The region of a snapshot waiting to be applied, if its range reaches beyond this
+    /// replica's region: it took over other regions' ranges (merges this store's replicas
+    /// of them may not have finished), whose replicas here must end before it applies.
+    pub fn widening_snapshot(&self) -> Option<Region> {
+        let snapshot = self.node.raft.log.pending_snapshot()?;
+        let theirs = super::peer_storage::snapshot_region(&snapshot.data).ok()?;
+        let mine = self.region();
+        let starts_before = theirs.start_key < mine.start_key;
+        let ends_after = !mine.end_key.is_empty()
+            && (theirs.end_key.is_empty() || theirs.end_key > mine.end_key);
+        (starts_before || ends_after).then_some(theirs)
+    }
+
+    /// Ends this replica, keeping its data, because a region with a newer epoch took over
+    /// its range ([`Peer::widening_snapshot`] on this store): a merge source whose merge this
+    /// replica never finished.
+    pub fn end_overtaken(&mut self) -> KvResult<()> {
+        if !self.destroyed {
+            let mut batch = WriteBatch::new();
+            self.node.storage_mut().destroy_overtaken(&mut batch)?;
+            self.destroying
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.writer.write(batch)?;
+            self.destroyed = true;
+        }
+        self.fail_everything_waiting();
+        Ok(())
+    }
+
     /// Deletes this (removed) replica's data and Raft state, leaving a tombstone.
     pub fn destroy(&mut self) -> KvResult<()> {
         if !self.destroyed {

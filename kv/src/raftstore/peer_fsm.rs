@@ -97,9 +97,9 @@ pub struct PeerFsm<E: Engine> {
     /// Ticks since this peer last nudged the other side of a merge (see `peer::merge`).
     ticks_since_merge_nudge: u64,
     hibernation: Hibernation,
-    /// A destruction asked for while a task of this peer was in the apply pool: done once
-    /// its result is back (the task writes into the data the destruction deletes).
-    destroy_after_apply: bool,
+    /// An end asked for while a task of this peer was in the apply pool (destroy, or end
+    /// overtaken): done once its result is back (the task writes into the region's data).
+    end_after_apply: Option<PeerMsg>,
 }
 
 impl<E: Engine> PeerFsm<E> {
@@ -127,7 +127,7 @@ impl<E: Engine> PeerFsm<E> {
             ticks_since_check: 0,
             ticks_since_merge_nudge: MERGE_NUDGE_TICKS,
             hibernation: Hibernation::default(),
-            destroy_after_apply: false,
+            end_after_apply: None,
         };
         (fsm, shared, destroying)
     }
@@ -142,6 +142,25 @@ impl<E: Engine> PeerFsm<E> {
         }
         self.shared.retire();
         self.events.peer_destroyed(region_id, peer_id);
+    }
+
+    /// Ends the peer as `message` (Destroy or Overtaken) asks. Returns false (ended).
+    fn end(&mut self, message: PeerMsg) -> bool {
+        if !matches!(message, PeerMsg::Overtaken) {
+            self.destroy("stale replica");
+            return false;
+        }
+        let (region_id, peer_id) = (self.region_id, self.peer.meta().id);
+        match self.peer.end_overtaken() {
+            Ok(()) => info!(
+                region_id,
+                peer_id, "a newer region took over this range: ended, its data kept"
+            ),
+            Err(e) => warn!(region_id, error = %e, "ending failed"),
+        }
+        self.shared.retire();
+        self.events.peer_destroyed(region_id, peer_id);
+        false
     }
 
     /// Ends the peer without destroying it (its persisted state stays).
@@ -488,9 +507,8 @@ impl<E: Engine> Fsm for PeerFsm<E> {
                         warn!(region_id, error = %e, "peer stopped: applying failed");
                         return self.stop();
                     }
-                    if self.destroy_after_apply {
-                        self.destroy("stale replica");
-                        return false;
+                    if let Some(end) = self.end_after_apply.take() {
+                        return self.end(end);
                     }
                     // Nothing is in flight now: the log may be compacted (under a steady
                     // load, the next task leaves the pool again in this very poll).
@@ -502,11 +520,10 @@ impl<E: Engine> Fsm for PeerFsm<E> {
                         return self.stop();
                     }
                 }
-                PeerMsg::Destroy if self.peer.is_applying() => self.destroy_after_apply = true,
-                PeerMsg::Destroy => {
-                    self.destroy("stale replica");
-                    return false;
+                PeerMsg::Destroy | PeerMsg::Overtaken if self.peer.is_applying() => {
+                    self.end_after_apply = Some(message)
                 }
+                PeerMsg::Destroy | PeerMsg::Overtaken => return self.end(message),
                 PeerMsg::Stop => return self.stop(),
             }
         }
@@ -521,6 +538,17 @@ impl<E: Engine> Fsm for PeerFsm<E> {
     }
 
     fn prepare(&mut self, batch: &mut WriteBatch) -> bool {
+        if let Some(region) = self.peer.widening_snapshot()
+            && !self.events.clear_range_for_snapshot(&region)
+        {
+            // Replicas of the regions it took over are still here: the snapshot waits (it is
+            // tried again on every tick).
+            debug!(
+                region_id = self.region_id,
+                "snapshot waits for overlapping replicas to end"
+            );
+            return true;
+        }
         match self
             .peer
             .prepare_ready(batch, &mut sender(self.transport.as_ref()))

@@ -244,6 +244,16 @@ impl<E: Engine> PeerStorage<E> {
         Ok(())
     }
 
+    /// Ends this replica because a snapshot of a region that took over its range (a merge
+    /// this replica never finished) is about to be applied here: like
+    /// [`PeerStorage::destroy_merged`], its data stays (the snapshot replaces it), its Raft
+    /// state goes, a tombstone stays.
+    pub fn destroy_overtaken(&mut self, batch: &mut WriteBatch) -> KvResult<()> {
+        self.delete_raft_state(batch)?;
+        self.put_region_state(batch, self.region.clone(), self.merging.clone(), true);
+        Ok(())
+    }
+
     fn delete_raft_state(&self, batch: &mut WriteBatch) -> KvResult<()> {
         let current = self.engine.snapshot();
         let from = keys::entry(self.region_id, 0);
@@ -550,6 +560,19 @@ fn encode_pair(out: &mut Vec<u8>, cf: Cf, key: &[u8], value: &[u8]) {
 
 /// One key-value pair of a snapshot, with its column family.
 type SnapshotPair = (Cf, Vec<u8>, Vec<u8>);
+
+/// The region a snapshot's data describes (its first part; see [`decode_snapshot_data`]).
+pub fn snapshot_region(data: &[u8]) -> KvResult<Region> {
+    let corrupt = || KvError::Corrupt("malformed snapshot data".into());
+    let len = u32::from_be_bytes(
+        data.get(..4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ) as usize;
+    let state = data.get(4..4 + len).ok_or_else(corrupt)?;
+    Ok(RegionLocalState::decode(state)?.region)
+}
 
 /// A snapshot's data: the region's state (length-prefixed [`RegionLocalState`]), then the
 /// pairs.

@@ -770,6 +770,12 @@ impl<E: Engine> StoreEvents for Events<E> {
         }
     }
 
+    fn clear_range_for_snapshot(&self, region: &Region) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|inner| inner.clear_range_for_snapshot(region))
+    }
+
     fn peer_destroyed(&self, region_id: u64, peer_id: u64) {
         // Called from the peer's own thread as it ends: the heartbeat thread drops the entry
         // (requests and deliveries already skip a replica whose thread is gone).

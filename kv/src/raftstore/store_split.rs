@@ -185,6 +185,48 @@ impl<E: Engine> Inner<E> {
             }
     }
 
+    /// Whether no replica here but `region`'s own overlaps `region`'s range, about to be
+    /// taken by a snapshot of it. Running replicas of older epochs (merge sources it took
+    /// over whose merge never finished here) are asked to end, keeping their data; a newer
+    /// one, or a persisted region not running, keeps the snapshot waiting.
+    pub(super) fn clear_range_for_snapshot(&self, region: &Region) -> bool {
+        let overlaps = |local: &Region| {
+            local.id != region.id
+                && region::ranges_overlap(
+                    &local.start_key,
+                    &local.end_key,
+                    &region.start_key,
+                    &region.end_key,
+                )
+        };
+        let version = region::epoch(region).version;
+        let mut clear = true;
+        for peer in self.lock_peers().values() {
+            if !peer.is_alive() {
+                continue;
+            }
+            let local = peer.region();
+            if !overlaps(&local) {
+                continue;
+            }
+            clear = false;
+            if region::epoch(&local).version < version {
+                info!(
+                    store_id = self.store_id,
+                    region_id = local.id,
+                    by = region.id,
+                    "replica overtaken by a snapshot of a region that took over its range"
+                );
+                peer.send(PeerMsg::Overtaken);
+            }
+        }
+        clear
+            && match self.local_regions() {
+                Ok(persisted) => !persisted.iter().any(overlaps),
+                Err(_) => false,
+            }
+    }
+
     /// Keeps a message for a region whose peer a split here will create.
     pub(super) fn keep_early_message(&self, envelope: RaftEnvelope) {
         let mut kept = self

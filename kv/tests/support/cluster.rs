@@ -44,11 +44,16 @@ struct Filters {
     groups: Vec<BTreeSet<u64>>,
     drop_percent: u64,
     rng: u64,
+    /// (region, store): that region's messages to and from that store are dropped.
+    cut_regions: BTreeSet<(u64, u64)>,
 }
 
 impl Filters {
-    fn blocks(&mut self, from: u64, to: u64) -> bool {
+    fn blocks(&mut self, region: u64, from: u64, to: u64) -> bool {
         if self.isolated.contains(&from) || self.isolated.contains(&to) {
+            return true;
+        }
+        if self.cut_regions.contains(&(region, from)) || self.cut_regions.contains(&(region, to)) {
             return true;
         }
         if !self.groups.is_empty() {
@@ -93,6 +98,11 @@ impl Network {
         self.filters().isolated.insert(store);
     }
 
+    /// Drops region `region`'s messages to and from store `store` (other regions still talk).
+    pub fn cut_region(&self, region: u64, store: u64) {
+        self.filters().cut_regions.insert((region, store));
+    }
+
     pub fn partition(&self, groups: &[&[u64]]) {
         self.filters().groups = groups.iter().map(|g| g.iter().copied().collect()).collect();
     }
@@ -108,6 +118,7 @@ impl Network {
         filters.isolated.clear();
         filters.groups.clear();
         filters.drop_percent = 0;
+        filters.cut_regions.clear();
     }
 }
 
@@ -130,7 +141,7 @@ impl Network {
 impl Transport for Network {
     fn send(&self, envelope: RaftEnvelope) {
         let (from, to) = (envelope.from_peer.store_id, envelope.to_peer.store_id);
-        if self.filters().blocks(from, to) {
+        if self.filters().blocks(envelope.region_id, from, to) {
             return;
         }
         if let Some(queue) = self

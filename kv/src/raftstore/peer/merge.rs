@@ -24,6 +24,13 @@
 //!    it on the target's word (the entry is committed: the source leader applied it), applies
 //!    it, then ends as merged. The target then applies the CommitMerge, in the batch with its
 //!    applied index; a crash in between finds the tombstone again on restart.
+//! 4. **A replica that missed the commit.** A target replica that fell behind while the
+//!    merge went on elsewhere, and whose leader compacted the log past the CommitMerge, gets
+//!    a snapshot of the merged region, whose range covers the source replica still on its
+//!    store (frozen, or never told). Before the snapshot applies, the store ends every
+//!    replica overlapping it with an older epoch, keeping the data (the snapshot replaces
+//!    it), so two replicas never claim one range (`Peer::widening_snapshot`,
+//!    `StoreEvents::clear_range_for_snapshot`, `PeerMsg::Overtaken`).
 //!
 //! # Invariants
 //!
