@@ -182,9 +182,10 @@ fn a_replica_down_during_the_merge_finishes_it_after_a_restart() {
 }
 
 /// The scheduler merges small neighbours back into fewer regions while a client keeps
-/// writing, except across a key a split was asked for through it (sticky).
-fn scheduler_merges(stores: usize) {
-    let cluster = TestCluster::with_scheduler(stores, stores, store_config(1000), |config| {
+/// writing, except across a key a split was asked for through it (sticky). With more stores
+/// than replicas, neighbours whose replicas are on different stores are aligned first.
+fn scheduler_merges(stores: usize, replicas: usize) {
+    let cluster = TestCluster::with_scheduler(stores, replicas, store_config(1000), |config| {
         config.merge = MergeConfig {
             max_size: 64 << 10,
             max_keys: 1000,
@@ -194,7 +195,7 @@ fn scheduler_merges(stores: usize) {
         };
     });
     let first = cluster.region_id();
-    cluster.wait_for_voters(first, stores);
+    cluster.wait_for_voters(first, replicas);
     let keys: Vec<String> = (0..50).map(key).collect();
     write_keys(&cluster.client, &keys).unwrap();
     // The sticky boundary, then boundaries of the raftstore's own.
@@ -239,12 +240,17 @@ fn scheduler_merges(stores: usize) {
 
 #[test]
 fn the_scheduler_merges_small_regions_of_one_store() {
-    scheduler_merges(1);
+    scheduler_merges(1, 1);
 }
 
 #[test]
 fn the_scheduler_merges_small_regions_of_three_stores() {
-    scheduler_merges(3);
+    scheduler_merges(3, 3);
+}
+
+#[test]
+fn the_scheduler_aligns_and_merges_small_regions_of_four_stores_with_three_replicas() {
+    scheduler_merges(4, 3);
 }
 
 /// A replica that misses the end of a merge and the target's log (compacted meanwhile)

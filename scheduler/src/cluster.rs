@@ -747,7 +747,7 @@ impl Cluster {
             // else for a merge.
             self.balance(&mut state, ids, now)?;
             if !state.operators.contains_key(&region.id) {
-                self.check_merge(&mut state, &region, &up, now);
+                self.check_merge(&mut state, &region, &up, ids, now)?;
             }
             if let Some(op) = state.operators.get(&region.id) {
                 let target_now = match &op.kind {
@@ -962,13 +962,14 @@ impl Cluster {
         state: &mut State,
         region: &Region,
         up: &BTreeMap<u64, u32>,
+        ids: &IdAllocator,
         now: Instant,
-    ) {
+    ) -> Result<(), ClusterError> {
         let merge = &self.config.merge;
         if merge.max_size == 0
             || state.operators.values().filter(|op| op.is_merge()).count() >= merge.max_merges
         {
-            return;
+            return Ok(());
         }
         let candidate = |id: u64| -> Option<Candidate<'_>> {
             let region = state.meta.regions.get(&id)?;
@@ -989,7 +990,7 @@ impl Cluster {
             })
         };
         let Some(source) = candidate(region.id) else {
-            return;
+            return Ok(());
         };
         let previous = (!region.start_key.is_empty())
             .then(|| {
@@ -1010,12 +1011,53 @@ impl Cluster {
             .flatten();
         let neighbours = [previous.and_then(candidate), next.and_then(candidate)];
         let sticky = |key: &[u8]| state.meta.sticky.contains(key);
-        let Some(target) = merge_checker::choose_target(source, neighbours, sticky, merge).cloned()
+        if let Some(target) = merge_checker::choose_target(source, neighbours, sticky, merge) {
+            let target = target.clone();
+            tracing::info!(source = region.id, target = target.id, "merging");
+            self.start_merge(state, region.id, target, now);
+            return Ok(());
+        }
+        // Replicas on other stores than the neighbour's: one replica move towards it (a
+        // balancing move, within their limit), then the merge on a later report.
+        let moving = state
+            .operators
+            .values()
+            .filter(|op| op.is_balance())
+            .count();
+        if moving >= self.config.max_balance_operators {
+            return Ok(());
+        }
+        let usable = |store: u64| up.contains_key(&store) && !state.meta.removed.contains(&store);
+        let Some(alignment) =
+            merge_checker::choose_alignment(source, neighbours, sticky, usable, merge)
         else {
-            return;
+            return Ok(());
         };
-        tracing::info!(source = region.id, target = target.id, "merging");
-        self.start_merge(state, region.id, target, now);
+        let (target_id, from_store, to_store) = (
+            alignment.target.id,
+            alignment.from_store,
+            alignment.to_store,
+        );
+        tracing::info!(
+            source = region.id,
+            target = target_id,
+            from_store,
+            to_store,
+            "moving a replica to merge"
+        );
+        let kind = OperatorKind::MovePeer {
+            from_store,
+            to: Peer {
+                id: ids.alloc(1)?,
+                store_id: to_store,
+                learner: false,
+            },
+        };
+        state.operators.insert(
+            region.id,
+            Operator::new(kind, now, self.config.move_timeout),
+        );
+        Ok(())
     }
 
     /// The smallest wanted split key strictly inside `region`, dropping wanted keys that are

@@ -12,10 +12,10 @@
 //! - the boundary between them is not *sticky*: a key a split was asked for (a table's start,
 //!   `ALTER TABLE … SPLIT AT`) stays a region boundary, so tables never share a region.
 //!
-//! Of two such neighbours the smaller one is the target. Bringing the replicas of two
-//! neighbours onto the same stores first (as PD does) is not done: balance-region moves
-//! replicas region by region, so in a cluster with more stores than replicas some small
-//! neighbours stay apart.
+//! Of two such neighbours the smaller one is the target. When the only neighbours that
+//! qualify have their replicas on other stores (a cluster with more stores than replicas),
+//! the source's replicas are moved onto the smaller one's stores first, one replica move at a
+//! time ([`choose_alignment`], as PD does), and it merges once they match.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -71,25 +71,77 @@ pub fn choose_target<'a>(
     sticky: impl Fn(&[u8]) -> bool,
     config: &MergeConfig,
 ) -> Option<&'a Region> {
+    eligible_neighbours(source, neighbours, sticky, config)
+        .into_iter()
+        .filter(|(_, n)| stores(n) == stores(source.region))
+        .min_by_key(|(target_bytes, _)| *target_bytes)
+        .map(|(_, target)| target)
+}
+
+/// A replica move that brings a small region's replicas onto its neighbour's stores, so that
+/// it can merge into it afterwards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alignment<'a> {
+    pub target: &'a Region,
+    /// The source's replica on this store (not one of the target's) moves …
+    pub from_store: u64,
+    /// … to this store (one of the target's, not the source's).
+    pub to_store: u64,
+}
+
+/// When `source` would merge into a neighbour but for their replicas being on different
+/// stores (PD's merge checker does the same): one replica move of the source towards the
+/// smaller such neighbour's stores. `usable` tells whether a store may take a replica.
+pub fn choose_alignment<'a>(
+    source: Candidate<'_>,
+    neighbours: [Option<Candidate<'a>>; 2],
+    sticky: impl Fn(&[u8]) -> bool,
+    usable: impl Fn(u64) -> bool,
+    config: &MergeConfig,
+) -> Option<Alignment<'a>> {
+    let mine = stores(source.region);
+    eligible_neighbours(source, neighbours, sticky, config)
+        .into_iter()
+        .filter(|(_, n)| stores(n) != mine)
+        .min_by_key(|(target_bytes, _)| *target_bytes)
+        .and_then(|(_, target)| {
+            let theirs = stores(target);
+            let from_store = *mine.difference(&theirs).next()?;
+            let to_store = theirs.difference(&mine).copied().find(|&s| usable(s))?;
+            Some(Alignment {
+                target,
+                from_store,
+                to_store,
+            })
+        })
+}
+
+/// The neighbours `source` could merge into but for where their replicas are, with their
+/// sizes in bytes.
+fn eligible_neighbours<'a>(
+    source: Candidate<'_>,
+    neighbours: [Option<Candidate<'a>>; 2],
+    sticky: impl Fn(&[u8]) -> bool,
+    config: &MergeConfig,
+) -> Vec<(u64, &'a Region)> {
     if config.max_size == 0 || !source.settled {
-        return None;
+        return Vec::new();
     }
-    let (bytes, keys) = source.size?;
+    let Some((bytes, keys)) = source.size else {
+        return Vec::new();
+    };
     if bytes > config.max_size || keys > config.max_keys {
-        return None;
+        return Vec::new();
     }
     let has_learner = |r: &Region| r.peers.iter().any(|p| p.learner);
     if has_learner(source.region) {
-        return None;
+        return Vec::new();
     }
     neighbours
         .into_iter()
         .flatten()
         .filter(|n| n.settled && !has_learner(n.region))
-        .filter(|n| {
-            stores(n.region) == stores(source.region)
-                && n.region.peers.len() == source.region.peers.len()
-        })
+        .filter(|n| n.region.peers.len() == source.region.peers.len())
         .filter_map(|n| {
             let (target_bytes, _) = n.size?;
             (target_bytes + bytes <= config.max_target_size).then_some((target_bytes, n.region))
@@ -106,8 +158,7 @@ pub fn choose_target<'a>(
             };
             !sticky(boundary)
         })
-        .min_by_key(|(target_bytes, _)| *target_bytes)
-        .map(|(_, target)| target)
+        .collect()
 }
 
 #[cfg(test)]
@@ -271,6 +322,86 @@ mod tests {
                 &off
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn a_small_region_on_other_stores_moves_a_replica_towards_its_neighbour() {
+        let middle = region(2, b"b", b"d", &[1, 2, 3]);
+        let left = region(1, b"", b"b", &[2, 3, 4]);
+        let right = region(3, b"d", b"", &[3, 4, 5]);
+        let never = |_: &[u8]| false;
+        let any_store = |_: u64| true;
+        let neighbours = [Some(candidate(&left, 300)), Some(candidate(&right, 200))];
+        // No neighbour on the same stores: no merge yet, but a move towards the smaller one.
+        assert_eq!(
+            choose_target(candidate(&middle, 10), neighbours, never, &config()),
+            None
+        );
+        let alignment = choose_alignment(
+            candidate(&middle, 10),
+            neighbours,
+            never,
+            any_store,
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                alignment.target.id,
+                alignment.from_store,
+                alignment.to_store
+            ),
+            (3, 1, 4)
+        );
+        // A store that cannot take the replica is skipped.
+        let alignment = choose_alignment(
+            candidate(&middle, 10),
+            neighbours,
+            never,
+            |s| s != 4,
+            &config(),
+        )
+        .unwrap();
+        assert_eq!((alignment.from_store, alignment.to_store), (1, 5));
+        // Once aligned, the merge.
+        let moved = region(2, b"b", b"d", &[3, 4, 5]);
+        assert_eq!(
+            choose_target(candidate(&moved, 10), neighbours, never, &config()).map(|r| r.id),
+            Some(3)
+        );
+        // A neighbour already on the same stores is merged into, nothing moves.
+        let aligned_left = region(1, b"", b"b", &[1, 2, 3]);
+        let neighbours = [
+            Some(candidate(&aligned_left, 300)),
+            Some(candidate(&right, 200)),
+        ];
+        assert_eq!(
+            choose_target(candidate(&middle, 10), neighbours, never, &config()).map(|r| r.id),
+            Some(1)
+        );
+        // Nothing moves for a neighbour that could not take the source anyway (sticky
+        // boundary, too big, unsettled).
+        let sticky_d = |key: &[u8]| key == b"d";
+        assert_eq!(
+            choose_alignment(
+                candidate(&middle, 10),
+                [None, Some(candidate(&right, 200))],
+                sticky_d,
+                any_store,
+                &config()
+            ),
+            None
+        );
+        assert_eq!(
+            choose_alignment(
+                candidate(&middle, 10),
+                [None, Some(candidate(&right, 4999))],
+                never,
+                any_store,
+                &config()
+            ),
+            None
         );
     }
 }
