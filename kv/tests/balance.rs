@@ -6,27 +6,15 @@
 
 #[path = "support/cluster.rs"]
 mod support_cluster;
+#[path = "support/data.rs"]
+mod support_data;
 
 use std::collections::BTreeMap;
 
-use kv::{KvResult, Transaction, TxnClient};
+use kv::{Transaction, TxnClient};
 use scheduler_api::ClusterApi;
 use support_cluster::{TestCluster, split_config};
-
-fn value(key: &str) -> Vec<u8> {
-    format!("{key}:{}", "v".repeat(100)).into_bytes()
-}
-
-fn write_keys(client: &TxnClient, keys: &[String]) -> KvResult<()> {
-    for chunk in keys.chunks(10) {
-        let mut txn = client.begin_txn()?;
-        for key in chunk {
-            txn.put(key.as_bytes().to_vec(), value(key));
-        }
-        txn.commit()?;
-    }
-    Ok(())
-}
+use support_data::{value, write_keys};
 
 fn assert_readable(client: &TxnClient, keys: &[String]) {
     let mut txn = client.begin_txn().unwrap();
@@ -65,7 +53,7 @@ fn leaders_spread_and_a_new_store_receives_regions_until_balanced() {
     let first = cluster.region_id();
     cluster.wait_for_voters(first, 3);
     let keys: Vec<String> = (0..400).map(|i| format!("key-{i:05}")).collect();
-    write_keys(&cluster.client, &keys).unwrap();
+    write_keys(&cluster.client, &keys, 10).unwrap();
     let regions = cluster.wait_for_regions(8).len();
     // Splits happen on the leader's store, so at first it leads every region; the scheduler
     // spreads the leaders.
@@ -112,7 +100,7 @@ fn a_removed_store_is_drained_and_the_others_keep_everything() {
     let first = cluster.region_id();
     cluster.wait_for_voters(first, 3);
     let keys: Vec<String> = (0..300).map(|i| format!("key-{i:05}")).collect();
-    write_keys(&cluster.client, &keys).unwrap();
+    write_keys(&cluster.client, &keys, 10).unwrap();
     cluster.wait_for_regions(5);
     // Drain the store holding the most replicas (with 4 stores and 3 replicas, some).
     let victim = *store_loads(&cluster)

@@ -9,54 +9,22 @@
 
 #[path = "support/cluster.rs"]
 mod support_cluster;
+#[path = "support/data.rs"]
+mod support_data;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use kv::Transaction;
 use kv::raftstore::region;
-use kv::{KvResult, Transaction, TxnClient};
 use proto::metapb::Region;
 use scheduler::{ClusterApi, MergeConfig};
 use support_cluster::{TestCluster, store_config};
-
-fn value(key: &str) -> Vec<u8> {
-    format!("{key}:{}", "v".repeat(50)).into_bytes()
-}
+use support_data::{assert_holds, read_all, value, write_keys};
 
 fn key(i: usize) -> String {
     format!("key-{i:05}")
-}
-
-fn write_keys(client: &TxnClient, keys: &[String]) -> KvResult<()> {
-    for chunk in keys.chunks(10) {
-        let mut txn = client.begin_txn()?;
-        for key in chunk {
-            txn.put(key.as_bytes().to_vec(), value(key));
-        }
-        txn.commit()?;
-    }
-    Ok(())
-}
-
-fn read_all(client: &TxnClient) -> BTreeMap<String, Vec<u8>> {
-    let mut txn = client.begin_txn().expect("begin");
-    txn.scan(b"", None, usize::MAX)
-        .expect("scan")
-        .into_iter()
-        .map(|(k, v)| (String::from_utf8(k).expect("utf-8"), v))
-        .collect()
-}
-
-fn assert_holds(found: &BTreeMap<String, Vec<u8>>, keys: &[String]) {
-    for key in keys {
-        assert_eq!(
-            found.get(key).map(Vec::as_slice),
-            Some(value(key).as_slice()),
-            "{key} is missing or wrong"
-        );
-    }
 }
 
 /// Splits the region holding `key` at `key` through its leader's store (not through the
@@ -101,7 +69,7 @@ fn two_regions_merge_by_hand_on_every_replica() {
     let first = cluster.region_id();
     cluster.wait_for_voters(first, 3);
     let keys: Vec<String> = (0..60).map(key).collect();
-    write_keys(&cluster.client, &keys).unwrap();
+    write_keys(&cluster.client, &keys, 10).unwrap();
     let middle = split_by_hand(&cluster, &key(20));
     split_by_hand(&cluster, &key(40));
     cluster.wait_for_regions(3);
@@ -131,10 +99,25 @@ fn two_regions_merge_by_hand_on_every_replica() {
     // (its requests are refused by epoch and routed again) and through a fresh one.
     assert_holds(&read_all(&cluster.client), &keys);
     let more: Vec<String> = (20..40).map(|i| format!("{}-more", key(i))).collect();
-    write_keys(&cluster.client, &more).unwrap();
+    write_keys(&cluster.client, &more, 10).unwrap();
     let fresh = cluster.fresh_client();
     assert_holds(&read_all(&fresh), &keys);
     assert_holds(&read_all(&fresh), &more);
+}
+
+/// Three replicas of 40 keys split into two regions at `key(20)`, both led from store
+/// `leader`, every replica caught up: (the left region, the right one, the keys).
+fn two_regions_led_by(cluster: &TestCluster, leader: u64) -> (u64, u64, Vec<String>) {
+    let first = cluster.region_id();
+    cluster.wait_for_voters(first, 3);
+    let keys: Vec<String> = (0..40).map(key).collect();
+    write_keys(&cluster.client, &keys, 10).unwrap();
+    let right = split_by_hand(cluster, &key(20));
+    cluster.wait_for_regions(2);
+    cluster.transfer_leader(first, leader);
+    cluster.transfer_leader(right, leader);
+    cluster.wait_all_caught_up(&cluster.store_ids());
+    (first, right, keys)
 }
 
 #[test]
@@ -142,15 +125,7 @@ fn a_replica_down_during_the_merge_finishes_it_after_a_restart() {
     let mut cluster = TestCluster::new(3, 3);
     let stores = cluster.store_ids();
     let (one, three) = (stores[0], stores[2]);
-    let first = cluster.region_id();
-    cluster.wait_for_voters(first, 3);
-    let keys: Vec<String> = (0..40).map(key).collect();
-    write_keys(&cluster.client, &keys).unwrap();
-    let right = split_by_hand(&cluster, &key(20));
-    cluster.wait_for_regions(2);
-    cluster.transfer_leader(first, one);
-    cluster.transfer_leader(right, one);
-    cluster.wait_all_caught_up(&stores);
+    let (first, right, keys) = two_regions_led_by(&cluster, one);
     // The right region freezes; the third store goes down at once (it may or may not have
     // the PrepareMerge), stays down a while, and comes back.
     let target = cluster.store(one).peer(first).unwrap().region();
@@ -197,7 +172,7 @@ fn scheduler_merges(stores: usize, replicas: usize) {
     let first = cluster.region_id();
     cluster.wait_for_voters(first, replicas);
     let keys: Vec<String> = (0..50).map(key).collect();
-    write_keys(&cluster.client, &keys).unwrap();
+    write_keys(&cluster.client, &keys, 10).unwrap();
     // The sticky boundary, then boundaries of the raftstore's own.
     cluster.split_at(key(25).as_bytes());
     for i in [5, 10, 15, 20, 30, 35, 40, 45] {
@@ -262,15 +237,7 @@ fn a_replica_that_missed_the_merge_catches_up_by_snapshot_and_its_source_ends() 
     let cluster = TestCluster::with_config(3, 3, store_config(5));
     let stores = cluster.store_ids();
     let (one, three) = (stores[0], stores[2]);
-    let first = cluster.region_id();
-    cluster.wait_for_voters(first, 3);
-    let keys: Vec<String> = (0..40).map(key).collect();
-    write_keys(&cluster.client, &keys).unwrap();
-    let right = split_by_hand(&cluster, &key(20));
-    cluster.wait_for_regions(2);
-    cluster.transfer_leader(first, one);
-    cluster.transfer_leader(right, one);
-    cluster.wait_all_caught_up(&stores);
+    let (first, right, keys) = two_regions_led_by(&cluster, one);
     // The third store stops hearing the target region (the source's messages still flow):
     // its source replica takes part in the PrepareMerge, its target replica misses the
     // CommitMerge and what follows.
@@ -296,7 +263,7 @@ fn a_replica_that_missed_the_merge_catches_up_by_snapshot_and_its_source_ends() 
         .commit;
     // Enough writes to the merged region that its log is compacted past the CommitMerge.
     let later: Vec<String> = (0..40).map(|i| format!("{}-later", key(i))).collect();
-    write_keys(&cluster.client, &later).unwrap();
+    write_keys(&cluster.client, &later, 10).unwrap();
     cluster.wait_for("the target's log compacted", || {
         let status = cluster.store(one).peer(first)?.status()?;
         (status.truncated >= merged_at).then_some(())

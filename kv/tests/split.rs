@@ -7,57 +7,24 @@
 
 #[path = "support/cluster.rs"]
 mod support_cluster;
+#[path = "support/data.rs"]
+mod support_data;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kv::{KvResult, Transaction, TxnClient};
+use kv::Transaction;
 use scheduler_api::ClusterApi;
 use support_cluster::{TestCluster, seeded_choices, split_config};
+use support_data::{assert_holds, read_all, write_keys};
 
 /// Split sizes for the tests: a region past 6 KiB splits into parts of about 4 KiB (some 25
 /// rows of the values written here).
 const SPLIT_SIZE: u64 = 4 << 10;
 const MAX_SIZE: u64 = 6 << 10;
 
-fn value(key: &str) -> Vec<u8> {
-    format!("{key}:{}", "v".repeat(100)).into_bytes()
-}
-
 fn key(i: usize) -> String {
     format!("key-{i:05}")
-}
-
-/// Writes `keys` in transactions of `per_txn` keys each.
-fn write_keys(client: &TxnClient, keys: &[String], per_txn: usize) -> KvResult<()> {
-    for chunk in keys.chunks(per_txn) {
-        let mut txn = client.begin_txn()?;
-        for key in chunk {
-            txn.put(key.as_bytes().to_vec(), value(key));
-        }
-        txn.commit()?;
-    }
-    Ok(())
-}
-
-/// Every key of the cluster, read in one transaction (a scan across all regions).
-fn read_all(client: &TxnClient) -> BTreeMap<String, Vec<u8>> {
-    let mut txn = client.begin_txn().expect("begin");
-    txn.scan(b"", None, usize::MAX)
-        .expect("scan")
-        .into_iter()
-        .map(|(k, v)| (String::from_utf8(k).expect("utf-8"), v))
-        .collect()
-}
-
-fn assert_holds(found: &BTreeMap<String, Vec<u8>>, keys: &[String]) {
-    for key in keys {
-        assert_eq!(
-            found.get(key).map(Vec::as_slice),
-            Some(value(key).as_slice()),
-            "{key} is missing or wrong"
-        );
-    }
 }
 
 /// Region start keys are keys that were written (a split is at a user key, never inside one).

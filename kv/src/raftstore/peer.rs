@@ -482,23 +482,23 @@ impl<E: Engine> Peer<E> {
     /// its range ([`Peer::widening_snapshot`] on this store): a merge source whose merge this
     /// replica never finished.
     pub fn end_overtaken(&mut self) -> KvResult<()> {
-        if !self.destroyed {
-            let mut batch = WriteBatch::new();
-            self.node.storage_mut().destroy_overtaken(&mut batch)?;
-            self.destroying
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            self.writer.write(batch)?;
-            self.destroyed = true;
-        }
-        self.fail_everything_waiting();
-        Ok(())
+        self.write_end(|storage, batch| storage.destroy_keeping_data(batch))
     }
 
     /// Deletes this (removed) replica's data and Raft state, leaving a tombstone.
     pub fn destroy(&mut self) -> KvResult<()> {
+        self.write_end(|storage, batch| storage.destroy(batch))
+    }
+
+    /// Ends this replica: `end` adds what its storage deletes and leaves to a batch, written
+    /// durably (once; readers on other threads are told first); everything waiting fails.
+    fn write_end(
+        &mut self,
+        end: impl FnOnce(&mut PeerStorage<E>, &mut WriteBatch) -> KvResult<()>,
+    ) -> KvResult<()> {
         if !self.destroyed {
             let mut batch = WriteBatch::new();
-            self.node.storage_mut().destroy(&mut batch)?;
+            end(self.node.storage_mut(), &mut batch)?;
             self.destroying
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             self.writer.write(batch)?;

@@ -239,16 +239,14 @@ impl<E: Engine> PeerStorage<E> {
                 self.region_id
             )));
         }
-        self.delete_raft_state(batch)?;
-        self.put_region_state(batch, self.region.clone(), self.merging.clone(), true);
-        Ok(())
+        self.destroy_keeping_data(batch)
     }
 
-    /// Ends this replica because a snapshot of a region that took over its range (a merge
-    /// this replica never finished) is about to be applied here: like
-    /// [`PeerStorage::destroy_merged`], its data stays (the snapshot replaces it), its Raft
-    /// state goes, a tombstone stays.
-    pub fn destroy_overtaken(&mut self, batch: &mut WriteBatch) -> KvResult<()> {
+    /// Ends this replica but not its data: its Raft state and log go, a tombstone stays. For
+    /// a merged source ([`PeerStorage::destroy_merged`]), and for a replica whose range a
+    /// snapshot of a region that took it over is about to replace (a merge this replica
+    /// never finished).
+    pub fn destroy_keeping_data(&mut self, batch: &mut WriteBatch) -> KvResult<()> {
         self.delete_raft_state(batch)?;
         self.put_region_state(batch, self.region.clone(), self.merging.clone(), true);
         Ok(())

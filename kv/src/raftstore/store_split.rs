@@ -165,13 +165,12 @@ impl<E: Engine> Inner<E> {
     /// replicas alone would show a hole there.
     pub(super) fn overlaps_local_region(&self, envelope: &RaftEnvelope) -> bool {
         let overlaps = |local: &Region| {
-            local.id != envelope.region_id
-                && region::ranges_overlap(
-                    &local.start_key,
-                    &local.end_key,
-                    &envelope.start_key,
-                    &envelope.end_key,
-                )
+            another_overlapping(
+                local,
+                envelope.region_id,
+                &envelope.start_key,
+                &envelope.end_key,
+            )
         };
         let running = self
             .lock_peers()
@@ -191,13 +190,7 @@ impl<E: Engine> Inner<E> {
     /// one, or a persisted region not running, keeps the snapshot waiting.
     pub(super) fn clear_range_for_snapshot(&self, region: &Region) -> bool {
         let overlaps = |local: &Region| {
-            local.id != region.id
-                && region::ranges_overlap(
-                    &local.start_key,
-                    &local.end_key,
-                    &region.start_key,
-                    &region.end_key,
-                )
+            another_overlapping(local, region.id, &region.start_key, &region.end_key)
         };
         let version = region::epoch(region).version;
         let mut clear = true;
@@ -252,4 +245,9 @@ impl<E: Engine> Inner<E> {
         *kept = rest;
         mine.into_iter().map(|(_, e)| e).collect()
     }
+}
+
+/// Whether `local` is another region than `region_id` and overlaps `[start, end)`.
+fn another_overlapping(local: &Region, region_id: u64, start: &[u8], end: &[u8]) -> bool {
+    local.id != region_id && region::ranges_overlap(&local.start_key, &local.end_key, start, end)
 }

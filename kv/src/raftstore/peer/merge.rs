@@ -297,20 +297,14 @@ impl<E: Engine> Peer<E> {
         let merge = &request.merge;
         match self.merging() {
             Some(mine) if mine.prepare_index == merge.prepare_index => {
-                let mut batch = WriteBatch::new();
-                self.node.storage_mut().destroy_merged(&mut batch)?;
-                self.destroying
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                self.writer.write(batch)?;
+                self.write_end(|storage, batch| storage.destroy_merged(batch))?;
                 self.merged = true;
-                self.destroyed = true;
                 tracing::info!(
                     store_id = self.meta.store_id,
                     region_id = self.region_id,
                     target = merge.target.id,
                     "merged into its target"
                 );
-                self.fail_everything_waiting();
             }
             Some(_) => tracing::warn!(
                 region_id = self.region_id,
