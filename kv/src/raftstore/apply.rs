@@ -5,6 +5,10 @@
 //!
 //! # Protocol
 //!
+//! - A run of committed writes no bigger than `DriverConfig::apply_inline_max_bytes` (64 KiB)
+//!   is applied by the peer itself, in one batch: handing it over (a wake-up of a worker,
+//!   the result's trip back) costs more than writing it, and it is not what holds a Raft
+//!   loop up. The pool takes the big ones (bulk loads, large transactions).
 //! - A peer hands a run of committed *write* entries (or empty ones) to the pool as one
 //!   [`ApplyTask`]: the entries, the region they are checked against, the apply state to
 //!   write with them, and the proposals they complete. The worker writes all their data and

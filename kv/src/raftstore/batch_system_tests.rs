@@ -80,6 +80,8 @@ fn driver_config() -> DriverConfig {
         slow_tick_every: 5,
         keepalive_slow_ticks: 2,
         leader_missing_slow_ticks: 4,
+        // Every committed write goes through the apply workers.
+        apply_inline_max_bytes: 0,
         ..DriverConfig::default()
     }
 }

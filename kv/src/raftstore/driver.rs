@@ -136,6 +136,9 @@ pub struct DriverConfig {
     pub pollers: usize,
     /// Apply workers of a store (see `apply`).
     pub appliers: usize,
+    /// A peer applies runs of committed writes of at most this many bytes itself, and hands
+    /// bigger ones to the apply workers (a hand-over costs more than a small apply).
+    pub apply_inline_max_bytes: u64,
     /// Whether quiet regions hibernate (see `peer_fsm`).
     pub hibernate: bool,
     /// A leader quiet for this many ticks hibernates.
@@ -168,6 +171,7 @@ impl Default for DriverConfig {
             tick: Duration::from_millis(100),
             pollers: 8,
             appliers: 2,
+            apply_inline_max_bytes: 64 << 10,
             hibernate: true,
             hibernate_after_ticks: 30,
             slow_tick_every: 10,

@@ -91,15 +91,24 @@ pub struct Peer<E: Engine> {
     merge_wait: Option<CommitMergeRequest>,
     /// This (source) replica ended as merged into its target.
     merged: bool,
-    /// Where committed writes are applied, and how their result comes back to this peer
-    /// (see `apply`); None: applied here, in `finish_ready`.
-    apply_pool: Option<(Arc<ApplyPool>, ApplyReply)>,
+    /// Where big runs of committed writes are applied (see `apply`); None: everything is
+    /// applied here, in `finish_ready`.
+    apply_pool: Option<ApplyRoute>,
     /// The last entry of the task in the apply pool, while one is in flight.
     applying: Option<u64>,
 }
 
 /// Hands an apply task's result back to its peer.
 pub type ApplyReply = Arc<dyn Fn(Applied) + Send + Sync>;
+
+/// A peer's way to its store's apply pool.
+pub struct ApplyRoute {
+    pub pool: Arc<ApplyPool>,
+    /// Brings each task's result to [`Peer::on_applied`].
+    pub reply: ApplyReply,
+    /// Runs of committed writes of at most this many bytes are applied by the peer itself.
+    pub inline_max_bytes: u64,
+}
 
 /// A region's measured data: bytes over the data column families, and user keys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -159,10 +168,9 @@ impl<E: Engine> Peer<E> {
         self
     }
 
-    /// Applies committed writes on `pool` (see `apply`); `reply` must bring each task's
-    /// result to [`Peer::on_applied`].
-    pub fn with_apply_pool(mut self, pool: Arc<ApplyPool>, reply: ApplyReply) -> Self {
-        self.apply_pool = Some((pool, reply));
+    /// Applies big runs of committed writes on an apply pool (see `apply`).
+    pub fn with_apply_pool(mut self, route: ApplyRoute) -> Self {
+        self.apply_pool = Some(route);
         self
     }
 
@@ -804,9 +812,17 @@ impl<E: Engine> Peer<E> {
         //    the entries from it on are handed out again by a later Ready. With an apply
         //    pool, runs of writes go to the pool instead (see `apply`): nothing while a task
         //    is in flight, and an admin entry only once no task is.
-        let use_pool = self.apply_pool.is_some() && self.merging().is_none();
+        //    Runs of writes go to the apply pool when they are bigger than the pool's
+        //    `inline_max_bytes` (see `apply`): smaller ones cost less applied here than
+        //    handed over. Nothing is applied while a task is in flight, and an admin entry
+        //    only once none is.
+        let inline_max_bytes = match &self.apply_pool {
+            Some(pool) if self.merging().is_none() => pool.inline_max_bytes,
+            _ => u64::MAX,
+        };
         let mut applied_to = Vec::new();
-        let mut handed_out: Vec<WriteEntry> = Vec::new();
+        let mut run: Vec<WriteEntry> = Vec::new();
+        let mut run_bytes = 0;
         let mut taken = 0;
         for entry in &ready.committed_entries {
             if self.applying.is_some() || self.removed {
@@ -818,34 +834,39 @@ impl<E: Engine> Peer<E> {
                 }
                 _ => None,
             };
-            if use_pool {
-                let write = match (&entry.kind, command) {
-                    (EntryKind::Normal, None) => Some(None),
-                    (_, Some(RaftCommand::Write(batch))) => Some(Some(batch)),
-                    (_, other) => {
-                        if !handed_out.is_empty() {
-                            // The admin entry waits for the run before it to apply.
-                            break;
-                        }
-                        if !self.apply_entry(entry, other, &mut applied_to)? {
-                            break;
-                        }
-                        taken += 1;
-                        continue;
+            let write = match (&entry.kind, command) {
+                (EntryKind::Normal, None) => Ok(None),
+                (_, Some(RaftCommand::Write(batch))) => Ok(Some(batch)),
+                (_, other) => Err(other),
+            };
+            match write {
+                Ok(batch) => {
+                    run_bytes += batch.as_ref().map_or(0, apply::written_bytes);
+                    run.push(WriteEntry {
+                        index: entry.index,
+                        term: entry.term,
+                        batch,
+                    });
+                }
+                Err(admin) => {
+                    if run_bytes > inline_max_bytes {
+                        // The admin entry waits for the run before it to apply.
+                        break;
                     }
-                };
-                handed_out.push(WriteEntry {
-                    index: entry.index,
-                    term: entry.term,
-                    batch: write.flatten(),
-                });
-                taken += 1;
-                continue;
-            }
-            if !self.apply_entry(entry, command, &mut applied_to)? {
-                break;
+                    self.apply_run_here(std::mem::take(&mut run), &mut applied_to)?;
+                    run_bytes = 0;
+                    if !self.apply_entry(entry, admin, &mut applied_to)? {
+                        break;
+                    }
+                }
             }
             taken += 1;
+        }
+        let mut handed_out = Vec::new();
+        if run_bytes > inline_max_bytes {
+            handed_out = run;
+        } else {
+            self.apply_run_here(run, &mut applied_to)?;
         }
         ready.committed_entries.truncate(taken);
         self.publish_region();
@@ -869,7 +890,29 @@ impl<E: Engine> Peer<E> {
         Ok(())
     }
 
-    /// Applies one committed entry here (an admin entry, or any entry without an apply pool)
+    /// Applies a run of committed writes here, with the applied index, in one batch;
+    /// `applied_to` gets their outcomes.
+    fn apply_run_here(
+        &mut self,
+        run: Vec<WriteEntry>,
+        applied_to: &mut Vec<(u64, u64, KvResult<()>)>,
+    ) -> KvResult<()> {
+        let Some(last) = run.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let mut apply = WriteBatch::new();
+        for entry in run {
+            let outcome = match entry.batch {
+                None => Ok(()),
+                Some(batch) => self.apply_write(&mut apply, batch),
+            };
+            applied_to.push((entry.index, entry.term, outcome));
+        }
+        self.node.storage_mut().set_applied(&mut apply, last);
+        self.writer.write_unsynced(apply)
+    }
+
+    /// Applies one committed admin entry (split, merge, membership change) here
     /// with its applied index; `applied_to` gets its outcome. False: applying stops before
     /// it (a CommitMerge waiting for its source; the entry comes again in a later Ready).
     fn apply_entry(
@@ -932,7 +975,7 @@ impl<E: Engine> Peer<E> {
     /// Hands a run of committed writes ending at `last` to the apply pool, with their
     /// proposals.
     fn hand_out(&mut self, entries: Vec<WriteEntry>, last: u64) {
-        let Some((pool, reply)) = &self.apply_pool else {
+        let Some(ApplyRoute { pool, reply, .. }) = &self.apply_pool else {
             return;
         };
         let mut proposals = VecDeque::new();

@@ -54,7 +54,7 @@ use super::batch_system::{BatchSystem, Fsm, Mailbox};
 use super::driver::{
     DriverConfig, MAX_PENDING_PROPOSALS, PeerMsg, PeerStatus, SharedState, StoreEvents,
 };
-use super::peer::ApplyReply;
+use super::peer::{ApplyReply, ApplyRoute};
 use super::region;
 use super::transport::{RaftEnvelope, Transport};
 use crate::error::KvError;
@@ -401,7 +401,11 @@ pub fn spawn<E: Engine>(
                 mailbox.send(PeerMsg::Applied(applied));
             }
         });
-        let peer = peer.with_apply_pool(apply_pool, reply);
+        let peer = peer.with_apply_pool(ApplyRoute {
+            pool: apply_pool,
+            reply,
+            inline_max_bytes: config.apply_inline_max_bytes,
+        });
         let (fsm, state, destroying) =
             PeerFsm::new(peer, transport, events, config, split_check_diff);
         made = Some((state, destroying));

@@ -213,6 +213,9 @@ pub fn store_config(log_gc_limit: u64) -> StoreConfig {
             log_gc_size_limit: 64 << 20,
             heartbeat_ticks: 5,
             split_check_ticks: 10,
+            // Every committed write goes through the apply workers (the binary's default
+            // applies small runs in the peer; the process tests run that).
+            apply_inline_max_bytes: 0,
             // Quiet regions hibernate here too (sooner, at this tick), so every scenario
             // also runs through falling asleep and waking.
             ..DriverConfig::default()
