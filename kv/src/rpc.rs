@@ -616,6 +616,7 @@ fn lock_to_pb(key: &[u8], lock: &Lock) -> pb::LockInfo {
         LockKind::Put => pb::LockKind::Put,
         LockKind::Delete => pb::LockKind::Delete,
         LockKind::Lock => pb::LockKind::Lock,
+        LockKind::Pessimistic => pb::LockKind::Pessimistic,
     };
     pb::LockInfo {
         key: key.to_vec(),
@@ -623,6 +624,7 @@ fn lock_to_pb(key: &[u8], lock: &Lock) -> pb::LockInfo {
         start_ts: lock.start_ts.0,
         ttl_ms: lock.ttl_ms,
         kind: kind as i32,
+        for_update_ts: lock.for_update_ts.0,
     }
 }
 
@@ -630,6 +632,7 @@ fn lock_from_pb(info: pb::LockInfo) -> (Vec<u8>, Lock) {
     let kind = match pb::LockKind::try_from(info.kind) {
         Ok(pb::LockKind::Delete) => LockKind::Delete,
         Ok(pb::LockKind::Lock) => LockKind::Lock,
+        Ok(pb::LockKind::Pessimistic) => LockKind::Pessimistic,
         _ => LockKind::Put,
     };
     let lock = Lock {
@@ -637,6 +640,7 @@ fn lock_from_pb(info: pb::LockInfo) -> (Vec<u8>, Lock) {
         primary: info.primary,
         start_ts: Timestamp(info.start_ts),
         ttl_ms: info.ttl_ms,
+        for_update_ts: Timestamp(info.for_update_ts),
     };
     (info.key, lock)
 }
@@ -866,6 +870,7 @@ mod tests {
             primary: b"p".to_vec(),
             start_ts: ts(3),
             ttl_ms: 100,
+            for_update_ts: Timestamp(0),
         }
     }
 

@@ -613,6 +613,7 @@ mod tests {
                     primary: b"p".to_vec(),
                     start_ts: Timestamp(start_ts),
                     ttl_ms: 100,
+                    for_update_ts: Timestamp(0),
                 },
             )),
         }

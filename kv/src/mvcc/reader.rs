@@ -26,7 +26,8 @@ pub struct MvccReader<'a, S: Snapshot> {
 
 /// Whether `lock` may hide a version that a reader at `ts` should see.
 fn blocks_read(lock: &Lock, ts: Timestamp) -> bool {
-    lock.kind != LockKind::Lock && lock.start_ts <= ts
+    // A lock-only or pessimistic lock stages no value: reads see past it.
+    !matches!(lock.kind, LockKind::Lock | LockKind::Pessimistic) && lock.start_ts <= ts
 }
 
 impl<'a, S: Snapshot> MvccReader<'a, S> {
@@ -50,6 +51,22 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
             let (versioned, value) = item?;
             let (_, commit_ts) = split_versioned(&versioned)?;
             return Ok(Some((commit_ts, Write::decode(&value)?)));
+        }
+        Ok(None)
+    }
+
+    /// The commit_ts of the newest change of `key` (a committed put or delete; rollback and
+    /// lock-only records change nothing), if any.
+    pub fn newest_change(&self, key: &[u8]) -> KvResult<Option<Timestamp>> {
+        let mut ts = Timestamp::MAX;
+        while let Some((commit_ts, write)) = self.seek_write(key, ts)? {
+            if matches!(write.kind, WriteKind::Put | WriteKind::Delete) {
+                return Ok(Some(commit_ts));
+            }
+            if commit_ts.0 == 0 {
+                break;
+            }
+            ts = Timestamp(commit_ts.0 - 1);
         }
         Ok(None)
     }

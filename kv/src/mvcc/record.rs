@@ -11,6 +11,10 @@ pub enum LockKind {
     Delete,
     /// Lock-only (`SELECT … FOR UPDATE`): no value; commits to a `Lock` write record.
     Lock,
+    /// A pessimistic transaction's lock, taken while a statement runs (before the commit):
+    /// it keeps other writers out but stages nothing and blocks no reader; the prewrite turns
+    /// it into one of the kinds above.
+    Pessimistic,
 }
 
 /// A Percolator lock: written by prewrite, removed by commit or rollback.
@@ -22,6 +26,9 @@ pub struct Lock {
     pub start_ts: Timestamp,
     /// Milliseconds after `start_ts`'s physical time during which the lock is presumed alive.
     pub ttl_ms: u64,
+    /// For a pessimistic lock: the timestamp the statement locked at (newer than every commit
+    /// of the key it saw). Zero for a prewrite's lock.
+    pub for_update_ts: Timestamp,
 }
 
 /// What a commit record says happened.
@@ -54,9 +61,14 @@ impl Lock {
             LockKind::Put => b'P',
             LockKind::Delete => b'D',
             LockKind::Lock => b'L',
+            LockKind::Pessimistic => b'S',
         });
         memcomparable::encode_u64(&mut out, self.start_ts.0);
         memcomparable::encode_u64(&mut out, self.ttl_ms);
+        if self.kind == LockKind::Pessimistic {
+            // Only the pessimistic kind carries it: the other encodings are as they were.
+            memcomparable::encode_u64(&mut out, self.for_update_ts.0);
+        }
         out.extend_from_slice(&self.primary);
         out
     }
@@ -69,15 +81,21 @@ impl Lock {
             b'P' => LockKind::Put,
             b'D' => LockKind::Delete,
             b'L' => LockKind::Lock,
+            b'S' => LockKind::Pessimistic,
             _ => return Err(malformed("lock", bytes)),
         };
         let (start_ts, rest) = memcomparable::decode_u64(rest)?;
-        let (ttl_ms, primary) = memcomparable::decode_u64(rest)?;
+        let (ttl_ms, mut primary) = memcomparable::decode_u64(rest)?;
+        let mut for_update_ts = 0;
+        if kind == LockKind::Pessimistic {
+            (for_update_ts, primary) = memcomparable::decode_u64(primary)?;
+        }
         Ok(Lock {
             kind,
             primary: primary.to_vec(),
             start_ts: Timestamp(start_ts),
             ttl_ms,
+            for_update_ts: Timestamp(for_update_ts),
         })
     }
 
@@ -128,15 +146,37 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        for kind in [LockKind::Put, LockKind::Delete, LockKind::Lock] {
+        for kind in [
+            LockKind::Put,
+            LockKind::Delete,
+            LockKind::Lock,
+            LockKind::Pessimistic,
+        ] {
+            let for_update_ts = match kind {
+                LockKind::Pessimistic => Timestamp(81),
+                _ => Timestamp(0),
+            };
             let lock = Lock {
                 kind,
                 primary: b"p\0k".to_vec(),
                 start_ts: Timestamp(77),
                 ttl_ms: 3000,
+                for_update_ts,
             };
             assert_eq!(Lock::decode(&lock.encode()).unwrap(), lock);
         }
+        // A prewrite lock is encoded as before pessimistic locks existed (no migration).
+        let mut old = vec![b'D'];
+        memcomparable::encode_u64(&mut old, 77);
+        memcomparable::encode_u64(&mut old, 3000);
+        old.extend_from_slice(b"pk");
+        let lock = Lock::decode(&old).unwrap();
+        assert_eq!(lock.kind, LockKind::Delete);
+        assert_eq!(
+            (lock.primary.as_slice(), lock.for_update_ts),
+            (&b"pk"[..], Timestamp(0))
+        );
+        assert_eq!(lock.encode(), old);
         for kind in [
             WriteKind::Put,
             WriteKind::Delete,
@@ -162,6 +202,7 @@ mod tests {
             primary: vec![],
             start_ts: start,
             ttl_ms: 100,
+            for_update_ts: Timestamp(0),
         };
         assert!(!lock.is_expired(Timestamp::compose(1_099, 0)));
         assert!(lock.is_expired(Timestamp::compose(1_100, 0)));

@@ -363,6 +363,7 @@ mod tests {
             primary: b"p".to_vec(),
             start_ts: Timestamp(3),
             ttl_ms: 100,
+            for_update_ts: Timestamp(0),
         };
         assert!(
             TxnResponse::Prewrite {

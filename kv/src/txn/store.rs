@@ -177,7 +177,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
             } => {
                 let _guard = self.latches.acquire(mutations.iter().map(Mutation::key));
                 let (fence, snapshot) = self.current()?;
-                match actions::prewrite(&snapshot, mutations, primary, *start_ts, *ttl_ms) {
+                match actions::prewrite(&snapshot, mutations, &[], primary, *start_ts, *ttl_ms) {
                     Ok(batch) => {
                         drop(snapshot);
                         self.write(batch, fence)?;
