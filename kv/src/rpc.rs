@@ -44,6 +44,8 @@ pub enum Call {
     BatchGet(pb::BatchGetRequest),
     Scan(pb::ScanRequest),
     Prewrite(pb::PrewriteRequest),
+    AcquirePessimisticLock(pb::PessimisticLockRequest),
+    PessimisticRollback(pb::PessimisticRollbackRequest),
     Commit(pb::CommitRequest),
     Rollback(pb::BatchRollbackRequest),
     CheckTxnStatus(pb::CheckTxnStatusRequest),
@@ -84,15 +86,41 @@ impl Call {
             }),
             TxnRequest::Prewrite {
                 mutations,
+                pessimistic,
                 primary,
                 start_ts,
                 ttl_ms,
             } => Call::Prewrite(pb::PrewriteRequest {
                 context,
                 mutations: mutations.iter().map(mutation_to_pb).collect(),
+                pessimistic: pessimistic.clone(),
                 primary: primary.clone(),
                 start_ts: start_ts.0,
                 lock_ttl_ms: *ttl_ms,
+            }),
+            TxnRequest::AcquirePessimisticLock {
+                keys,
+                primary,
+                start_ts,
+                for_update_ts,
+                ttl_ms,
+            } => Call::AcquirePessimisticLock(pb::PessimisticLockRequest {
+                context,
+                keys: keys.clone(),
+                primary: primary.clone(),
+                start_ts: start_ts.0,
+                for_update_ts: for_update_ts.0,
+                lock_ttl_ms: *ttl_ms,
+            }),
+            TxnRequest::PessimisticRollback {
+                keys,
+                start_ts,
+                for_update_ts,
+            } => Call::PessimisticRollback(pb::PessimisticRollbackRequest {
+                context,
+                keys: keys.clone(),
+                start_ts: start_ts.0,
+                for_update_ts: for_update_ts.0,
             }),
             TxnRequest::Commit {
                 keys,
@@ -160,6 +188,14 @@ impl Call {
             Call::BatchGet(m) => read::<pb::BatchGetRequest>(client.batch_get(m).await, request),
             Call::Scan(m) => read::<pb::ScanRequest>(client.scan(m).await, request),
             Call::Prewrite(m) => read::<pb::PrewriteRequest>(client.prewrite(m).await, request),
+            Call::AcquirePessimisticLock(m) => read::<pb::PessimisticLockRequest>(
+                client.acquire_pessimistic_lock(m).await,
+                request,
+            ),
+            Call::PessimisticRollback(m) => read::<pb::PessimisticRollbackRequest>(
+                client.pessimistic_rollback(m).await,
+                request,
+            ),
             Call::Commit(m) => read::<pb::CommitRequest>(client.commit(m).await, request),
             Call::Rollback(m) => {
                 read::<pb::BatchRollbackRequest>(client.batch_rollback(m).await, request)
@@ -185,6 +221,8 @@ fn txn_ts(request: &TxnRequest) -> Timestamp {
         | TxnRequest::Scan { ts, .. } => *ts,
         TxnRequest::CheckTxnStatus { lock_ts, .. } => *lock_ts,
         TxnRequest::Prewrite { start_ts, .. }
+        | TxnRequest::AcquirePessimisticLock { start_ts, .. }
+        | TxnRequest::PessimisticRollback { start_ts, .. }
         | TxnRequest::Commit { start_ts, .. }
         | TxnRequest::Rollback { start_ts, .. }
         | TxnRequest::ResolveLock { start_ts, .. }
@@ -373,12 +411,20 @@ impl KvCall for pb::PrewriteRequest {
     type Response = pb::PrewriteResponse;
 
     fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        if !self.pessimistic.is_empty() && self.pessimistic.len() != self.mutations.len() {
+            return Err(format!(
+                "{} pessimistic flags for {} mutations",
+                self.pessimistic.len(),
+                self.mutations.len()
+            ));
+        }
         let request = TxnRequest::Prewrite {
             mutations: self
                 .mutations
                 .into_iter()
                 .map(mutation_from_pb)
                 .collect::<Result<_, _>>()?,
+            pessimistic: self.pessimistic,
             primary: self.primary,
             start_ts: Timestamp(self.start_ts),
             ttl_ms: self.lock_ttl_ms,
@@ -408,6 +454,76 @@ impl KvCall for pb::PrewriteRequest {
             }),
             Some(e) => Err(error_from_pb(e, txn_ts(request))),
         }
+    }
+}
+
+impl KvCall for pb::PessimisticLockRequest {
+    type Response = pb::PessimisticLockResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::AcquirePessimisticLock {
+            keys: self.keys,
+            primary: self.primary,
+            start_ts: Timestamp(self.start_ts),
+            for_update_ts: Timestamp(self.for_update_ts),
+            ttl_ms: self.lock_ttl_ms,
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::PessimisticLockResponse {
+        let error = match result {
+            Ok(TxnResponse::AcquirePessimisticLock { locked: None }) => None,
+            Ok(TxnResponse::AcquirePessimisticLock {
+                locked: Some((key, lock)),
+            }) => Some(locked_to_pb(&key, &lock)),
+            Ok(other) => Some(mismatched("acquire_pessimistic_lock", &other)),
+            Err(e) => Some(error_to_pb(&e)),
+        };
+        pb::PessimisticLockResponse { error }
+    }
+
+    fn into_response(
+        m: pb::PessimisticLockResponse,
+        request: &TxnRequest,
+    ) -> KvResult<TxnResponse> {
+        match m.error {
+            None => Ok(TxnResponse::AcquirePessimisticLock { locked: None }),
+            Some(pb::KeyError {
+                locked: Some(info), ..
+            }) => Ok(TxnResponse::AcquirePessimisticLock {
+                locked: Some(lock_from_pb(info)),
+            }),
+            Some(e) => Err(error_from_pb(e, txn_ts(request))),
+        }
+    }
+}
+
+impl KvCall for pb::PessimisticRollbackRequest {
+    type Response = pb::PessimisticRollbackResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::PessimisticRollback {
+            keys: self.keys,
+            start_ts: Timestamp(self.start_ts),
+            for_update_ts: Timestamp(self.for_update_ts),
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::PessimisticRollbackResponse {
+        pb::PessimisticRollbackResponse {
+            error: unit_error("pessimistic_rollback", result, |r| {
+                matches!(r, TxnResponse::PessimisticRollback)
+            }),
+        }
+    }
+
+    fn into_response(
+        m: pb::PessimisticRollbackResponse,
+        request: &TxnRequest,
+    ) -> KvResult<TxnResponse> {
+        result(m.error, txn_ts(request)).map(|()| TxnResponse::PessimisticRollback)
     }
 }
 
@@ -796,9 +912,35 @@ mod tests {
                     Mutation::Delete { key: b"d".to_vec() },
                     Mutation::Lock { key: b"l".to_vec() },
                 ],
+                pessimistic: vec![],
                 primary: b"p".to_vec(),
                 start_ts: ts(5),
                 ttl_ms: 3000,
+            },
+            TxnRequest::Prewrite {
+                mutations: vec![
+                    Mutation::Put {
+                        key: b"p".to_vec(),
+                        value: b"v".to_vec(),
+                    },
+                    Mutation::Delete { key: b"d".to_vec() },
+                ],
+                pessimistic: vec![true, false],
+                primary: b"p".to_vec(),
+                start_ts: ts(5),
+                ttl_ms: 3000,
+            },
+            TxnRequest::AcquirePessimisticLock {
+                keys: vec![b"p".to_vec(), b"q".to_vec()],
+                primary: b"p".to_vec(),
+                start_ts: ts(5),
+                for_update_ts: ts(6),
+                ttl_ms: 3000,
+            },
+            TxnRequest::PessimisticRollback {
+                keys: vec![b"q".to_vec()],
+                start_ts: ts(5),
+                for_update_ts: ts(6),
             },
             TxnRequest::Commit {
                 keys: vec![b"p".to_vec(), b"d".to_vec()],
@@ -856,6 +998,8 @@ mod tests {
             Call::BatchGet(m) => over(m, request, result),
             Call::Scan(m) => over(m, request, result),
             Call::Prewrite(m) => over(m, request, result),
+            Call::AcquirePessimisticLock(m) => over(m, request, result),
+            Call::PessimisticRollback(m) => over(m, request, result),
             Call::Commit(m) => over(m, request, result),
             Call::Rollback(m) => over(m, request, result),
             Call::CheckTxnStatus(m) => over(m, request, result),
@@ -909,6 +1053,20 @@ mod tests {
                     locked: Some(locked()),
                 },
             ],
+            TxnRequest::AcquirePessimisticLock { .. } => vec![
+                TxnResponse::AcquirePessimisticLock { locked: None },
+                TxnResponse::AcquirePessimisticLock {
+                    locked: Some((
+                        b"k".to_vec(),
+                        Lock {
+                            kind: LockKind::Pessimistic,
+                            for_update_ts: ts(4),
+                            ..lock()
+                        },
+                    )),
+                },
+            ],
+            TxnRequest::PessimisticRollback { .. } => vec![TxnResponse::PessimisticRollback],
             TxnRequest::Commit { .. } => vec![TxnResponse::Commit],
             TxnRequest::Rollback { .. } => vec![TxnResponse::Rollback],
             TxnRequest::CheckTxnStatus { .. } => vec![

@@ -8,7 +8,11 @@
 //! written as physical milliseconds (logical part 0), so TTLs can be reasoned about.
 //!
 //! ```text
-//! prewrite START PRIMARY TTL MUTATION...   MUTATION: put:k=v | del:k | lock:k
+//! prewrite START PRIMARY TTL MUTATION...   MUTATION: put:k=v | del:k | lock:k; a kind
+//!                                          ending in `!` (put!:k=v): the key holds the
+//!                                          transaction's pessimistic lock already
+//! lock START PRIMARY FOR_UPDATE TTL KEY... (AcquirePessimisticLock)
+//! unlock START FOR_UPDATE KEY...           (PessimisticRollback)
 //! commit START COMMIT KEY...
 //! rollback START KEY...                    (BatchRollback)
 //! get KEY TS
@@ -63,11 +67,16 @@ fn show<T>(result: Result<T, KvError>, ok: impl FnOnce(T) -> String) -> String {
     }
 }
 
-fn mutation(word: &str) -> Result<Mutation, String> {
+/// A mutation word, and whether it is marked pessimistic (`put!:k=v`).
+fn mutation(word: &str) -> Result<(Mutation, bool), String> {
     let (kind, rest) = word
         .split_once(':')
         .ok_or(format!("bad mutation {word:?}"))?;
-    Ok(match kind {
+    let (kind, pessimistic) = match kind.strip_suffix('!') {
+        Some(kind) => (kind, true),
+        None => (kind, false),
+    };
+    let mutation = match kind {
         "put" => {
             let (k, v) = rest.split_once('=').ok_or(format!("bad put {word:?}"))?;
             Mutation::Put {
@@ -82,7 +91,16 @@ fn mutation(word: &str) -> Result<Mutation, String> {
             key: rest.as_bytes().to_vec(),
         },
         _ => return Err(format!("bad mutation kind {kind:?}")),
-    })
+    };
+    Ok((mutation, pessimistic))
+}
+
+fn locked_or(result: Result<(), PrewriteError>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(PrewriteError::Locked { lock, .. }) => format!("locked {}", show_ts(lock.start_ts)),
+        Err(PrewriteError::Failed(e)) => show_error(&e),
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -100,19 +118,40 @@ fn run(store: &dyn TxnCommands, command: &str) -> Result<String, String> {
     };
     Ok(match arg(0)? {
         "prewrite" => {
-            let mutations = words[4.min(words.len())..]
+            let (mutations, pessimistic): (Vec<_>, Vec<_>) = words[4.min(words.len())..]
                 .iter()
                 .map(|w| mutation(w))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip();
+            let pessimistic = if pessimistic.contains(&true) {
+                pessimistic
+            } else {
+                Vec::new()
+            };
             let ttl: u64 = arg(3)?.parse().map_err(|_| "bad ttl")?;
-            match store.prewrite(&mutations, arg(2)?.as_bytes(), ts(arg(1)?)?, ttl) {
-                Ok(()) => "ok".into(),
-                Err(PrewriteError::Locked { lock, .. }) => {
-                    format!("locked {}", show_ts(lock.start_ts))
-                }
-                Err(PrewriteError::Failed(e)) => show_error(&e),
-            }
+            locked_or(store.prewrite_pessimistic(
+                &mutations,
+                &pessimistic,
+                arg(2)?.as_bytes(),
+                ts(arg(1)?)?,
+                ttl,
+            ))
         }
+        "lock" => {
+            let ttl: u64 = arg(4)?.parse().map_err(|_| "bad ttl")?;
+            locked_or(store.acquire_pessimistic_lock(
+                &keys(5),
+                arg(2)?.as_bytes(),
+                ts(arg(1)?)?,
+                ts(arg(3)?)?,
+                ttl,
+            ))
+        }
+        "unlock" => show(
+            store.pessimistic_rollback(&keys(3), ts(arg(1)?)?, ts(arg(2)?)?),
+            |()| "ok".into(),
+        ),
         "commit" => show(store.commit(&keys(3), ts(arg(1)?)?, ts(arg(2)?)?), |()| {
             "ok".into()
         }),

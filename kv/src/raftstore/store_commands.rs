@@ -188,6 +188,8 @@ impl<E: Engine> TxnCommands for RegionCommands<E> {
                 Ok(response)
             }
             TxnRequest::Prewrite { .. }
+            | TxnRequest::AcquirePessimisticLock { .. }
+            | TxnRequest::PessimisticRollback { .. }
             | TxnRequest::Commit { .. }
             | TxnRequest::Rollback { .. }
             | TxnRequest::ResolveLock { .. }

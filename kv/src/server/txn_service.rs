@@ -94,6 +94,20 @@ impl TxnKv for TxnService {
         self.serve(request).await
     }
 
+    async fn acquire_pessimistic_lock(
+        &self,
+        request: Request<pb::PessimisticLockRequest>,
+    ) -> Result<Response<pb::PessimisticLockResponse>, Status> {
+        self.serve(request).await
+    }
+
+    async fn pessimistic_rollback(
+        &self,
+        request: Request<pb::PessimisticRollbackRequest>,
+    ) -> Result<Response<pb::PessimisticRollbackResponse>, Status> {
+        self.serve(request).await
+    }
+
     async fn commit(
         &self,
         request: Request<pb::CommitRequest>,

@@ -89,8 +89,22 @@ pub trait TxnCommandsExt: TxnCommands {
         start_ts: Timestamp,
         ttl_ms: u64,
     ) -> Result<(), PrewriteError> {
+        self.prewrite_pessimistic(mutations, &[], primary, start_ts, ttl_ms)
+    }
+
+    /// A prewrite whose keys flagged in `pessimistic` hold the transaction's pessimistic
+    /// locks already.
+    fn prewrite_pessimistic(
+        &self,
+        mutations: &[Mutation],
+        pessimistic: &[bool],
+        primary: &[u8],
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<(), PrewriteError> {
         let request = TxnRequest::Prewrite {
             mutations: mutations.to_vec(),
+            pessimistic: pessimistic.to_vec(),
             primary: primary.to_vec(),
             start_ts,
             ttl_ms,
@@ -101,6 +115,47 @@ pub trait TxnCommandsExt: TxnCommands {
                 locked: Some((key, lock)),
             } => Err(PrewriteError::Locked { key, lock }),
             other => Err(mismatch(request.name(), &other).into()),
+        }
+    }
+
+    fn acquire_pessimistic_lock(
+        &self,
+        keys: &[Vec<u8>],
+        primary: &[u8],
+        start_ts: Timestamp,
+        for_update_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Result<(), PrewriteError> {
+        let request = TxnRequest::AcquirePessimisticLock {
+            keys: keys.to_vec(),
+            primary: primary.to_vec(),
+            start_ts,
+            for_update_ts,
+            ttl_ms,
+        };
+        match self.execute(&request)? {
+            TxnResponse::AcquirePessimisticLock { locked: None } => Ok(()),
+            TxnResponse::AcquirePessimisticLock {
+                locked: Some((key, lock)),
+            } => Err(PrewriteError::Locked { key, lock }),
+            other => Err(mismatch(request.name(), &other).into()),
+        }
+    }
+
+    fn pessimistic_rollback(
+        &self,
+        keys: &[Vec<u8>],
+        start_ts: Timestamp,
+        for_update_ts: Timestamp,
+    ) -> KvResult<()> {
+        let request = TxnRequest::PessimisticRollback {
+            keys: keys.to_vec(),
+            start_ts,
+            for_update_ts,
+        };
+        match self.execute(&request)? {
+            TxnResponse::PessimisticRollback => Ok(()),
+            other => Err(mismatch(request.name(), &other)),
         }
     }
 

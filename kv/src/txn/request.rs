@@ -45,11 +45,31 @@ pub enum TxnRequest {
         limit: usize,
     },
     /// Locks every mutation's key for transaction `start_ts` and stages its value.
+    /// `pessimistic[i]` (empty: none): mutation `i`'s key holds the transaction's pessimistic
+    /// lock already (see `actions`).
     Prewrite {
         mutations: Vec<Mutation>,
+        pessimistic: Vec<bool>,
         primary: Vec<u8>,
         start_ts: Timestamp,
         ttl_ms: u64,
+    },
+    /// Takes the transaction's pessimistic lock on every key at `for_update_ts` (all or
+    /// nothing within a region; a request split over regions may lock some regions' keys
+    /// and meet a lock in another, and the caller then releases or retries).
+    AcquirePessimisticLock {
+        keys: Vec<Vec<u8>>,
+        primary: Vec<u8>,
+        start_ts: Timestamp,
+        for_update_ts: Timestamp,
+        ttl_ms: u64,
+    },
+    /// Releases the transaction's pessimistic locks on `keys` taken at or before
+    /// `for_update_ts` (a statement undone; no rollback record).
+    PessimisticRollback {
+        keys: Vec<Vec<u8>>,
+        start_ts: Timestamp,
+        for_update_ts: Timestamp,
     },
     /// Replaces the transaction's locks on `keys` by write records at `commit_ts`.
     Commit {
@@ -97,6 +117,12 @@ pub enum TxnResponse {
     Prewrite {
         locked: Option<(Vec<u8>, Lock)>,
     },
+    /// `locked`: another transaction's lock (and its key) stopped it, and nothing of this
+    /// part was locked.
+    AcquirePessimisticLock {
+        locked: Option<(Vec<u8>, Lock)>,
+    },
+    PessimisticRollback,
     Commit,
     Rollback,
     CheckTxnStatus(TxnStatus),
@@ -145,6 +171,8 @@ impl TxnRequest {
             TxnRequest::BatchGet { .. } => "batch_get",
             TxnRequest::Scan { .. } => "scan",
             TxnRequest::Prewrite { .. } => "prewrite",
+            TxnRequest::AcquirePessimisticLock { .. } => "acquire_pessimistic_lock",
+            TxnRequest::PessimisticRollback { .. } => "pessimistic_rollback",
             TxnRequest::Commit { .. } => "commit",
             TxnRequest::Rollback { .. } => "rollback",
             TxnRequest::CheckTxnStatus { .. } => "check_txn_status",
@@ -167,6 +195,8 @@ impl TxnRequest {
             TxnRequest::Prewrite { mutations, .. } => Keys::Mutations(mutations.iter()),
             TxnRequest::Commit { keys, .. }
             | TxnRequest::Rollback { keys, .. }
+            | TxnRequest::AcquirePessimisticLock { keys, .. }
+            | TxnRequest::PessimisticRollback { keys, .. }
             | TxnRequest::BatchGet { keys, .. } => Keys::Keys(keys.iter()),
         }
     }
@@ -178,6 +208,8 @@ impl TxnRequest {
             TxnRequest::CheckTxnStatus { primary, .. }
             | TxnRequest::TxnHeartbeat { primary, .. } => Route::Key(primary),
             TxnRequest::Prewrite { .. }
+            | TxnRequest::AcquirePessimisticLock { .. }
+            | TxnRequest::PessimisticRollback { .. }
             | TxnRequest::Commit { .. }
             | TxnRequest::Rollback { .. }
             | TxnRequest::BatchGet { .. } => Route::Keys,
@@ -195,14 +227,42 @@ impl TxnRequest {
         match self {
             TxnRequest::Prewrite {
                 mutations,
+                pessimistic,
                 primary,
                 start_ts,
                 ttl_ms,
             } => TxnRequest::Prewrite {
                 mutations: pick(mutations, items),
+                pessimistic: if pessimistic.is_empty() {
+                    Vec::new()
+                } else {
+                    pick(pessimistic, items)
+                },
                 primary: primary.clone(),
                 start_ts: *start_ts,
                 ttl_ms: *ttl_ms,
+            },
+            TxnRequest::AcquirePessimisticLock {
+                keys,
+                primary,
+                start_ts,
+                for_update_ts,
+                ttl_ms,
+            } => TxnRequest::AcquirePessimisticLock {
+                keys: pick(keys, items),
+                primary: primary.clone(),
+                start_ts: *start_ts,
+                for_update_ts: *for_update_ts,
+                ttl_ms: *ttl_ms,
+            },
+            TxnRequest::PessimisticRollback {
+                keys,
+                start_ts,
+                for_update_ts,
+            } => TxnRequest::PessimisticRollback {
+                keys: pick(keys, items),
+                start_ts: *start_ts,
+                for_update_ts: *for_update_ts,
             },
             TxnRequest::Commit {
                 keys,
@@ -230,6 +290,10 @@ impl TxnRequest {
     pub fn answer_without_keys(&self) -> Option<TxnResponse> {
         match self {
             TxnRequest::Prewrite { .. } => Some(TxnResponse::Prewrite { locked: None }),
+            TxnRequest::AcquirePessimisticLock { .. } => {
+                Some(TxnResponse::AcquirePessimisticLock { locked: None })
+            }
+            TxnRequest::PessimisticRollback { .. } => Some(TxnResponse::PessimisticRollback),
             TxnRequest::Commit { .. } => Some(TxnResponse::Commit),
             TxnRequest::Rollback { .. } => Some(TxnResponse::Rollback),
             TxnRequest::BatchGet { .. } => Some(TxnResponse::BatchGet(ReadOutcome::Value(vec![]))),
@@ -264,6 +328,8 @@ impl TxnResponse {
             TxnResponse::BatchGet(_) => "batch_get",
             TxnResponse::Scan(_) => "scan",
             TxnResponse::Prewrite { .. } => "prewrite",
+            TxnResponse::AcquirePessimisticLock { .. } => "acquire_pessimistic_lock",
+            TxnResponse::PessimisticRollback => "pessimistic_rollback",
             TxnResponse::Commit => "commit",
             TxnResponse::Rollback => "rollback",
             TxnResponse::CheckTxnStatus(_) => "check_txn_status",
@@ -282,6 +348,7 @@ impl TxnResponse {
                 | TxnResponse::BatchGet(ReadOutcome::Locked { .. })
                 | TxnResponse::Scan(ReadOutcome::Locked { .. })
                 | TxnResponse::Prewrite { locked: Some(_) }
+                | TxnResponse::AcquirePessimisticLock { locked: Some(_) }
         )
     }
 }
@@ -301,6 +368,7 @@ mod tests {
     fn a_multi_key_request_splits_into_parts_over_its_items() {
         let prewrite = TxnRequest::Prewrite {
             mutations: vec![put("a"), put("b"), put("c")],
+            pessimistic: vec![true, false, true],
             primary: b"a".to_vec(),
             start_ts: Timestamp(5),
             ttl_ms: 10,
@@ -315,6 +383,7 @@ mod tests {
             prewrite.part(&[2, 1]),
             TxnRequest::Prewrite {
                 mutations: vec![put("c"), put("b")],
+                pessimistic: vec![true, false],
                 primary: b"a".to_vec(),
                 start_ts: Timestamp(5),
                 ttl_ms: 10,

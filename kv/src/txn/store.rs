@@ -169,15 +169,68 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 let pairs = MvccReader::new(&snapshot).scan(start, end.as_deref(), *ts, *limit)?;
                 TxnResponse::Scan(pairs)
             }
+            TxnRequest::AcquirePessimisticLock {
+                keys,
+                primary,
+                start_ts,
+                for_update_ts,
+                ttl_ms,
+            } => {
+                let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+                let (fence, snapshot) = self.current()?;
+                let acquired = actions::acquire_pessimistic_lock(
+                    &snapshot,
+                    keys,
+                    primary,
+                    *start_ts,
+                    *for_update_ts,
+                    *ttl_ms,
+                );
+                match acquired {
+                    Ok(batch) => {
+                        drop(snapshot);
+                        self.write(batch, fence)?;
+                        TxnResponse::AcquirePessimisticLock { locked: None }
+                    }
+                    Err(PrewriteError::Locked { key, lock }) => {
+                        TxnResponse::AcquirePessimisticLock {
+                            locked: Some((key, lock)),
+                        }
+                    }
+                    Err(PrewriteError::Failed(e)) => return Err(e),
+                }
+            }
+            TxnRequest::PessimisticRollback {
+                keys,
+                start_ts,
+                for_update_ts,
+            } => {
+                let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+                let (fence, snapshot) = self.current()?;
+                let batch =
+                    actions::pessimistic_rollback(&snapshot, keys, *start_ts, *for_update_ts)?;
+                drop(snapshot);
+                self.write(batch, fence)?;
+                TxnResponse::PessimisticRollback
+            }
             TxnRequest::Prewrite {
                 mutations,
+                pessimistic,
                 primary,
                 start_ts,
                 ttl_ms,
             } => {
                 let _guard = self.latches.acquire(mutations.iter().map(Mutation::key));
                 let (fence, snapshot) = self.current()?;
-                match actions::prewrite(&snapshot, mutations, &[], primary, *start_ts, *ttl_ms) {
+                let prewritten = actions::prewrite(
+                    &snapshot,
+                    mutations,
+                    pessimistic,
+                    primary,
+                    *start_ts,
+                    *ttl_ms,
+                );
+                match prewritten {
                     Ok(batch) => {
                         drop(snapshot);
                         self.write(batch, fence)?;
