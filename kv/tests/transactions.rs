@@ -70,6 +70,8 @@ both!(
     a_crash_after_the_primary_committed_rolls_secondaries_forward,
     readers_wait_for_a_live_lock_then_see_the_commit,
     read_only_transactions_write_nothing,
+    pessimistic_writers_wait_for_each_other_and_both_count,
+    a_rolled_back_pessimistic_transaction_releases_its_locks_at_once,
 );
 
 impl Fixture {
@@ -98,6 +100,16 @@ impl Fixture {
     fn ts(&self) -> Timestamp {
         self.tso.get_timestamp().unwrap()
     }
+}
+
+/// A client on the fixture's store whose locks outlive any pause of a loaded machine, and
+/// that waits for live locks up to `max_lock_wait`.
+fn client_waiting(f: &Fixture, max_lock_wait: Duration) -> TxnClient {
+    let options = TxnOptions {
+        lock_ttl: Duration::from_secs(20),
+        max_lock_wait,
+    };
+    TxnClient::new(f.store.clone(), f.tso.clone(), options)
 }
 
 fn keys(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<String> {
@@ -294,4 +306,69 @@ fn read_only_transactions_write_nothing(f: Fixture) {
             "{cf}"
         );
     }
+}
+
+/// Two read-modify-write transactions of one key, the second begun before the first commits:
+/// optimistically the second would fail with a write conflict; locking the key first, it
+/// waits for the first, reads its value, and both increments count.
+fn pessimistic_writers_wait_for_each_other_and_both_count(f: Fixture) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    f.write(&[("n", Some("0"))]);
+    let client = client_waiting(&f, Duration::from_secs(30));
+    let mut first = client.begin_txn().unwrap();
+    let mut second = client.begin_txn().unwrap();
+    let seen = first.lock_for_update(&[b"n".to_vec()]).unwrap();
+    assert_eq!(seen, vec![Some(b"0".to_vec())]);
+    let first_committing = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let first_committing = Arc::clone(&first_committing);
+        std::thread::spawn(move || {
+            let seen = second.lock_for_update(&[b"n".to_vec()]).unwrap();
+            // It holds the lock now, so the first transaction has ended.
+            let waited = first_committing.load(Ordering::SeqCst);
+            let value: u64 = String::from_utf8(seen[0].clone().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            second.put(b"n".to_vec(), (value + 1).to_string().into_bytes());
+            second.commit().unwrap();
+            (waited, value)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    first.put(b"n".to_vec(), b"1".to_vec());
+    first_committing.store(true, Ordering::SeqCst);
+    first.commit().unwrap();
+    let (waited, value) = waiter.join().unwrap();
+    assert!(
+        waited,
+        "the second transaction locked the key while the first held it"
+    );
+    assert_eq!(value, 1, "the second read the first's committed value");
+    assert_eq!(f.read("n").as_deref(), Some("2"));
+}
+
+/// A rollback releases the transaction's pessimistic locks at once; a key locked but never
+/// written commits as lock-only and keeps no lock either.
+fn a_rolled_back_pessimistic_transaction_releases_its_locks_at_once(f: Fixture) {
+    let client = client_waiting(&f, Duration::from_secs(30));
+    // Waits for no live lock at all: a lock left behind fails it.
+    let impatient = client_waiting(&f, Duration::ZERO);
+    let mut first = client.begin_txn().unwrap();
+    first
+        .lock_for_update(&[b"a".to_vec(), b"b".to_vec()])
+        .unwrap();
+    first.rollback().unwrap();
+    let mut second = impatient.begin_txn().unwrap();
+    second
+        .lock_for_update(&[b"a".to_vec(), b"b".to_vec()])
+        .unwrap();
+    second.put(b"a".to_vec(), b"x".to_vec());
+    second.commit().unwrap();
+    assert_eq!(f.read("a").as_deref(), Some("x"));
+    assert_eq!(f.read("b"), None);
+    let mut third = impatient.begin_txn().unwrap();
+    third.put(b"b".to_vec(), b"y".to_vec());
+    third.commit().unwrap();
+    assert_eq!(f.read("b").as_deref(), Some("y"));
 }

@@ -1,4 +1,11 @@
 //! [`TxnClient`] and its transactions: the Percolator client protocol.
+//!
+//! A transaction buffers its writes and prewrites them at commit (optimistic). It may also
+//! lock keys as it goes ([`KvTransaction::lock_for_update`], pessimistic, see `txn::actions`):
+//! it waits for other transactions' locks, holds its own until it ends, and reads the
+//! newest committed values of what it locked; its prewrite then cannot meet a write
+//! conflict on those keys. The first key it locks is its primary. Waiting is still by
+//! polling the holder's status (a lock-wait queue on the region leader is to come).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -72,6 +79,8 @@ impl TxnClient {
             began: Instant::now(),
             buffer: BTreeMap::new(),
             finished: false,
+            locked: Vec::new(),
+            for_update_ts: start_ts,
         })
     }
 }
@@ -98,6 +107,10 @@ pub struct KvTransaction {
     began: Instant,
     buffer: BTreeMap<Vec<u8>, Buffered>,
     finished: bool,
+    /// Keys this transaction holds pessimistic locks on (the first one is its primary), and
+    /// the newest `for_update_ts` it locked at.
+    locked: Vec<Vec<u8>>,
+    for_update_ts: Timestamp,
 }
 
 impl Shared {
@@ -183,15 +196,106 @@ impl KvTransaction {
         u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn prewrite(&self, mutations: &[Mutation], primary: &[u8]) -> KvResult<()> {
+    /// Pessimistic: locks `keys` for this transaction until it ends, waiting for other
+    /// transactions' locks (resolving those of dead ones), and returns the newest committed
+    /// value of each (this transaction's own writes over them). The locks are taken at a
+    /// fresh `for_update_ts`; nobody else can change the keys afterwards, so the values stay
+    /// the newest until this transaction commits, and its prewrite of them cannot conflict.
+    pub fn lock_for_update(&mut self, keys: &[Vec<u8>]) -> KvResult<Vec<Option<Vec<u8>>>> {
+        self.check_open()?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let primary = self.locked.first().unwrap_or(&keys[0]).clone();
+        let since = Instant::now();
+        loop {
+            // Fresh each try: a change committed while we waited is newer than the last one.
+            let for_update_ts = self.shared.tso.get_timestamp()?;
+            let ttl = self.lock_ttl_ms();
+            let acquired = self.shared.store.acquire_pessimistic_lock(
+                keys,
+                &primary,
+                self.start_ts,
+                for_update_ts,
+                ttl,
+            );
+            match acquired {
+                Ok(()) => {
+                    for key in keys {
+                        if !self.locked.contains(key) {
+                            self.locked.push(key.clone());
+                        }
+                    }
+                    self.for_update_ts = self.for_update_ts.max(for_update_ts);
+                    break;
+                }
+                Err(PrewriteError::Locked { key, lock }) => {
+                    self.shared.resolve_lock(&key, &lock, since)?;
+                }
+                // Committed between our timestamp and the lock: try again, newer.
+                Err(PrewriteError::Failed(KvError::WriteConflict { .. }))
+                    if since.elapsed() < self.shared.options.max_lock_wait => {}
+                Err(PrewriteError::Failed(e)) => return Err(e),
+            }
+        }
+        let (store, ts) = (&self.shared.store, self.for_update_ts);
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self
+            .shared
+            .read_resolving(|| store.batch_get(keys, ts))?
+            .into_iter()
+            .collect();
+        Ok(keys
+            .iter()
+            .map(|key| match self.buffer.get(key) {
+                Some(Buffered::Put(value)) => Some(value.clone()),
+                Some(Buffered::Delete) => None,
+                Some(Buffered::Lock) | None => found.get(key).cloned(),
+            })
+            .collect())
+    }
+
+    /// What the commit prewrites: the buffered writes and, as lock-only mutations, the keys
+    /// locked but not written; the primary first. With the flags of the pessimistic ones.
+    fn commit_mutations(&self) -> (Vec<Mutation>, Vec<bool>) {
+        let mut mutations = self.mutations();
+        for key in &self.locked {
+            if !self.buffer.contains_key(key) {
+                mutations.push(Mutation::Lock { key: key.clone() });
+            }
+        }
+        if let Some(primary) = self.locked.first()
+            && let Some(at) = mutations.iter().position(|m| m.key() == primary.as_slice())
+        {
+            let first = mutations.remove(at);
+            mutations.insert(0, first);
+        }
+        let pessimistic = if self.locked.is_empty() {
+            Vec::new()
+        } else {
+            mutations
+                .iter()
+                .map(|m| self.locked.iter().any(|k| k.as_slice() == m.key()))
+                .collect()
+        };
+        (mutations, pessimistic)
+    }
+
+    fn prewrite(
+        &self,
+        mutations: &[Mutation],
+        pessimistic: &[bool],
+        primary: &[u8],
+    ) -> KvResult<()> {
         let since = Instant::now();
         loop {
             let ttl = self.lock_ttl_ms();
-            match self
-                .shared
-                .store
-                .prewrite(mutations, primary, self.start_ts, ttl)
-            {
+            match self.shared.store.prewrite_pessimistic(
+                mutations,
+                pessimistic,
+                primary,
+                self.start_ts,
+                ttl,
+            ) {
                 Ok(()) => return Ok(()),
                 Err(PrewriteError::Failed(KvError::Unavailable(reason))) => {
                     // The prewrite may have been applied with its answer lost: take the locks
@@ -209,13 +313,16 @@ impl KvTransaction {
     }
 
     fn two_phase_commit(&mut self) -> KvResult<()> {
-        let mutations = self.mutations();
+        let (mutations, pessimistic) = self.commit_mutations();
         let Some(first) = mutations.first() else {
             return Ok(()); // Read-only: nothing to write, nothing to wait for.
         };
         let primary = first.key().to_vec();
         // Prewrite is one atomic command on a single store: on failure nothing was written.
-        self.prewrite(&mutations, &primary)?;
+        if let Err(e) = self.prewrite(&mutations, &pessimistic, &primary) {
+            self.release_locks();
+            return Err(e);
+        }
         let keys: Vec<Vec<u8>> = mutations.iter().map(|m| m.key().to_vec()).collect();
         let commit_ts = match self.shared.tso.get_timestamp() {
             Ok(ts) => ts,
@@ -265,6 +372,22 @@ impl KvTransaction {
             warn!(start_ts = %self.start_ts, error = %e, "committing secondary keys failed; readers will resolve them");
         }
         Ok(())
+    }
+
+    /// Releases the pessimistic locks this transaction holds (best effort: left over, they
+    /// expire and get resolved).
+    fn release_locks(&mut self) {
+        let locked = std::mem::take(&mut self.locked);
+        if locked.is_empty() {
+            return;
+        }
+        if let Err(e) =
+            self.shared
+                .store
+                .pessimistic_rollback(&locked, self.start_ts, self.for_update_ts)
+        {
+            warn!(start_ts = %self.start_ts, error = %e, "releasing pessimistic locks failed");
+        }
     }
 
     /// Best-effort cleanup after a failed commit; leftover locks expire and get resolved.
@@ -371,6 +494,7 @@ impl Transaction for KvTransaction {
     fn rollback(&mut self) -> KvResult<()> {
         self.finished = true;
         self.buffer.clear();
+        self.release_locks();
         Ok(())
     }
 
