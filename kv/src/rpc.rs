@@ -230,6 +230,36 @@ fn txn_ts(request: &TxnRequest) -> Timestamp {
     }
 }
 
+/// The error of the answer to a command that either is done or was stopped by another
+/// transaction's lock (prewrite, acquiring pessimistic locks): the lock met travels as the
+/// error's `locked`. `locked` takes the lock out of the request's own answer.
+fn locked_error(
+    request: &str,
+    result: KvResult<TxnResponse>,
+    locked: impl FnOnce(TxnResponse) -> Result<Option<(Vec<u8>, Lock)>, TxnResponse>,
+) -> Option<pb::KeyError> {
+    match result.map(locked) {
+        Ok(Ok(None)) => None,
+        Ok(Ok(Some((key, lock)))) => Some(locked_to_pb(&key, &lock)),
+        Ok(Err(other)) => Some(mismatched(request, &other)),
+        Err(e) => Some(error_to_pb(&e)),
+    }
+}
+
+/// The other direction of [`locked_error`]: the lock met, if any, or the error.
+fn locked_from_error(
+    error: Option<pb::KeyError>,
+    request: &TxnRequest,
+) -> KvResult<Option<(Vec<u8>, Lock)>> {
+    match error {
+        None => Ok(None),
+        Some(pb::KeyError {
+            locked: Some(info), ..
+        }) => Ok(Some(lock_from_pb(info))),
+        Some(e) => Err(error_from_pb(e, txn_ts(request))),
+    }
+}
+
 /// The error for an answer that is not the request's: a bug in the store.
 fn mismatched(request: &str, response: &TxnResponse) -> pb::KeyError {
     error_to_pb(&KvError::Server(format!(
@@ -433,27 +463,15 @@ impl KvCall for pb::PrewriteRequest {
     }
 
     fn answer(result: KvResult<TxnResponse>) -> pb::PrewriteResponse {
-        let error = match result {
-            Ok(TxnResponse::Prewrite { locked: None }) => None,
-            Ok(TxnResponse::Prewrite {
-                locked: Some((key, lock)),
-            }) => Some(locked_to_pb(&key, &lock)),
-            Ok(other) => Some(mismatched("prewrite", &other)),
-            Err(e) => Some(error_to_pb(&e)),
-        };
+        let error = locked_error("prewrite", result, |response| match response {
+            TxnResponse::Prewrite { locked } => Ok(locked),
+            other => Err(other),
+        });
         pb::PrewriteResponse { error }
     }
 
     fn into_response(m: pb::PrewriteResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
-        match m.error {
-            None => Ok(TxnResponse::Prewrite { locked: None }),
-            Some(pb::KeyError {
-                locked: Some(info), ..
-            }) => Ok(TxnResponse::Prewrite {
-                locked: Some(lock_from_pb(info)),
-            }),
-            Some(e) => Err(error_from_pb(e, txn_ts(request))),
-        }
+        locked_from_error(m.error, request).map(|locked| TxnResponse::Prewrite { locked })
     }
 }
 
@@ -472,14 +490,14 @@ impl KvCall for pb::PessimisticLockRequest {
     }
 
     fn answer(result: KvResult<TxnResponse>) -> pb::PessimisticLockResponse {
-        let error = match result {
-            Ok(TxnResponse::AcquirePessimisticLock { locked: None }) => None,
-            Ok(TxnResponse::AcquirePessimisticLock {
-                locked: Some((key, lock)),
-            }) => Some(locked_to_pb(&key, &lock)),
-            Ok(other) => Some(mismatched("acquire_pessimistic_lock", &other)),
-            Err(e) => Some(error_to_pb(&e)),
-        };
+        let error = locked_error(
+            "acquire_pessimistic_lock",
+            result,
+            |response| match response {
+                TxnResponse::AcquirePessimisticLock { locked } => Ok(locked),
+                other => Err(other),
+            },
+        );
         pb::PessimisticLockResponse { error }
     }
 
@@ -487,15 +505,8 @@ impl KvCall for pb::PessimisticLockRequest {
         m: pb::PessimisticLockResponse,
         request: &TxnRequest,
     ) -> KvResult<TxnResponse> {
-        match m.error {
-            None => Ok(TxnResponse::AcquirePessimisticLock { locked: None }),
-            Some(pb::KeyError {
-                locked: Some(info), ..
-            }) => Ok(TxnResponse::AcquirePessimisticLock {
-                locked: Some(lock_from_pb(info)),
-            }),
-            Some(e) => Err(error_from_pb(e, txn_ts(request))),
-        }
+        locked_from_error(m.error, request)
+            .map(|locked| TxnResponse::AcquirePessimisticLock { locked })
     }
 }
 

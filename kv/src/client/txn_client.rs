@@ -239,19 +239,21 @@ impl KvTransaction {
             }
         }
         let (store, ts) = (&self.shared.store, self.for_update_ts);
-        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = self
-            .shared
-            .read_resolving(|| store.batch_get(keys, ts))?
-            .into_iter()
-            .collect();
-        Ok(keys
-            .iter()
+        let found = self.shared.read_resolving(|| store.batch_get(keys, ts))?;
+        Ok(self.overlay(keys, found))
+    }
+
+    /// The values of `keys`: this transaction's buffered writes over the committed pairs
+    /// `found`.
+    fn overlay(&self, keys: &[Vec<u8>], found: Vec<KvPair>) -> Vec<Option<Vec<u8>>> {
+        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = found.into_iter().collect();
+        keys.iter()
             .map(|key| match self.buffer.get(key) {
                 Some(Buffered::Put(value)) => Some(value.clone()),
                 Some(Buffered::Delete) => None,
                 Some(Buffered::Lock) | None => found.get(key).cloned(),
             })
-            .collect())
+            .collect()
     }
 
     /// What the commit prewrites: the buffered writes and, as lock-only mutations, the keys
@@ -420,23 +422,14 @@ impl Transaction for KvTransaction {
             .filter(|key| matches!(self.buffer.get(*key), Some(Buffered::Lock) | None))
             .cloned()
             .collect();
-        let found: std::collections::HashMap<Vec<u8>, Vec<u8>> = if unbuffered.is_empty() {
-            Default::default()
+        let found = if unbuffered.is_empty() {
+            Vec::new()
         } else {
             let (store, ts) = (&self.shared.store, self.start_ts);
             self.shared
                 .read_resolving(|| store.batch_get(&unbuffered, ts))?
-                .into_iter()
-                .collect()
         };
-        Ok(keys
-            .iter()
-            .map(|key| match self.buffer.get(key) {
-                Some(Buffered::Put(value)) => Some(value.clone()),
-                Some(Buffered::Delete) => None,
-                Some(Buffered::Lock) | None => found.get(key).cloned(),
-            })
-            .collect())
+        Ok(self.overlay(keys, found))
     }
 
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvResult<Vec<KvPair>> {
