@@ -72,6 +72,7 @@ both!(
     read_only_transactions_write_nothing,
     pessimistic_writers_wait_for_each_other_and_both_count,
     a_rolled_back_pessimistic_transaction_releases_its_locks_at_once,
+    a_pessimistic_transaction_open_past_its_lock_ttl_keeps_its_locks_by_heartbeat,
 );
 
 impl Fixture {
@@ -371,4 +372,26 @@ fn a_rolled_back_pessimistic_transaction_releases_its_locks_at_once(f: Fixture) 
     third.put(b"b".to_vec(), b"y".to_vec());
     third.commit().unwrap();
     assert_eq!(f.read("b").as_deref(), Some("y"));
+}
+
+/// A transaction that holds its pessimistic locks three times as long as their TTL keeps
+/// them (its heartbeat extends the primary's TTL): another one that meets them waits (here:
+/// gives up at once) instead of rolling it back, and it commits.
+fn a_pessimistic_transaction_open_past_its_lock_ttl_keeps_its_locks_by_heartbeat(f: Fixture) {
+    let options = TxnOptions {
+        lock_ttl: Duration::from_secs(1),
+        max_lock_wait: Duration::ZERO,
+    };
+    let client = TxnClient::new(f.store.clone(), f.tso.clone(), options);
+    let mut holder = client.begin_txn().unwrap();
+    holder.lock_for_update(&[b"k".to_vec()]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut other = client.begin_txn().unwrap();
+    match other.lock_for_update(&[b"k".to_vec()]) {
+        Err(KvError::LockWaitTimeout { .. }) => {}
+        other => panic!("the lock should be alive, got {other:?}"),
+    }
+    holder.put(b"k".to_vec(), b"held".to_vec());
+    holder.commit().unwrap();
+    assert_eq!(f.read("k").as_deref(), Some("held"));
 }

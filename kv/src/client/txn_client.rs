@@ -6,10 +6,16 @@
 //! newest committed values of what it locked; its prewrite then cannot meet a write
 //! conflict on those keys. The first key it locks is its primary. Waiting is still by
 //! polling the holder's status (a lock-wait queue on the region leader is to come).
+//!
+//! While a transaction holds pessimistic locks, a heartbeat thread keeps its primary lock's
+//! TTL ahead of the time it has been open (every third of `lock_ttl`), so that others wait
+//! for it instead of rolling it back; a crashed client's locks expire `lock_ttl` after its
+//! last heartbeat.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use scheduler_api::{Timestamp, TimestampSource};
@@ -81,6 +87,7 @@ impl TxnClient {
             finished: false,
             locked: Vec::new(),
             for_update_ts: start_ts,
+            heartbeat: None,
         })
     }
 }
@@ -111,6 +118,61 @@ pub struct KvTransaction {
     /// the newest `for_update_ts` it locked at.
     locked: Vec<Vec<u8>>,
     for_update_ts: Timestamp,
+    /// Keeps the primary lock alive while the transaction holds pessimistic locks.
+    heartbeat: Option<Heartbeat>,
+}
+
+/// A thread extending a transaction's primary lock's TTL until it is dropped.
+struct Heartbeat {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(shared: Arc<Shared>, primary: Vec<u8>, start_ts: Timestamp, began: Instant) -> Self {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopped = Arc::clone(&stop);
+        let every = (shared.options.lock_ttl / 3).max(Duration::from_millis(10));
+        let thread = std::thread::Builder::new()
+            .name("txn-heartbeat".into())
+            .spawn(move || {
+                let (lock, wake) = &*stopped;
+                let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    // Stopped before this thread first waited: the wake-up is not lost.
+                    if *done {
+                        return;
+                    }
+                    done = wake
+                        .wait_timeout(done, every)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if *done {
+                        return;
+                    }
+                    let ttl = began.elapsed() + shared.options.lock_ttl;
+                    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                    if let Err(e) = shared.store.txn_heartbeat(&primary, start_ts, ttl_ms) {
+                        // The primary lock is gone (rolled back by someone): nothing to keep.
+                        warn!(start_ts = %start_ts, error = %e, "transaction heartbeat failed");
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Heartbeat { stop, thread }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Shared {
@@ -227,6 +289,14 @@ impl KvTransaction {
                         }
                     }
                     self.for_update_ts = self.for_update_ts.max(for_update_ts);
+                    if self.heartbeat.is_none() {
+                        self.heartbeat = Some(Heartbeat::start(
+                            Arc::clone(&self.shared),
+                            primary.clone(),
+                            self.start_ts,
+                            self.began,
+                        ));
+                    }
                     break;
                 }
                 Err(PrewriteError::Locked { key, lock }) => {
@@ -481,12 +551,15 @@ impl Transaction for KvTransaction {
     fn commit(&mut self) -> KvResult<()> {
         self.check_open()?;
         self.finished = true;
-        self.two_phase_commit()
+        let result = self.two_phase_commit();
+        self.heartbeat = None;
+        result
     }
 
     fn rollback(&mut self) -> KvResult<()> {
         self.finished = true;
         self.buffer.clear();
+        self.heartbeat = None;
         self.release_locks();
         Ok(())
     }
