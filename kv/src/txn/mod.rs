@@ -31,6 +31,7 @@
 
 pub mod actions;
 pub mod commands;
+pub mod deadlock;
 pub mod latches;
 pub mod request;
 pub mod store;
