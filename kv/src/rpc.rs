@@ -104,6 +104,7 @@ impl Call {
                 start_ts,
                 for_update_ts,
                 ttl_ms,
+                wait_ms,
             } => Call::AcquirePessimisticLock(pb::PessimisticLockRequest {
                 context,
                 keys: keys.clone(),
@@ -111,6 +112,7 @@ impl Call {
                 start_ts: start_ts.0,
                 for_update_ts: for_update_ts.0,
                 lock_ttl_ms: *ttl_ms,
+                wait_ms: *wait_ms,
             }),
             TxnRequest::PessimisticRollback {
                 keys,
@@ -485,6 +487,7 @@ impl KvCall for pb::PessimisticLockRequest {
             start_ts: Timestamp(self.start_ts),
             for_update_ts: Timestamp(self.for_update_ts),
             ttl_ms: self.lock_ttl_ms,
+            wait_ms: self.wait_ms,
         };
         Ok((self.context, request))
     }
@@ -947,6 +950,7 @@ mod tests {
                 start_ts: ts(5),
                 for_update_ts: ts(6),
                 ttl_ms: 3000,
+                wait_ms: 1500,
             },
             TxnRequest::PessimisticRollback {
                 keys: vec![b"q".to_vec()],

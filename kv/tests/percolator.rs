@@ -146,6 +146,7 @@ fn run(store: &dyn TxnCommands, command: &str) -> Result<String, String> {
                 ts(arg(1)?)?,
                 ts(arg(3)?)?,
                 ttl,
+                0,
             ))
         }
         "unlock" => show(

@@ -73,6 +73,7 @@ both!(
     pessimistic_writers_wait_for_each_other_and_both_count,
     a_rolled_back_pessimistic_transaction_releases_its_locks_at_once,
     a_pessimistic_transaction_open_past_its_lock_ttl_keeps_its_locks_by_heartbeat,
+    lock_waiters_are_woken_in_order_by_the_release_not_by_polling,
 );
 
 impl Fixture {
@@ -394,4 +395,64 @@ fn a_pessimistic_transaction_open_past_its_lock_ttl_keeps_its_locks_by_heartbeat
     holder.put(b"k".to_vec(), b"held".to_vec());
     holder.commit().unwrap();
     assert_eq!(f.read("k").as_deref(), Some("held"));
+}
+
+/// The store's commands, counting the status checks a client makes (a client that polls a
+/// live lock checks its holder's status again and again).
+struct CountingStatusChecks {
+    inner: Arc<dyn TxnCommands>,
+    checks: std::sync::atomic::AtomicUsize,
+}
+
+impl TxnCommands for CountingStatusChecks {
+    fn execute(&self, request: &kv::txn::TxnRequest) -> kv::KvResult<kv::txn::TxnResponse> {
+        if matches!(request, kv::txn::TxnRequest::CheckTxnStatus { .. }) {
+            self.checks
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.execute(request)
+    }
+}
+
+/// Two transactions wait for a third's lock: the store holds their requests and wakes the
+/// first one when the lock goes, and the second when the first's goes; neither polls.
+fn lock_waiters_are_woken_in_order_by_the_release_not_by_polling(f: Fixture) {
+    use std::sync::Mutex;
+    let counting = Arc::new(CountingStatusChecks {
+        inner: f.store.clone(),
+        checks: Default::default(),
+    });
+    let options = TxnOptions {
+        lock_ttl: Duration::from_secs(20),
+        max_lock_wait: Duration::from_secs(30),
+    };
+    let client = TxnClient::new(counting.clone(), f.tso.clone(), options);
+    let mut holder = client.begin_txn().unwrap();
+    holder.lock_for_update(&[b"k".to_vec()]).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for name in ["first", "second"] {
+        let (client, order) = (client.clone(), Arc::clone(&order));
+        waiters.push(std::thread::spawn(move || {
+            let mut txn = client.begin_txn().unwrap();
+            txn.lock_for_update(&[b"k".to_vec()]).unwrap();
+            order.lock().unwrap().push(name);
+            // Holds the lock a while: the other waiter must not get it meanwhile.
+            std::thread::sleep(Duration::from_millis(200));
+            txn.put(b"k".to_vec(), name.as_bytes().to_vec());
+            txn.commit().unwrap();
+        }));
+        // The first waiter queues before the second.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(order.lock().unwrap().is_empty(), "nobody got the held lock");
+    holder.commit().unwrap();
+    for waiter in waiters {
+        waiter.join().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+    assert_eq!(f.read("k").as_deref(), Some("second"));
+    let checks = counting.checks.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(checks, 0, "a waiter checked its holder's status: it polled");
 }

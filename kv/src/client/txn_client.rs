@@ -4,8 +4,10 @@
 //! lock keys as it goes ([`KvTransaction::lock_for_update`], pessimistic, see `txn::actions`):
 //! it waits for other transactions' locks, holds its own until it ends, and reads the
 //! newest committed values of what it locked; its prewrite then cannot meet a write
-//! conflict on those keys. The first key it locks is its primary. Waiting is still by
-//! polling the holder's status (a lock-wait queue on the region leader is to come).
+//! conflict on those keys. The first key it locks is its primary. Meeting another
+//! transaction's lock, the store holds the request until the lock goes (`txn::lock_waits`,
+//! up to a slice); between slices the client checks the holder's status once (a dead holder
+//! is rolled back) and sends again, up to `max_lock_wait`.
 //!
 //! While a transaction holds pessimistic locks, a heartbeat thread keeps its primary lock's
 //! TTL ahead of the time it has been open (every third of `lock_ttl`), so that others wait
@@ -212,6 +214,31 @@ impl Shared {
         }
     }
 
+    /// After the store held a request for `lock` as long as it would: resolves the lock if
+    /// its transaction is over (or dead: rolled back here), else fails once `max_lock_wait`
+    /// has passed since `waited_since`, else returns at once (the request is sent again and
+    /// waits in the store, woken when the lock goes).
+    fn settle_lock(&self, key: &[u8], lock: &Lock, waited_since: Instant) -> KvResult<()> {
+        let now = self.tso.get_timestamp()?;
+        match self
+            .store
+            .check_txn_status(&lock.primary, lock.start_ts, now)?
+        {
+            TxnStatus::Committed { commit_ts } => self
+                .store
+                .resolve_lock(key, lock.start_ts, Some(commit_ts))
+                .map(drop),
+            TxnStatus::RolledBack => self.store.resolve_lock(key, lock.start_ts, None).map(drop),
+            TxnStatus::Alive { .. } if waited_since.elapsed() >= self.options.max_lock_wait => {
+                Err(KvError::LockWaitTimeout {
+                    key: key.to_vec(),
+                    lock_ts: lock.start_ts,
+                })
+            }
+            TxnStatus::Alive { .. } => Ok(()),
+        }
+    }
+
     /// Runs `read` until it returns a value, resolving the locks it reports.
     fn read_resolving<T>(&self, mut read: impl FnMut() -> KvResult<ReadOutcome<T>>) -> KvResult<T> {
         let since = Instant::now();
@@ -274,12 +301,19 @@ impl KvTransaction {
             // Fresh each try: a change committed while we waited is newer than the last one.
             let for_update_ts = self.shared.tso.get_timestamp()?;
             let ttl = self.lock_ttl_ms();
+            let left = self
+                .shared
+                .options
+                .max_lock_wait
+                .saturating_sub(since.elapsed());
+            let wait_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
             let acquired = self.shared.store.acquire_pessimistic_lock(
                 keys,
                 &primary,
                 self.start_ts,
                 for_update_ts,
                 ttl,
+                wait_ms,
             );
             match acquired {
                 Ok(()) => {
@@ -300,7 +334,7 @@ impl KvTransaction {
                     break;
                 }
                 Err(PrewriteError::Locked { key, lock }) => {
-                    self.shared.resolve_lock(&key, &lock, since)?;
+                    self.shared.settle_lock(&key, &lock, since)?;
                 }
                 // Committed between our timestamp and the lock: try again, newer.
                 Err(PrewriteError::Failed(KvError::WriteConflict { .. }))

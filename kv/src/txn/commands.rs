@@ -118,6 +118,7 @@ pub trait TxnCommandsExt: TxnCommands {
         }
     }
 
+    /// Meeting another transaction's lock, waits up to `wait_ms` for it to go.
     fn acquire_pessimistic_lock(
         &self,
         keys: &[Vec<u8>],
@@ -125,6 +126,7 @@ pub trait TxnCommandsExt: TxnCommands {
         start_ts: Timestamp,
         for_update_ts: Timestamp,
         ttl_ms: u64,
+        wait_ms: u64,
     ) -> Result<(), PrewriteError> {
         let request = TxnRequest::AcquirePessimisticLock {
             keys: keys.to_vec(),
@@ -132,6 +134,7 @@ pub trait TxnCommandsExt: TxnCommands {
             start_ts,
             for_update_ts,
             ttl_ms,
+            wait_ms,
         };
         match self.execute(&request)? {
             TxnResponse::AcquirePessimisticLock { locked: None } => Ok(()),

@@ -33,6 +33,7 @@ pub mod actions;
 pub mod commands;
 pub mod deadlock;
 pub mod latches;
+pub mod lock_waits;
 pub mod request;
 pub mod store;
 

@@ -57,12 +57,15 @@ pub enum TxnRequest {
     /// Takes the transaction's pessimistic lock on every key at `for_update_ts` (all or
     /// nothing within a region; a request split over regions may lock some regions' keys
     /// and meet a lock in another, and the caller then releases or retries).
+    /// Meeting another transaction's lock, it waits up to `wait_ms` (at most a slice, see
+    /// `TxnStore`) for that lock to go, woken when it does (`lock_waits`).
     AcquirePessimisticLock {
         keys: Vec<Vec<u8>>,
         primary: Vec<u8>,
         start_ts: Timestamp,
         for_update_ts: Timestamp,
         ttl_ms: u64,
+        wait_ms: u64,
     },
     /// Releases the transaction's pessimistic locks on `keys` taken at or before
     /// `for_update_ts` (a statement undone; no rollback record).
@@ -248,12 +251,14 @@ impl TxnRequest {
                 start_ts,
                 for_update_ts,
                 ttl_ms,
+                wait_ms,
             } => TxnRequest::AcquirePessimisticLock {
                 keys: pick(keys, items),
                 primary: primary.clone(),
                 start_ts: *start_ts,
                 for_update_ts: *for_update_ts,
                 ttl_ms: *ttl_ms,
+                wait_ms: *wait_ms,
             },
             TxnRequest::PessimisticRollback {
                 keys,

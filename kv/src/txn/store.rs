@@ -5,12 +5,14 @@
 //! the Percolator action of the same name ([`super::actions`]).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use scheduler_api::Timestamp;
 
-use super::actions::{self, Mutation, PrewriteError};
+use super::actions::{self, Mutation, PrewriteError, TxnStatus};
 use super::commands::TxnCommands;
 use super::latches::Latches;
+use super::lock_waits::LockWaits;
 use super::request::{TxnRequest, TxnResponse};
 use crate::error::KvResult;
 use crate::mvcc::key::{decode_user_key, encode_user_key};
@@ -61,10 +63,16 @@ impl<E: Engine> Replication for Local<E> {
     }
 }
 
+/// The longest a command waits for a lock in one go: well below the clients' request and
+/// routing timeouts, so that a wait never looks like an unanswered request (the client sends
+/// again, to whichever replica leads by then).
+pub const MAX_LOCK_WAIT_SLICE: Duration = Duration::from_secs(2);
+
 pub struct TxnStore<E: Engine> {
     engine: Arc<E>,
     replication: Arc<dyn Replication>,
     latches: Latches,
+    waits: LockWaits,
 }
 
 impl<E: Engine> TxnStore<E> {
@@ -81,6 +89,7 @@ impl<E: Engine> TxnStore<E> {
             engine,
             replication,
             latches: Latches::default(),
+            waits: LockWaits::default(),
         }
     }
 
@@ -131,7 +140,70 @@ impl<E: Engine> TxnStore<E> {
         let (resolved, batch) = actions::resolve_locks(&snapshot, &locked, start_ts, commit_ts)?;
         drop(snapshot);
         self.write(batch, fence)?;
+        self.waits.release(locked.iter().map(Vec::as_slice));
         Ok(resolved)
+    }
+
+    /// Takes pessimistic locks (see [`TxnRequest::AcquirePessimisticLock`]); meeting another
+    /// transaction's lock, waits until `wait_ms` (at most [`MAX_LOCK_WAIT_SLICE`]) for a
+    /// release to wake it (`lock_waits`), then tries again, first in line.
+    fn acquire_pessimistic_lock(
+        &self,
+        keys: &[Vec<u8>],
+        primary: &[u8],
+        (start_ts, for_update_ts): (Timestamp, Timestamp),
+        ttl_ms: u64,
+        wait_ms: u64,
+    ) -> KvResult<TxnResponse> {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms).min(MAX_LOCK_WAIT_SLICE);
+        // The key this command was woken for: if it gives up without its lock, the next
+        // waiter's turn comes.
+        let mut woken_for: Option<Vec<u8>> = None;
+        loop {
+            let guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+            let (fence, snapshot) = self.current()?;
+            let acquired = actions::acquire_pessimistic_lock(
+                &snapshot,
+                keys,
+                primary,
+                start_ts,
+                for_update_ts,
+                ttl_ms,
+            );
+            let (key, lock) = match acquired {
+                Ok(batch) => {
+                    drop(snapshot);
+                    self.write(batch, fence)?;
+                    return Ok(TxnResponse::AcquirePessimisticLock { locked: None });
+                }
+                Err(PrewriteError::Locked { key, lock }) => (key, lock),
+                Err(PrewriteError::Failed(e)) => {
+                    if let Some(key) = woken_for {
+                        self.waits.pass_on(&key);
+                    }
+                    return Err(e);
+                }
+            };
+            if wait_ms == 0 || Instant::now() >= deadline {
+                return Ok(TxnResponse::AcquirePessimisticLock {
+                    locked: Some((key, lock)),
+                });
+            }
+            // Registered under the latch: a release of this key (which takes it too) comes
+            // after, and finds the waiter.
+            let waiter = match woken_for.take() {
+                Some(_) => self.waits.enqueue_first(&key),
+                None => self.waits.enqueue(&key),
+            };
+            drop(snapshot);
+            drop(guard);
+            if !self.waits.wait(&key, &waiter, deadline) {
+                return Ok(TxnResponse::AcquirePessimisticLock {
+                    locked: Some((key, lock)),
+                });
+            }
+            woken_for = Some(key);
+        }
     }
 }
 
@@ -175,31 +247,14 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 start_ts,
                 for_update_ts,
                 ttl_ms,
-            } => {
-                let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
-                let (fence, snapshot) = self.current()?;
-                let acquired = actions::acquire_pessimistic_lock(
-                    &snapshot,
-                    keys,
-                    primary,
-                    *start_ts,
-                    *for_update_ts,
-                    *ttl_ms,
-                );
-                match acquired {
-                    Ok(batch) => {
-                        drop(snapshot);
-                        self.write(batch, fence)?;
-                        TxnResponse::AcquirePessimisticLock { locked: None }
-                    }
-                    Err(PrewriteError::Locked { key, lock }) => {
-                        TxnResponse::AcquirePessimisticLock {
-                            locked: Some((key, lock)),
-                        }
-                    }
-                    Err(PrewriteError::Failed(e)) => return Err(e),
-                }
-            }
+                wait_ms,
+            } => self.acquire_pessimistic_lock(
+                keys,
+                primary,
+                (*start_ts, *for_update_ts),
+                *ttl_ms,
+                *wait_ms,
+            )?,
             TxnRequest::PessimisticRollback {
                 keys,
                 start_ts,
@@ -211,6 +266,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                     actions::pessimistic_rollback(&snapshot, keys, *start_ts, *for_update_ts)?;
                 drop(snapshot);
                 self.write(batch, fence)?;
+                self.waits.release(keys.iter().map(Vec::as_slice));
                 TxnResponse::PessimisticRollback
             }
             TxnRequest::Prewrite {
@@ -252,6 +308,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 let batch = actions::commit(&snapshot, keys, *start_ts, *commit_ts)?;
                 drop(snapshot);
                 self.write(batch, fence)?;
+                self.waits.release(keys.iter().map(Vec::as_slice));
                 TxnResponse::Commit
             }
             TxnRequest::Rollback { keys, start_ts } => {
@@ -260,6 +317,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 let batch = actions::rollback(&snapshot, keys, *start_ts)?;
                 drop(snapshot);
                 self.write(batch, fence)?;
+                self.waits.release(keys.iter().map(Vec::as_slice));
                 TxnResponse::Rollback
             }
             TxnRequest::CheckTxnStatus {
@@ -273,6 +331,9 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                     actions::check_txn_status(&snapshot, primary, *lock_ts, *current_ts)?;
                 drop(snapshot);
                 self.write(batch, fence)?;
+                if status == TxnStatus::RolledBack {
+                    self.waits.release([primary.as_slice()]);
+                }
                 TxnResponse::CheckTxnStatus(status)
             }
             // Every lock of the transaction on this store (in this replica's range), not only
