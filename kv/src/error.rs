@@ -28,6 +28,17 @@ pub enum KvError {
         "could not serialize access: a key stayed locked by transaction {lock_ts} for too long"
     )]
     LockWaitTimeout { key: Vec<u8>, lock_ts: Timestamp },
+    /// Waiting for `lock_ts`'s lock on `key` would close a cycle of transactions waiting for
+    /// each other: this one is refused (SQLSTATE 40P01), the others go on.
+    #[error(
+        "deadlock detected: transaction {start_ts} would wait for transaction {lock_ts}, which \
+         waits for it"
+    )]
+    Deadlock {
+        key: Vec<u8>,
+        start_ts: Timestamp,
+        lock_ts: Timestamp,
+    },
 
     /// The primary's commit was sent but its answer was lost: the transaction may or may not
     /// have committed. Only reading tells.
@@ -97,6 +108,7 @@ impl KvError {
             KvError::WriteConflict { .. }
                 | KvError::TxnAborted { .. }
                 | KvError::LockWaitTimeout { .. }
+                | KvError::Deadlock { .. }
         )
     }
 }

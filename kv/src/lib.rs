@@ -39,6 +39,8 @@ pub mod txn;
 
 pub use client::{Transaction, TransactionSource, TxnClient, TxnOptions};
 pub use error::{KvError, KvResult};
+/// The timestamps errors and transactions carry (from the scheduler's oracle).
+pub use scheduler_api::Timestamp;
 
 /// A single-node transactional store over the in-memory engine, with timestamps from a
 /// counter in memory: for tests of the layers above.

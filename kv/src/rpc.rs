@@ -790,6 +790,12 @@ fn error_to_pb(e: &KvError) -> pb::KeyError {
             });
         }
         KvError::TxnAborted { reason, .. } => out.aborted = reason.clone(),
+        KvError::Deadlock { key, lock_ts, .. } => {
+            out.deadlock = Some(pb::Deadlock {
+                key: key.clone(),
+                lock_ts: lock_ts.0,
+            });
+        }
         region_error if region_error.is_region_error() => {
             out.region = Some(region_error_to_pb(region_error));
         }
@@ -813,6 +819,13 @@ fn error_from_pb(e: pb::KeyError, start_ts: Timestamp) -> KvError {
         // A lock reported where the command has no way to handle it: the server broke the
         // protocol (reads and prewrites handle locks before calling this).
         return KvError::Server(format!("unexpected lock on key {:?}", locked.key));
+    }
+    if let Some(d) = e.deadlock {
+        return KvError::Deadlock {
+            key: d.key,
+            start_ts,
+            lock_ts: Timestamp(d.lock_ts),
+        };
     }
     if !e.aborted.is_empty() {
         return KvError::TxnAborted {

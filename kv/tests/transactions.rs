@@ -74,6 +74,7 @@ both!(
     a_rolled_back_pessimistic_transaction_releases_its_locks_at_once,
     a_pessimistic_transaction_open_past_its_lock_ttl_keeps_its_locks_by_heartbeat,
     lock_waiters_are_woken_in_order_by_the_release_not_by_polling,
+    of_two_transactions_locking_two_keys_in_opposite_orders_one_is_refused_as_a_deadlock,
 );
 
 impl Fixture {
@@ -455,4 +456,41 @@ fn lock_waiters_are_woken_in_order_by_the_release_not_by_polling(f: Fixture) {
     assert_eq!(f.read("k").as_deref(), Some("second"));
     let checks = counting.checks.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(checks, 0, "a waiter checked its holder's status: it polled");
+}
+
+/// Two transactions each lock a key, then each wants the other's: one of them is refused
+/// with a deadlock at once (which one depends on which waits first), rolls back, and the
+/// other gets the key and commits.
+fn of_two_transactions_locking_two_keys_in_opposite_orders_one_is_refused_as_a_deadlock(
+    f: Fixture,
+) {
+    let client = client_waiting(&f, Duration::from_secs(30));
+    let run = |mine: &'static str, theirs: &'static str| {
+        let client = client.clone();
+        let mut txn = client.begin_txn().unwrap();
+        txn.lock_for_update(&[mine.as_bytes().to_vec()]).unwrap();
+        move || {
+            let outcome = txn.lock_for_update(&[theirs.as_bytes().to_vec()]);
+            match outcome {
+                Ok(_) => {
+                    txn.put(theirs.as_bytes().to_vec(), mine.as_bytes().to_vec());
+                    txn.commit().unwrap();
+                    "committed"
+                }
+                Err(KvError::Deadlock { .. }) => {
+                    txn.rollback().unwrap();
+                    "deadlock"
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+    };
+    let one = run("a", "b");
+    let two = run("b", "a");
+    let one = std::thread::spawn(one);
+    std::thread::sleep(Duration::from_millis(200));
+    let two = std::thread::spawn(two);
+    let mut outcomes = [one.join().unwrap(), two.join().unwrap()];
+    outcomes.sort();
+    assert_eq!(outcomes, ["committed", "deadlock"]);
 }

@@ -26,6 +26,7 @@ pub mod sqlstate {
     pub const UNIQUE_VIOLATION: &str = "23505";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
     pub const STATEMENT_COMPLETION_UNKNOWN: &str = "40003";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
@@ -95,6 +96,7 @@ impl std::error::Error for SqlError {}
 impl From<KvError> for SqlError {
     fn from(e: KvError) -> Self {
         let code = match &e {
+            KvError::Deadlock { .. } => sqlstate::DEADLOCK_DETECTED,
             e if e.is_retryable_transaction() => sqlstate::SERIALIZATION_FAILURE,
             KvError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
             KvError::Storage(kv::storage::StorageError::Corrupt(_)) => sqlstate::DATA_CORRUPTED,
@@ -145,5 +147,11 @@ mod tests {
             code(KvError::Unavailable("down".into())),
             sqlstate::IO_ERROR
         );
+        let deadlock = KvError::Deadlock {
+            key: b"k".to_vec(),
+            start_ts: kv::Timestamp(2),
+            lock_ts: kv::Timestamp(1),
+        };
+        assert_eq!(code(deadlock), "40P01");
     }
 }

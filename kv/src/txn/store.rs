@@ -11,10 +11,11 @@ use scheduler_api::Timestamp;
 
 use super::actions::{self, Mutation, PrewriteError, TxnStatus};
 use super::commands::TxnCommands;
+use super::deadlock::{WaitFor, WaitForGraph};
 use super::latches::Latches;
 use super::lock_waits::LockWaits;
 use super::request::{TxnRequest, TxnResponse};
-use crate::error::KvResult;
+use crate::error::{KvError, KvResult};
 use crate::mvcc::key::{decode_user_key, encode_user_key};
 use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::{Lock, MvccReader};
@@ -73,6 +74,9 @@ pub struct TxnStore<E: Engine> {
     replication: Arc<dyn Replication>,
     latches: Latches,
     waits: LockWaits,
+    /// Who waits for whom among this store's lock waits (see `deadlock`; a cycle through
+    /// other stores is not seen here).
+    wait_for: std::sync::Mutex<WaitForGraph>,
 }
 
 impl<E: Engine> TxnStore<E> {
@@ -90,6 +94,7 @@ impl<E: Engine> TxnStore<E> {
             replication,
             latches: Latches::default(),
             waits: LockWaits::default(),
+            wait_for: Default::default(),
         }
     }
 
@@ -189,6 +194,26 @@ impl<E: Engine> TxnStore<E> {
                     locked: Some((key, lock)),
                 });
             }
+            let wait = WaitFor {
+                txn: start_ts,
+                wait_for: lock.start_ts,
+                key: key.clone(),
+            };
+            let cycle = self
+                .wait_for
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .detect(wait, Instant::now());
+            if cycle.is_some() {
+                if let Some(key) = woken_for {
+                    self.waits.pass_on(&key);
+                }
+                return Err(KvError::Deadlock {
+                    key,
+                    start_ts,
+                    lock_ts: lock.start_ts,
+                });
+            }
             // Registered under the latch: a release of this key (which takes it too) comes
             // after, and finds the waiter.
             let waiter = match woken_for.take() {
@@ -197,7 +222,12 @@ impl<E: Engine> TxnStore<E> {
             };
             drop(snapshot);
             drop(guard);
-            if !self.waits.wait(&key, &waiter, deadline) {
+            let woken = self.waits.wait(&key, &waiter, deadline);
+            self.wait_for
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clean_up_wait_for(start_ts, lock.start_ts);
+            if !woken {
                 return Ok(TxnResponse::AcquirePessimisticLock {
                     locked: Some((key, lock)),
                 });
