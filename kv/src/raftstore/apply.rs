@@ -120,6 +120,33 @@ pub fn written_bytes(batch: &WriteBatch) -> u64 {
         .sum()
 }
 
+/// Adds to `apply` the data of the writes of `entries` that apply in `region` (see
+/// [`check_write`]); returns each entry's outcome (index, term, result) and the data bytes
+/// added. The one place that decides what a run of write entries does, whether the peer or
+/// the pool applies it.
+pub fn stage_writes(
+    region: &Region,
+    frozen: bool,
+    entries: Vec<WriteEntry>,
+    apply: &mut WriteBatch,
+) -> (Vec<(u64, u64, KvResult<()>)>, u64) {
+    let mut written = 0;
+    let outcomes = entries
+        .into_iter()
+        .map(|entry| {
+            let outcome = match entry.batch {
+                None => Ok(()),
+                Some(data) => check_write(region, frozen, &data).map(|()| {
+                    written += written_bytes(&data);
+                    apply.extend(data);
+                }),
+            };
+            (entry.index, entry.term, outcome)
+        })
+        .collect();
+    (outcomes, written)
+}
+
 /// A committed entry handed to the pool: a write batch, or nothing (an empty entry).
 pub struct WriteEntry {
     pub index: u64,
@@ -172,18 +199,7 @@ impl ApplyTask {
             return;
         };
         let mut batch = WriteBatch::new();
-        let mut written = 0;
-        let mut outcomes = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let outcome = match entry.batch {
-                None => Ok(()),
-                Some(data) => check_write(&region, false, &data).map(|()| {
-                    written += written_bytes(&data);
-                    batch.extend(data);
-                }),
-            };
-            outcomes.push((entry.index, entry.term, outcome));
-        }
+        let (outcomes, written) = stage_writes(&region, false, entries, &mut batch);
         state.applied = last;
         batch.put(
             Cf::Raft,

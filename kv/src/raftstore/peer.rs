@@ -29,7 +29,7 @@ mod merge;
 
 use super::PeerStorage;
 use super::apply::{self, Applied, ApplyPool, ApplyTask, Proposal, WriteEntry};
-use super::command::{CommitMergeRequest, RaftCommand, SplitRequest};
+use super::command::{CommitMergeRequest, PrepareMergeRequest, RaftCommand, SplitRequest};
 use super::region::{self, ChangePeer};
 use super::transport::RaftEnvelope;
 use super::write_batcher::{DirectWriter, RaftWriter};
@@ -96,6 +96,16 @@ pub struct Peer<E: Engine> {
     apply_pool: Option<ApplyRoute>,
     /// The last entry of the task in the apply pool, while one is in flight.
     applying: Option<u64>,
+}
+
+/// A committed entry that changes the region, which a peer applies itself (see
+/// `Peer::finish_ready`).
+enum Admin {
+    Split(SplitRequest),
+    PrepareMerge(PrepareMergeRequest),
+    CommitMerge(CommitMergeRequest),
+    /// A membership change (its entry holds it).
+    ConfChange,
 }
 
 /// Hands an apply task's result back to its peer.
@@ -835,9 +845,12 @@ impl<E: Engine> Peer<E> {
                 _ => None,
             };
             let write = match (&entry.kind, command) {
-                (EntryKind::Normal, None) => Ok(None),
+                (EntryKind::ConfChange, _) => Err(Admin::ConfChange),
+                (_, None) => Ok(None),
                 (_, Some(RaftCommand::Write(batch))) => Ok(Some(batch)),
-                (_, other) => Err(other),
+                (_, Some(RaftCommand::Split(request))) => Err(Admin::Split(request)),
+                (_, Some(RaftCommand::PrepareMerge(request))) => Err(Admin::PrepareMerge(request)),
+                (_, Some(RaftCommand::CommitMerge(request))) => Err(Admin::CommitMerge(request)),
             };
             match write {
                 Ok(batch) => {
@@ -883,8 +896,8 @@ impl<E: Engine> Peer<E> {
         for (index, term, outcome) in applied_to {
             apply::complete_proposals(&mut self.proposals, self.region_id, index, term, outcome);
         }
-        if let Some(last) = handed_out.last().map(|e| e.index) {
-            self.hand_out(handed_out, last);
+        if !handed_out.is_empty() {
+            self.hand_out(handed_out);
         }
         self.serve_ready_reads();
         Ok(())
@@ -901,13 +914,10 @@ impl<E: Engine> Peer<E> {
             return Ok(());
         };
         let mut apply = WriteBatch::new();
-        for entry in run {
-            let outcome = match entry.batch {
-                None => Ok(()),
-                Some(batch) => self.apply_write(&mut apply, batch),
-            };
-            applied_to.push((entry.index, entry.term, outcome));
-        }
+        let frozen = self.merging().is_some();
+        let (outcomes, written) = apply::stage_writes(self.region(), frozen, run, &mut apply);
+        applied_to.extend(outcomes);
+        self.written_since_check = self.written_since_check.saturating_add(written);
         self.node.storage_mut().set_applied(&mut apply, last);
         self.writer.write_unsynced(apply)
     }
@@ -918,30 +928,21 @@ impl<E: Engine> Peer<E> {
     fn apply_entry(
         &mut self,
         entry: &raft::Entry,
-        command: Option<RaftCommand>,
+        admin: Admin,
         applied_to: &mut Vec<(u64, u64, KvResult<()>)>,
     ) -> KvResult<bool> {
         let mut apply = WriteBatch::new();
         let mut outcome = Ok(());
-        match entry.kind {
-            EntryKind::Normal => {
-                if let Some(command) = command {
-                    outcome = match command {
-                        RaftCommand::Write(batch) => self.apply_write(&mut apply, batch),
-                        RaftCommand::Split(request) => self.apply_split(&mut apply, &request)?,
-                        RaftCommand::PrepareMerge(request) => {
-                            self.apply_prepare_merge(&mut apply, &request, entry.index, entry.term)
-                        }
-                        RaftCommand::CommitMerge(request) => {
-                            match self.apply_commit_merge(&mut apply, &request)? {
-                                merge::CommitApply::Done(outcome) => outcome,
-                                merge::CommitApply::Wait => return Ok(false),
-                            }
-                        }
-                    };
-                }
+        match admin {
+            Admin::Split(request) => outcome = self.apply_split(&mut apply, &request)?,
+            Admin::PrepareMerge(request) => {
+                outcome = self.apply_prepare_merge(&mut apply, &request, entry.index, entry.term)
             }
-            EntryKind::ConfChange => {
+            Admin::CommitMerge(request) => match self.apply_commit_merge(&mut apply, &request)? {
+                merge::CommitApply::Done(done) => outcome = done,
+                merge::CommitApply::Wait => return Ok(false),
+            },
+            Admin::ConfChange => {
                 let change = ChangePeer::from_entry(&entry.data)?;
                 let conf = self.node.apply_conf_change(change.raft_change());
                 let region = change.apply_to(self.region());
@@ -972,10 +973,11 @@ impl<E: Engine> Peer<E> {
         Ok(true)
     }
 
-    /// Hands a run of committed writes ending at `last` to the apply pool, with their
-    /// proposals.
-    fn hand_out(&mut self, entries: Vec<WriteEntry>, last: u64) {
-        let Some(ApplyRoute { pool, reply, .. }) = &self.apply_pool else {
+    /// Hands a run of committed writes to the apply pool, with their proposals.
+    fn hand_out(&mut self, entries: Vec<WriteEntry>) {
+        let (Some(ApplyRoute { pool, reply, .. }), Some(last)) =
+            (&self.apply_pool, entries.last().map(|e| e.index))
+        else {
             return;
         };
         let mut proposals = VecDeque::new();
@@ -1037,17 +1039,6 @@ impl<E: Engine> Peer<E> {
                 }));
             }
         }
-    }
-
-    /// Applies a write batch if every data key lies in the region (see [`RaftCommand`]);
-    /// otherwise applies nothing of it and answers EpochNotMatch. Every replica decides alike.
-    fn apply_write(&mut self, apply: &mut WriteBatch, batch: WriteBatch) -> KvResult<()> {
-        apply::check_write(self.region(), self.merging().is_some(), &batch)?;
-        self.written_since_check = self
-            .written_since_check
-            .saturating_add(apply::written_bytes(&batch));
-        apply.extend(batch);
-        Ok(())
     }
 
     /// Applies a split (see [`region::split`]): this region keeps the left part; the new
