@@ -14,7 +14,7 @@
 //! for it instead of rolling it back; a crashed client's locks expire `lock_ttl` after its
 //! last heartbeat.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -87,7 +87,8 @@ impl TxnClient {
             began: Instant::now(),
             buffer: BTreeMap::new(),
             finished: false,
-            locked: Vec::new(),
+            locked: BTreeSet::new(),
+            primary: None,
             for_update_ts: start_ts,
             heartbeat: None,
         })
@@ -116,9 +117,10 @@ pub struct KvTransaction {
     began: Instant,
     buffer: BTreeMap<Vec<u8>, Buffered>,
     finished: bool,
-    /// Keys this transaction holds pessimistic locks on (the first one is its primary), and
-    /// the newest `for_update_ts` it locked at.
-    locked: Vec<Vec<u8>>,
+    /// Keys this transaction holds pessimistic locks on, the first of them it locked (its
+    /// primary), and the newest `for_update_ts` it locked at.
+    locked: BTreeSet<Vec<u8>>,
+    primary: Option<Vec<u8>>,
     for_update_ts: Timestamp,
     /// Keeps the primary lock alive while the transaction holds pessimistic locks.
     heartbeat: Option<Heartbeat>,
@@ -183,59 +185,39 @@ impl Shared {
     /// wait while it is alive, up to `max_lock_wait`.
     fn resolve_lock(&self, key: &[u8], lock: &Lock, waited_since: Instant) -> KvResult<()> {
         let mut backoff = Duration::from_millis(1);
-        loop {
-            let now = self.tso.get_timestamp()?;
-            match self
-                .store
-                .check_txn_status(&lock.primary, lock.start_ts, now)?
-            {
-                // Settle every lock the transaction left on the store at once: a scan that met
-                // one of them is likely to meet the others.
-                TxnStatus::Committed { commit_ts } => {
-                    return self
-                        .store
-                        .resolve_lock(key, lock.start_ts, Some(commit_ts))
-                        .map(drop);
-                }
-                TxnStatus::RolledBack => {
-                    return self.store.resolve_lock(key, lock.start_ts, None).map(drop);
-                }
-                TxnStatus::Alive { .. } => {
-                    if waited_since.elapsed() >= self.options.max_lock_wait {
-                        return Err(KvError::LockWaitTimeout {
-                            key: key.to_vec(),
-                            lock_ts: lock.start_ts,
-                        });
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
-                }
-            }
+        while !self.settle_lock(key, lock, waited_since)? {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(50));
         }
+        Ok(())
     }
 
-    /// After the store held a request for `lock` as long as it would: resolves the lock if
-    /// its transaction is over (or dead: rolled back here), else fails once `max_lock_wait`
-    /// has passed since `waited_since`, else returns at once (the request is sent again and
-    /// waits in the store, woken when the lock goes).
-    fn settle_lock(&self, key: &[u8], lock: &Lock, waited_since: Instant) -> KvResult<()> {
+    /// One look at the fate of `lock` (found on `key`): resolves it if its transaction is
+    /// over (or dead: rolled back here) and answers true; false while it is alive, or
+    /// LockWaitTimeout once `max_lock_wait` has passed since `waited_since`.
+    fn settle_lock(&self, key: &[u8], lock: &Lock, waited_since: Instant) -> KvResult<bool> {
         let now = self.tso.get_timestamp()?;
         match self
             .store
             .check_txn_status(&lock.primary, lock.start_ts, now)?
         {
+            // Settle every lock the transaction left on the store at once: a scan that met
+            // one of them is likely to meet the others.
             TxnStatus::Committed { commit_ts } => self
                 .store
                 .resolve_lock(key, lock.start_ts, Some(commit_ts))
-                .map(drop),
-            TxnStatus::RolledBack => self.store.resolve_lock(key, lock.start_ts, None).map(drop),
+                .map(|_| true),
+            TxnStatus::RolledBack => self
+                .store
+                .resolve_lock(key, lock.start_ts, None)
+                .map(|_| true),
             TxnStatus::Alive { .. } if waited_since.elapsed() >= self.options.max_lock_wait => {
                 Err(KvError::LockWaitTimeout {
                     key: key.to_vec(),
                     lock_ts: lock.start_ts,
                 })
             }
-            TxnStatus::Alive { .. } => Ok(()),
+            TxnStatus::Alive { .. } => Ok(false),
         }
     }
 
@@ -295,7 +277,7 @@ impl KvTransaction {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let primary = self.locked.first().unwrap_or(&keys[0]).clone();
+        let primary = self.primary.clone().unwrap_or_else(|| keys[0].clone());
         let since = Instant::now();
         loop {
             // Fresh each try: a change committed while we waited is newer than the last one.
@@ -317,11 +299,8 @@ impl KvTransaction {
             );
             match acquired {
                 Ok(()) => {
-                    for key in keys {
-                        if !self.locked.contains(key) {
-                            self.locked.push(key.clone());
-                        }
-                    }
+                    self.locked.extend(keys.iter().cloned());
+                    self.primary.get_or_insert_with(|| primary.clone());
                     self.for_update_ts = self.for_update_ts.max(for_update_ts);
                     if self.heartbeat.is_none() {
                         self.heartbeat = Some(Heartbeat::start(
@@ -333,6 +312,7 @@ impl KvTransaction {
                     }
                     break;
                 }
+                // The store held the request as long as it would; then it is sent again.
                 Err(PrewriteError::Locked { key, lock }) => {
                     self.shared.settle_lock(&key, &lock, since)?;
                 }
@@ -369,7 +349,7 @@ impl KvTransaction {
                 mutations.push(Mutation::Lock { key: key.clone() });
             }
         }
-        if let Some(primary) = self.locked.first()
+        if let Some(primary) = &self.primary
             && let Some(at) = mutations.iter().position(|m| m.key() == primary.as_slice())
         {
             let first = mutations.remove(at);
@@ -380,7 +360,7 @@ impl KvTransaction {
         } else {
             mutations
                 .iter()
-                .map(|m| self.locked.iter().any(|k| k.as_slice() == m.key()))
+                .map(|m| self.locked.contains(m.key()))
                 .collect()
         };
         (mutations, pessimistic)
@@ -483,7 +463,8 @@ impl KvTransaction {
     /// Releases the pessimistic locks this transaction holds (best effort: left over, they
     /// expire and get resolved).
     fn release_locks(&mut self) {
-        let locked = std::mem::take(&mut self.locked);
+        let locked: Vec<Vec<u8>> = std::mem::take(&mut self.locked).into_iter().collect();
+        self.primary = None;
         if locked.is_empty() {
             return;
         }
