@@ -560,37 +560,34 @@ fn encode_pair(out: &mut Vec<u8>, cf: Cf, key: &[u8], value: &[u8]) {
 type SnapshotPair = (Cf, Vec<u8>, Vec<u8>);
 
 /// The region a snapshot's data describes (its first part; see [`decode_snapshot_data`]).
-pub fn snapshot_region(data: &[u8]) -> KvResult<Region> {
-    let corrupt = || KvError::Corrupt("malformed snapshot data".into());
-    let len = u32::from_be_bytes(
-        data.get(..4)
-            .ok_or_else(corrupt)?
-            .try_into()
-            .map_err(|_| corrupt())?,
-    ) as usize;
-    let state = data.get(4..4 + len).ok_or_else(corrupt)?;
-    Ok(RegionLocalState::decode(state)?.region)
+pub fn snapshot_region(mut data: &[u8]) -> KvResult<Region> {
+    Ok(RegionLocalState::decode(take_field(&mut data)?)?.region)
+}
+
+fn malformed_snapshot() -> KvError {
+    KvError::Corrupt("malformed snapshot data".into())
+}
+
+/// The next length-prefixed field of snapshot data (the input moves past it).
+fn take_field<'a>(input: &mut &'a [u8]) -> KvResult<&'a [u8]> {
+    let Some((len, rest)) = input.split_first_chunk::<4>() else {
+        return Err(malformed_snapshot());
+    };
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(malformed_snapshot());
+    }
+    let (field, rest) = rest.split_at(len);
+    *input = rest;
+    Ok(field)
 }
 
 /// A snapshot's data: the region's state (length-prefixed [`RegionLocalState`]), then the
 /// pairs.
 fn decode_snapshot_data(mut input: &[u8]) -> KvResult<(RegionLocalState, Vec<SnapshotPair>)> {
-    let corrupt = || KvError::Corrupt("malformed snapshot data".into());
-    let take = |input: &mut &[u8]| -> KvResult<Vec<u8>> {
-        if input.len() < 4 {
-            return Err(corrupt());
-        }
-        let len = u32::from_be_bytes([input[0], input[1], input[2], input[3]]) as usize;
-        if input.len() < 4 + len {
-            return Err(corrupt());
-        }
-        let bytes = input[4..4 + len].to_vec();
-        *input = &input[4 + len..];
-        Ok(bytes)
-    };
-    let state = RegionLocalState::decode(&take(&mut input)?)?;
+    let state = RegionLocalState::decode(take_field(&mut input)?)?;
     if state.tombstone {
-        return Err(corrupt());
+        return Err(malformed_snapshot());
     }
     let mut pairs = Vec::new();
     while let Some((&tag, rest)) = input.split_first() {
@@ -599,10 +596,10 @@ fn decode_snapshot_data(mut input: &[u8]) -> KvResult<(RegionLocalState, Vec<Sna
             0 => Cf::Default,
             1 => Cf::Lock,
             2 => Cf::Write,
-            _ => return Err(corrupt()),
+            _ => return Err(malformed_snapshot()),
         };
-        let key = take(&mut input)?;
-        let value = take(&mut input)?;
+        let key = take_field(&mut input)?.to_vec();
+        let value = take_field(&mut input)?.to_vec();
         pairs.push((cf, key, value));
     }
     Ok((state, pairs))
