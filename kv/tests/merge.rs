@@ -120,6 +120,18 @@ fn two_regions_led_by(cluster: &TestCluster, leader: u64) -> (u64, u64, Vec<Stri
     (first, right, keys)
 }
 
+/// Freezes region `source` for a merge into `target` through their leaders on store
+/// `leader` (the PrepareMerge applied there; the target completes the merge).
+fn freeze_into(cluster: &TestCluster, leader: u64, source: u64, target: u64) {
+    let target = cluster.store(leader).peer(target).unwrap().region();
+    cluster
+        .store(leader)
+        .peer(source)
+        .unwrap()
+        .prepare_merge(target)
+        .unwrap();
+}
+
 #[test]
 fn a_replica_down_during_the_merge_finishes_it_after_a_restart() {
     let mut cluster = TestCluster::new(3, 3);
@@ -128,13 +140,7 @@ fn a_replica_down_during_the_merge_finishes_it_after_a_restart() {
     let (first, right, keys) = two_regions_led_by(&cluster, one);
     // The right region freezes; the third store goes down at once (it may or may not have
     // the PrepareMerge), stays down a while, and comes back.
-    let target = cluster.store(one).peer(first).unwrap().region();
-    cluster
-        .store(one)
-        .peer(right)
-        .unwrap()
-        .prepare_merge(target)
-        .unwrap();
+    freeze_into(&cluster, one, right, first);
     cluster.stop(three);
     std::thread::sleep(Duration::from_millis(500));
     cluster.start(three);
@@ -242,13 +248,7 @@ fn a_replica_that_missed_the_merge_catches_up_by_snapshot_and_its_source_ends() 
     // its source replica takes part in the PrepareMerge, its target replica misses the
     // CommitMerge and what follows.
     cluster.network.cut_region(first, three);
-    let target = cluster.store(one).peer(first).unwrap().region();
-    cluster
-        .store(one)
-        .peer(right)
-        .unwrap()
-        .prepare_merge(target)
-        .unwrap();
+    freeze_into(&cluster, one, right, first);
     let merged = cluster.wait_for("the merged region", || {
         let region = cluster.store(one).peer(first)?.region();
         region.end_key.is_empty().then_some(region)
