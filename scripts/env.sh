@@ -52,5 +52,19 @@ regiondb_save_rocksdb() {
         echo "regiondb: cached RocksDB's static library in $REGIONDB_ROCKSDB_CACHE" >&2
 }
 
+# The isolation tests compare RegionDB with a PostgreSQL server of the same machine: its
+# server binaries (initdb, pg_ctl) come from Debian's packages when missing.
+regiondb_ensure_postgres() {
+    if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "regiondb: installing PostgreSQL (the isolation tests compare against it)" >&2
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq >&2 &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            postgresql-15 >&2
+}
+
 regiondb_ensure_libclang || { echo "regiondb: could not install libclang" >&2; return 1 2>/dev/null || exit 1; }
 regiondb_use_rocksdb_cache

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Quick start, command 2: run every test of the workspace.
-# Installs what the build needs on a fresh machine (libclang) and reuses a cached RocksDB build.
+# Installs what the build and tests need on a fresh machine (libclang, PostgreSQL to compare
+# against) and reuses a cached RocksDB build.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p sql`).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REGIONDB_ROOT"
+regiondb_ensure_postgres || { echo "regiondb: could not install PostgreSQL" >&2; exit 1; }
 cargo build --workspace --all-targets
 regiondb_save_rocksdb
 log=$(mktemp)

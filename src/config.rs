@@ -51,13 +51,42 @@ pub struct SingleArgs {
     #[arg(long)]
     pub pg_listen: Option<SocketAddr>,
     /// TOML file with settings (keys: data_dir, pg_listen, region_split_size,
-    /// region_max_size, max_merge_region_size, max_merge_region_keys, split_merge_interval)
+    /// region_max_size, max_merge_region_size, max_merge_region_keys, split_merge_interval,
+    /// txn_mode)
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub regions: RegionArgs,
     #[command(flatten)]
     pub merge: MergeArgs,
+    #[command(flatten)]
+    pub sql: SqlArgs,
+}
+
+/// How SQL sessions run (single node and cluster nodes).
+#[derive(Args, Debug, Default, Clone)]
+pub struct SqlArgs {
+    /// How transactions meet other writers unless a session sets regiondb_txn_mode:
+    /// pessimistic (writers lock rows and wait, as PostgreSQL) or optimistic (the second
+    /// committer of a row fails with 40001) [default: pessimistic]
+    #[arg(long, value_enum)]
+    pub txn_mode: Option<TxnModeArg>,
+}
+
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TxnModeArg {
+    Pessimistic,
+    Optimistic,
+}
+
+impl SqlArgs {
+    fn resolve(&self, file: &FileConfig) -> kv::TxnMode {
+        match self.txn_mode.or(file.txn_mode) {
+            Some(TxnModeArg::Optimistic) => kv::TxnMode::Optimistic,
+            Some(TxnModeArg::Pessimistic) | None => kv::TxnMode::Pessimistic,
+        }
+    }
 }
 
 /// When small regions merge (the scheduler's merge checker; single node and scheduler).
@@ -199,11 +228,13 @@ pub struct NodeArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// TOML file with settings (keys: scheduler, listen, pg_listen, data_dir,
-    /// region_split_size, region_max_size)
+    /// region_split_size, region_max_size, txn_mode)
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub regions: RegionArgs,
+    #[command(flatten)]
+    pub sql: SqlArgs,
 }
 
 /// Settings as they may appear in the TOML file.
@@ -220,6 +251,7 @@ pub struct FileConfig {
     pub max_merge_region_size: Option<ByteSize>,
     pub max_merge_region_keys: Option<u64>,
     pub split_merge_interval: Option<DurationArg>,
+    pub txn_mode: Option<TxnModeArg>,
 }
 
 impl FileConfig {
@@ -240,6 +272,7 @@ pub struct SingleNodeConfig {
     pub pg_listen: SocketAddr,
     pub regions: RegionSizes,
     pub merge: MergeSettings,
+    pub txn_mode: kv::TxnMode,
 }
 
 impl SingleNodeConfig {
@@ -248,6 +281,7 @@ impl SingleNodeConfig {
         let default_pg: SocketAddr = DEFAULT_PG_LISTEN.parse().map_err(|e| format!("{e}"))?;
         let regions = RegionSizes::resolve(&args.regions, &file)?;
         let merge = MergeSettings::resolve(&args.merge, &file);
+        let txn_mode = args.sql.resolve(&file);
         Ok(SingleNodeConfig {
             data_dir: args
                 .data_dir
@@ -257,6 +291,7 @@ impl SingleNodeConfig {
             pg_listen: args.pg_listen.or(file.pg_listen).unwrap_or(default_pg),
             regions,
             merge,
+            txn_mode,
         })
     }
 }
@@ -302,6 +337,7 @@ pub struct NodeConfig {
     pub pg_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub regions: RegionSizes,
+    pub txn_mode: kv::TxnMode,
 }
 
 impl NodeConfig {
@@ -309,6 +345,7 @@ impl NodeConfig {
         let file = FileConfig::load(args.config.as_deref())?;
         let parse = |s: &str| s.parse::<SocketAddr>().map_err(|e| format!("{e}"));
         let regions = RegionSizes::resolve(&args.regions, &file)?;
+        let txn_mode = args.sql.resolve(&file);
         Ok(NodeConfig {
             scheduler: match args.scheduler.or(file.scheduler) {
                 Some(address) => address,
@@ -328,6 +365,7 @@ impl NodeConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DATA_DIR)),
             regions,
+            txn_mode,
         })
     }
 }
@@ -364,10 +402,15 @@ mod tests {
             data_dir: None,
             regions: RegionArgs::default(),
             merge: MergeArgs::default(),
+            sql: SqlArgs {
+                txn_mode: Some(TxnModeArg::Optimistic),
+            },
         };
         let resolved = SingleNodeConfig::resolve(&flags).unwrap();
         assert_eq!(resolved.pg_listen.port(), 7001);
         assert_eq!(resolved.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(resolved.txn_mode, kv::TxnMode::Optimistic);
+        assert_eq!(defaults.txn_mode, kv::TxnMode::Pessimistic);
     }
 
     #[test]

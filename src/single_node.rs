@@ -116,7 +116,8 @@ pub async fn run(
     let commands = RoutedCommands::new(Arc::clone(&cluster), stores, ROUTING_TIMEOUT);
     let client = TxnClient::new(Arc::new(commands), tso, TxnOptions::default());
     let database = sql::Database::new(Arc::new(client))
-        .with_regions(Arc::new(SchedulerRegions::new(Arc::clone(&cluster))));
+        .with_regions(Arc::new(SchedulerRegions::new(Arc::clone(&cluster))))
+        .with_txn_mode(config.txn_mode);
 
     info!(data_dir = %config.data_dir.display(), %address, "RegionDB single-node cluster is up");
     println!(

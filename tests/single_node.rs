@@ -116,12 +116,19 @@ fn values(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
         .collect()
 }
 
+/// The optimistic mode (`regiondb_txn_mode`): snapshot isolation, first committer wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_get_snapshot_isolation_and_conflicts_abort() {
+async fn optimistic_sessions_get_snapshot_isolation_and_conflicts_abort() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path());
     let a = connect(node.port).await;
     let b = connect(node.port).await;
+    for session in [&a, &b] {
+        session
+            .batch_execute("SET regiondb_txn_mode = optimistic")
+            .await
+            .unwrap();
+    }
     a.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0)")
         .await
         .unwrap();
@@ -163,6 +170,57 @@ async fn sessions_get_snapshot_isolation_and_conflicts_abort() {
         values(&b.simple_query("SELECT id, v FROM t").await.unwrap()),
         ["1,1", "2,0"]
     );
+}
+
+/// The default mode: two sessions that lock two rows in opposite orders deadlock; one is
+/// refused with 40P01 at once (its transaction rolls back), the other gets the row and
+/// commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_sessions_locking_rows_in_opposite_orders_one_gets_40p01_the_other_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let a = std::sync::Arc::new(connect(node.port).await);
+    let b = std::sync::Arc::new(connect(node.port).await);
+    a.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0), (2, 0)",
+    )
+    .await
+    .unwrap();
+    a.batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("BEGIN; UPDATE t SET v = 2 WHERE id = 2")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let second = |client: std::sync::Arc<tokio_postgres::Client>, sql: &'static str| {
+        tokio::spawn(async move {
+            let outcome = client.batch_execute(sql).await;
+            let code = outcome
+                .as_ref()
+                .err()
+                .and_then(|e| e.code().map(|c| c.code().to_string()));
+            match code {
+                None => client.batch_execute("COMMIT").await.map(|_| "committed"),
+                Some(code) if code == "40P01" => {
+                    client.batch_execute("ROLLBACK").await.map(|_| "deadlock")
+                }
+                Some(code) => panic!("unexpected error {code}: {outcome:?}"),
+            }
+        })
+    };
+    let a_waits = second(std::sync::Arc::clone(&a), "UPDATE t SET v = 1 WHERE id = 2");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let b_waits = second(std::sync::Arc::clone(&b), "UPDATE t SET v = 2 WHERE id = 1");
+    let mut outcomes = [
+        a_waits.await.unwrap().unwrap(),
+        b_waits.await.unwrap().unwrap(),
+    ];
+    println!("deadlock resolved in {:?}", started.elapsed());
+    outcomes.sort();
+    assert_eq!(outcomes, ["committed", "deadlock"]);
+    let rows = values(&a.simple_query("SELECT v FROM t ORDER BY id").await.unwrap());
+    assert!(rows == ["1", "1"] || rows == ["2", "2"], "{rows:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

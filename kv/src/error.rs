@@ -40,6 +40,11 @@ pub enum KvError {
         lock_ts: Timestamp,
     },
 
+    /// A statement waited for `lock_ts`'s lock on `key` as long as its transaction allows
+    /// (`lock_timeout`; SQLSTATE 55P03). Only the statement failed: nothing of it was applied.
+    #[error("canceling statement due to lock timeout (waiting for transaction {lock_ts})")]
+    LockTimeout { key: Vec<u8>, lock_ts: Timestamp },
+
     /// The primary's commit was sent but its answer was lost: the transaction may or may not
     /// have committed. Only reading tells.
     #[error("the outcome of transaction {start_ts} is unknown: {reason}")]

@@ -37,7 +37,10 @@ pub mod server;
 pub mod storage;
 pub mod txn;
 
-pub use client::{Transaction, TransactionSource, TxnClient, TxnOptions};
+pub use client::{
+    Isolation, LockPurpose, Transaction, TransactionSource, TxnClient, TxnConfig, TxnMode,
+    TxnOptions,
+};
 pub use error::{KvError, KvResult};
 /// The timestamps errors and transactions carry (from the scheduler's oracle).
 pub use scheduler_api::Timestamp;

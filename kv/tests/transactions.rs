@@ -390,7 +390,7 @@ fn a_pessimistic_transaction_open_past_its_lock_ttl_keeps_its_locks_by_heartbeat
     std::thread::sleep(Duration::from_secs(3));
     let mut other = client.begin_txn().unwrap();
     match other.lock_for_update(&[b"k".to_vec()]) {
-        Err(KvError::LockWaitTimeout { .. }) => {}
+        Err(KvError::LockTimeout { .. }) => {}
         other => panic!("the lock should be alive, got {other:?}"),
     }
     holder.put(b"k".to_vec(), b"held".to_vec());

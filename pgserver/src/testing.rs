@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use kv::{KvResult, Transaction, TransactionSource};
+use kv::{KvResult, LockPurpose, Transaction, TransactionSource, TxnConfig};
 
 /// Wraps a source; [`CountingSource::open`] is the number of transactions begun and not yet
 /// committed or rolled back (a transaction dropped without either stays counted: a leak).
@@ -55,8 +55,8 @@ impl OpenTransactions {
 }
 
 impl TransactionSource for CountingSource {
-    fn begin(&self) -> KvResult<Box<dyn Transaction>> {
-        let inner = self.inner.begin()?;
+    fn begin(&self, config: TxnConfig) -> KvResult<Box<dyn Transaction>> {
+        let inner = self.inner.begin(config)?;
         self.open.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(CountedTransaction {
             inner,
@@ -82,8 +82,24 @@ impl CountedTransaction {
 }
 
 impl Transaction for CountedTransaction {
+    fn begin_statement(&mut self, lock_timeout: Option<std::time::Duration>) -> KvResult<()> {
+        self.inner.begin_statement(lock_timeout)
+    }
+
     fn get(&mut self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
         self.inner.get(key)
+    }
+
+    fn batch_get(&mut self, keys: &[Vec<u8>]) -> KvResult<Vec<Option<Vec<u8>>>> {
+        self.inner.batch_get(keys)
+    }
+
+    fn lock_for_write(
+        &mut self,
+        keys: &[Vec<u8>],
+        purpose: LockPurpose,
+    ) -> KvResult<Option<Vec<Option<Vec<u8>>>>> {
+        self.inner.lock_for_write(keys, purpose)
     }
 
     fn scan(

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use kv::TransactionSource;
 use kv::client::RegionAdmin;
+use kv::{TransactionSource, TxnMode};
 
 use crate::session::Session;
 
@@ -13,6 +13,8 @@ pub struct Database {
     source: Arc<dyn TransactionSource>,
     /// The cluster's regions (`SHOW REGIONS`, splits); `None` for a store without regions.
     regions: Option<Arc<dyn RegionAdmin>>,
+    /// How sessions' transactions meet other writers unless they set `regiondb_txn_mode`.
+    txn_mode: TxnMode,
 }
 
 impl Database {
@@ -20,7 +22,14 @@ impl Database {
         Self {
             source,
             regions: None,
+            txn_mode: TxnMode::default(),
         }
+    }
+
+    /// The same database, its sessions' transactions running in `mode` by default.
+    pub fn with_txn_mode(mut self, mode: TxnMode) -> Self {
+        self.txn_mode = mode;
+        self
     }
 
     /// The same database, seeing the cluster's regions through `regions`.
@@ -40,6 +49,7 @@ impl Database {
     }
 
     pub fn session(&self) -> Session {
-        Session::new(Arc::clone(&self.source)).with_regions(self.regions.clone())
+        Session::with_txn_mode(Arc::clone(&self.source), self.txn_mode)
+            .with_regions(self.regions.clone())
     }
 }

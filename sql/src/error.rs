@@ -27,6 +27,7 @@ pub mod sqlstate {
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const SERIALIZATION_FAILURE: &str = "40001";
     pub const DEADLOCK_DETECTED: &str = "40P01";
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     pub const STATEMENT_COMPLETION_UNKNOWN: &str = "40003";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
@@ -97,6 +98,7 @@ impl From<KvError> for SqlError {
     fn from(e: KvError) -> Self {
         let code = match &e {
             KvError::Deadlock { .. } => sqlstate::DEADLOCK_DETECTED,
+            KvError::LockTimeout { .. } => sqlstate::LOCK_NOT_AVAILABLE,
             e if e.is_retryable_transaction() => sqlstate::SERIALIZATION_FAILURE,
             KvError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
             KvError::Storage(kv::storage::StorageError::Corrupt(_)) => sqlstate::DATA_CORRUPTED,

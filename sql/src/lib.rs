@@ -30,6 +30,7 @@ mod parse;
 mod region_syntax;
 pub mod script;
 mod session;
+mod settings;
 pub mod types;
 
 pub use database::Database;

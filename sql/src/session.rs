@@ -11,12 +11,19 @@
 //!   once; every statement but `COMMIT`/`ROLLBACK` is refused with 25P02 until the client ends
 //!   the block (`COMMIT` then reports `ROLLBACK`, as PostgreSQL does).
 //!
-//! A commit that loses a write-write conflict fails with 40001 and leaves the session idle:
-//! nothing of the transaction was applied, and retrying is up to the application.
+//! # Isolation
 //!
-//! Isolation is snapshot isolation for every transaction. `READ COMMITTED` and
-//! `REPEATABLE READ` are accepted (snapshot isolation gives at least their guarantees);
+//! Transactions run as the session's settings say (`settings`): by default pessimistic READ
+//! COMMITTED, as PostgreSQL runs them — each statement reads a fresh snapshot, and writers lock
+//! the rows they change, waiting for other writers instead of failing (see
+//! `kv::client::transaction`). `REPEATABLE READ` reads one snapshot and fails with 40001 when
+//! it would change a row another transaction changed since. In the optimistic mode
+//! (`regiondb_txn_mode`) a commit that loses a write-write conflict fails with 40001. Either
+//! way a transaction that fails applies nothing, and retrying is up to the application.
 //! `SERIALIZABLE` and `READ ONLY` are refused rather than silently weakened or ignored.
+//!
+//! A block's key-value transaction begins at its first statement, not at `BEGIN` (PostgreSQL
+//! takes the snapshot then too), so `SET TRANSACTION ISOLATION LEVEL` may follow `BEGIN`.
 //! A query string with several statements runs them in one implicit transaction, as
 //! PostgreSQL does: it commits when the string ends, and an error rolls back all of it. A
 //! `BEGIN` in the string turns it into an ordinary block; `COMMIT`/`ROLLBACK` end it early.
@@ -36,11 +43,13 @@ use sqlparser::ast;
 use tracing::{debug, warn};
 
 use kv::client::RegionAdmin;
-use kv::{Transaction, TransactionSource};
+use kv::{Isolation, Transaction, TransactionSource, TxnConfig, TxnMode};
 
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::exec::{self, Context, StatementResult};
+use crate::exec::{self, ColumnInfo, Context, StatementResult};
 use crate::parse::{ParsedStatement, parse};
+use crate::settings::{self, SettingStatement, Settings};
+use crate::types::SqlType;
 
 /// The transaction status reported in ReadyForQuery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,13 +59,32 @@ pub enum TransactionStatus {
     Failed,
 }
 
+/// An open transaction: how it is to run, and its key-value transaction once its first
+/// statement began it.
+struct Block {
+    config: TxnConfig,
+    txn: Option<Box<dyn Transaction>>,
+}
+
+impl Block {
+    fn new(config: TxnConfig) -> Block {
+        Block { config, txn: None }
+    }
+
+    fn rollback(self) {
+        if let Some(mut txn) = self.txn {
+            let _ = txn.rollback();
+        }
+    }
+}
+
 enum State {
     Idle,
-    InBlock(Box<dyn Transaction>),
+    InBlock(Block),
     Failed,
     /// The implicit transaction of a multi-statement query string (never visible between
     /// queries: it commits when the string ends).
-    Implicit(Box<dyn Transaction>),
+    Implicit(Block),
 }
 
 pub struct Session {
@@ -66,33 +94,32 @@ pub struct Session {
     state: State,
     /// Keys to split at once the current transaction commits (see "After commit").
     splits_after_commit: Vec<Vec<u8>>,
-}
-
-fn check_transaction_modes(modes: &[ast::TransactionMode]) -> SqlResult<()> {
-    for mode in modes {
-        match mode {
-            ast::TransactionMode::IsolationLevel(
-                ast::TransactionIsolationLevel::ReadCommitted
-                | ast::TransactionIsolationLevel::RepeatableRead,
-            )
-            | ast::TransactionMode::AccessMode(ast::TransactionAccessMode::ReadWrite) => {}
-            other => {
-                return Err(SqlError::unsupported(format!(
-                    "transaction mode {other} (RegionDB runs every transaction under snapshot isolation)"
-                )));
-            }
-        }
-    }
-    Ok(())
+    /// The settings in force, what `RESET` returns to, and, inside a block that changed
+    /// them, what its end restores: at a rollback, the settings at its start; at a commit,
+    /// those without its `SET LOCAL`s.
+    settings: Settings,
+    defaults: Settings,
+    settings_at_rollback: Option<Settings>,
+    settings_at_commit: Option<Settings>,
 }
 
 impl Session {
     pub fn new(source: Arc<dyn TransactionSource>) -> Self {
+        Self::with_txn_mode(source, TxnMode::default())
+    }
+
+    /// A session whose transactions run in `mode` unless it sets `regiondb_txn_mode`.
+    pub fn with_txn_mode(source: Arc<dyn TransactionSource>, mode: TxnMode) -> Self {
+        let defaults = Settings::new(mode);
         Self {
             source,
             regions: None,
             state: State::Idle,
             splits_after_commit: Vec::new(),
+            settings: defaults.clone(),
+            defaults,
+            settings_at_rollback: None,
+            settings_at_commit: None,
         }
     }
 
@@ -135,20 +162,42 @@ impl Session {
             }
         }
         if matches!(self.state, State::Implicit(_))
-            && let State::Implicit(txn) = std::mem::replace(&mut self.state, State::Idle)
-            && let Err(e) = self.commit(txn)
+            && let State::Implicit(block) = std::mem::replace(&mut self.state, State::Idle)
+            && let Err(e) = self.commit(block)
         {
             results.push(Err(e));
         }
         results
     }
 
-    /// Commits `txn`, then asks for the splits its statements wanted.
-    fn commit(&mut self, mut txn: Box<dyn Transaction>) -> SqlResult<()> {
+    /// Commits `block`'s transaction, then asks for the splits its statements wanted.
+    fn commit(&mut self, block: Block) -> SqlResult<()> {
         let splits = std::mem::take(&mut self.splits_after_commit);
-        txn.commit()?;
-        self.request_splits(splits);
-        Ok(())
+        let committed = match block.txn {
+            Some(mut txn) => txn.commit(),
+            None => Ok(()),
+        };
+        match committed {
+            Ok(()) => {
+                self.end_block_settings(true);
+                self.request_splits(splits);
+                Ok(())
+            }
+            Err(e) => {
+                self.end_block_settings(false);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A block ended: its settings are kept (committed, less its `SET LOCAL`s) or undone.
+    fn end_block_settings(&mut self, committed: bool) {
+        let commit = self.settings_at_commit.take();
+        let rollback = self.settings_at_rollback.take();
+        let restored = if committed { commit } else { rollback };
+        if let Some(settings) = restored {
+            self.settings = settings;
+        }
     }
 
     /// Asks for splits at `keys` without waiting (see "After commit").
@@ -174,28 +223,35 @@ impl Session {
     /// Called when the connection ends: an open transaction is rolled back.
     pub fn close(&mut self) {
         self.splits_after_commit.clear();
-        if let State::InBlock(mut txn) | State::Implicit(mut txn) =
+        if let State::InBlock(block) | State::Implicit(block) =
             std::mem::replace(&mut self.state, State::Idle)
         {
-            let _ = txn.rollback();
+            block.rollback();
         }
+        self.end_block_settings(false);
     }
 
     /// A failure inside a block aborts the block's transaction.
     fn fail(&mut self) {
         self.splits_after_commit.clear();
-        match &mut self.state {
-            State::InBlock(txn) => {
-                let _ = txn.rollback();
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::InBlock(block) => {
+                block.rollback();
                 self.state = State::Failed;
             }
             // A failed implicit transaction just ends: the session is idle again.
-            State::Implicit(txn) => {
-                let _ = txn.rollback();
-                self.state = State::Idle;
+            State::Implicit(block) => {
+                block.rollback();
+                self.end_block_settings(false);
             }
-            State::Idle | State::Failed => {}
+            other => self.state = other,
         }
+    }
+
+    /// A new block's configuration, from the settings and an isolation level `BEGIN` chose.
+    fn block_config(&self, isolation: Option<Isolation>) -> TxnConfig {
+        self.settings
+            .txn_config(isolation.unwrap_or(self.settings.default_isolation))
     }
 
     fn execute_statement(
@@ -207,6 +263,13 @@ impl Session {
         let ParsedStatement::Sql(sql) = statement else {
             return self.execute_in_transaction(statement, implicit);
         };
+        if let Some(setting) = settings::classify(sql) {
+            let result = setting.and_then(|s| self.execute_setting(s, implicit));
+            if result.is_err() {
+                self.fail();
+            }
+            return result;
+        }
         match sql.as_ref() {
             ast::Statement::StartTransaction {
                 modes,
@@ -223,29 +286,32 @@ impl Session {
                         Err(in_failed_transaction())
                     }
                     // PostgreSQL warns and carries on.
-                    State::InBlock(txn) => {
-                        self.state = State::InBlock(txn);
+                    State::InBlock(block) => {
+                        self.state = State::InBlock(block);
                         Ok(StatementResult::command("BEGIN"))
                     }
                     // BEGIN inside a query string makes its implicit transaction explicit.
-                    State::Implicit(txn) => {
-                        self.state = State::InBlock(txn);
+                    State::Implicit(block) => {
+                        self.state = State::InBlock(block);
                         Ok(StatementResult::command("BEGIN"))
                     }
                     State::Idle => {
-                        check_transaction_modes(modes)?;
-                        self.state = State::InBlock(self.source.begin()?);
+                        let isolation = settings::isolation_of(modes)?;
+                        self.state = State::InBlock(Block::new(self.block_config(isolation)));
                         Ok(StatementResult::command("BEGIN"))
                     }
                 }
             }
             ast::Statement::Commit { chain: false, .. } => {
                 match std::mem::replace(&mut self.state, State::Idle) {
-                    State::InBlock(txn) | State::Implicit(txn) => {
-                        self.commit(txn)?;
+                    State::InBlock(block) | State::Implicit(block) => {
+                        self.commit(block)?;
                         Ok(StatementResult::command("COMMIT"))
                     }
-                    State::Failed => Ok(StatementResult::command("ROLLBACK")),
+                    State::Failed => {
+                        self.end_block_settings(false);
+                        Ok(StatementResult::command("ROLLBACK"))
+                    }
                     State::Idle => Ok(StatementResult::command("COMMIT")),
                 }
             }
@@ -254,11 +320,12 @@ impl Session {
                 savepoint: None,
             } => {
                 self.splits_after_commit.clear();
-                if let State::InBlock(mut txn) | State::Implicit(mut txn) =
+                if let State::InBlock(block) | State::Implicit(block) =
                     std::mem::replace(&mut self.state, State::Idle)
                 {
-                    txn.rollback()?;
+                    block.rollback();
                 }
+                self.end_block_settings(false);
                 Ok(StatementResult::command("ROLLBACK"))
             }
             ast::Statement::Commit { .. } | ast::Statement::Rollback { .. } => {
@@ -270,32 +337,182 @@ impl Session {
         }
     }
 
+    /// `SET`, `RESET`, `SHOW` and `SET TRANSACTION` (see `settings`).
+    fn execute_setting(
+        &mut self,
+        statement: SettingStatement,
+        implicit: bool,
+    ) -> SqlResult<StatementResult> {
+        if matches!(self.state, State::Failed) {
+            return Err(in_failed_transaction());
+        }
+        if implicit && matches!(self.state, State::Idle) {
+            let config = self.block_config(None);
+            self.state = State::Implicit(Block::new(config));
+        }
+        let in_block = !matches!(self.state, State::Idle);
+        match statement {
+            SettingStatement::Show(name) => {
+                let value = match name.as_str() {
+                    "transaction_isolation" => {
+                        let isolation = match &self.state {
+                            State::InBlock(block) | State::Implicit(block) => {
+                                block.config.isolation
+                            }
+                            _ => self.settings.default_isolation,
+                        };
+                        settings::isolation_name(isolation).to_string()
+                    }
+                    name => self.settings.show(name)?,
+                };
+                Ok(StatementResult::Rows {
+                    columns: vec![ColumnInfo::new(name, SqlType::Text)],
+                    rows: vec![vec![Some(value)]],
+                    tag: "SHOW".into(),
+                })
+            }
+            SettingStatement::SetTransaction {
+                isolation,
+                session: true,
+            } => {
+                if let Some(isolation) = isolation {
+                    let value = settings::isolation_name(isolation);
+                    self.change_setting("default_transaction_isolation", Some(value), false)?;
+                }
+                Ok(StatementResult::command("SET"))
+            }
+            SettingStatement::SetTransaction {
+                isolation,
+                session: false,
+            } => {
+                if let Some(isolation) = isolation {
+                    self.set_transaction_isolation(isolation)?;
+                }
+                Ok(StatementResult::command("SET"))
+            }
+            SettingStatement::Set { name, value, .. } if name == "transaction_isolation" => {
+                let isolation = match value {
+                    Some(value) => {
+                        let mut scratch = self.settings.clone();
+                        scratch.set(
+                            "default_transaction_isolation",
+                            Some(&value),
+                            &self.defaults,
+                        )?;
+                        scratch.default_isolation
+                    }
+                    None => self.settings.default_isolation,
+                };
+                self.set_transaction_isolation(isolation)?;
+                Ok(StatementResult::command("SET"))
+            }
+            SettingStatement::Set { name, value, local } => {
+                // Outside a block SET LOCAL has no effect (PostgreSQL warns).
+                if !local || in_block {
+                    self.change_setting(&name, value.as_deref(), local)?;
+                }
+                Ok(StatementResult::command("SET"))
+            }
+            SettingStatement::Reset(Some(name)) => {
+                self.change_setting(&name, None, false)?;
+                Ok(StatementResult::command("RESET"))
+            }
+            SettingStatement::Reset(None) => {
+                self.remember_settings_for_block(false);
+                self.settings = self.defaults.clone();
+                if let Some(at_commit) = &mut self.settings_at_commit {
+                    *at_commit = self.defaults.clone();
+                }
+                Ok(StatementResult::command("RESET"))
+            }
+        }
+    }
+
+    /// Sets a parameter for the session (kept if the block commits) or, `local`, until the
+    /// block ends.
+    fn change_setting(&mut self, name: &str, value: Option<&str>, local: bool) -> SqlResult<()> {
+        // Checked first, so that a bad value changes nothing.
+        let mut changed = self.settings.clone();
+        changed.set(name, value, &self.defaults)?;
+        self.remember_settings_for_block(local);
+        self.settings = changed;
+        if !local && let Some(at_commit) = &mut self.settings_at_commit {
+            at_commit.set(name, value, &self.defaults)?;
+        }
+        Ok(())
+    }
+
+    /// Inside a block, keeps what its end restores before its first change of settings.
+    fn remember_settings_for_block(&mut self, local: bool) {
+        if matches!(self.state, State::Idle) {
+            return;
+        }
+        if self.settings_at_rollback.is_none() {
+            self.settings_at_rollback = Some(self.settings.clone());
+        }
+        if local && self.settings_at_commit.is_none() {
+            self.settings_at_commit = Some(self.settings.clone());
+        }
+    }
+
+    /// `SET TRANSACTION ISOLATION LEVEL`: for the open block, before its first query.
+    fn set_transaction_isolation(&mut self, isolation: Isolation) -> SqlResult<()> {
+        match &mut self.state {
+            State::InBlock(block) | State::Implicit(block) => {
+                if block.txn.is_some() {
+                    return Err(SqlError::new(
+                        sqlstate::ACTIVE_SQL_TRANSACTION,
+                        "SET TRANSACTION ISOLATION LEVEL must be called before any query",
+                    ));
+                }
+                block.config.isolation = isolation;
+                Ok(())
+            }
+            // Outside a block it has no effect (PostgreSQL warns).
+            _ => Ok(()),
+        }
+    }
+
     fn execute_in_transaction(
         &mut self,
         statement: &ParsedStatement,
         implicit: bool,
     ) -> SqlResult<StatementResult> {
         if implicit && matches!(self.state, State::Idle) {
-            self.state = State::Implicit(self.source.begin()?);
+            let config = self.block_config(None);
+            self.state = State::Implicit(Block::new(config));
         }
+        let lock_timeout = self.settings.lock_timeout();
+        let autocommit_config = self.block_config(None);
         let context = Context {
             regions: self.regions.as_deref(),
             splits_after_commit: &mut self.splits_after_commit,
         };
         match &mut self.state {
             State::Failed => Err(in_failed_transaction()),
-            State::InBlock(txn) | State::Implicit(txn) => {
-                let result = exec::execute(txn.as_mut(), statement, context);
+            State::InBlock(block) | State::Implicit(block) => {
+                let result = begin_if_needed(block, self.source.as_ref()).and_then(|txn| {
+                    txn.begin_statement(lock_timeout)?;
+                    exec::execute(txn, statement, context)
+                });
                 if result.is_err() {
                     self.fail();
                 }
                 result
             }
             State::Idle => {
-                let mut txn = self.source.begin()?;
-                match exec::execute(txn.as_mut(), statement, context) {
+                let config = autocommit_config;
+                let mut txn = self.source.begin(config)?;
+                let result = txn
+                    .begin_statement(lock_timeout)
+                    .map_err(SqlError::from)
+                    .and_then(|()| exec::execute(txn.as_mut(), statement, context));
+                match result {
                     Ok(result) => {
-                        self.commit(txn)?;
+                        self.commit(Block {
+                            config,
+                            txn: Some(txn),
+                        })?;
                         Ok(result)
                     }
                     Err(e) => {
@@ -307,6 +524,21 @@ impl Session {
             }
         }
     }
+}
+
+/// The block's transaction, begun now if this is its first statement.
+fn begin_if_needed<'a>(
+    block: &'a mut Block,
+    source: &dyn TransactionSource,
+) -> SqlResult<&'a mut dyn Transaction> {
+    if block.txn.is_none() {
+        block.txn = Some(source.begin(block.config)?);
+    }
+    Ok(block
+        .txn
+        .as_mut()
+        .expect("the transaction was just begun")
+        .as_mut())
 }
 
 impl Drop for Session {

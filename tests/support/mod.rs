@@ -145,6 +145,10 @@ fn put_cstr(buf: &mut Vec<u8>, s: &str) {
 
 impl WireClient {
     pub fn connect(port: u16) -> WireClient {
+        WireClient::connect_to(port, "postgres")
+    }
+
+    pub fn connect_to(port: u16, database: &str) -> WireClient {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -158,7 +162,7 @@ impl WireClient {
         put_cstr(&mut body, "user");
         put_cstr(&mut body, "postgres");
         put_cstr(&mut body, "database");
-        put_cstr(&mut body, "postgres");
+        put_cstr(&mut body, database);
         body.push(0);
         let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
         msg.extend(body);
@@ -316,5 +320,136 @@ impl sql::script::ScriptSession for WireClient {
             b'E' => sql::TransactionStatus::Failed,
             _ => sql::TransactionStatus::Idle,
         }
+    }
+}
+
+/// A PostgreSQL server of this machine (for comparing outcomes), in a temporary directory on
+/// an ephemeral port, stopped when dropped. Run as the `postgres` user when the tests run as
+/// root (PostgreSQL refuses root). `scripts/test.sh` installs PostgreSQL if it is missing.
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    data: tempfile::TempDir,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    /// Where `pg_ctl` and `initdb` are: on PATH, else Debian's versioned directory.
+    fn bin_dir() -> PathBuf {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|dir| dir.join("pg_ctl").is_file() && dir.join("initdb").is_file());
+        let debian = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|entries| {
+                let mut dirs: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|dir| dir.join("pg_ctl").is_file())
+                    .collect();
+                dirs.sort();
+                dirs.pop()
+            })
+            .ok()
+            .flatten();
+        on_path.or(debian).expect(
+            "PostgreSQL's server binaries (pg_ctl, initdb) are not installed: run scripts/test.sh, \
+             which installs them",
+        )
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub fn start() -> Postgres {
+        let bin = Self::bin_dir();
+        let data = tempfile::tempdir().expect("temporary directory");
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres")
+                .arg(data.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown postgres {}", data.path().display());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = Postgres {
+            port,
+            bin,
+            data,
+            as_postgres,
+        };
+        let dir = server.data.path().join("pg");
+        let output = server
+            .command("initdb")
+            .args(["-U", "postgres", "-A", "trust", "-D"])
+            .arg(&dir)
+            .output()
+            .expect("run initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.display()
+        );
+        let output = server
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&dir)
+            .args(["-o", &options, "-l"])
+            .arg(dir.join("log"))
+            .args(["-w", "start"])
+            .output()
+            .expect("run pg_ctl start");
+        assert!(
+            output.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
+        server
+    }
+
+    pub fn connect(&self) -> WireClient {
+        WireClient::connect(self.port)
+    }
+
+    /// A fresh database on this server (scripts each get one), connected to by `connect_to`.
+    pub fn create_database(&self, name: &str) {
+        self.connect().ok(&format!("CREATE DATABASE {name}"));
+    }
+
+    pub fn connect_to(&self, database: &str) -> WireClient {
+        WireClient::connect_to(self.port, database)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data.path().join("pg"))
+            .args(["-m", "immediate", "stop"])
+            .output();
     }
 }

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use scheduler_api::{Timestamp, TimestampSource};
 use tracing::warn;
 
-use super::transaction::{Transaction, TransactionSource};
+use super::transaction::{
+    Isolation, LockPurpose, Transaction, TransactionSource, TxnConfig, TxnMode,
+};
 use crate::error::{KvError, KvResult};
 use crate::mvcc::Lock;
 use crate::mvcc::reader::ReadOutcome;
@@ -79,11 +81,22 @@ impl TxnClient {
         }
     }
 
+    /// An optimistic snapshot transaction (explicit locks wait up to `max_lock_wait`).
     pub fn begin_txn(&self) -> KvResult<KvTransaction> {
+        self.begin_with(TxnConfig {
+            lock_timeout: Some(self.shared.options.max_lock_wait),
+            ..TxnConfig::optimistic()
+        })
+    }
+
+    pub fn begin_with(&self, config: TxnConfig) -> KvResult<KvTransaction> {
         let start_ts = self.shared.tso.get_timestamp()?;
         Ok(KvTransaction {
             shared: Arc::clone(&self.shared),
+            config,
             start_ts,
+            read_ts: start_ts,
+            statements: 0,
             began: Instant::now(),
             buffer: BTreeMap::new(),
             finished: false,
@@ -96,9 +109,20 @@ impl TxnClient {
 }
 
 impl TransactionSource for TxnClient {
-    fn begin(&self) -> KvResult<Box<dyn Transaction>> {
-        Ok(Box::new(self.begin_txn()?))
+    fn begin(&self, config: TxnConfig) -> KvResult<Box<dyn Transaction>> {
+        Ok(Box::new(self.begin_with(config)?))
     }
+}
+
+/// The `for_update_ts` pessimistic locks are taken at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockAt {
+    /// A fresh timestamp: the lock is taken over whatever was committed before (READ
+    /// COMMITTED, and inserts' existence checks).
+    Fresh,
+    /// The transaction's start: a change committed since fails the lock with a write
+    /// conflict (REPEATABLE READ).
+    Snapshot,
 }
 
 /// A buffered write.
@@ -112,7 +136,13 @@ enum Buffered {
 /// A Percolator transaction. See the `txn` module for the protocol.
 pub struct KvTransaction {
     shared: Arc<Shared>,
+    config: TxnConfig,
     start_ts: Timestamp,
+    /// What reads see: `start_ts`, or under pessimistic READ COMMITTED the current
+    /// statement's snapshot.
+    read_ts: Timestamp,
+    /// Statements begun so far (the first one reads at `start_ts`).
+    statements: u64,
     /// When `start_ts` was taken, by the local clock.
     began: Instant,
     buffer: BTreeMap<Vec<u8>, Buffered>,
@@ -185,7 +215,13 @@ impl Shared {
     /// wait while it is alive, up to `max_lock_wait`.
     fn resolve_lock(&self, key: &[u8], lock: &Lock, waited_since: Instant) -> KvResult<()> {
         let mut backoff = Duration::from_millis(1);
-        while !self.settle_lock(key, lock, waited_since)? {
+        while !self.settle_lock(key, lock)? {
+            if waited_since.elapsed() >= self.options.max_lock_wait {
+                return Err(KvError::LockWaitTimeout {
+                    key: key.to_vec(),
+                    lock_ts: lock.start_ts,
+                });
+            }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(50));
         }
@@ -193,9 +229,8 @@ impl Shared {
     }
 
     /// One look at the fate of `lock` (found on `key`): resolves it if its transaction is
-    /// over (or dead: rolled back here) and answers true; false while it is alive, or
-    /// LockWaitTimeout once `max_lock_wait` has passed since `waited_since`.
-    fn settle_lock(&self, key: &[u8], lock: &Lock, waited_since: Instant) -> KvResult<bool> {
+    /// over (or dead: rolled back here) and answers true; false while it is alive.
+    fn settle_lock(&self, key: &[u8], lock: &Lock) -> KvResult<bool> {
         let now = self.tso.get_timestamp()?;
         match self
             .store
@@ -211,12 +246,6 @@ impl Shared {
                 .store
                 .resolve_lock(key, lock.start_ts, None)
                 .map(|_| true),
-            TxnStatus::Alive { .. } if waited_since.elapsed() >= self.options.max_lock_wait => {
-                Err(KvError::LockWaitTimeout {
-                    key: key.to_vec(),
-                    lock_ts: lock.start_ts,
-                })
-            }
             TxnStatus::Alive { .. } => Ok(false),
         }
     }
@@ -269,26 +298,39 @@ impl KvTransaction {
 
     /// Pessimistic: locks `keys` for this transaction until it ends, waiting for other
     /// transactions' locks (resolving those of dead ones), and returns the newest committed
-    /// value of each (this transaction's own writes over them). The locks are taken at a
-    /// fresh `for_update_ts`; nobody else can change the keys afterwards, so the values stay
-    /// the newest until this transaction commits, and its prewrite of them cannot conflict.
+    /// value of each (this transaction's own writes over them). Nobody else can change the
+    /// keys afterwards, so the values stay the newest until this transaction commits, and its
+    /// prewrite of them cannot conflict.
     pub fn lock_for_update(&mut self, keys: &[Vec<u8>]) -> KvResult<Vec<Option<Vec<u8>>>> {
         self.check_open()?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        self.acquire_locks(keys, LockAt::Fresh)?;
+        let (store, ts) = (&self.shared.store, self.for_update_ts);
+        let found = self.shared.read_resolving(|| store.batch_get(keys, ts))?;
+        Ok(self.overlay(keys, found))
+    }
+
+    /// Takes pessimistic locks on `keys` (see [`LockAt`]), waiting for other transactions'
+    /// locks up to the configured `lock_timeout`.
+    fn acquire_locks(&mut self, keys: &[Vec<u8>], at: LockAt) -> KvResult<()> {
         let primary = self.primary.clone().unwrap_or_else(|| keys[0].clone());
-        let since = Instant::now();
+        let deadline = self.config.lock_timeout.map(|t| Instant::now() + t);
         loop {
-            // Fresh each try: a change committed while we waited is newer than the last one.
-            let for_update_ts = self.shared.tso.get_timestamp()?;
+            let for_update_ts = match at {
+                // Fresh each try: a change committed while we waited is newer than the last.
+                LockAt::Fresh => self.shared.tso.get_timestamp()?,
+                LockAt::Snapshot => self.start_ts,
+            };
             let ttl = self.lock_ttl_ms();
-            let left = self
-                .shared
-                .options
-                .max_lock_wait
-                .saturating_sub(since.elapsed());
-            let wait_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            let wait_ms = match deadline {
+                None => u64::MAX,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+                }
+            };
             let acquired = self.shared.store.acquire_pessimistic_lock(
                 keys,
                 &primary,
@@ -310,21 +352,25 @@ impl KvTransaction {
                             self.began,
                         ));
                     }
-                    break;
+                    return Ok(());
                 }
-                // The store held the request as long as it would; then it is sent again.
+                // The store held the request as long as it would. A dead holder is settled
+                // here; a live one is waited for again, unless the time is up.
                 Err(PrewriteError::Locked { key, lock }) => {
-                    self.shared.settle_lock(&key, &lock, since)?;
+                    let settled = self.shared.settle_lock(&key, &lock)?;
+                    if !settled && deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(KvError::LockTimeout {
+                            key,
+                            lock_ts: lock.start_ts,
+                        });
+                    }
                 }
                 // Committed between our timestamp and the lock: try again, newer.
                 Err(PrewriteError::Failed(KvError::WriteConflict { .. }))
-                    if since.elapsed() < self.shared.options.max_lock_wait => {}
+                    if at == LockAt::Fresh => {}
                 Err(PrewriteError::Failed(e)) => return Err(e),
             }
         }
-        let (store, ts) = (&self.shared.store, self.for_update_ts);
-        let found = self.shared.read_resolving(|| store.batch_get(keys, ts))?;
-        Ok(self.overlay(keys, found))
     }
 
     /// The values of `keys`: this transaction's buffered writes over the committed pairs
@@ -489,6 +535,50 @@ impl KvTransaction {
 }
 
 impl Transaction for KvTransaction {
+    fn begin_statement(&mut self, lock_timeout: Option<Duration>) -> KvResult<()> {
+        self.check_open()?;
+        self.config.lock_timeout = lock_timeout;
+        self.statements += 1;
+        // The first statement reads at the start: no need for another timestamp.
+        if self.statements > 1
+            && self.config.mode == TxnMode::Pessimistic
+            && self.config.isolation == Isolation::ReadCommitted
+        {
+            self.read_ts = self.shared.tso.get_timestamp()?;
+        }
+        Ok(())
+    }
+
+    fn lock_for_write(
+        &mut self,
+        keys: &[Vec<u8>],
+        purpose: LockPurpose,
+    ) -> KvResult<Option<Vec<Option<Vec<u8>>>>> {
+        self.check_open()?;
+        if self.config.mode == TxnMode::Optimistic || keys.is_empty() {
+            return Ok(None);
+        }
+        let unlocked: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|key| !self.locked.contains(*key))
+            .cloned()
+            .collect();
+        if self.config.isolation == Isolation::RepeatableRead && purpose == LockPurpose::Update {
+            if !unlocked.is_empty() {
+                self.acquire_locks(&unlocked, LockAt::Snapshot)?;
+            }
+            return Ok(None);
+        }
+        if !unlocked.is_empty() {
+            self.acquire_locks(&unlocked, LockAt::Fresh)?;
+        }
+        // Keys locked earlier are read at the newest lock's timestamp too: nobody changed
+        // them since they were locked.
+        let (store, ts) = (&self.shared.store, self.for_update_ts);
+        let found = self.shared.read_resolving(|| store.batch_get(keys, ts))?;
+        Ok(Some(self.overlay(keys, found)))
+    }
+
     fn get(&mut self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
         self.check_open()?;
         match self.buffer.get(key) {
@@ -496,7 +586,7 @@ impl Transaction for KvTransaction {
             Some(Buffered::Delete) => return Ok(None),
             Some(Buffered::Lock) | None => {}
         }
-        let (store, ts) = (&self.shared.store, self.start_ts);
+        let (store, ts) = (&self.shared.store, self.read_ts);
         self.shared.read_resolving(|| store.get(key, ts))
     }
 
@@ -510,7 +600,7 @@ impl Transaction for KvTransaction {
         let found = if unbuffered.is_empty() {
             Vec::new()
         } else {
-            let (store, ts) = (&self.shared.store, self.start_ts);
+            let (store, ts) = (&self.shared.store, self.read_ts);
             self.shared
                 .read_resolving(|| store.batch_get(&unbuffered, ts))?
         };
@@ -532,7 +622,7 @@ impl Transaction for KvTransaction {
             .iter()
             .filter(|(_, op)| matches!(op, Buffered::Delete))
             .count();
-        let (store, ts) = (&self.shared.store, self.start_ts);
+        let (store, ts) = (&self.shared.store, self.read_ts);
         let committed = self
             .shared
             .read_resolving(|| store.scan(start, end, ts, limit.saturating_add(deletes)))?;

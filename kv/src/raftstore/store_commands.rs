@@ -16,14 +16,18 @@ use super::region;
 use super::store::Store;
 use crate::error::{KvError, KvResult};
 use crate::storage::Engine;
-use crate::txn::{CommandRouter, RegionContext, TxnCommands, TxnRequest, TxnResponse, TxnStore};
+use crate::txn::{
+    CommandRouter, RegionContext, SharedLocking, TxnCommands, TxnRequest, TxnResponse, TxnStore,
+};
 
 /// Routes a store's requests to its regions.
 pub struct StoreCommands<E: Engine> {
     store: Arc<Store<E>>,
-    /// One command set (and so one set of latches) per region replica, by region id, with the
-    /// replica's peer id (a replica removed and added back gets a new one).
+    /// One command set per region replica, by region id, with the replica's peer id (a
+    /// replica removed and added back gets a new one).
     regions: Mutex<BTreeMap<u64, CachedRegion<E>>>,
+    /// The latches, lock waits and wait-for graph every region's commands share.
+    locking: Arc<SharedLocking>,
 }
 
 /// A region's commands and the peer id of the replica they run on.
@@ -34,6 +38,7 @@ impl<E: Engine> StoreCommands<E> {
         StoreCommands {
             store,
             regions: Mutex::new(BTreeMap::new()),
+            locking: Arc::default(),
         }
     }
 }
@@ -93,8 +98,11 @@ impl<E: Engine> CommandRouter for StoreCommands<E> {
         {
             return Ok(Arc::clone(commands) as Arc<dyn TxnCommands>);
         }
-        let txn =
-            TxnStore::with_replication(Arc::clone(self.store.engine()), Arc::new(handle.clone()));
+        let txn = TxnStore::with_replication(
+            Arc::clone(self.store.engine()),
+            Arc::new(handle.clone()),
+            Arc::clone(&self.locking),
+        );
         let commands = Arc::new(RegionCommands { handle, txn });
         regions.insert(region_id, (peer_id, Arc::clone(&commands)));
         Ok(commands)

@@ -15,9 +15,12 @@
 //!   ([`LockWaits::enqueue_first`]); one that gives up without taking the lock passes the turn
 //!   on ([`LockWaits::pass_on`]).
 //!
+//! One `LockWaits` serves all the regions of a store (`txn::SharedLocking`), so a release
+//! wakes a waiter whose region split or was rebuilt meanwhile.
+//!
 //! Deliberately not here (yet): a newcomer that finds the key free takes it even while
-//! others wait; waiters of a region that split or lost its leadership are not woken — their
-//! slice runs out and their client sends again, to the right leader.
+//! others wait; waiters of a region that lost its leadership are not woken — their slice
+//! runs out and their client sends again, to the right leader.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -40,4 +40,4 @@ pub mod store;
 pub use actions::{Mutation, TxnStatus};
 pub use commands::{CommandRouter, RegionContext, SingleKeyspace, TxnCommands, TxnCommandsExt};
 pub use request::{Route, TxnRequest, TxnResponse};
-pub use store::{ReadFence, Replication, TxnStore};
+pub use store::{ReadFence, Replication, SharedLocking, TxnStore};

@@ -69,9 +69,12 @@ impl<E: Engine> Replication for Local<E> {
 /// again, to whichever replica leads by then).
 pub const MAX_LOCK_WAIT_SLICE: Duration = Duration::from_secs(2);
 
-pub struct TxnStore<E: Engine> {
-    engine: Arc<E>,
-    replication: Arc<dyn Replication>,
+/// What the commands of all the regions of one store share to order themselves: the key
+/// latches, the lock-wait queues and the wait-for graph. Shared rather than per region, so
+/// that a release wakes a waiter whose region split or was rebuilt meanwhile, and a deadlock
+/// through two regions of the store is seen.
+#[derive(Default)]
+pub struct SharedLocking {
     latches: Latches,
     waits: LockWaits,
     /// Who waits for whom among this store's lock waits (see `deadlock`; a cycle through
@@ -79,22 +82,31 @@ pub struct TxnStore<E: Engine> {
     wait_for: std::sync::Mutex<WaitForGraph>,
 }
 
+pub struct TxnStore<E: Engine> {
+    engine: Arc<E>,
+    replication: Arc<dyn Replication>,
+    locking: Arc<SharedLocking>,
+}
+
 impl<E: Engine> TxnStore<E> {
     /// A store whose commands write straight to `engine`.
     pub fn new(engine: Arc<E>) -> Self {
         let replication = Arc::new(Local(Arc::clone(&engine)));
-        Self::with_replication(engine, replication)
+        Self::with_replication(engine, replication, Arc::default())
     }
 
     /// A store over one replica of a replicated region: commands read `engine` after
-    /// `replication`'s barrier and write through it.
-    pub fn with_replication(engine: Arc<E>, replication: Arc<dyn Replication>) -> Self {
+    /// `replication`'s barrier and write through it, ordered by `locking` (shared by the
+    /// store's regions).
+    pub fn with_replication(
+        engine: Arc<E>,
+        replication: Arc<dyn Replication>,
+        locking: Arc<SharedLocking>,
+    ) -> Self {
         Self {
             engine,
             replication,
-            latches: Latches::default(),
-            waits: LockWaits::default(),
-            wait_for: Default::default(),
+            locking,
         }
     }
 
@@ -140,12 +152,15 @@ impl<E: Engine> TxnStore<E> {
         if locked.is_empty() {
             return Ok(0);
         }
-        let _guard = self.latches.acquire(locked.iter().map(Vec::as_slice));
+        let _guard = self
+            .locking
+            .latches
+            .acquire(locked.iter().map(Vec::as_slice));
         let (fence, snapshot) = self.current()?;
         let (resolved, batch) = actions::resolve_locks(&snapshot, &locked, start_ts, commit_ts)?;
         drop(snapshot);
         self.write(batch, fence)?;
-        self.waits.release(locked.iter().map(Vec::as_slice));
+        self.locking.waits.release(locked.iter().map(Vec::as_slice));
         Ok(resolved)
     }
 
@@ -165,7 +180,7 @@ impl<E: Engine> TxnStore<E> {
         // waiter's turn comes.
         let mut woken_for: Option<Vec<u8>> = None;
         loop {
-            let guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+            let guard = self.locking.latches.acquire(keys.iter().map(Vec::as_slice));
             let (fence, snapshot) = self.current()?;
             let acquired = actions::acquire_pessimistic_lock(
                 &snapshot,
@@ -184,7 +199,7 @@ impl<E: Engine> TxnStore<E> {
                 Err(PrewriteError::Locked { key, lock }) => (key, lock),
                 Err(PrewriteError::Failed(e)) => {
                     if let Some(key) = woken_for {
-                        self.waits.pass_on(&key);
+                        self.locking.waits.pass_on(&key);
                     }
                     return Err(e);
                 }
@@ -200,13 +215,14 @@ impl<E: Engine> TxnStore<E> {
                 key: key.clone(),
             };
             let cycle = self
+                .locking
                 .wait_for
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .detect(wait, Instant::now());
             if cycle.is_some() {
                 if let Some(key) = woken_for {
-                    self.waits.pass_on(&key);
+                    self.locking.waits.pass_on(&key);
                 }
                 return Err(KvError::Deadlock {
                     key,
@@ -217,13 +233,14 @@ impl<E: Engine> TxnStore<E> {
             // Registered under the latch: a release of this key (which takes it too) comes
             // after, and finds the waiter.
             let waiter = match woken_for.take() {
-                Some(_) => self.waits.enqueue_first(&key),
-                None => self.waits.enqueue(&key),
+                Some(_) => self.locking.waits.enqueue_first(&key),
+                None => self.locking.waits.enqueue(&key),
             };
             drop(snapshot);
             drop(guard);
-            let woken = self.waits.wait(&key, &waiter, deadline);
-            self.wait_for
+            let woken = self.locking.waits.wait(&key, &waiter, deadline);
+            self.locking
+                .wait_for
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clean_up_wait_for(start_ts, lock.start_ts);
@@ -290,13 +307,13 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 start_ts,
                 for_update_ts,
             } => {
-                let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+                let _guard = self.locking.latches.acquire(keys.iter().map(Vec::as_slice));
                 let (fence, snapshot) = self.current()?;
                 let batch =
                     actions::pessimistic_rollback(&snapshot, keys, *start_ts, *for_update_ts)?;
                 drop(snapshot);
                 self.write(batch, fence)?;
-                self.waits.release(keys.iter().map(Vec::as_slice));
+                self.locking.waits.release(keys.iter().map(Vec::as_slice));
                 TxnResponse::PessimisticRollback
             }
             TxnRequest::Prewrite {
@@ -306,7 +323,10 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 start_ts,
                 ttl_ms,
             } => {
-                let _guard = self.latches.acquire(mutations.iter().map(Mutation::key));
+                let _guard = self
+                    .locking
+                    .latches
+                    .acquire(mutations.iter().map(Mutation::key));
                 let (fence, snapshot) = self.current()?;
                 let prewritten = actions::prewrite(
                     &snapshot,
@@ -333,21 +353,21 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 start_ts,
                 commit_ts,
             } => {
-                let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+                let _guard = self.locking.latches.acquire(keys.iter().map(Vec::as_slice));
                 let (fence, snapshot) = self.current()?;
                 let batch = actions::commit(&snapshot, keys, *start_ts, *commit_ts)?;
                 drop(snapshot);
                 self.write(batch, fence)?;
-                self.waits.release(keys.iter().map(Vec::as_slice));
+                self.locking.waits.release(keys.iter().map(Vec::as_slice));
                 TxnResponse::Commit
             }
             TxnRequest::Rollback { keys, start_ts } => {
-                let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice));
+                let _guard = self.locking.latches.acquire(keys.iter().map(Vec::as_slice));
                 let (fence, snapshot) = self.current()?;
                 let batch = actions::rollback(&snapshot, keys, *start_ts)?;
                 drop(snapshot);
                 self.write(batch, fence)?;
-                self.waits.release(keys.iter().map(Vec::as_slice));
+                self.locking.waits.release(keys.iter().map(Vec::as_slice));
                 TxnResponse::Rollback
             }
             TxnRequest::CheckTxnStatus {
@@ -355,14 +375,14 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 lock_ts,
                 current_ts,
             } => {
-                let _guard = self.latches.acquire([primary.as_slice()]);
+                let _guard = self.locking.latches.acquire([primary.as_slice()]);
                 let (fence, snapshot) = self.current()?;
                 let (status, batch) =
                     actions::check_txn_status(&snapshot, primary, *lock_ts, *current_ts)?;
                 drop(snapshot);
                 self.write(batch, fence)?;
                 if status == TxnStatus::RolledBack {
-                    self.waits.release([primary.as_slice()]);
+                    self.locking.waits.release([primary.as_slice()]);
                 }
                 TxnResponse::CheckTxnStatus(status)
             }
@@ -378,7 +398,7 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 start_ts,
                 ttl_ms,
             } => {
-                let _guard = self.latches.acquire([primary.as_slice()]);
+                let _guard = self.locking.latches.acquire([primary.as_slice()]);
                 let (fence, snapshot) = self.current()?;
                 let (ttl, batch) = actions::txn_heartbeat(&snapshot, primary, *start_ts, *ttl_ms)?;
                 drop(snapshot);

@@ -4,7 +4,7 @@ use sqlparser::ast;
 
 use kv::Transaction;
 
-use super::scan::matching_rows;
+use super::scan::{lock_rows, matching_rows};
 use super::{StatementResult, refuse_returning, single_table};
 use crate::catalog;
 use crate::error::{SqlError, SqlResult};
@@ -33,6 +33,7 @@ pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<Sta
         None => None,
     };
     let rows = matching_rows(txn, &table, filter.as_ref())?;
+    let rows = lock_rows(txn, &table, rows, filter.as_ref())?;
     let count = rows.len();
     for row in rows {
         txn.delete(row.key);

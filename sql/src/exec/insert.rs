@@ -2,7 +2,7 @@
 
 use sqlparser::ast;
 
-use kv::Transaction;
+use kv::{LockPurpose, Transaction};
 
 use super::scan::key_for_row;
 use super::{StatementResult, refuse_returning, table_name};
@@ -166,7 +166,12 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
     let mut seen = std::collections::HashSet::new();
     for chunk in rows.chunks(EXISTENCE_BATCH) {
         let keys: Vec<Vec<u8>> = chunk.iter().map(|(key, _)| key.clone()).collect();
-        let existing = txn.batch_get(&keys)?;
+        let existing = if table.primary_key.is_empty() {
+            // Hidden keys are unique by construction: nothing to look up or lock.
+            vec![None; keys.len()]
+        } else {
+            existing_rows(txn, &keys)?
+        };
         for ((key, record), existing) in chunk.iter().zip(existing) {
             if existing.is_some() || !seen.insert(key.clone()) {
                 return Err(duplicate_key(&table, record));
@@ -181,4 +186,18 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
         txn.put(key, encode_row(&record));
     }
     Ok(StatementResult::command(format!("INSERT 0 {count}")))
+}
+
+/// The rows stored under `keys` that new rows would collide with. A pessimistic transaction
+/// locks the keys first and sees their newest committed versions (waiting for a concurrent
+/// insert to commit or roll back, as PostgreSQL's unique check does); an optimistic one reads
+/// its snapshot, and its commit fails if another transaction wrote one of the keys since.
+pub fn existing_rows(
+    txn: &mut dyn Transaction,
+    keys: &[Vec<u8>],
+) -> SqlResult<Vec<Option<Vec<u8>>>> {
+    match txn.lock_for_write(keys, LockPurpose::Insert)? {
+        Some(newest) => Ok(newest),
+        None => Ok(txn.batch_get(keys)?),
+    }
 }

@@ -9,8 +9,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-use kv::Transaction;
 use kv::codec::memcomparable::prefix_end;
+use kv::{LockPurpose, Transaction};
 
 use crate::catalog::Table;
 use crate::encoding::{decode_row, encode_value, row_key, row_prefix, row_prefix_end};
@@ -161,6 +161,47 @@ pub fn matching_rows(
         rows = kept;
     }
     Ok(rows)
+}
+
+/// Locks the rows a statement is about to change or lock (`UPDATE`, `DELETE`,
+/// `SELECT … FOR UPDATE`) and returns the versions it is to act on (see
+/// [`Transaction::lock_for_write`]). Under READ COMMITTED a row that a transaction which
+/// committed after the statement's snapshot changed comes back at its newest version; the
+/// statement's `filter` is checked on that again, and the row is dropped if it no longer
+/// matches or was deleted (PostgreSQL's EvalPlanQual). Rows that match only in their newest
+/// version are not found: the statement's snapshot decides which rows it looks at, as in
+/// PostgreSQL.
+pub fn lock_rows(
+    txn: &mut dyn Transaction,
+    table: &Table,
+    rows: Vec<StoredRow>,
+    filter: Option<&Expr>,
+) -> SqlResult<Vec<StoredRow>> {
+    if rows.is_empty() {
+        return Ok(rows);
+    }
+    let keys: Vec<Vec<u8>> = rows.iter().map(|row| row.key.clone()).collect();
+    let Some(newest) = txn.lock_for_write(&keys, LockPurpose::Update)? else {
+        return Ok(rows);
+    };
+    let mut kept = Vec::with_capacity(rows.len());
+    for (row, value) in rows.into_iter().zip(newest) {
+        let Some(value) = value else {
+            continue; // Deleted meanwhile.
+        };
+        let values = decode_row(&value, table.columns.len())?;
+        if values != row.values
+            && let Some(filter) = filter
+            && !filter.is_true(&values)?
+        {
+            continue;
+        }
+        kept.push(StoredRow {
+            key: row.key,
+            values,
+        });
+    }
+    Ok(kept)
 }
 
 /// Sequence numbers for hidden row IDs, unique within this process.

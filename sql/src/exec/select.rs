@@ -6,7 +6,7 @@ use sqlparser::ast;
 
 use kv::Transaction;
 
-use super::scan::matching_rows;
+use super::scan::{lock_rows, matching_rows};
 use super::{ColumnInfo, StatementResult, single_table};
 use crate::catalog::{self, Table};
 use crate::error::{SqlError, SqlResult, sqlstate};
@@ -316,8 +316,11 @@ pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<State
     // Rows: from the table, or the single empty row of a FROM-less SELECT.
     let source_rows: Vec<Vec<Value>> = match &table {
         Some(table) => {
-            let rows = matching_rows(txn, table, filter.as_ref())?;
+            let mut rows = matching_rows(txn, table, filter.as_ref())?;
             if for_update {
+                // Pessimistic: locked now, at their newest versions. Optimistic: the
+                // commit checks them for conflicts.
+                rows = lock_rows(txn, table, rows, filter.as_ref())?;
                 for row in &rows {
                     txn.lock(row.key.clone());
                 }

@@ -4,8 +4,8 @@ use sqlparser::ast;
 
 use kv::Transaction;
 
-use super::insert::{check_not_null, duplicate_key};
-use super::scan::{key_for_row, matching_rows};
+use super::insert::{check_not_null, duplicate_key, existing_rows};
+use super::scan::{key_for_row, lock_rows, matching_rows};
 use super::{StatementResult, refuse_returning, single_table};
 use crate::catalog;
 use crate::encoding::encode_row;
@@ -61,6 +61,7 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
     };
 
     let rows = matching_rows(txn, &table, filter.as_ref())?;
+    let rows = lock_rows(txn, &table, rows, filter.as_ref())?;
     let count = rows.len();
     let changes_key = assignments
         .iter()
@@ -80,9 +81,15 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
         for (old_key, _) in &updated {
             txn.delete(old_key.clone());
         }
-        for (_, values) in &updated {
-            let key = key_for_row(&table, values, txn.start_ts());
-            if txn.get(&key)?.is_some() {
+        let new_keys: Vec<Vec<u8>> = updated
+            .iter()
+            .map(|(_, values)| key_for_row(&table, values, txn.start_ts()))
+            .collect();
+        // The old keys read as deleted now: a row may keep its key or take another's.
+        let existing = existing_rows(txn, &new_keys)?;
+        let mut taken = std::collections::HashSet::new();
+        for ((key, (_, values)), existing) in new_keys.into_iter().zip(&updated).zip(existing) {
+            if existing.is_some() || !taken.insert(key.clone()) {
                 return Err(duplicate_key(&table, values));
             }
             txn.put(key, encode_row(values));
