@@ -71,7 +71,7 @@ run() { # port clients tag
   tps=$(awk '/^tps/ {print $3; exit}' <<<"$out")
   failed=$(awk '/^number of failed transactions/ {print $5; exit}' <<<"$out")
   p99=$(cat "$log"/pgbench_log.* 2>/dev/null | awk '$3 ~ /^[0-9]+$/ {print $3}' | sort -n \
-    | awk '{v[NR] = $1} END { if (NR) printf "%.1f", v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1] / 1000; else print "-" }')
+    | awk '{v[NR] = $1} END { i = int(NR * 0.99); if (i < 1) i = 1; if (NR) printf "%.1f", v[i] / 1000; else print "-" }')
   local aborted
   aborted=$(grep -c "aborted" "$log/stderr" || true)
   [ "$aborted" != 0 ] && echo "  ($3, $2 clients: $aborted clients aborted; first: $(grep -m1 aborted -B1 "$log/stderr" | head -c 300))" >&2

@@ -177,11 +177,18 @@ pub async fn run(
     // The SQL gateway.
     let stores: Arc<dyn StoreConnector> = Arc::new(LocalFirst {
         local_id: store_id,
-        local: store_commands,
+        local: store_commands.clone(),
         remote: Arc::new(GrpcStores::new(Arc::clone(&cluster), runtime.clone())),
     });
-    let commands = RoutedCommands::new(Arc::clone(&cluster), stores, ROUTING_TIMEOUT);
-    let client = TxnClient::new(Arc::new(commands), scheduler, TxnOptions::default());
+    let commands = Arc::new(RoutedCommands::new(
+        Arc::clone(&cluster),
+        stores,
+        ROUTING_TIMEOUT,
+    ));
+    // Lock waits go to the cluster's deadlock detector, wherever it runs.
+    let routed: Arc<dyn kv::txn::TxnCommands> = commands.clone();
+    store_commands.report_deadlocks_through(Arc::downgrade(&routed));
+    let client = TxnClient::new(commands, scheduler, TxnOptions::default());
     let database = sql::Database::new(Arc::new(client))
         .with_regions(Arc::new(SchedulerRegions::new(Arc::clone(&cluster))))
         .with_txn_mode(config.txn_mode);

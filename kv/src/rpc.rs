@@ -51,6 +51,7 @@ pub enum Call {
     CheckTxnStatus(pb::CheckTxnStatusRequest),
     ResolveLock(pb::ResolveLockRequest),
     TxnHeartbeat(pb::TxnHeartBeatRequest),
+    DetectDeadlock(pb::DetectDeadlockRequest),
 }
 
 impl Call {
@@ -169,6 +170,18 @@ impl Call {
                 start_ts: start_ts.0,
                 advise_ttl_ms: *ttl_ms,
             }),
+            TxnRequest::DetectDeadlock {
+                txn,
+                wait_for,
+                key,
+                clean_up,
+            } => Call::DetectDeadlock(pb::DetectDeadlockRequest {
+                context,
+                txn: txn.0,
+                wait_for: wait_for.0,
+                key: key.clone(),
+                clean_up: *clean_up,
+            }),
         }
     }
 
@@ -211,6 +224,9 @@ impl Call {
             Call::TxnHeartbeat(m) => {
                 read::<pb::TxnHeartBeatRequest>(client.txn_heart_beat(m).await, request)
             }
+            Call::DetectDeadlock(m) => {
+                read::<pb::DetectDeadlockRequest>(client.detect_deadlock(m).await, request)
+            }
         }
     }
 }
@@ -229,6 +245,7 @@ fn txn_ts(request: &TxnRequest) -> Timestamp {
         | TxnRequest::Rollback { start_ts, .. }
         | TxnRequest::ResolveLock { start_ts, .. }
         | TxnRequest::TxnHeartbeat { start_ts, .. } => *start_ts,
+        TxnRequest::DetectDeadlock { txn, .. } => *txn,
     }
 }
 
@@ -714,6 +731,44 @@ impl KvCall for pb::TxnHeartBeatRequest {
     }
 }
 
+impl KvCall for pb::DetectDeadlockRequest {
+    type Response = pb::DetectDeadlockResponse;
+
+    fn into_request(self) -> Result<(Option<pb::Context>, TxnRequest), String> {
+        let request = TxnRequest::DetectDeadlock {
+            txn: Timestamp(self.txn),
+            wait_for: Timestamp(self.wait_for),
+            key: self.key,
+            clean_up: self.clean_up,
+        };
+        Ok((self.context, request))
+    }
+
+    fn answer(result: KvResult<TxnResponse>) -> pb::DetectDeadlockResponse {
+        match result {
+            Ok(TxnResponse::DetectDeadlock { deadlock }) => pb::DetectDeadlockResponse {
+                error: None,
+                deadlock,
+            },
+            Ok(other) => pb::DetectDeadlockResponse {
+                error: Some(mismatched("detect_deadlock", &other)),
+                deadlock: false,
+            },
+            Err(e) => pb::DetectDeadlockResponse {
+                error: Some(error_to_pb(&e)),
+                deadlock: false,
+            },
+        }
+    }
+
+    fn into_response(m: pb::DetectDeadlockResponse, request: &TxnRequest) -> KvResult<TxnResponse> {
+        result(m.error, txn_ts(request))?;
+        Ok(TxnResponse::DetectDeadlock {
+            deadlock: m.deadlock,
+        })
+    }
+}
+
 // --- The domain types inside the messages.
 
 fn mutation_to_pb(m: &Mutation) -> pb::Mutation {
@@ -1003,6 +1058,18 @@ mod tests {
                 start_ts: ts(5),
                 ttl_ms: 6000,
             },
+            TxnRequest::DetectDeadlock {
+                txn: ts(5),
+                wait_for: ts(3),
+                key: b"k".to_vec(),
+                clean_up: false,
+            },
+            TxnRequest::DetectDeadlock {
+                txn: ts(5),
+                wait_for: ts(3),
+                key: vec![],
+                clean_up: true,
+            },
         ]
     }
 
@@ -1033,6 +1100,7 @@ mod tests {
             Call::CheckTxnStatus(m) => over(m, request, result),
             Call::ResolveLock(m) => over(m, request, result),
             Call::TxnHeartbeat(m) => over(m, request, result),
+            Call::DetectDeadlock(m) => over(m, request, result),
         }
     }
 
@@ -1104,6 +1172,10 @@ mod tests {
             ],
             TxnRequest::ResolveLock { .. } => vec![TxnResponse::ResolveLock(3)],
             TxnRequest::TxnHeartbeat { .. } => vec![TxnResponse::TxnHeartbeat(6000)],
+            TxnRequest::DetectDeadlock { .. } => vec![
+                TxnResponse::DetectDeadlock { deadlock: true },
+                TxnResponse::DetectDeadlock { deadlock: false },
+            ],
         }
     }
 

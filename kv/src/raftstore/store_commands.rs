@@ -41,6 +41,13 @@ impl<E: Engine> StoreCommands<E> {
             locking: Arc::default(),
         }
     }
+
+    /// Sends this store's lock waits to the cluster's deadlock detector through `commands`
+    /// (the node's routing client; see `txn::detector`). Without it, the store detects only
+    /// the deadlocks among its own waits.
+    pub fn report_deadlocks_through(&self, commands: std::sync::Weak<dyn TxnCommands>) {
+        self.locking.detector().send_reports_to(commands);
+    }
 }
 
 impl<E: Engine> CommandRouter for StoreCommands<E> {
@@ -201,7 +208,8 @@ impl<E: Engine> TxnCommands for RegionCommands<E> {
             | TxnRequest::Commit { .. }
             | TxnRequest::Rollback { .. }
             | TxnRequest::ResolveLock { .. }
-            | TxnRequest::TxnHeartbeat { .. } => {
+            | TxnRequest::TxnHeartbeat { .. }
+            | TxnRequest::DetectDeadlock { .. } => {
                 self.check_keys(request.keys())?;
                 self.txn.execute(request)
             }

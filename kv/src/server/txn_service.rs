@@ -142,4 +142,11 @@ impl TxnKv for TxnService {
     ) -> Result<Response<pb::TxnHeartBeatResponse>, Status> {
         self.serve(request).await
     }
+
+    async fn detect_deadlock(
+        &self,
+        request: Request<pb::DetectDeadlockRequest>,
+    ) -> Result<Response<pb::DetectDeadlockResponse>, Status> {
+        self.serve(request).await
+    }
 }

@@ -67,9 +67,14 @@ impl LockWaits {
     /// Sleeps until `waiter` is woken or `deadline`; whether it was woken. A waiter that was
     /// not leaves the queue.
     pub fn wait(&self, key: &[u8], waiter: &Arc<Waiter>, deadline: Instant) -> bool {
+        self.sleep(waiter, deadline) || !self.leave(key, waiter)
+    }
+
+    /// Sleeps until `waiter` is woken or `until`, staying queued; whether it was woken.
+    pub fn sleep(&self, waiter: &Arc<Waiter>, until: Instant) -> bool {
         let mut woken = lock(&waiter.woken);
         while !*woken {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
@@ -79,10 +84,14 @@ impl LockWaits {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        if *woken {
-            return true;
-        }
-        drop(woken);
+        *woken
+    }
+
+    /// Takes `waiter` out of `key`'s queue without its turn; false if it was woken before it
+    /// left (its turn then came: the caller has it, to use or to [`pass_on`]).
+    ///
+    /// [`pass_on`]: LockWaits::pass_on
+    pub fn leave(&self, key: &[u8], waiter: &Arc<Waiter>) -> bool {
         let mut queues = lock(&self.queues);
         if let Some(queue) = queues.get_mut(key) {
             queue.retain(|w| !Arc::ptr_eq(w, waiter));
@@ -90,13 +99,7 @@ impl LockWaits {
                 queues.remove(key);
             }
         }
-        // Woken between the deadline and the removal: the turn is ours to pass on.
-        let woken = *lock(&waiter.woken);
-        drop(queues);
-        if woken {
-            self.pass_on(key);
-        }
-        false
+        !*lock(&waiter.woken)
     }
 
     /// The locks on `keys` are gone: wakes the first waiter of each.

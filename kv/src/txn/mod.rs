@@ -32,6 +32,7 @@
 pub mod actions;
 pub mod commands;
 pub mod deadlock;
+pub mod detector;
 pub mod latches;
 pub mod lock_waits;
 pub mod request;

@@ -106,6 +106,15 @@ pub enum TxnRequest {
         start_ts: Timestamp,
         ttl_ms: u64,
     },
+    /// To the cluster's deadlock detector, on the leader of the region holding the empty key
+    /// (see `txn::detector`): `txn` waits for `wait_for`'s lock on `key` — unless that closes
+    /// a cycle of waits, answered `deadlock: true` — or, `clean_up`, no longer does.
+    DetectDeadlock {
+        txn: Timestamp,
+        wait_for: Timestamp,
+        key: Vec<u8>,
+        clean_up: bool,
+    },
 }
 
 /// The answer to a [`TxnRequest`], the variant of the same name.
@@ -133,7 +142,15 @@ pub enum TxnResponse {
     ResolveLock(usize),
     /// The primary lock's TTL now.
     TxnHeartbeat(u64),
+    /// Whether the wait would close a cycle (and so was not recorded).
+    DetectDeadlock {
+        deadlock: bool,
+    },
 }
+
+/// The key whose region's leader runs the cluster's deadlock detector: the first region's
+/// (it keeps holding the empty key whatever splits and merges do).
+pub const DETECTOR_KEY: &[u8] = b"";
 
 /// Where a request runs, for the routing client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +198,7 @@ impl TxnRequest {
             TxnRequest::CheckTxnStatus { .. } => "check_txn_status",
             TxnRequest::ResolveLock { .. } => "resolve_lock",
             TxnRequest::TxnHeartbeat { .. } => "txn_heartbeat",
+            TxnRequest::DetectDeadlock { .. } => "detect_deadlock",
         }
     }
 
@@ -195,6 +213,7 @@ impl TxnRequest {
             | TxnRequest::TxnHeartbeat { primary: key, .. } => {
                 Keys::One(Some(key.as_slice()).into_iter())
             }
+            TxnRequest::DetectDeadlock { .. } => Keys::One(Some(DETECTOR_KEY).into_iter()),
             TxnRequest::Prewrite { mutations, .. } => Keys::Mutations(mutations.iter()),
             TxnRequest::Commit { keys, .. }
             | TxnRequest::Rollback { keys, .. }
@@ -210,6 +229,7 @@ impl TxnRequest {
             TxnRequest::Get { key, .. } | TxnRequest::ResolveLock { key, .. } => Route::Key(key),
             TxnRequest::CheckTxnStatus { primary, .. }
             | TxnRequest::TxnHeartbeat { primary, .. } => Route::Key(primary),
+            TxnRequest::DetectDeadlock { .. } => Route::Key(DETECTOR_KEY),
             TxnRequest::Prewrite { .. }
             | TxnRequest::AcquirePessimisticLock { .. }
             | TxnRequest::PessimisticRollback { .. }
@@ -340,6 +360,7 @@ impl TxnResponse {
             TxnResponse::CheckTxnStatus(_) => "check_txn_status",
             TxnResponse::ResolveLock(_) => "resolve_lock",
             TxnResponse::TxnHeartbeat(_) => "txn_heartbeat",
+            TxnResponse::DetectDeadlock { .. } => "detect_deadlock",
         }
     }
 

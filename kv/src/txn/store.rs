@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scheduler_api::Timestamp;
+use tracing::warn;
 
 use super::actions::{self, Mutation, PrewriteError, TxnStatus};
 use super::commands::TxnCommands;
-use super::deadlock::{WaitFor, WaitForGraph};
+use super::deadlock::WaitFor;
+use super::detector::{DETECT_AFTER, Detector};
 use super::latches::Latches;
-use super::lock_waits::LockWaits;
+use super::lock_waits::{LockWaits, Waiter};
 use super::request::{TxnRequest, TxnResponse};
 use crate::error::{KvError, KvResult};
 use crate::mvcc::key::{decode_user_key, encode_user_key};
@@ -71,15 +73,20 @@ pub const MAX_LOCK_WAIT_SLICE: Duration = Duration::from_secs(2);
 
 /// What the commands of all the regions of one store share to order themselves: the key
 /// latches, the lock-wait queues and the wait-for graph. Shared rather than per region, so
-/// that a release wakes a waiter whose region split or was rebuilt meanwhile, and a deadlock
-/// through two regions of the store is seen.
+/// that a release wakes a waiter whose region split or was rebuilt meanwhile.
 #[derive(Default)]
 pub struct SharedLocking {
     latches: Latches,
     waits: LockWaits,
-    /// Who waits for whom among this store's lock waits (see `deadlock`; a cycle through
-    /// other stores is not seen here).
-    wait_for: std::sync::Mutex<WaitForGraph>,
+    /// Where this store's lock waits are reported, and, if this store runs the cluster's
+    /// deadlock detector, its graph.
+    detector: Detector,
+}
+
+impl SharedLocking {
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
 }
 
 pub struct TxnStore<E: Engine> {
@@ -209,27 +216,6 @@ impl<E: Engine> TxnStore<E> {
                     locked: Some((key, lock)),
                 });
             }
-            let wait = WaitFor {
-                txn: start_ts,
-                wait_for: lock.start_ts,
-                key: key.clone(),
-            };
-            let cycle = self
-                .locking
-                .wait_for
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .detect(wait, Instant::now());
-            if cycle.is_some() {
-                if let Some(key) = woken_for {
-                    self.locking.waits.pass_on(&key);
-                }
-                return Err(KvError::Deadlock {
-                    key,
-                    start_ts,
-                    lock_ts: lock.start_ts,
-                });
-            }
             // Registered under the latch: a release of this key (which takes it too) comes
             // after, and finds the waiter.
             let waiter = match woken_for.take() {
@@ -238,19 +224,57 @@ impl<E: Engine> TxnStore<E> {
             };
             drop(snapshot);
             drop(guard);
-            let woken = self.locking.waits.wait(&key, &waiter, deadline);
-            self.locking
-                .wait_for
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clean_up_wait_for(start_ts, lock.start_ts);
-            if !woken {
+            let wait = WaitFor {
+                txn: start_ts,
+                wait_for: lock.start_ts,
+                key,
+            };
+            if !self.wait_for_release(&waiter, &wait, deadline)? {
                 return Ok(TxnResponse::AcquirePessimisticLock {
-                    locked: Some((key, lock)),
+                    locked: Some((wait.key, lock)),
                 });
             }
+            let WaitFor { key, .. } = wait;
             woken_for = Some(key);
         }
+    }
+
+    /// Sleeps until `waiter` (queued for `wait.key`) is woken, or `deadline`: whether it was
+    /// woken (otherwise it left the queue). A wait that lasts [`DETECT_AFTER`] is reported to
+    /// the deadlock detector, and withdrawn when it ends; one that would close a cycle of
+    /// waits ends at once with a deadlock error.
+    fn wait_for_release(
+        &self,
+        waiter: &Arc<Waiter>,
+        wait: &WaitFor,
+        deadline: Instant,
+    ) -> KvResult<bool> {
+        let waits = &self.locking.waits;
+        if waits.sleep(waiter, (Instant::now() + DETECT_AFTER).min(deadline)) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(!waits.leave(&wait.key, waiter));
+        }
+        let detector = &self.locking.detector;
+        match detector.report_wait(wait) {
+            Ok(false) => {}
+            Ok(true) => {
+                if !waits.leave(&wait.key, waiter) {
+                    waits.pass_on(&wait.key);
+                }
+                return Err(KvError::Deadlock {
+                    key: wait.key.clone(),
+                    start_ts: wait.txn,
+                    lock_ts: wait.wait_for,
+                });
+            }
+            // Waits go on; the next slice reports again.
+            Err(e) => warn!(error = %e, "the deadlock detector could not be reached"),
+        }
+        let woken = waits.wait(&wait.key, waiter, deadline);
+        detector.report_wait_end(wait.txn, wait.wait_for);
+        Ok(woken)
     }
 }
 
@@ -393,6 +417,26 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 commit_ts,
                 ..
             } => TxnResponse::ResolveLock(self.resolve_locks(*start_ts, *commit_ts)?),
+            TxnRequest::DetectDeadlock {
+                txn,
+                wait_for,
+                key,
+                clean_up,
+            } => {
+                // A report is answered only by a replica that still leads (see `detector`).
+                let term = match clean_up {
+                    true => None,
+                    false => Some(self.replication.read_barrier()?.term),
+                };
+                let wait = WaitFor {
+                    txn: *txn,
+                    wait_for: *wait_for,
+                    key: key.clone(),
+                };
+                TxnResponse::DetectDeadlock {
+                    deadlock: self.locking.detector.handle(term, &wait, *clean_up),
+                }
+            }
             TxnRequest::TxnHeartbeat {
                 primary,
                 start_ts,

@@ -18,7 +18,7 @@ use kv::raftstore::store::ensure_store_id;
 use kv::raftstore::store_commands::StoreCommands;
 use kv::raftstore::{RaftEnvelope, RaftRouter, Store, StoreConfig, Transport};
 use kv::storage::RocksEngine;
-use kv::txn::CommandRouter;
+use kv::txn::{CommandRouter, TxnCommands};
 use kv::{KvError, KvResult, TxnClient, TxnOptions};
 use proto::metapb::{Peer as PeerMeta, Region, Store as StoreMeta};
 use raft::Config as RaftConfig;
@@ -188,6 +188,9 @@ pub struct TestCluster {
     pub scheduler: Arc<LocalCluster>,
     pub network: Arc<Network>,
     pub client: TxnClient,
+    /// The routing client the stores report their lock waits through (to the cluster's
+    /// deadlock detector), as a node's stores do.
+    detector_client: Arc<dyn TxnCommands>,
     pub tso: Arc<TimestampOracle>,
     connector: Arc<InProcessStores>,
     /// Store id -> its data dir (kept across restarts).
@@ -280,10 +283,16 @@ impl TestCluster {
             Duration::from_secs(20),
         );
         let client = TxnClient::new(Arc::new(routed), tso.clone(), TxnOptions::default());
+        let detector_client: Arc<dyn TxnCommands> = Arc::new(RoutedCommands::new(
+            Arc::clone(&scheduler) as Arc<dyn ClusterApi>,
+            Arc::clone(&connector) as Arc<dyn StoreConnector>,
+            Duration::from_secs(20),
+        ));
         let mut cluster = TestCluster {
             scheduler,
             network: Arc::new(Network::default()),
             client,
+            detector_client,
             tso,
             connector,
             dirs: BTreeMap::new(),
@@ -329,12 +338,17 @@ impl TestCluster {
 
     /// A new client with an empty region cache.
     pub fn fresh_client(&self) -> TxnClient {
+        self.client_with(TxnOptions::default())
+    }
+
+    /// A new client with an empty region cache and these options.
+    pub fn client_with(&self, options: TxnOptions) -> TxnClient {
         let routed = RoutedCommands::new(
             Arc::clone(&self.scheduler) as Arc<dyn ClusterApi>,
             Arc::clone(&self.connector) as Arc<dyn StoreConnector>,
             Duration::from_secs(20),
         );
-        TxnClient::new(Arc::new(routed), self.tso.clone(), TxnOptions::default())
+        TxnClient::new(Arc::new(routed), self.tso.clone(), options)
     }
 
     /// A store's data directory.
@@ -365,11 +379,13 @@ impl TestCluster {
             .expect("start store"),
         );
         self.network.attach(id, store.router());
+        let commands = StoreCommands::new(Arc::clone(&store));
+        commands.report_deadlocks_through(Arc::downgrade(&self.detector_client));
         self.connector
             .stores
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::new(StoreCommands::new(Arc::clone(&store))));
+            .insert(id, Arc::new(commands));
         self.stores.insert(id, Some(store));
     }
 
