@@ -15,31 +15,13 @@
 # Load: ../shared/bench/init_plain.sh scale 1 without pgbench_history (RegionDB has no
 # TIMESTAMP yet). Workloads: pgbench's select-only script, and an update workload (BEGIN;
 # UPDATE accounts; SELECT; END) - simple-update without its history insert.
-set -euo pipefail
-cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-15}
 CLIENTS=${2:-4}
+source "$(dirname "$0")/lib.sh"
 SHARED=../shared/bench
-WORK=$(mktemp -d /tmp/regiondb-bench.XXXXXX)
-PIDS=()
-AS_PG=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -n "${PGDATA_DIR:-}" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA_DIR" stop -m immediate >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-source scripts/env.sh
-cargo build --release --quiet
-BIN=target/release/regiondb
-PGBIN=$(dirname "$(command -v pg_ctl || ls /usr/lib/postgresql/15/bin/pg_ctl)")
-export PATH="$PGBIN:$PATH"
 
 "$SHARED/init_plain.sh" 1 | grep -v pgbench_history > "$WORK/init.sql"
 sed '/pgbench_history/d' "$SHARED/simple-update.sql" > "$WORK/update.sql"
-
-wait_port() { for _ in $(seq 1 100); do psql -h 127.0.0.1 -p "$1" -U postgres -c 'select 1' >/dev/null 2>&1 && return; sleep 0.2; done; echo "port $1 never answered" >&2; exit 1; }
 
 best() { awk -v a="$1" -v b="${2:-0}" 'BEGIN { print (a > b ? a : b) }'; }
 
@@ -48,16 +30,7 @@ run() { # name port script
     | awk '/^tps/ {print $3; exit}'
 }
 
-# PostgreSQL 15 (fsync on, like RegionDB). PostgreSQL refuses to run as root: then it runs
-# as the `postgres` user.
-AS_PG=()
-if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); fi
-PGDATA_DIR="$WORK/pg"
-chmod 755 "$WORK"
-mkdir -p "$PGDATA_DIR" && [ ${#AS_PG[@]} -gt 0 ] && chown postgres "$PGDATA_DIR"
-"${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust >/dev/null
-"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -o "-p 25400 -k $PGDATA_DIR -c listen_addresses=127.0.0.1" -l "$PGDATA_DIR/pg.log" start >/dev/null
-wait_port 25400
+bench_start_postgres 25400
 # Single-node RegionDB.
 "$BIN" --data-dir "$WORK/single" --pg-listen 127.0.0.1:25401 >/dev/null 2>"$WORK/single.log" & PIDS+=($!)
 # Three-node RegionDB.

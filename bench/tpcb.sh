@@ -11,27 +11,11 @@
 # ../shared/bench/init_plain.sh, with pgbench_history's mtime column left out on every
 # system (RegionDB has no TIMESTAMP yet); the script is pgbench's built-in tpcb-like with
 # that column left out of its insert.
-set -euo pipefail
-cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
 shift || true
 CLIENT_COUNTS=${*:-1 4 8 16}
+source "$(dirname "$0")/lib.sh"
 SHARED=../shared/bench
-WORK=$(mktemp -d /tmp/regiondb-tpcb.XXXXXX)
-PIDS=()
-AS_PG=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -n "${PGDATA_DIR:-}" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA_DIR" stop -m immediate >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-source scripts/env.sh
-cargo build --release --quiet
-BIN=target/release/regiondb
-PGBIN=$(dirname "$(command -v pg_ctl || ls /usr/lib/postgresql/15/bin/pg_ctl)")
-export PATH="$PGBIN:$PATH"
 MODE_FLAGS=()
 [ -n "${TXN_MODE:-}" ] && MODE_FLAGS=(--txn-mode "$TXN_MODE")
 
@@ -39,15 +23,7 @@ MODE_FLAGS=()
 sed 's/, mtime) VALUES (\(.*\), CURRENT_TIMESTAMP)/) VALUES (\1)/' "$SHARED/tpcb-like.sql" > "$WORK/tpcb.sql"
 grep -q mtime "$WORK/init.sql" "$WORK/tpcb.sql" && { echo "could not drop mtime" >&2; exit 1; }
 
-wait_port() { for _ in $(seq 1 100); do psql -h 127.0.0.1 -p "$1" -U postgres -c 'select 1' >/dev/null 2>&1 && return; sleep 0.2; done; echo "port $1 never answered" >&2; exit 1; }
-
-# PostgreSQL 15 (fsync on, like RegionDB); as the `postgres` user when run as root.
-if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); fi
-PGDATA_DIR="$WORK/pg"
-chmod 755 "$WORK"
-mkdir -p "$PGDATA_DIR" && { [ ${#AS_PG[@]} -eq 0 ] || chown postgres "$PGDATA_DIR"; }
-"${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust >/dev/null
-"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -o "-p 25500 -k $PGDATA_DIR -c listen_addresses=127.0.0.1 -c max_connections=100" -l "$PGDATA_DIR/pg.log" start >/dev/null
+bench_start_postgres 25500 -c max_connections=100
 "$BIN" --data-dir "$WORK/single" --pg-listen 127.0.0.1:25501 "${MODE_FLAGS[@]}" >/dev/null 2>"$WORK/single.log" & PIDS+=($!)
 "$BIN" scheduler --listen 127.0.0.1:25510 --data-dir "$WORK/sched" >/dev/null 2>"$WORK/sched.log" & PIDS+=($!)
 for i in 1 2 3; do
@@ -55,7 +31,7 @@ for i in 1 2 3; do
     --data-dir "$WORK/node$i" "${MODE_FLAGS[@]}" >/dev/null 2>"$WORK/node$i.log" & PIDS+=($!)
   sleep 0.5
 done
-for port in 25500 25501 25502; do wait_port $port; done
+for port in 25501 25502; do wait_port $port; done
 sleep 5 # the scheduler brings the regions to three replicas
 for port in 25500 25501 25502; do
   psql -h 127.0.0.1 -p $port -U postgres -q -v ON_ERROR_STOP=1 -f "$WORK/init.sql" postgres >/dev/null

@@ -12,16 +12,20 @@
 
 REGIONDB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# Installs Debian packages (as root, or through sudo).
+regiondb_apt_install() {
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq >&2 &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
 regiondb_ensure_libclang() {
     if ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
         return 0
     fi
     echo "regiondb: installing libclang (needed by RocksDB's bindgen step)" >&2
-    local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq >&2 &&
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-            libclang1-14 libclang-common-14-dev >&2
+    regiondb_apt_install libclang1-14 libclang-common-14-dev
 }
 
 regiondb_rocksdb_version() {
@@ -59,11 +63,7 @@ regiondb_ensure_postgres() {
         return 0
     fi
     echo "regiondb: installing PostgreSQL (the isolation tests compare against it)" >&2
-    local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq >&2 &&
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-            postgresql-15 >&2
+    regiondb_apt_install postgresql-15
 }
 
 regiondb_ensure_libclang || { echo "regiondb: could not install libclang" >&2; return 1 2>/dev/null || exit 1; }

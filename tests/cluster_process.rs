@@ -95,38 +95,64 @@ fn ids(port: u16) -> Vec<u64> {
         .collect()
 }
 
+/// A scheduler and three nodes whose first region has three voters.
+struct Cluster {
+    _scheduler: Process,
+    scheduler: String,
+    nodes: Vec<Node>,
+    client: SchedulerClient,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let (scheduler_process, line) = spawn(
+            &["scheduler", "--listen", "127.0.0.1:0"],
+            &dir.join("scheduler"),
+        );
+        let scheduler = line
+            .rsplit(' ')
+            .next()
+            .expect("scheduler address")
+            .to_string();
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| start_node(&scheduler, &dir.join(format!("node{i}")), None))
+            .collect();
+        // The scheduler's replica checker brings the region to three voters.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let client =
+            SchedulerClient::connect_lazy(&format!("http://{scheduler}"), runtime.handle().clone())
+                .unwrap();
+        let cluster = Cluster {
+            _scheduler: scheduler_process,
+            scheduler,
+            nodes,
+            client,
+            _runtime: runtime,
+        };
+        wait_for("three voters", || cluster.voters().filter(|(v, _)| *v == 3));
+        cluster
+    }
+
+    /// The first region's voters, and the store of its leader.
+    fn voters(&self) -> Option<(usize, u64)> {
+        let (region, leader) = self.client.get_region(b"").ok()??;
+        let voters = region.peers.iter().filter(|p| !p.learner).count();
+        Some((voters, leader?.store_id))
+    }
+}
+
 #[test]
 fn a_three_node_cluster_survives_a_sigkilled_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let (_scheduler, line) = spawn(
-        &["scheduler", "--listen", "127.0.0.1:0"],
-        &dir.path().join("scheduler"),
-    );
-    let scheduler = line
-        .rsplit(' ')
-        .next()
-        .expect("scheduler address")
-        .to_string();
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| start_node(&scheduler, &dir.path().join(format!("node{i}")), None))
-        .collect();
-
-    // The scheduler's replica checker brings the region to three voters.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let cluster =
-        SchedulerClient::connect_lazy(&format!("http://{scheduler}"), runtime.handle().clone())
-            .unwrap();
-    let voters = |cluster: &SchedulerClient| {
-        let (region, leader) = cluster.get_region(b"").ok()??;
-        let voters = region.peers.iter().filter(|p| !p.learner).count();
-        Some((voters, leader?.store_id))
-    };
-    wait_for("three voters", || voters(&cluster).filter(|(v, _)| *v == 3));
+    let mut cluster = Cluster::start(dir.path());
+    let scheduler = cluster.scheduler.clone();
+    let mut nodes = std::mem::take(&mut cluster.nodes);
 
     WireClient::connect(nodes[0].pg_port).ok("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
 
     // Writers on the two nodes that do not hold the leader, which is then killed.
-    let (_, leader_store) = voters(&cluster).expect("a leader");
+    let (_, leader_store) = cluster.voters().expect("a leader");
     let victim = nodes
         .iter()
         .position(|n| n.store_id == leader_store)
@@ -175,7 +201,8 @@ fn a_three_node_cluster_survives_a_sigkilled_leader() {
         (*acked_after_kill.lock().unwrap() >= 20).then_some(())
     });
     let new_leader = wait_for("a new leader", || {
-        voters(&cluster)
+        cluster
+            .voters()
             .map(|(_, leader)| leader)
             .filter(|&l| l != leader_store)
     });
@@ -211,7 +238,67 @@ fn a_three_node_cluster_survives_a_sigkilled_leader() {
             node.store_id
         );
     }
-    drop(runtime);
+}
+
+/// A gateway holding row locks dies (SIGKILL) in the middle of its transaction: a session on
+/// another node that waits for one of those rows gets it once the dead transaction's locks
+/// expire (their TTL, no longer extended by the dead gateway's heartbeats), and nothing of
+/// the dead transaction is applied.
+#[test]
+fn a_killed_gateways_locks_expire_and_the_waiters_proceed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path());
+    let (_, leader_store) = cluster.voters().expect("a leader");
+    // The gateway that dies does not lead the region: the wait is about the locks only.
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| n.store_id != leader_store)
+        .expect("a follower's node");
+    let waiter_port = cluster.nodes[(victim + 1) % 3].pg_port;
+    let mut setup = WireClient::connect(waiter_port);
+    setup.ok("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)");
+    setup.ok("INSERT INTO t VALUES (1, 'before'), (2, 'before')");
+
+    let mut doomed = WireClient::connect(cluster.nodes[victim].pg_port);
+    doomed.ok("BEGIN");
+    doomed.ok("UPDATE t SET v = 'doomed' WHERE id = 1");
+    doomed.ok("UPDATE t SET v = 'doomed' WHERE id = 2");
+    // Long enough for heartbeats to have extended the locks' TTL.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let finished = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let finished = Arc::clone(&finished);
+        std::thread::spawn(move || {
+            let reply =
+                WireClient::connect(waiter_port).query("UPDATE t SET v = 'after' WHERE id = 1");
+            finished.store(true, Ordering::Release);
+            reply
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !finished.load(Ordering::Acquire),
+        "the update did not wait for the live transaction's lock"
+    );
+    let killed_at = Instant::now();
+    let mut process = cluster.nodes[victim].process.take().expect("running");
+    process.child.kill().expect("SIGKILL");
+    process.child.wait().expect("wait");
+    drop(doomed);
+
+    let reply = waiter.join().expect("waiter");
+    eprintln!(
+        "the waiter proceeded {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+    assert_eq!(reply.tags, ["UPDATE 1"]);
+    assert_eq!(
+        WireClient::connect(waiter_port).rows("SELECT id, v FROM t ORDER BY id"),
+        ["1,after", "2,before"]
+    );
 }
 
 #[test]

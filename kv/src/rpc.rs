@@ -24,7 +24,7 @@ use crate::error::{KvError, KvResult};
 use crate::mvcc::reader::ReadOutcome;
 use crate::mvcc::{Lock, LockKind};
 use crate::storage::KvPair;
-use crate::txn::{Mutation, TxnRequest, TxnResponse, TxnStatus};
+use crate::txn::{LockMode, Mutation, TxnRequest, TxnResponse, TxnStatus};
 
 /// One `TxnKv` call, implemented by its request message.
 pub trait KvCall: Sized + Send + 'static {
@@ -106,7 +106,10 @@ impl Call {
                 for_update_ts,
                 ttl_ms,
                 wait_ms,
+                mode,
             } => Call::AcquirePessimisticLock(pb::PessimisticLockRequest {
+                lock_if_changed: mode.lock_if_changed,
+                return_values: mode.return_values,
                 context,
                 keys: keys.clone(),
                 primary: primary.clone(),
@@ -505,28 +508,44 @@ impl KvCall for pb::PessimisticLockRequest {
             for_update_ts: Timestamp(self.for_update_ts),
             ttl_ms: self.lock_ttl_ms,
             wait_ms: self.wait_ms,
+            mode: LockMode {
+                lock_if_changed: self.lock_if_changed,
+                return_values: self.return_values,
+            },
         };
         Ok((self.context, request))
     }
 
     fn answer(result: KvResult<TxnResponse>) -> pb::PessimisticLockResponse {
+        let mut values = Vec::new();
         let error = locked_error(
             "acquire_pessimistic_lock",
             result,
             |response| match response {
-                TxnResponse::AcquirePessimisticLock { locked } => Ok(locked),
+                TxnResponse::AcquirePessimisticLock {
+                    locked,
+                    values: found,
+                } => {
+                    values = found;
+                    Ok(locked)
+                }
                 other => Err(other),
             },
         );
-        pb::PessimisticLockResponse { error }
+        let values = values
+            .into_iter()
+            .map(|(key, value)| pb::KvPair { key, value })
+            .collect();
+        pb::PessimisticLockResponse { error, values }
     }
 
     fn into_response(
         m: pb::PessimisticLockResponse,
         request: &TxnRequest,
     ) -> KvResult<TxnResponse> {
+        let values = pairs_from_pb(m.values);
         locked_from_error(m.error, request)
-            .map(|locked| TxnResponse::AcquirePessimisticLock { locked })
+            .map(|locked| TxnResponse::AcquirePessimisticLock { locked, values })
     }
 }
 
@@ -1019,6 +1038,19 @@ mod tests {
                 for_update_ts: ts(6),
                 ttl_ms: 3000,
                 wait_ms: 1500,
+                mode: LockMode::default(),
+            },
+            TxnRequest::AcquirePessimisticLock {
+                keys: vec![b"p".to_vec()],
+                primary: b"p".to_vec(),
+                start_ts: ts(5),
+                for_update_ts: ts(6),
+                ttl_ms: 3000,
+                wait_ms: 0,
+                mode: LockMode {
+                    lock_if_changed: true,
+                    return_values: true,
+                },
             },
             TxnRequest::PessimisticRollback {
                 keys: vec![b"q".to_vec()],
@@ -1150,8 +1182,16 @@ mod tests {
                 },
             ],
             TxnRequest::AcquirePessimisticLock { .. } => vec![
-                TxnResponse::AcquirePessimisticLock { locked: None },
                 TxnResponse::AcquirePessimisticLock {
+                    locked: None,
+                    values: vec![],
+                },
+                TxnResponse::AcquirePessimisticLock {
+                    locked: None,
+                    values: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), vec![])],
+                },
+                TxnResponse::AcquirePessimisticLock {
+                    values: vec![],
                     locked: Some((
                         b"k".to_vec(),
                         Lock {

@@ -12,6 +12,9 @@
 //!                                          ending in `!` (put!:k=v): the key holds the
 //!                                          transaction's pessimistic lock already
 //! lock START PRIMARY FOR_UPDATE TTL KEY... (AcquirePessimisticLock)
+//! lock-newest START PRIMARY FOR_UPDATE TTL KEY...
+//!                                          (the same, locking over newer changes and
+//!                                          answering `ok` and the newest values)
 //! unlock START FOR_UPDATE KEY...           (PessimisticRollback)
 //! commit START COMMIT KEY...
 //! rollback START KEY...                    (BatchRollback)
@@ -37,7 +40,7 @@ use kv::KvError;
 use kv::mvcc::reader::ReadOutcome;
 use kv::storage::MemoryEngine;
 use kv::txn::actions::PrewriteError;
-use kv::txn::{Mutation, TxnCommands, TxnCommandsExt, TxnStatus, TxnStore};
+use kv::txn::{LockMode, Mutation, TxnCommands, TxnCommandsExt, TxnStatus, TxnStore};
 use scheduler_api::Timestamp;
 
 fn ts(word: &str) -> Result<Timestamp, String> {
@@ -138,16 +141,33 @@ fn run(store: &dyn TxnCommands, command: &str) -> Result<String, String> {
                 ttl,
             ))
         }
-        "lock" => {
+        "lock" | "lock-newest" => {
             let ttl: u64 = arg(4)?.parse().map_err(|_| "bad ttl")?;
-            locked_or(store.acquire_pessimistic_lock(
+            let newest = words[0] == "lock-newest";
+            let mode = LockMode {
+                lock_if_changed: newest,
+                return_values: newest,
+            };
+            let locked = store.acquire_pessimistic_lock(
                 &keys(5),
                 arg(2)?.as_bytes(),
                 ts(arg(1)?)?,
                 ts(arg(3)?)?,
                 ttl,
                 0,
-            ))
+                mode,
+            );
+            match locked {
+                Ok(mut values) if newest => {
+                    values.sort();
+                    let shown: Vec<String> = values
+                        .iter()
+                        .map(|(k, v)| format!("{}={}", text(k), text(v)))
+                        .collect();
+                    format!("ok {}", shown.join(" ")).trim_end().to_string()
+                }
+                other => locked_or(other.map(drop)),
+            }
         }
         "unlock" => show(
             store.pessimistic_rollback(&keys(3), ts(arg(1)?)?, ts(arg(2)?)?),

@@ -31,7 +31,7 @@ use crate::mvcc::Lock;
 use crate::mvcc::reader::ReadOutcome;
 use crate::storage::KvPair;
 use crate::txn::actions::PrewriteError;
-use crate::txn::{Mutation, TxnCommands, TxnCommandsExt, TxnStatus};
+use crate::txn::{LockMode, Mutation, TxnCommands, TxnCommandsExt, TxnStatus};
 
 /// Tunables of the client protocol.
 #[derive(Clone, Debug)]
@@ -102,7 +102,6 @@ impl TxnClient {
             finished: false,
             locked: BTreeSet::new(),
             primary: None,
-            for_update_ts: start_ts,
             heartbeat: None,
         })
     }
@@ -114,13 +113,14 @@ impl TransactionSource for TxnClient {
     }
 }
 
-/// The `for_update_ts` pessimistic locks are taken at.
+/// How pessimistic locks are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LockAt {
-    /// A fresh timestamp: the lock is taken over whatever was committed before (READ
-    /// COMMITTED, and inserts' existence checks).
-    Fresh,
-    /// The transaction's start: a change committed since fails the lock with a write
+    /// At the statement's snapshot, and over any change committed since (the lock then
+    /// carries that change's commit_ts), answering the newest values with the lock: READ
+    /// COMMITTED, and inserts' existence checks. No fresh timestamp, no second read.
+    Newest,
+    /// At the transaction's start: a change committed since fails the lock with a write
     /// conflict (REPEATABLE READ).
     Snapshot,
 }
@@ -147,11 +147,10 @@ pub struct KvTransaction {
     began: Instant,
     buffer: BTreeMap<Vec<u8>, Buffered>,
     finished: bool,
-    /// Keys this transaction holds pessimistic locks on, the first of them it locked (its
-    /// primary), and the newest `for_update_ts` it locked at.
+    /// Keys this transaction holds pessimistic locks on, and the first of them it locked (its
+    /// primary).
     locked: BTreeSet<Vec<u8>>,
     primary: Option<Vec<u8>>,
-    for_update_ts: Timestamp,
     /// Keeps the primary lock alive while the transaction holds pessimistic locks.
     heartbeat: Option<Heartbeat>,
 }
@@ -306,23 +305,27 @@ impl KvTransaction {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.acquire_locks(keys, LockAt::Fresh)?;
-        let (store, ts) = (&self.shared.store, self.for_update_ts);
-        let found = self.shared.read_resolving(|| store.batch_get(keys, ts))?;
+        let found = self.acquire_locks(keys, LockAt::Newest)?;
         Ok(self.overlay(keys, found))
     }
 
-    /// Takes pessimistic locks on `keys` (see [`LockAt`]), waiting for other transactions'
-    /// locks up to the configured `lock_timeout`.
-    fn acquire_locks(&mut self, keys: &[Vec<u8>], at: LockAt) -> KvResult<()> {
+    /// Takes pessimistic locks on `keys` (see [`LockAt`]; keys it holds already are kept),
+    /// waiting for other transactions' locks up to the configured `lock_timeout`. Answers
+    /// the newest values for [`LockAt::Newest`].
+    fn acquire_locks(&mut self, keys: &[Vec<u8>], at: LockAt) -> KvResult<Vec<KvPair>> {
         let primary = self.primary.clone().unwrap_or_else(|| keys[0].clone());
         let deadline = self.config.lock_timeout.map(|t| Instant::now() + t);
+        let (for_update_ts, mode) = match at {
+            LockAt::Newest => (
+                self.read_ts,
+                LockMode {
+                    lock_if_changed: true,
+                    return_values: true,
+                },
+            ),
+            LockAt::Snapshot => (self.start_ts, LockMode::default()),
+        };
         loop {
-            let for_update_ts = match at {
-                // Fresh each try: a change committed while we waited is newer than the last.
-                LockAt::Fresh => self.shared.tso.get_timestamp()?,
-                LockAt::Snapshot => self.start_ts,
-            };
             let ttl = self.lock_ttl_ms();
             let wait_ms = match deadline {
                 None => u64::MAX,
@@ -338,12 +341,12 @@ impl KvTransaction {
                 for_update_ts,
                 ttl,
                 wait_ms,
+                mode,
             );
             match acquired {
-                Ok(()) => {
+                Ok(values) => {
                     self.locked.extend(keys.iter().cloned());
                     self.primary.get_or_insert_with(|| primary.clone());
-                    self.for_update_ts = self.for_update_ts.max(for_update_ts);
                     if self.heartbeat.is_none() {
                         self.heartbeat = Some(Heartbeat::start(
                             Arc::clone(&self.shared),
@@ -352,7 +355,7 @@ impl KvTransaction {
                             self.began,
                         ));
                     }
-                    return Ok(());
+                    return Ok(values);
                 }
                 // The store held the request as long as it would. A dead holder is settled
                 // here; a live one is waited for again, unless the time is up.
@@ -365,9 +368,6 @@ impl KvTransaction {
                         });
                     }
                 }
-                // Committed between our timestamp and the lock: try again, newer.
-                Err(PrewriteError::Failed(KvError::WriteConflict { .. }))
-                    if at == LockAt::Fresh => {}
                 Err(PrewriteError::Failed(e)) => return Err(e),
             }
         }
@@ -517,7 +517,7 @@ impl KvTransaction {
         if let Err(e) =
             self.shared
                 .store
-                .pessimistic_rollback(&locked, self.start_ts, self.for_update_ts)
+                .pessimistic_rollback(&locked, self.start_ts, Timestamp::MAX)
         {
             warn!(start_ts = %self.start_ts, error = %e, "releasing pessimistic locks failed");
         }
@@ -558,24 +558,19 @@ impl Transaction for KvTransaction {
         if self.config.mode == TxnMode::Optimistic || keys.is_empty() {
             return Ok(None);
         }
-        let unlocked: Vec<Vec<u8>> = keys
-            .iter()
-            .filter(|key| !self.locked.contains(*key))
-            .cloned()
-            .collect();
         if self.config.isolation == Isolation::RepeatableRead && purpose == LockPurpose::Update {
+            let unlocked: Vec<Vec<u8>> = keys
+                .iter()
+                .filter(|key| !self.locked.contains(*key))
+                .cloned()
+                .collect();
             if !unlocked.is_empty() {
                 self.acquire_locks(&unlocked, LockAt::Snapshot)?;
             }
             return Ok(None);
         }
-        if !unlocked.is_empty() {
-            self.acquire_locks(&unlocked, LockAt::Fresh)?;
-        }
-        // Keys locked earlier are read at the newest lock's timestamp too: nobody changed
-        // them since they were locked.
-        let (store, ts) = (&self.shared.store, self.for_update_ts);
-        let found = self.shared.read_resolving(|| store.batch_get(keys, ts))?;
+        // Keys held already are sent too: their values come back with the others'.
+        let found = self.acquire_locks(keys, LockAt::Newest)?;
         Ok(Some(self.overlay(keys, found)))
     }
 

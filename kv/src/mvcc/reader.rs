@@ -118,6 +118,12 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
                 lock,
             });
         }
+        self.committed_value(key, ts).map(ReadOutcome::Value)
+    }
+
+    /// The newest committed value of `key` at `ts`, whatever locks there are (for a caller
+    /// that knows no lock can hide a newer commit: one holding the key's lock).
+    pub fn committed_value(&self, key: &[u8], ts: Timestamp) -> KvResult<Option<Vec<u8>>> {
         let prefix = encode_user_key(key);
         let start = encode_versioned(key, ts);
         let end = memcomparable::prefix_end(&prefix);
@@ -125,12 +131,12 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
             let (_, value) = item?;
             let write = Write::decode(&value)?;
             match write.kind {
-                WriteKind::Put => return Ok(ReadOutcome::Value(Some(self.value_of(key, &write)?))),
-                WriteKind::Delete => return Ok(ReadOutcome::Value(None)),
+                WriteKind::Put => return Ok(Some(self.value_of(key, &write)?)),
+                WriteKind::Delete => return Ok(None),
                 WriteKind::Rollback | WriteKind::Lock => continue,
             }
         }
-        Ok(ReadOutcome::Value(None))
+        Ok(None)
     }
 
     /// Keys in `[start, end)` (`end = None`: unbounded) with their values visible at `ts`, in

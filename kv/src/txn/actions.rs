@@ -18,7 +18,7 @@ use scheduler_api::Timestamp;
 use crate::error::{KvError, KvResult};
 use crate::mvcc::key::{encode_user_key, encode_versioned};
 use crate::mvcc::{Lock, LockKind, MvccReader, Write, WriteKind};
-use crate::storage::{Cf, Snapshot, WriteBatch};
+use crate::storage::{Cf, KvPair, Snapshot, WriteBatch};
 
 /// One buffered change of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,12 +162,25 @@ fn stage(
     batch.put(Cf::Lock, encode_user_key(key), lock.encode());
 }
 
+/// How [`acquire_pessimistic_lock`] treats a change committed after `for_update_ts`, and
+/// what it answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockMode {
+    /// Lock anyway, at that change's commit_ts (READ COMMITTED: the statement goes on with
+    /// the newest version; TiKV's "lock with conflict"), instead of a write conflict.
+    pub lock_if_changed: bool,
+    /// Answer each key's newest committed value (the keys that have one), read with the
+    /// lock: no read after it.
+    pub return_values: bool,
+}
+
 /// Takes the pessimistic lock of the transaction `start_ts` on every key of `keys`, at
 /// `for_update_ts` (see the module docs), all or nothing:
 /// - another transaction's lock: [`PrewriteError::Locked`] (the caller waits or resolves it);
 /// - the transaction was rolled back here: aborted;
 /// - a change committed after `for_update_ts`: a write conflict (the statement must read the
-///   key again at a newer `for_update_ts`);
+///   key again at a newer `for_update_ts`), or, `mode.lock_if_changed`, the lock at that
+///   change's commit_ts;
 /// - its own lock already: kept (a pessimistic one moves up to the newer `for_update_ts`).
 pub fn acquire_pessimistic_lock(
     snapshot: &impl Snapshot,
@@ -176,10 +189,17 @@ pub fn acquire_pessimistic_lock(
     start_ts: Timestamp,
     for_update_ts: Timestamp,
     ttl_ms: u64,
-) -> Result<WriteBatch, PrewriteError> {
+    mode: LockMode,
+) -> Result<(WriteBatch, Vec<KvPair>), PrewriteError> {
     let reader = MvccReader::new(snapshot);
     let mut batch = WriteBatch::new();
+    let mut values = Vec::new();
     for key in keys {
+        if mode.return_values
+            && let Some(value) = reader.committed_value(key, Timestamp::MAX)?
+        {
+            values.push((key.clone(), value));
+        }
         let mut lock = Lock {
             kind: LockKind::Pessimistic,
             primary: primary.to_vec(),
@@ -215,18 +235,21 @@ pub fn acquire_pessimistic_lock(
                 if let Some(commit_ts) = reader.newest_change(key)?
                     && commit_ts > for_update_ts
                 {
-                    return Err(KvError::WriteConflict {
-                        key: key.clone(),
-                        start_ts,
-                        conflict_commit_ts: commit_ts,
+                    if !mode.lock_if_changed {
+                        return Err(KvError::WriteConflict {
+                            key: key.clone(),
+                            start_ts,
+                            conflict_commit_ts: commit_ts,
+                        }
+                        .into());
                     }
-                    .into());
+                    lock.for_update_ts = commit_ts;
                 }
             }
         }
         batch.put(Cf::Lock, encode_user_key(key), lock.encode());
     }
-    Ok(batch)
+    Ok((batch, values))
 }
 
 /// Releases the pessimistic locks the transaction `start_ts` took on `keys` at or before
@@ -511,7 +534,31 @@ mod tests {
             ts(start),
             ts(for_update),
             3000,
+            LockMode::default(),
         )
+        .map(|(batch, _)| batch)
+    }
+
+    /// READ COMMITTED's lock: a change committed after `for_update_ts` is locked over (at its
+    /// commit_ts) instead of failing, and the newest values come back with the lock.
+    #[test]
+    fn a_lock_over_a_newer_change_takes_its_commit_ts_and_answers_the_newest_values() {
+        let engine = MemoryEngine::new();
+        committed(&engine, "k", "newest", 40, 50);
+        let mode = LockMode {
+            lock_if_changed: true,
+            return_values: true,
+        };
+        let keys = [key("k"), key("absent")];
+        let (batch, values) =
+            acquire_pessimistic_lock(&engine.snapshot(), &keys, b"k", ts(30), ts(45), 3000, mode)
+                .expect("locked over the change");
+        assert_eq!(values, vec![(key("k"), b"newest".to_vec())]);
+        run(&engine, Ok::<_, PrewriteError>(batch));
+        let lock = lock_of(&engine, "k").unwrap();
+        assert_eq!(lock.kind, LockKind::Pessimistic);
+        assert_eq!(lock.for_update_ts, ts(50));
+        assert_eq!(lock_of(&engine, "absent").unwrap().for_update_ts, ts(45));
     }
 
     #[test]

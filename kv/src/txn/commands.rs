@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use scheduler_api::Timestamp;
 
-use super::actions::{Mutation, PrewriteError, TxnStatus};
+use super::actions::{LockMode, Mutation, PrewriteError, TxnStatus};
 use super::request::{TxnRequest, TxnResponse};
 use crate::error::{KvError, KvResult};
 use crate::mvcc::reader::ReadOutcome;
@@ -118,7 +118,9 @@ pub trait TxnCommandsExt: TxnCommands {
         }
     }
 
-    /// Meeting another transaction's lock, waits up to `wait_ms` for it to go.
+    /// Meeting another transaction's lock, waits up to `wait_ms` for it to go. Answers the
+    /// newest values of the keys that have one if `mode.return_values`.
+    #[allow(clippy::too_many_arguments)]
     fn acquire_pessimistic_lock(
         &self,
         keys: &[Vec<u8>],
@@ -127,7 +129,8 @@ pub trait TxnCommandsExt: TxnCommands {
         for_update_ts: Timestamp,
         ttl_ms: u64,
         wait_ms: u64,
-    ) -> Result<(), PrewriteError> {
+        mode: LockMode,
+    ) -> Result<Vec<KvPair>, PrewriteError> {
         let request = TxnRequest::AcquirePessimisticLock {
             keys: keys.to_vec(),
             primary: primary.to_vec(),
@@ -135,11 +138,16 @@ pub trait TxnCommandsExt: TxnCommands {
             for_update_ts,
             ttl_ms,
             wait_ms,
+            mode,
         };
         match self.execute(&request)? {
-            TxnResponse::AcquirePessimisticLock { locked: None } => Ok(()),
+            TxnResponse::AcquirePessimisticLock {
+                locked: None,
+                values,
+            } => Ok(values),
             TxnResponse::AcquirePessimisticLock {
                 locked: Some((key, lock)),
+                ..
             } => Err(PrewriteError::Locked { key, lock }),
             other => Err(mismatch(request.name(), &other).into()),
         }

@@ -38,7 +38,7 @@ pub mod lock_waits;
 pub mod request;
 pub mod store;
 
-pub use actions::{Mutation, TxnStatus};
+pub use actions::{LockMode, Mutation, TxnStatus};
 pub use commands::{CommandRouter, RegionContext, SingleKeyspace, TxnCommands, TxnCommandsExt};
 pub use request::{Route, TxnRequest, TxnResponse};
 pub use store::{ReadFence, Replication, SharedLocking, TxnStore};

@@ -25,7 +25,7 @@
 
 use scheduler_api::Timestamp;
 
-use super::actions::{Mutation, TxnStatus};
+use super::actions::{LockMode, Mutation, TxnStatus};
 use crate::mvcc::Lock;
 use crate::mvcc::reader::ReadOutcome;
 use crate::storage::KvPair;
@@ -58,7 +58,8 @@ pub enum TxnRequest {
     /// nothing within a region; a request split over regions may lock some regions' keys
     /// and meet a lock in another, and the caller then releases or retries).
     /// Meeting another transaction's lock, it waits up to `wait_ms` (at most a slice, see
-    /// `TxnStore`) for that lock to go, woken when it does (`lock_waits`).
+    /// `TxnStore`) for that lock to go, woken when it does (`lock_waits`). `mode`: what a
+    /// change newer than `for_update_ts` does, and whether values come back.
     AcquirePessimisticLock {
         keys: Vec<Vec<u8>>,
         primary: Vec<u8>,
@@ -66,6 +67,7 @@ pub enum TxnRequest {
         for_update_ts: Timestamp,
         ttl_ms: u64,
         wait_ms: u64,
+        mode: LockMode,
     },
     /// Releases the transaction's pessimistic locks on `keys` taken at or before
     /// `for_update_ts` (a statement undone; no rollback record).
@@ -130,9 +132,11 @@ pub enum TxnResponse {
         locked: Option<(Vec<u8>, Lock)>,
     },
     /// `locked`: another transaction's lock (and its key) stopped it, and nothing of this
-    /// part was locked.
+    /// part was locked. Otherwise `values`: with `mode.return_values`, the newest committed
+    /// values of the keys that have one, in no particular order.
     AcquirePessimisticLock {
         locked: Option<(Vec<u8>, Lock)>,
+        values: Vec<KvPair>,
     },
     PessimisticRollback,
     Commit,
@@ -272,6 +276,7 @@ impl TxnRequest {
                 for_update_ts,
                 ttl_ms,
                 wait_ms,
+                mode,
             } => TxnRequest::AcquirePessimisticLock {
                 keys: pick(keys, items),
                 primary: primary.clone(),
@@ -279,6 +284,7 @@ impl TxnRequest {
                 for_update_ts: *for_update_ts,
                 ttl_ms: *ttl_ms,
                 wait_ms: *wait_ms,
+                mode: *mode,
             },
             TxnRequest::PessimisticRollback {
                 keys,
@@ -316,7 +322,10 @@ impl TxnRequest {
         match self {
             TxnRequest::Prewrite { .. } => Some(TxnResponse::Prewrite { locked: None }),
             TxnRequest::AcquirePessimisticLock { .. } => {
-                Some(TxnResponse::AcquirePessimisticLock { locked: None })
+                Some(TxnResponse::AcquirePessimisticLock {
+                    locked: None,
+                    values: Vec::new(),
+                })
             }
             TxnRequest::PessimisticRollback { .. } => Some(TxnResponse::PessimisticRollback),
             TxnRequest::Commit { .. } => Some(TxnResponse::Commit),
@@ -341,6 +350,22 @@ impl TxnResponse {
             ) => {
                 pairs.extend(more);
                 TxnResponse::BatchGet(ReadOutcome::Value(pairs))
+            }
+            (
+                TxnResponse::AcquirePessimisticLock {
+                    locked: None,
+                    mut values,
+                },
+                TxnResponse::AcquirePessimisticLock {
+                    locked: None,
+                    values: more,
+                },
+            ) => {
+                values.extend(more);
+                TxnResponse::AcquirePessimisticLock {
+                    locked: None,
+                    values,
+                }
             }
             (_, other) => other,
         }
@@ -374,7 +399,10 @@ impl TxnResponse {
                 | TxnResponse::BatchGet(ReadOutcome::Locked { .. })
                 | TxnResponse::Scan(ReadOutcome::Locked { .. })
                 | TxnResponse::Prewrite { locked: Some(_) }
-                | TxnResponse::AcquirePessimisticLock { locked: Some(_) }
+                | TxnResponse::AcquirePessimisticLock {
+                    locked: Some(_),
+                    ..
+                }
         )
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use scheduler_api::Timestamp;
 use tracing::warn;
 
-use super::actions::{self, Mutation, PrewriteError, TxnStatus};
+use super::actions::{self, LockMode, Mutation, PrewriteError, TxnStatus};
 use super::commands::TxnCommands;
 use super::deadlock::WaitFor;
 use super::detector::{DETECT_AFTER, Detector};
@@ -180,7 +180,7 @@ impl<E: Engine> TxnStore<E> {
         primary: &[u8],
         (start_ts, for_update_ts): (Timestamp, Timestamp),
         ttl_ms: u64,
-        wait_ms: u64,
+        (wait_ms, mode): (u64, LockMode),
     ) -> KvResult<TxnResponse> {
         let deadline = Instant::now() + Duration::from_millis(wait_ms).min(MAX_LOCK_WAIT_SLICE);
         // The key this command was woken for: if it gives up without its lock, the next
@@ -196,12 +196,16 @@ impl<E: Engine> TxnStore<E> {
                 start_ts,
                 for_update_ts,
                 ttl_ms,
+                mode,
             );
             let (key, lock) = match acquired {
-                Ok(batch) => {
+                Ok((batch, values)) => {
                     drop(snapshot);
                     self.write(batch, fence)?;
-                    return Ok(TxnResponse::AcquirePessimisticLock { locked: None });
+                    return Ok(TxnResponse::AcquirePessimisticLock {
+                        locked: None,
+                        values,
+                    });
                 }
                 Err(PrewriteError::Locked { key, lock }) => (key, lock),
                 Err(PrewriteError::Failed(e)) => {
@@ -214,6 +218,7 @@ impl<E: Engine> TxnStore<E> {
             if wait_ms == 0 || Instant::now() >= deadline {
                 return Ok(TxnResponse::AcquirePessimisticLock {
                     locked: Some((key, lock)),
+                    values: Vec::new(),
                 });
             }
             // Registered under the latch: a release of this key (which takes it too) comes
@@ -232,6 +237,7 @@ impl<E: Engine> TxnStore<E> {
             if !self.wait_for_release(&waiter, &wait, deadline)? {
                 return Ok(TxnResponse::AcquirePessimisticLock {
                     locked: Some((wait.key, lock)),
+                    values: Vec::new(),
                 });
             }
             let WaitFor { key, .. } = wait;
@@ -319,12 +325,13 @@ impl<E: Engine> TxnCommands for TxnStore<E> {
                 for_update_ts,
                 ttl_ms,
                 wait_ms,
+                mode,
             } => self.acquire_pessimistic_lock(
                 keys,
                 primary,
                 (*start_ts, *for_update_ts),
                 *ttl_ms,
-                *wait_ms,
+                (*wait_ms, *mode),
             )?,
             TxnRequest::PessimisticRollback {
                 keys,
