@@ -117,6 +117,34 @@ fn a_split_asked_for_happens_at_that_key_and_transactions_span_both_halves() {
     cluster.check_regions();
 }
 
+/// A commit whose prewrite locks the keys of one region and meets a write conflict in
+/// another takes the first region's locks back: nobody has to wait for them to expire.
+#[test]
+fn a_prewrite_failing_in_one_region_leaves_no_lock_in_the_other() {
+    let cluster = TestCluster::with_config(3, 3, split_config(1000, 1 << 20, 2 << 20));
+    cluster.wait_for_voters(cluster.region_id(), 3);
+    cluster.split_at(key(20).as_bytes());
+    let (left, right) = (key(5).into_bytes(), key(35).into_bytes());
+    let mut loser = cluster.client.begin_txn().unwrap();
+    let mut winner = cluster.client.begin_txn().unwrap();
+    winner.put(right.clone(), b"winner".to_vec());
+    winner.commit().unwrap();
+    loser.put(left.clone(), b"loser".to_vec());
+    loser.put(right.clone(), b"loser".to_vec());
+    assert!(
+        matches!(loser.commit(), Err(kv::KvError::WriteConflict { .. })),
+        "the second writer of the right key conflicts"
+    );
+    // A reader that would rather fail than wait for a live lock reads both keys at once.
+    let impatient = cluster.client_with(kv::TxnOptions {
+        max_lock_wait: Duration::ZERO,
+        ..kv::TxnOptions::default()
+    });
+    let mut reader = impatient.begin_txn().unwrap();
+    assert_eq!(reader.get(&left).unwrap(), None);
+    assert_eq!(reader.get(&right).unwrap(), Some(b"winner".to_vec()));
+}
+
 #[test]
 fn a_partitioned_store_catches_up_on_splits_after_healing() {
     // A short log: the partitioned store's parent region is compacted past what it has, so

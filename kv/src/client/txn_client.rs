@@ -412,6 +412,11 @@ impl KvTransaction {
         (mutations, pessimistic)
     }
 
+    /// Prewrites every mutation; on failure takes back (best effort) whatever locks it may
+    /// have left: the parts of a prewrite over several regions run separately, so some
+    /// regions' keys may be locked when another's part fails, and an answer lost in transit
+    /// may hide a prewrite that was applied. Locks left over would otherwise stop readers
+    /// until they expire.
     fn prewrite(
         &self,
         mutations: &[Mutation],
@@ -419,7 +424,7 @@ impl KvTransaction {
         primary: &[u8],
     ) -> KvResult<()> {
         let since = Instant::now();
-        loop {
+        let result = loop {
             let ttl = self.lock_ttl_ms();
             match self.shared.store.prewrite_pessimistic(
                 mutations,
@@ -429,19 +434,17 @@ impl KvTransaction {
                 ttl,
             ) {
                 Ok(()) => return Ok(()),
-                Err(PrewriteError::Failed(KvError::Unavailable(reason))) => {
-                    // The prewrite may have been applied with its answer lost: take the locks
-                    // back (best effort; otherwise they expire) and fail.
-                    let keys: Vec<Vec<u8>> = mutations.iter().map(|m| m.key().to_vec()).collect();
-                    self.rollback_keys(&keys);
-                    return Err(KvError::Unavailable(reason));
-                }
-                Err(PrewriteError::Failed(e)) => return Err(e),
+                Err(PrewriteError::Failed(e)) => break Err(e),
                 Err(PrewriteError::Locked { key, lock }) => {
-                    self.shared.resolve_lock(&key, &lock, since)?;
+                    if let Err(e) = self.shared.resolve_lock(&key, &lock, since) {
+                        break Err(e);
+                    }
                 }
             }
-        }
+        };
+        let keys: Vec<Vec<u8>> = mutations.iter().map(|m| m.key().to_vec()).collect();
+        self.rollback_keys(&keys);
+        result
     }
 
     fn two_phase_commit(&mut self) -> KvResult<()> {
@@ -450,9 +453,11 @@ impl KvTransaction {
             return Ok(()); // Read-only: nothing to write, nothing to wait for.
         };
         let primary = first.key().to_vec();
-        // Prewrite is one atomic command on a single store: on failure nothing was written.
+        // A failed prewrite rolled back every key it locked, and the pessimistic locks with
+        // them (each is a mutation).
         if let Err(e) = self.prewrite(&mutations, &pessimistic, &primary) {
-            self.release_locks();
+            self.locked.clear();
+            self.primary = None;
             return Err(e);
         }
         let keys: Vec<Vec<u8>> = mutations.iter().map(|m| m.key().to_vec()).collect();
