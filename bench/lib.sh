@@ -13,15 +13,18 @@ AS_PG=()
 PGDATA_DIR=""
 bench_cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ -n "$PGDATA_DIR" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDATA_DIR" stop -m immediate >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap bench_cleanup EXIT
 
 source scripts/env.sh
+regiondb_ensure_postgres
 cargo build --release --quiet
 BIN=target/release/regiondb
-PGBIN=$(dirname "$(command -v pg_ctl || ls /usr/lib/postgresql/15/bin/pg_ctl)")
+PGBIN=$(dirname "$(command -v pg_ctl || ls -d /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -n 1)")
+[ -x "$PGBIN/pg_ctl" ] || { echo "PostgreSQL's pg_ctl not found" >&2; exit 1; }
 export PATH="$PGBIN:$PATH"
 
 wait_port() {

@@ -63,7 +63,7 @@ regiondb_ensure_postgres() {
         return 0
     fi
     echo "regiondb: installing PostgreSQL (the isolation tests compare against it)" >&2
-    regiondb_apt_install postgresql-15
+    regiondb_apt_install postgresql
 }
 
 regiondb_ensure_libclang || { echo "regiondb: could not install libclang" >&2; return 1 2>/dev/null || exit 1; }

@@ -182,12 +182,17 @@ pub async fn run(
     });
     let commands = Arc::new(RoutedCommands::new(
         Arc::clone(&cluster),
-        stores,
+        Arc::clone(&stores),
         ROUTING_TIMEOUT,
     ));
-    // Lock waits go to the cluster's deadlock detector, wherever it runs.
-    let routed: Arc<dyn kv::txn::TxnCommands> = commands.clone();
-    store_commands.report_deadlocks_through(Arc::downgrade(&routed));
+    // Lock waits go to the cluster's deadlock detector, wherever it runs, through a routing
+    // client that gives up soon (a wait goes on without it).
+    let reports: Arc<dyn kv::txn::TxnCommands> = Arc::new(RoutedCommands::new(
+        Arc::clone(&cluster),
+        Arc::clone(&stores),
+        kv::txn::detector::REPORT_TIMEOUT,
+    ));
+    store_commands.report_deadlocks_through(Arc::downgrade(&reports));
     let client = TxnClient::new(commands, scheduler, TxnOptions::default());
     let database = sql::Database::new(Arc::new(client))
         .with_regions(Arc::new(SchedulerRegions::new(Arc::clone(&cluster))))

@@ -286,13 +286,17 @@ impl Session {
                         Err(in_failed_transaction())
                     }
                     // PostgreSQL warns and carries on.
-                    State::InBlock(block) => {
-                        self.state = State::InBlock(block);
-                        Ok(StatementResult::command("BEGIN"))
-                    }
                     // BEGIN inside a query string makes its implicit transaction explicit.
-                    State::Implicit(block) => {
+                    // Either way its modes apply to the block (as SET TRANSACTION would).
+                    State::InBlock(block) | State::Implicit(block) => {
                         self.state = State::InBlock(block);
+                        let applied = settings::isolation_of(modes).and_then(|isolation| {
+                            isolation.map_or(Ok(()), |i| self.set_transaction_isolation(i))
+                        });
+                        if let Err(e) = applied {
+                            self.fail();
+                            return Err(e);
+                        }
                         Ok(StatementResult::command("BEGIN"))
                     }
                     State::Idle => {
@@ -392,19 +396,15 @@ impl Session {
             }
             SettingStatement::Set { name, value, .. } if name == "transaction_isolation" => {
                 let isolation = match value {
-                    Some(value) => {
-                        let mut scratch = self.settings.clone();
-                        scratch.set(
-                            "default_transaction_isolation",
-                            Some(&value),
-                            &self.defaults,
-                        )?;
-                        scratch.default_isolation
-                    }
+                    Some(value) => settings::parse_isolation(&name, &value)?,
                     None => self.settings.default_isolation,
                 };
                 self.set_transaction_isolation(isolation)?;
                 Ok(StatementResult::command("SET"))
+            }
+            // The level stays what the transaction began with (as in PostgreSQL).
+            SettingStatement::Reset(Some(name)) if name == "transaction_isolation" => {
+                Ok(StatementResult::command("RESET"))
             }
             SettingStatement::Set { name, value, local } => {
                 // Outside a block SET LOCAL has no effect (PostgreSQL warns).
@@ -459,7 +459,7 @@ impl Session {
     fn set_transaction_isolation(&mut self, isolation: Isolation) -> SqlResult<()> {
         match &mut self.state {
             State::InBlock(block) | State::Implicit(block) => {
-                if block.txn.is_some() {
+                if block.txn.is_some() && block.config.isolation != isolation {
                     return Err(SqlError::new(
                         sqlstate::ACTIVE_SQL_TRANSACTION,
                         "SET TRANSACTION ISOLATION LEVEL must be called before any query",

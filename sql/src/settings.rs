@@ -255,7 +255,7 @@ pub fn isolation_name(isolation: Isolation) -> &'static str {
     }
 }
 
-fn parse_isolation(name: &str, value: &str) -> SqlResult<Isolation> {
+pub fn parse_isolation(name: &str, value: &str) -> SqlResult<Isolation> {
     match value.trim().to_ascii_lowercase().as_str() {
         "read committed" | "read uncommitted" => Ok(Isolation::ReadCommitted),
         "repeatable read" => Ok(Isolation::RepeatableRead),
@@ -275,12 +275,13 @@ fn parse_txn_mode(name: &str, value: &str) -> SqlResult<TxnMode> {
 }
 
 /// Units of time parameters, in milliseconds, as PostgreSQL spells them.
-const TIME_UNITS: [(&str, u64); 5] = [
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("min", 60_000),
-    ("s", 1_000),
-    ("ms", 1),
+const TIME_UNITS: [(&str, f64); 6] = [
+    ("d", 86_400_000.0),
+    ("h", 3_600_000.0),
+    ("min", 60_000.0),
+    ("s", 1_000.0),
+    ("ms", 1.0),
+    ("us", 0.001),
 ];
 
 /// The largest value of a time parameter (PostgreSQL's INT_MAX milliseconds).
@@ -293,7 +294,7 @@ fn parse_milliseconds(name: &str, value: &str) -> SqlResult<u64> {
         .unwrap_or(text.len());
     let (number, unit) = (&text[..split], text[split..].trim());
     let per_unit = match unit {
-        "" => 1,
+        "" => 1.0,
         unit => TIME_UNITS
             .iter()
             .find(|(u, _)| *u == unit)
@@ -301,7 +302,8 @@ fn parse_milliseconds(name: &str, value: &str) -> SqlResult<u64> {
             .ok_or_else(|| invalid_value(name, value))?,
     };
     let number: f64 = number.parse().map_err(|_| invalid_value(name, value))?;
-    let ms = (number * per_unit as f64).round();
+    // Rounded as PostgreSQL's rint(): halves to even.
+    let ms = (number * per_unit).round_ties_even();
     if !(0.0..=MAX_MILLISECONDS as f64).contains(&ms) {
         return Err(SqlError::new(
             sqlstate::INVALID_PARAMETER_VALUE,
@@ -320,8 +322,8 @@ fn show_milliseconds(ms: u64) -> String {
     }
     let (unit, per_unit) = TIME_UNITS
         .iter()
-        .find(|(_, per_unit)| ms.is_multiple_of(*per_unit))
-        .copied()
+        .map(|&(unit, per_unit)| (unit, per_unit as u64))
+        .find(|&(_, per_unit)| per_unit > 0 && ms.is_multiple_of(per_unit))
         .unwrap_or(("ms", 1));
     format!("{}{unit}", ms / per_unit)
 }
@@ -337,6 +339,8 @@ mod tests {
         assert_eq!(ms("2s").unwrap(), 2_000);
         assert_eq!(ms("1.5s").unwrap(), 1_500);
         assert_eq!(ms(" 3 min ").unwrap(), 180_000);
+        assert_eq!(ms("2500us").unwrap(), 2);
+        assert_eq!(ms("3500us").unwrap(), 4);
         assert_eq!(ms("0").unwrap(), 0);
         for bad in ["", "abc", "5 parsecs", "-1", "99999999999"] {
             assert_eq!(

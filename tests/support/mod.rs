@@ -369,9 +369,22 @@ impl Postgres {
         }
     }
 
+    /// Starts a server on a free port (tried again on another port if the one picked was
+    /// taken meanwhile by a parallel test).
     pub fn start() -> Postgres {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Postgres::try_start() {
+                Ok(server) => return server,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("PostgreSQL did not start: {failures:#?}");
+    }
+
+    fn try_start() -> Result<Postgres, String> {
         let bin = Self::bin_dir();
-        let data = tempfile::tempdir().expect("temporary directory");
+        let data = tempfile::tempdir().map_err(|e| e.to_string())?;
         let as_postgres = Command::new("id")
             .arg("-u")
             .output()
@@ -382,12 +395,14 @@ impl Postgres {
                 .arg("postgres")
                 .arg(data.path())
                 .status()
-                .expect("chown");
-            assert!(status.success(), "chown postgres {}", data.path().display());
+                .map_err(|e| format!("chown: {e}"))?;
+            if !status.success() {
+                return Err(format!("chown postgres {}", data.path().display()));
+            }
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .expect("a free port")
+            .map_err(|e| format!("a free port: {e}"))?
             .port();
         let server = Postgres {
             port,
@@ -401,12 +416,13 @@ impl Postgres {
             .args(["-U", "postgres", "-A", "trust", "-D"])
             .arg(&dir)
             .output()
-            .expect("run initdb");
-        assert!(
-            output.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .map_err(|e| format!("run initdb: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             dir.display()
@@ -419,14 +435,15 @@ impl Postgres {
             .arg(dir.join("log"))
             .args(["-w", "start"])
             .output()
-            .expect("run pg_ctl start");
-        assert!(
-            output.status.success(),
-            "pg_ctl start failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
-        );
-        server
+            .map_err(|e| format!("run pg_ctl start: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "pg_ctl start failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+            ));
+        }
+        Ok(server)
     }
 
     pub fn connect(&self) -> WireClient {

@@ -313,7 +313,20 @@ impl KvTransaction {
     /// waiting for other transactions' locks up to the configured `lock_timeout`. Answers
     /// the newest values for [`LockAt::Newest`].
     fn acquire_locks(&mut self, keys: &[Vec<u8>], at: LockAt) -> KvResult<Vec<KvPair>> {
+        // The primary is locked alone, before any other key: the parts of a request over
+        // several regions run separately, and a secondary locked while its primary is not
+        // would let another transaction, checking the primary, roll this one back.
+        if self.primary.is_none() && keys.len() > 1 {
+            let mut values = self.acquire_locks(&keys[..1], at)?;
+            values.extend(self.acquire_locks(&keys[1..], at)?);
+            return Ok(values);
+        }
         let primary = self.primary.clone().unwrap_or_else(|| keys[0].clone());
+        // Counted as held before the request goes: some regions' parts may lock their keys
+        // even if the request fails, and a rollback must release them.
+        if self.primary.is_some() {
+            self.locked.extend(keys.iter().cloned());
+        }
         let deadline = self.config.lock_timeout.map(|t| Instant::now() + t);
         let (for_update_ts, mode) = match at {
             LockAt::Newest => (

@@ -21,7 +21,8 @@
 //! - A store that has no routing client (a store without regions, or tests) keeps its own
 //!   graph: then it is the whole cluster.
 //! - The detector unreachable, a wait goes on (bounded by its slice and `lock_timeout`) and
-//!   reports again in its next slice.
+//!   reports again in its next slice. The routing client reports go through gives up soon
+//!   ([`REPORT_TIMEOUT`]), well within a slice; withdrawals are sent in the background.
 //!
 //! Deliberately not here: choosing a victim other than the transaction whose wait closes the
 //! cycle, and batching reports.
@@ -38,6 +39,9 @@ use crate::error::{KvError, KvResult};
 
 /// How long a lock wait lasts before it is reported to the detector.
 pub const DETECT_AFTER: Duration = Duration::from_millis(300);
+
+/// How long the routing client that carries reports keeps trying to reach the detector.
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Detector {
@@ -60,7 +64,7 @@ impl Detector {
     /// it is not recorded, and the waiter must give up).
     pub fn report_wait(&self, wait: &WaitFor) -> KvResult<bool> {
         let Some(detector) = self.reports_to.get().and_then(Weak::upgrade) else {
-            return Ok(self.handle(Some(0), wait, false));
+            return Ok(self.handle(None, wait, false));
         };
         let request = TxnRequest::DetectDeadlock {
             txn: wait.txn,
@@ -77,7 +81,8 @@ impl Detector {
         }
     }
 
-    /// A reported wait ended (best effort: a lost withdrawal expires).
+    /// A reported wait ended. Sent in the background (the waiter goes on at once), best
+    /// effort: a lost withdrawal expires.
     pub fn report_wait_end(&self, txn: Timestamp, wait_for: Timestamp) {
         let wait = WaitFor {
             txn,
@@ -94,19 +99,29 @@ impl Detector {
             key: Vec::new(),
             clean_up: true,
         };
-        if let Err(e) = detector.execute(&request) {
-            tracing::debug!(error = %e, "withdrawing a lock wait from the deadlock detector failed");
+        let sent = std::thread::Builder::new()
+            .name("deadlock-withdraw".into())
+            .spawn(move || {
+                if let Err(e) = detector.execute(&request) {
+                    tracing::debug!(error = %e, "withdrawing a lock wait from the deadlock detector failed");
+                }
+            });
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not start a thread to withdraw a lock wait");
         }
     }
 
     /// Runs a report at this store, as the detector: `term` is the leader term in which this
-    /// store's replica of the detector's region confirmed its leadership (`None`: a
-    /// withdrawal, which needs no confirmation). Answers whether the wait closes a cycle.
+    /// store's replica of the detector's region confirmed its leadership (`None`: no
+    /// confirmation — a withdrawal, or a store that is its own detector). Answers whether the
+    /// wait closes a cycle.
     pub fn handle(&self, term: Option<u64>, wait: &WaitFor, clean_up: bool) -> bool {
         let mut guard = self.graph.lock().unwrap_or_else(|e| e.into_inner());
         let (graph_term, graph) = &mut *guard;
+        // Only a newer term resets: a report whose barrier passed before a re-election must
+        // not wipe the graph the new term built.
         if let Some(term) = term
-            && term != *graph_term
+            && term > *graph_term
         {
             // A new leadership: the old graph may hold waits long withdrawn elsewhere.
             *graph_term = term;
@@ -137,8 +152,13 @@ mod tests {
         let detector = Detector::default();
         assert!(!detector.handle(Some(5), &wait(1, 2), false));
         assert!(detector.handle(Some(5), &wait(2, 1), false), "a cycle");
-        // Another term: the wait 1 -> 2 is forgotten, 2 -> 1 is recorded.
+        // A newer term: the wait 1 -> 2 is forgotten, 2 -> 1 is recorded.
         assert!(!detector.handle(Some(6), &wait(2, 1), false));
+        // A report from an older term does not reset the graph.
+        assert!(
+            detector.handle(Some(5), &wait(1, 2), false),
+            "still a cycle"
+        );
         detector.handle(None, &wait(2, 1), true);
         assert!(!detector.handle(Some(6), &wait(1, 2), false), "withdrawn");
     }
@@ -149,6 +169,7 @@ mod tests {
         assert!(!detector.report_wait(&wait(1, 2)).unwrap());
         assert!(detector.report_wait(&wait(2, 1)).unwrap());
         detector.report_wait_end(Timestamp(1), Timestamp(2));
+        // (Without a routing client the withdrawal is immediate.)
         assert!(!detector.report_wait(&wait(2, 1)).unwrap());
     }
 }

@@ -182,10 +182,32 @@ impl<E: Engine> TxnStore<E> {
         ttl_ms: u64,
         (wait_ms, mode): (u64, LockMode),
     ) -> KvResult<TxnResponse> {
+        // The key whose turn this command was given and has not used yet.
+        let mut turn: Option<Vec<u8>> = None;
+        let result = self.acquire_waiting(
+            (keys, primary),
+            (start_ts, for_update_ts),
+            ttl_ms,
+            (wait_ms, mode),
+            &mut turn,
+        );
+        // However the command ended, a turn it did not use goes to the key's next waiter.
+        if let Some(key) = turn {
+            self.locking.waits.pass_on(&key);
+        }
+        result
+    }
+
+    /// The loop of [`Self::acquire_pessimistic_lock`]; `turn` is the key whose turn it holds.
+    fn acquire_waiting(
+        &self,
+        (keys, primary): (&[Vec<u8>], &[u8]),
+        (start_ts, for_update_ts): (Timestamp, Timestamp),
+        ttl_ms: u64,
+        (wait_ms, mode): (u64, LockMode),
+        turn: &mut Option<Vec<u8>>,
+    ) -> KvResult<TxnResponse> {
         let deadline = Instant::now() + Duration::from_millis(wait_ms).min(MAX_LOCK_WAIT_SLICE);
-        // The key this command was woken for: if it gives up without its lock, the next
-        // waiter's turn comes.
-        let mut woken_for: Option<Vec<u8>> = None;
         loop {
             let guard = self.locking.latches.acquire(keys.iter().map(Vec::as_slice));
             let (fence, snapshot) = self.current()?;
@@ -202,18 +224,14 @@ impl<E: Engine> TxnStore<E> {
                 Ok((batch, values)) => {
                     drop(snapshot);
                     self.write(batch, fence)?;
+                    *turn = None; // Used: the key is ours.
                     return Ok(TxnResponse::AcquirePessimisticLock {
                         locked: None,
                         values,
                     });
                 }
                 Err(PrewriteError::Locked { key, lock }) => (key, lock),
-                Err(PrewriteError::Failed(e)) => {
-                    if let Some(key) = woken_for {
-                        self.locking.waits.pass_on(&key);
-                    }
-                    return Err(e);
-                }
+                Err(PrewriteError::Failed(e)) => return Err(e),
             };
             if wait_ms == 0 || Instant::now() >= deadline {
                 return Ok(TxnResponse::AcquirePessimisticLock {
@@ -222,9 +240,14 @@ impl<E: Engine> TxnStore<E> {
                 });
             }
             // Registered under the latch: a release of this key (which takes it too) comes
-            // after, and finds the waiter.
-            let waiter = match woken_for.take() {
-                Some(_) => self.locking.waits.enqueue_first(&key),
+            // after, and finds the waiter. Woken for this very key and beaten to it, the
+            // command keeps the head of its queue; a turn on another key passes on.
+            let waiter = match turn.take() {
+                Some(woken) if woken == key => self.locking.waits.enqueue_first(&key),
+                Some(other) => {
+                    self.locking.waits.pass_on(&other);
+                    self.locking.waits.enqueue(&key)
+                }
                 None => self.locking.waits.enqueue(&key),
             };
             drop(snapshot);
@@ -240,8 +263,7 @@ impl<E: Engine> TxnStore<E> {
                     values: Vec::new(),
                 });
             }
-            let WaitFor { key, .. } = wait;
-            woken_for = Some(key);
+            *turn = Some(wait.key);
         }
     }
 
@@ -266,8 +288,9 @@ impl<E: Engine> TxnStore<E> {
         match detector.report_wait(wait) {
             Ok(false) => {}
             Ok(true) => {
+                // Woken meanwhile: the holder is gone, and with it the cycle.
                 if !waits.leave(&wait.key, waiter) {
-                    waits.pass_on(&wait.key);
+                    return Ok(true);
                 }
                 return Err(KvError::Deadlock {
                     key: wait.key.clone(),

@@ -286,7 +286,7 @@ impl TestCluster {
         let detector_client: Arc<dyn TxnCommands> = Arc::new(RoutedCommands::new(
             Arc::clone(&scheduler) as Arc<dyn ClusterApi>,
             Arc::clone(&connector) as Arc<dyn StoreConnector>,
-            Duration::from_secs(20),
+            kv::txn::detector::REPORT_TIMEOUT,
         ));
         let mut cluster = TestCluster {
             scheduler,
