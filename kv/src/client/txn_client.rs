@@ -325,7 +325,7 @@ impl KvTransaction {
         // Counted as held before the request goes: some regions' parts may lock their keys
         // even if the request fails, and a rollback must release them.
         if self.primary.is_some() {
-            self.locked.extend(keys.iter().cloned());
+            self.hold(keys);
         }
         let deadline = self.config.lock_timeout.map(|t| Instant::now() + t);
         let (for_update_ts, mode) = match at {
@@ -358,7 +358,7 @@ impl KvTransaction {
             );
             match acquired {
                 Ok(values) => {
-                    self.locked.extend(keys.iter().cloned());
+                    self.hold(keys);
                     self.primary.get_or_insert_with(|| primary.clone());
                     if self.heartbeat.is_none() {
                         self.heartbeat = Some(Heartbeat::start(
@@ -384,6 +384,11 @@ impl KvTransaction {
                 Err(PrewriteError::Failed(e)) => return Err(e),
             }
         }
+    }
+
+    /// Counts `keys` as locked by this transaction.
+    fn hold(&mut self, keys: &[Vec<u8>]) {
+        self.locked.extend(keys.iter().cloned());
     }
 
     /// The values of `keys`: this transaction's buffered writes over the committed pairs

@@ -184,6 +184,8 @@ pub fn lock_rows(
     let Some(newest) = txn.lock_for_write(&keys, LockPurpose::Update)? else {
         return Ok(rows);
     };
+    // A row dropped here stays locked until the transaction ends, as PostgreSQL keeps the
+    // row lock its re-check took.
     let mut kept = Vec::with_capacity(rows.len());
     for (row, value) in rows.into_iter().zip(newest) {
         let Some(value) = value else {
