@@ -66,6 +66,11 @@ impl<E: Engine> Replication for Local<E> {
     }
 }
 
+/// Whether `deadline` is still ahead.
+fn deadline_left(deadline: Instant) -> bool {
+    Instant::now() < deadline
+}
+
 /// The longest a command waits for a lock in one go: well below the clients' request and
 /// routing timeouts, so that a wait never looks like an unanswered request (the client sends
 /// again, to whichever replica leads by then).
@@ -220,48 +225,69 @@ impl<E: Engine> TxnStore<E> {
                 ttl_ms,
                 mode,
             );
-            let (key, lock) = match acquired {
+            let waiting = deadline_left(deadline) && wait_ms > 0;
+            // The key and the transaction this command would wait for; `lock` when it is
+            // that transaction's lock (not a reservation).
+            let (key, holder, lock) = match acquired {
                 Ok((batch, values)) => {
-                    drop(snapshot);
-                    self.write(batch, fence)?;
-                    *turn = None; // Used: the key is ours.
-                    return Ok(TxnResponse::AcquirePessimisticLock {
-                        locked: None,
-                        values,
-                    });
+                    // A key released to a woken waiter of another transaction is its to take
+                    // first: queue behind it (see `lock_waits`).
+                    let reserved = match waiting {
+                        true => self.locking.waits.reserved_for_other(keys, start_ts),
+                        false => None,
+                    };
+                    let Some((key, holder)) = reserved else {
+                        drop(snapshot);
+                        self.write(batch, fence)?;
+                        self.locking.waits.taken(keys, start_ts);
+                        *turn = None; // Used: the key is ours.
+                        return Ok(TxnResponse::AcquirePessimisticLock {
+                            locked: None,
+                            values,
+                        });
+                    };
+                    (key, holder, None)
                 }
-                Err(PrewriteError::Locked { key, lock }) => (key, lock),
+                Err(PrewriteError::Locked { key, lock }) => (key, lock.start_ts, Some(lock)),
                 Err(PrewriteError::Failed(e)) => return Err(e),
             };
-            if wait_ms == 0 || Instant::now() >= deadline {
-                return Ok(TxnResponse::AcquirePessimisticLock {
-                    locked: Some((key, lock)),
-                    values: Vec::new(),
-                });
+            if !waiting {
+                if let Some(lock) = lock {
+                    return Ok(TxnResponse::AcquirePessimisticLock {
+                        locked: Some((key, lock)),
+                        values: Vec::new(),
+                    });
+                }
+                continue; // Out of time behind a reservation: the next try ignores it.
             }
             // Registered under the latch: a release of this key (which takes it too) comes
             // after, and finds the waiter. Woken for this very key and beaten to it, the
             // command keeps the head of its queue; a turn on another key passes on.
             let waiter = match turn.take() {
-                Some(woken) if woken == key => self.locking.waits.enqueue_first(&key),
+                Some(woken) if woken == key => self.locking.waits.enqueue_first(&key, start_ts),
                 Some(other) => {
                     self.locking.waits.pass_on(&other);
-                    self.locking.waits.enqueue(&key)
+                    self.locking.waits.enqueue(&key, start_ts)
                 }
-                None => self.locking.waits.enqueue(&key),
+                None => self.locking.waits.enqueue(&key, start_ts),
             };
             drop(snapshot);
             drop(guard);
             let wait = WaitFor {
                 txn: start_ts,
-                wait_for: lock.start_ts,
+                wait_for: holder,
                 key,
             };
             if !self.wait_for_release(&waiter, &wait, deadline)? {
-                return Ok(TxnResponse::AcquirePessimisticLock {
-                    locked: Some((wait.key, lock)),
-                    values: Vec::new(),
-                });
+                match lock {
+                    Some(lock) => {
+                        return Ok(TxnResponse::AcquirePessimisticLock {
+                            locked: Some((wait.key, lock)),
+                            values: Vec::new(),
+                        });
+                    }
+                    None => continue,
+                }
             }
             *turn = Some(wait.key);
         }
