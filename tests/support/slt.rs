@@ -1,0 +1,161 @@
+//! sqllogictest over any [`ScriptSession`]: RegionDB in-process (`sql::Session`), RegionDB
+//! or PostgreSQL over the wire (`WireClient`). One rendering serves every engine, in the
+//! SQLite sqllogictest convention (so that the public corpus's expected results, and their
+//! hashes, read the same): NULL as `NULL`, the empty string as `(empty)`, floating-point and
+//! numeric values with three decimals, characters outside printable ASCII as `@`; column
+//! types `I` (integers), `R` (floating point and numeric), `T` (everything else).
+
+use sql::script::{Failure, ScriptSession};
+use sql::{ColumnInfo, StatementResult};
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+/// A statement's failure, with its SQLSTATE for `statement error (CODE)`.
+#[derive(Debug)]
+pub struct SltError(pub Failure);
+
+impl std::fmt::Display for SltError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SltError {}
+
+/// One connection of a sqllogictest file.
+pub struct SltSession {
+    session: Box<dyn ScriptSession>,
+    engine: &'static str,
+}
+
+impl SltSession {
+    pub fn new(session: Box<dyn ScriptSession>, engine: &'static str) -> SltSession {
+        SltSession { session, engine }
+    }
+}
+
+/// PostgreSQL type OIDs as the three sqllogictest column types.
+fn column_type(column: &ColumnInfo) -> DefaultColumnType {
+    match column.type_oid {
+        20 | 21 | 23 | 26 => DefaultColumnType::Integer,
+        700 | 701 | 1700 => DefaultColumnType::FloatingPoint,
+        _ => DefaultColumnType::Text,
+    }
+}
+
+/// A value as sqllogictest files write it (see the module doc).
+pub fn render(ty: &DefaultColumnType, value: Option<&str>) -> String {
+    let Some(value) = value else {
+        return "NULL".into();
+    };
+    if value.is_empty() {
+        return "(empty)".into();
+    }
+    if *ty == DefaultColumnType::FloatingPoint
+        && let Ok(number) = value.parse::<f64>()
+    {
+        return format!("{number:.3}");
+    }
+    value
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '@' })
+        .collect()
+}
+
+/// The number a command tag ends with (`INSERT 0 3` → 3), or 0.
+fn tag_count(tag: &str) -> u64 {
+    tag.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+impl sqllogictest::DB for SltSession {
+    type Error = SltError;
+    type ColumnType = DefaultColumnType;
+
+    fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        match self.session.run(sql).map_err(SltError)? {
+            Some(StatementResult::Rows { columns, rows, .. }) => {
+                let types: Vec<DefaultColumnType> = columns.iter().map(column_type).collect();
+                let rows = rows
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .zip(&types)
+                            .map(|(value, ty)| render(ty, value.as_deref()))
+                            .collect()
+                    })
+                    .collect();
+                Ok(DBOutput::Rows { types, rows })
+            }
+            Some(StatementResult::Command { tag }) => {
+                Ok(DBOutput::StatementComplete(tag_count(&tag)))
+            }
+            None => Ok(DBOutput::StatementComplete(0)),
+        }
+    }
+
+    fn engine_name(&self) -> &str {
+        self.engine
+    }
+
+    fn error_sql_state(err: &SltError) -> Option<String> {
+        Some(err.0.code.clone())
+    }
+}
+
+/// Runs every `*.slt` file of `dir` with connections from `fresh` (called once per file; the
+/// closure it returns opens the file's connections), `engine` labelling `skipif`/`onlyif`.
+/// Panics with every failure, or if there are fewer than `at_least` files.
+pub fn check_slt_dir(
+    dir: &std::path::Path,
+    at_least: usize,
+    engine: &'static str,
+    mut fresh: impl FnMut() -> Box<dyn FnMut() -> Box<dyn ScriptSession> + Send>,
+) {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    paths.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "slt"));
+    paths.sort();
+    assert!(
+        paths.len() >= at_least,
+        "expected at least {at_least} .slt files in {}, found {paths:?}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for path in paths {
+        let mut connect = fresh();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let session = SltSession::new(connect(), engine);
+            async move { Ok::<_, SltError>(session) }
+        });
+        runner.add_label(engine);
+        if let Err(e) = runner.run_file(&path) {
+            failures.push(format!("{}: {}", path.display(), e.display(false)));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing files:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn values_render_as_the_sqllogictest_corpus_writes_them() {
+    let (int, real, text) = (
+        DefaultColumnType::Integer,
+        DefaultColumnType::FloatingPoint,
+        DefaultColumnType::Text,
+    );
+    assert_eq!(render(&int, None), "NULL");
+    assert_eq!(render(&text, Some("")), "(empty)");
+    assert_eq!(render(&real, Some("2.5")), "2.500");
+    assert_eq!(render(&real, Some("-0.3333333")), "-0.333");
+    assert_eq!(render(&text, Some("naïve\tx")), "na@ve@x");
+    assert_eq!(render(&int, Some("42")), "42");
+    assert_eq!(tag_count("INSERT 0 3"), 3);
+    assert_eq!(tag_count("CREATE TABLE"), 0);
+}
