@@ -566,15 +566,75 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
                 }
             }
         }
-        E::Function(f) => Err(SqlError::new(
-            sqlstate::UNDEFINED_FUNCTION,
-            format!(
-                "function {}() does not exist (RegionDB has no functions yet)",
-                f.name
-            ),
-        )),
+        E::Function(f) => Err(function_not_available(&f.name.to_string())),
         other => Err(SqlError::unsupported(format!("expression {other}"))),
     }
+}
+
+/// Functions and aggregates PostgreSQL has that RegionDB does not have yet: refused as not
+/// supported (0A000), where a name PostgreSQL does not know either is an undefined function
+/// (42883), as PostgreSQL reports it.
+const POSTGRESQL_FUNCTIONS: &[&str] = &[
+    "abs",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "ceil",
+    "ceiling",
+    "char_length",
+    "coalesce",
+    "concat",
+    "count",
+    "current_date",
+    "current_timestamp",
+    "date_part",
+    "date_trunc",
+    "every",
+    "extract",
+    "floor",
+    "generate_series",
+    "greatest",
+    "least",
+    "left",
+    "length",
+    "lower",
+    "ltrim",
+    "max",
+    "min",
+    "mod",
+    "now",
+    "nullif",
+    "position",
+    "power",
+    "random",
+    "replace",
+    "right",
+    "round",
+    "rtrim",
+    "sign",
+    "sqrt",
+    "string_agg",
+    "strpos",
+    "substr",
+    "substring",
+    "sum",
+    "trim",
+    "trunc",
+    "upper",
+    "version",
+];
+
+fn function_not_available(name: &str) -> SqlError {
+    let plain = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+    if POSTGRESQL_FUNCTIONS.contains(&plain.as_str()) {
+        return SqlError::unsupported(format!(
+            "function {plain}() (RegionDB has no functions yet)"
+        ));
+    }
+    SqlError::new(
+        sqlstate::UNDEFINED_FUNCTION,
+        format!("function {name}() does not exist"),
+    )
 }
 
 fn bind_unary(op: ast::UnaryOperator, inner: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {

@@ -143,6 +143,67 @@ pub fn check_slt_dir(
     );
 }
 
+/// How the records of a file fared, one by one (a failing record does not stop the rest).
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub passed: usize,
+    /// Not run on this engine (`skipif`/`onlyif`).
+    pub skipped: usize,
+    /// Refused with SQLSTATE 0A000 (feature_not_supported): honest, and counted apart.
+    pub unsupported: usize,
+    /// Wrong results and other errors: each with its line and what went wrong.
+    pub failed: Vec<(u32, String)>,
+    /// The records that passed, and the others that are not statements or queries (blank
+    /// lines, comments, settings), in order: what a file of the passing records holds.
+    pub passing: Vec<sqllogictest::Record<DefaultColumnType>>,
+}
+
+/// Runs the records of `path` one by one on one connection from `connect`.
+pub fn tally_slt_file(
+    path: &std::path::Path,
+    engine: &'static str,
+    mut connect: Box<dyn FnMut() -> Box<dyn ScriptSession> + Send>,
+) -> Tally {
+    let records = sqllogictest::parse_file::<DefaultColumnType>(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut runner = sqllogictest::Runner::new(move || {
+        let session = SltSession::new(connect(), engine);
+        async move { Ok::<_, SltError>(session) }
+    });
+    runner.add_label(engine);
+    // The SQLite corpus writes results of more than 8 values as their hash.
+    runner.with_hash_threshold(8);
+    let mut tally = Tally::default();
+    for record in records {
+        let counted = matches!(
+            record,
+            sqllogictest::Record::Statement { .. } | sqllogictest::Record::Query { .. }
+        );
+        let line = match &record {
+            sqllogictest::Record::Statement { loc, .. }
+            | sqllogictest::Record::Query { loc, .. } => loc.line(),
+            _ => 0,
+        };
+        match runner.run(record.clone()) {
+            Ok(sqllogictest::RecordOutput::Nothing) if counted => tally.skipped += 1,
+            Ok(_) if counted => {
+                tally.passed += 1;
+                tally.passing.push(record);
+            }
+            Ok(_) => tally.passing.push(record),
+            Err(e) => {
+                let message = e.to_string();
+                if message.contains("SQLSTATE 0A000") {
+                    tally.unsupported += 1;
+                } else {
+                    tally.failed.push((line, message));
+                }
+            }
+        }
+    }
+    tally
+}
+
 #[test]
 fn values_render_as_the_sqllogictest_corpus_writes_them() {
     let (int, real, text) = (
