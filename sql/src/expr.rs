@@ -153,6 +153,24 @@ pub enum Expr {
         to: SqlType,
         explicit: bool,
     },
+    /// `CASE WHEN c THEN r … [ELSE e] END` (a simple `CASE x WHEN v` is bound to `x = v`
+    /// conditions): the result of the first true condition, else `otherwise` (NULL).
+    Case {
+        branches: Vec<(Expr, Expr)>,
+        otherwise: Box<Expr>,
+    },
+    /// `COALESCE(a, …)`: the first argument that is not NULL, evaluated lazily.
+    Coalesce(Vec<Expr>),
+    /// `NULLIF(a, b)`: NULL if `a = b`, else `a`.
+    NullIf {
+        value: Box<Expr>,
+        equals: Box<Expr>,
+    },
+    /// `abs(x)` of a numeric `x`, of type `ty`.
+    Abs {
+        expr: Box<Expr>,
+        ty: SqlType,
+    },
 }
 
 /// The type of a bound expression; `Unknown` is an untyped literal (quoted string or NULL)
@@ -566,7 +584,18 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
                 }
             }
         }
-        E::Function(f) => Err(function_not_available(&f.name.to_string())),
+        E::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => bind_case(
+            operand.as_deref(),
+            conditions,
+            else_result.as_deref(),
+            scope,
+        ),
+        E::Function(f) => bind_function(f, scope),
         other => Err(SqlError::unsupported(format!("expression {other}"))),
     }
 }
@@ -635,6 +664,217 @@ fn function_not_available(name: &str) -> SqlError {
         sqlstate::UNDEFINED_FUNCTION,
         format!("function {name}() does not exist"),
     )
+}
+
+/// The type several expressions resolve to together (`CASE` results, `COALESCE`
+/// arguments), by PostgreSQL's rules for UNION, CASE and related constructs: untyped literals
+/// take the others' type (all untyped: text); numbers widen to the widest; strings are
+/// text; other types must match. `context` names the construct in the error.
+fn common_type(types: &[ExprType], context: &str) -> SqlResult<SqlType> {
+    let known: Vec<SqlType> = types
+        .iter()
+        .filter_map(|t| match t {
+            ExprType::Known(t) => Some(*t),
+            ExprType::Unknown(_) => None,
+        })
+        .collect();
+    let Some(&first) = known.first() else {
+        return Ok(SqlType::Text);
+    };
+    let mut common = first;
+    for &ty in &known[1..] {
+        common = if common == ty {
+            common
+        } else if common.is_numeric() && ty.is_numeric() {
+            wider_numeric(common, ty)
+        } else if common.is_string() && ty.is_string() {
+            SqlType::Text
+        } else {
+            return Err(SqlError::mismatch(format!(
+                "{context} types {} and {} cannot be matched",
+                common.pg_name(),
+                ty.pg_name()
+            )));
+        };
+    }
+    Ok(common)
+}
+
+/// `typed` as a value of `target` (a type [`common_type`] chose for it).
+fn coerce_to(typed: Typed, target: SqlType) -> SqlResult<Expr> {
+    match typed.ty {
+        ExprType::Unknown(None) => Ok(Expr::Const(Value::Null)),
+        ExprType::Unknown(Some(text)) => Ok(Expr::Const(parse_text(&text, target)?)),
+        ExprType::Known(from) if from == target => Ok(typed.expr),
+        ExprType::Known(from) => Ok(Expr::Cast {
+            expr: Box::new(typed.expr),
+            from,
+            to: target,
+            explicit: false,
+        }),
+    }
+}
+
+fn bind_case(
+    operand: Option<&ast::Expr>,
+    conditions: &[ast::CaseWhen],
+    else_result: Option<&ast::Expr>,
+    scope: &Scope,
+) -> SqlResult<Typed> {
+    let operand = operand.map(|o| bind(o, scope)).transpose()?;
+    let mut tests = Vec::with_capacity(conditions.len());
+    let mut results = Vec::with_capacity(conditions.len() + 1);
+    for when in conditions {
+        let test = match &operand {
+            Some(operand) => compare(operand.clone(), CmpOp::Eq, bind(&when.condition, scope)?)?,
+            None => bind(&when.condition, scope)?.into_condition("CASE/WHEN")?,
+        };
+        tests.push(test);
+        results.push(bind(&when.result, scope)?);
+    }
+    let otherwise = match else_result {
+        Some(e) => bind(e, scope)?,
+        None => Typed {
+            expr: Expr::Const(Value::Null),
+            ty: ExprType::Unknown(None),
+        },
+    };
+    results.push(otherwise);
+    let types: Vec<ExprType> = results.iter().map(|r| r.ty.clone()).collect();
+    let ty = common_type(&types, "CASE")?;
+    let mut results = results
+        .into_iter()
+        .map(|r| coerce_to(r, ty))
+        .collect::<SqlResult<Vec<Expr>>>()?;
+    let otherwise = results.pop().unwrap_or(Expr::Const(Value::Null));
+    Ok(Typed::known(
+        Expr::Case {
+            branches: tests.into_iter().zip(results).collect(),
+            otherwise: Box::new(otherwise),
+        },
+        ty,
+    ))
+}
+
+/// The plain expression arguments of a function call; anything else is refused.
+fn function_args<'e>(f: &'e ast::Function, name: &str) -> SqlResult<Vec<&'e ast::Expr>> {
+    let unsupported = || SqlError::unsupported(format!("this form of {name}()"));
+    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+        return Err(unsupported());
+    }
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return Err(unsupported());
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return Err(unsupported());
+    }
+    list.args
+        .iter()
+        .map(|arg| match arg {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Ok(e),
+            _ => Err(unsupported()),
+        })
+        .collect()
+}
+
+fn bind_function(f: &ast::Function, scope: &Scope) -> SqlResult<Typed> {
+    let name = match f.name.0.as_slice() {
+        [ast::ObjectNamePart::Identifier(ident)] => ident_name(ident),
+        _ => return Err(function_not_available(&f.name.to_string())),
+    };
+    let wrong_arguments = |types: &[ExprType]| {
+        let listed: Vec<String> = types.iter().map(ExprType::name).collect();
+        SqlError::new(
+            sqlstate::UNDEFINED_FUNCTION,
+            format!("function {name}({}) does not exist", listed.join(", ")),
+        )
+    };
+    match name.as_str() {
+        "coalesce" => {
+            let args = function_args(f, &name)?
+                .into_iter()
+                .map(|a| bind(a, scope))
+                .collect::<SqlResult<Vec<Typed>>>()?;
+            if args.is_empty() {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "COALESCE needs at least one argument",
+                ));
+            }
+            let types: Vec<ExprType> = args.iter().map(|a| a.ty.clone()).collect();
+            let ty = common_type(&types, "COALESCE")?;
+            let args = args
+                .into_iter()
+                .map(|a| coerce_to(a, ty))
+                .collect::<SqlResult<Vec<Expr>>>()?;
+            Ok(Typed::known(Expr::Coalesce(args), ty))
+        }
+        "nullif" => {
+            let [value, equals] = function_args(f, &name)?[..] else {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "NULLIF takes two arguments",
+                ));
+            };
+            let (value, equals) = (bind(value, scope)?, bind(equals, scope)?);
+            let ty = common_type(&[value.ty.clone(), equals.ty.clone()], "NULLIF")?;
+            // The result has the first argument's type (text if it is untyped).
+            let result_ty = match value.ty {
+                ExprType::Known(t) => t,
+                ExprType::Unknown(_) => ty,
+            };
+            let value_expr = coerce_to(value, result_ty)?;
+            let equals = coerce_to(equals, ty)?;
+            let compared = if result_ty == ty {
+                value_expr.clone()
+            } else {
+                Expr::Cast {
+                    expr: Box::new(value_expr.clone()),
+                    from: result_ty,
+                    to: ty,
+                    explicit: false,
+                }
+            };
+            Ok(Typed::known(
+                Expr::NullIf {
+                    value: Box::new(value_expr),
+                    equals: Box::new(Expr::Compare {
+                        op: CmpOp::Eq,
+                        left: Box::new(compared),
+                        right: Box::new(equals),
+                        blank_padded: false,
+                    }),
+                },
+                result_ty,
+            ))
+        }
+        "abs" => {
+            let args = function_args(f, &name)?;
+            let [arg] = args[..] else {
+                let types = args
+                    .iter()
+                    .map(|a| bind(a, scope).map(|t| t.ty))
+                    .collect::<SqlResult<Vec<_>>>()?;
+                return Err(wrong_arguments(&types));
+            };
+            let arg = bind(arg, scope)?;
+            let ty = match &arg.ty {
+                ExprType::Known(t) if t.is_numeric() => *t,
+                // An untyped literal is read as a number (PostgreSQL picks double precision).
+                ExprType::Unknown(_) => SqlType::Double,
+                other => return Err(wrong_arguments(std::slice::from_ref(other))),
+            };
+            let expr = coerce_to(arg, ty)?;
+            Ok(Typed::known(
+                Expr::Abs {
+                    expr: Box::new(expr),
+                    ty,
+                },
+                ty,
+            ))
+        }
+        _ => Err(function_not_available(&name)),
+    }
 }
 
 fn bind_unary(op: ast::UnaryOperator, inner: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
@@ -1072,6 +1312,39 @@ impl Expr {
                 to,
                 explicit,
             } => convert(expr.eval(row)?, *from, *to, *explicit)?,
+            Expr::Case {
+                branches,
+                otherwise,
+            } => {
+                for (test, result) in branches {
+                    if test.is_true(row)? {
+                        return result.eval(row);
+                    }
+                }
+                otherwise.eval(row)?
+            }
+            Expr::Coalesce(args) => {
+                for arg in args {
+                    let value = arg.eval(row)?;
+                    if !value.is_null() {
+                        return Ok(value);
+                    }
+                }
+                Value::Null
+            }
+            Expr::NullIf { value, equals } => match equals.eval(row)? {
+                Value::Bool(true) => Value::Null,
+                _ => value.eval(row)?,
+            },
+            Expr::Abs { expr, ty } => match expr.eval(row)? {
+                Value::Int(v) => {
+                    let v = v.checked_abs().ok_or_else(|| range_error(*ty))?;
+                    convert(Value::Int(v), SqlType::BigInt, *ty, false)
+                        .map_err(|_| range_error(*ty))?
+                }
+                Value::Float(v) => Value::Float(v.abs()),
+                other => other,
+            },
         })
     }
 
