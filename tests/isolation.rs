@@ -16,24 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sql::script::{ScriptSession, SessionFactory, check_script_dir};
-use support::{Node, Postgres};
+use support::{Postgres, fresh_node_per_script};
 
 fn dir(mode: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/isolation")
         .join(mode)
-}
-
-/// Fresh RegionDB nodes started with `flags`, one per script.
-fn regiondb(flags: &'static [&'static str]) -> impl FnMut() -> SessionFactory {
-    move || {
-        let data = tempfile::tempdir().expect("temporary directory");
-        let node = Node::start_with(data.path(), flags);
-        Box::new(move || {
-            let _keep = &data; // The node's data lives as long as its sessions.
-            Box::new(node.connect()) as Box<dyn ScriptSession>
-        }) as SessionFactory
-    }
 }
 
 #[test]
@@ -42,18 +30,18 @@ fn hermitage_optimistic_mode_over_the_wire() {
     check_script_dir(
         &dir("optimistic"),
         9,
-        regiondb(&["--txn-mode", "optimistic"]),
+        fresh_node_per_script(&["--txn-mode", "optimistic"]),
     );
 }
 
 #[test]
 fn hermitage_read_committed_over_the_wire() {
-    check_script_dir(&dir("read_committed"), 12, regiondb(&[]));
+    check_script_dir(&dir("read_committed"), 12, fresh_node_per_script(&[]));
 }
 
 #[test]
 fn hermitage_repeatable_read_over_the_wire() {
-    check_script_dir(&dir("repeatable_read"), 12, regiondb(&[]));
+    check_script_dir(&dir("repeatable_read"), 12, fresh_node_per_script(&[]));
 }
 
 /// The scripts RegionDB passes state what PostgreSQL does: they pass against it too.

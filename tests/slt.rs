@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sql::script::ScriptSession;
-use support::{Node, Postgres};
+use sql::script::{ScriptSession, SessionFactory};
+use support::{Postgres, fresh_node_per_script};
 
 fn dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,26 +23,17 @@ fn dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-type Connect = Box<dyn FnMut() -> Box<dyn ScriptSession> + Send>;
-
 #[test]
 fn own_files_in_process() {
     slt::check_slt_dir(&dir("own"), 3, "regiondb", || {
         let db = sql::Database::in_memory();
-        Box::new(move || Box::new(db.session()) as Box<dyn ScriptSession>) as Connect
+        Box::new(move || Box::new(db.session()) as Box<dyn ScriptSession>) as SessionFactory
     });
 }
 
 #[test]
 fn own_files_over_the_wire() {
-    slt::check_slt_dir(&dir("own"), 3, "regiondb", || {
-        let data = tempfile::tempdir().expect("temporary directory");
-        let node = Node::start(data.path());
-        Box::new(move || {
-            let _keep = &data; // The node's data lives as long as its connections.
-            Box::new(node.connect()) as Box<dyn ScriptSession>
-        }) as Connect
-    });
+    slt::check_slt_dir(&dir("own"), 3, "regiondb", fresh_node_per_script(&[]));
 }
 
 /// The files RegionDB passes state what PostgreSQL does: they pass against it too.
@@ -54,7 +45,8 @@ fn own_files_state_what_postgresql_does() {
         let name = format!("slt_{}", databases.fetch_add(1, Ordering::SeqCst));
         postgres.create_database(&name);
         let postgres = Arc::clone(&postgres);
-        Box::new(move || Box::new(postgres.connect_to(&name)) as Box<dyn ScriptSession>) as Connect
+        Box::new(move || Box::new(postgres.connect_to(&name)) as Box<dyn ScriptSession>)
+            as SessionFactory
     });
 }
 

@@ -292,18 +292,18 @@ pub fn run_script(
     failures
 }
 
-/// The `*.test` files of a directory, sorted.
-pub fn script_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// The files of a directory with this extension (`test`, `slt`), sorted.
+pub fn script_files(dir: &std::path::Path, extension: &str) -> Vec<std::path::PathBuf> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
-    paths.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "test"));
+    paths.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == extension));
     paths.sort();
     paths
 }
 
 /// A way to open sessions on one fresh database (kept alive by the closure).
-pub type SessionFactory = Box<dyn FnMut() -> Box<dyn ScriptSession>>;
+pub type SessionFactory = Box<dyn FnMut() -> Box<dyn ScriptSession> + Send>;
 
 /// Runs every `*.test` file of `dir`, each against a fresh database from `fresh`, and panics
 /// with every failing step if any fails, or if there are fewer than `at_least` files.
@@ -312,7 +312,7 @@ pub fn check_script_dir(
     at_least: usize,
     mut fresh: impl FnMut() -> SessionFactory,
 ) {
-    let paths = script_files(dir);
+    let paths = script_files(dir, "test");
     assert!(
         paths.len() >= at_least,
         "expected at least {at_least} scripts in {}, found {paths:?}",

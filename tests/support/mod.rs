@@ -37,6 +37,21 @@ pub fn spawn_regiondb(args: &[&str], data_dir: &Path, ready_marker: &str) -> (Ch
     (child, ready)
 }
 
+/// Fresh RegionDB nodes started with `flags`, one per script: each call starts one, and the
+/// closure it returns opens sessions on it (and keeps it and its data alive).
+pub fn fresh_node_per_script(
+    flags: &'static [&'static str],
+) -> impl FnMut() -> sql::script::SessionFactory {
+    move || {
+        let data = tempfile::tempdir().expect("temporary directory");
+        let node = Node::start_with(data.path(), flags);
+        Box::new(move || {
+            let _keep = &data;
+            Box::new(node.connect()) as Box<dyn sql::script::ScriptSession>
+        }) as sql::script::SessionFactory
+    }
+}
+
 /// A running `regiondb` process on an ephemeral port.
 pub struct Node {
     pub child: Child,

@@ -5,7 +5,7 @@
 //! numeric values with three decimals, characters outside printable ASCII as `@`; column
 //! types `I` (integers), `R` (floating point and numeric), `T` (everything else).
 
-use sql::script::{Failure, ScriptSession};
+use sql::script::{Failure, ScriptSession, SessionFactory, script_files};
 use sql::{ColumnInfo, StatementResult};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
@@ -111,13 +111,9 @@ pub fn check_slt_dir(
     dir: &std::path::Path,
     at_least: usize,
     engine: &'static str,
-    mut fresh: impl FnMut() -> Box<dyn FnMut() -> Box<dyn ScriptSession> + Send>,
+    mut fresh: impl FnMut() -> SessionFactory,
 ) {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    paths.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "slt"));
-    paths.sort();
+    let paths = script_files(dir, "slt");
     assert!(
         paths.len() >= at_least,
         "expected at least {at_least} .slt files in {}, found {paths:?}",
@@ -162,7 +158,7 @@ pub struct Tally {
 pub fn tally_slt_file(
     path: &std::path::Path,
     engine: &'static str,
-    mut connect: Box<dyn FnMut() -> Box<dyn ScriptSession> + Send>,
+    mut connect: SessionFactory,
 ) -> Tally {
     let records = sqllogictest::parse_file::<DefaultColumnType>(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
