@@ -74,6 +74,11 @@ fn sqlite_corpus_records_pass_or_are_refused_as_unsupported() {
             tally.skipped,
             tally.failed.len()
         );
+        let mut features: Vec<(&String, &usize)> = tally.unsupported_by.iter().collect();
+        features.sort_by(|a, b| b.1.cmp(a.1));
+        for (feature, count) in features.iter().take(5) {
+            eprintln!("  {count:5} refused: {feature}");
+        }
         for (line, message) in &tally.failed {
             problems.push(format!("{name}.slt:{line}: {message}"));
         }

@@ -145,8 +145,10 @@ pub struct Tally {
     pub passed: usize,
     /// Not run on this engine (`skipif`/`onlyif`).
     pub skipped: usize,
-    /// Refused with SQLSTATE 0A000 (feature_not_supported): honest, and counted apart.
+    /// Refused with SQLSTATE 0A000 (feature_not_supported): honest, and counted apart, by
+    /// the message's first words (which name the feature).
     pub unsupported: usize,
+    pub unsupported_by: std::collections::BTreeMap<String, usize>,
     /// Wrong results and other errors: each with its line and what went wrong.
     pub failed: Vec<(u32, String)>,
     /// The records that passed, and the others that are not statements or queries (blank
@@ -191,6 +193,16 @@ pub fn tally_slt_file(
                 let message = e.to_string();
                 if message.contains("SQLSTATE 0A000") {
                     tally.unsupported += 1;
+                    let feature = message
+                        .split_once("failed: ")
+                        .map_or(message.as_str(), |(_, m)| m)
+                        .split(" is not supported")
+                        .next()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(60)
+                        .collect();
+                    *tally.unsupported_by.entry(feature).or_default() += 1;
                 } else {
                     tally.failed.push((line, message));
                 }
