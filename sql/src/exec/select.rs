@@ -34,6 +34,12 @@ fn output_name(expr: &ast::Expr) -> String {
         ast::Expr::Cast { expr, .. } if matches!(**expr, ast::Expr::Identifier(_)) => {
             output_name(expr)
         }
+        // As PostgreSQL names them: a function call by its name, a CASE "case".
+        ast::Expr::Function(f) => match f.name.0.last() {
+            Some(ast::ObjectNamePart::Identifier(ident)) => ident_name(ident),
+            _ => "?column?".into(),
+        },
+        ast::Expr::Case { .. } => "case".into(),
         _ => "?column?".into(),
     }
 }
@@ -373,4 +379,25 @@ pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<State
         rows: text_rows,
         tag,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Database, StatementResult};
+
+    /// Unaliased output columns are named as PostgreSQL names them.
+    #[test]
+    fn output_columns_are_named_as_postgresql_names_them() {
+        let mut session = Database::in_memory().session();
+        let result = session
+            .execute("SELECT 1 + 1, COALESCE(NULL, 2), abs(-1), CASE WHEN true THEN 1 END, 3 AS x")
+            .pop()
+            .expect("a result")
+            .expect("success");
+        let StatementResult::Rows { columns, .. } = result else {
+            panic!("rows expected");
+        };
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["?column?", "coalesce", "abs", "case", "x"]);
+    }
 }
