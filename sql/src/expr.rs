@@ -18,8 +18,8 @@
 //! (`NULL AND false` is false, `NULL OR true` is true); `WHERE` keeps only rows where the
 //! condition is true.
 //!
-//! Not implemented: functions and aggregates, `LIKE`, subqueries, parameters (`$1`),
-//! `CASE`, date/time types.
+//! Not implemented: functions but `abs`, `COALESCE` and `NULLIF`; aggregates, subqueries,
+//! parameters (`$1`), `SIMILAR TO`, date/time types.
 
 use std::cell::Cell;
 use std::cmp::Ordering;
@@ -170,6 +170,16 @@ pub enum Expr {
     Abs {
         expr: Box<Expr>,
         ty: SqlType,
+    },
+    /// `x [NOT] LIKE/ILIKE pattern [ESCAPE e]` on strings; a `character(n)` value is
+    /// matched with its padding to `pad` characters, as PostgreSQL matches it.
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        escape: Option<char>,
+        case_insensitive: bool,
+        negated: bool,
+        pad: Option<u32>,
     },
 }
 
@@ -596,6 +606,32 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
             scope,
         ),
         E::Function(f) => bind_function(f, scope),
+        E::Like {
+            negated,
+            any: false,
+            expr: inner,
+            pattern,
+            escape_char,
+        } => bind_like(
+            inner,
+            pattern,
+            escape_char.as_deref(),
+            (*negated, false),
+            scope,
+        ),
+        E::ILike {
+            negated,
+            any: false,
+            expr: inner,
+            pattern,
+            escape_char,
+        } => bind_like(
+            inner,
+            pattern,
+            escape_char.as_deref(),
+            (*negated, true),
+            scope,
+        ),
         other => Err(SqlError::unsupported(format!("expression {other}"))),
     }
 }
@@ -754,6 +790,129 @@ fn bind_case(
         },
         ty,
     ))
+}
+
+fn bind_like(
+    expr: &ast::Expr,
+    pattern: &ast::Expr,
+    escape: Option<&ast::Expr>,
+    (negated, case_insensitive): (bool, bool),
+    scope: &Scope,
+) -> SqlResult<Typed> {
+    let op = match (case_insensitive, negated) {
+        (false, false) => "~~",
+        (false, true) => "!~~",
+        (true, false) => "~~*",
+        (true, true) => "!~~*",
+    };
+    let (value, pattern) = (bind(expr, scope)?, bind(pattern, scope)?);
+    let is_string = |t: &ExprType| match t {
+        ExprType::Known(t) => t.is_string(),
+        ExprType::Unknown(_) => true,
+    };
+    if !is_string(&value.ty) || !is_string(&pattern.ty) {
+        return Err(no_operator(op, &value.ty, &pattern.ty));
+    }
+    let pad = match value.ty {
+        ExprType::Known(SqlType::Char(n)) => Some(n),
+        _ => None,
+    };
+    let escape = match escape {
+        None => Some('\\'),
+        Some(e) => match bind(e, scope)? {
+            Typed {
+                ty: ExprType::Unknown(Some(text)),
+                ..
+            } => {
+                let mut chars = text.chars();
+                match (chars.next(), chars.next()) {
+                    (None, _) => None,
+                    (Some(c), None) => Some(c),
+                    _ => return Err(invalid_escape()),
+                }
+            }
+            _ => {
+                return Err(SqlError::unsupported(
+                    "an ESCAPE that is not a string literal",
+                ));
+            }
+        },
+    };
+    Ok(Typed::known(
+        Expr::Like {
+            expr: Box::new(coerce_to(value, SqlType::Text)?),
+            pattern: Box::new(coerce_to(pattern, SqlType::Text)?),
+            escape,
+            case_insensitive,
+            negated,
+            pad,
+        },
+        SqlType::Bool,
+    ))
+}
+
+fn invalid_escape() -> SqlError {
+    SqlError::new(
+        "22025",
+        "invalid escape string (ESCAPE takes one character, or none)",
+    )
+}
+
+/// Whether `text` matches the LIKE `pattern` (`%`: any characters, `_`: one, `escape`: the
+/// next character literally). Greedy with backtracking to the last `%`: linear in practice,
+/// never exponential.
+fn like_matches(text: &[char], pattern: &str, escape: Option<char>) -> SqlResult<bool> {
+    enum Token {
+        Any,
+        One,
+        Lit(char),
+        /// An escape with nothing after it: an error once matching gets there (PostgreSQL
+        /// reports it only then).
+        DanglingEscape,
+    }
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            c if Some(c) == escape => chars.next().map_or(Token::DanglingEscape, Token::Lit),
+            '%' => Token::Any,
+            '_' => Token::One,
+            c => Token::Lit(c),
+        });
+    }
+    let (mut t, mut p) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match tokens.get(p) {
+            Some(Token::Any) => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(Token::One) => {
+                t += 1;
+                p += 1;
+            }
+            Some(Token::Lit(c)) if *c == text[t] => {
+                t += 1;
+                p += 1;
+            }
+            Some(Token::DanglingEscape) => {
+                return Err(SqlError::new(
+                    "22025",
+                    "LIKE pattern must not end with escape character",
+                ));
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return Ok(false),
+            },
+        }
+    }
+    Ok(tokens[p..].iter().all(|token| matches!(token, Token::Any)))
 }
 
 /// The plain expression arguments of a function call; anything else is refused.
@@ -1336,6 +1495,28 @@ impl Expr {
                 Value::Bool(true) => Value::Null,
                 _ => value.eval(row)?,
             },
+            Expr::Like {
+                expr,
+                pattern,
+                escape,
+                case_insensitive,
+                negated,
+                pad,
+            } => match (expr.eval(row)?, pattern.eval(row)?) {
+                (Value::Text(mut text), Value::Text(pattern)) => {
+                    if let Some(n) = pad {
+                        let missing = (*n as usize).saturating_sub(text.chars().count());
+                        text.extend(std::iter::repeat_n(' ', missing));
+                    }
+                    let (text, pattern) = match case_insensitive {
+                        true => (text.to_lowercase(), pattern.to_lowercase()),
+                        false => (text, pattern),
+                    };
+                    let chars: Vec<char> = text.chars().collect();
+                    Value::Bool(like_matches(&chars, &pattern, *escape)? != *negated)
+                }
+                _ => Value::Null,
+            },
             Expr::Abs { expr, ty } => match expr.eval(row)? {
                 Value::Int(v) => {
                     let v = v.checked_abs().ok_or_else(|| range_error(*ty))?;
@@ -1363,5 +1544,32 @@ impl Expr {
             }
             other => vec![other],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_matches;
+
+    fn like(text: &str, pattern: &str) -> bool {
+        let chars: Vec<char> = text.chars().collect();
+        like_matches(&chars, pattern, Some('\\')).expect("a valid pattern")
+    }
+
+    #[test]
+    fn like_patterns_match_as_in_postgresql() {
+        assert!(like("abc", "a%c"));
+        assert!(like("abc", "%"));
+        assert!(like("", "%"));
+        assert!(!like("", "_"));
+        assert!(like("a%c", "a\\%c"));
+        assert!(!like("abc", "a\\%c"));
+        assert!(like("mississippi", "%iss%ppi"));
+        assert!(!like("mississippi", "%iss%ppx"));
+        assert!(like("naïve", "na_ve"));
+        // Many stars over a long text that does not match: quadratic at worst, not
+        // exponential.
+        let long = "a".repeat(5_000);
+        assert!(!like(&long, "%a%a%a%a%a%a%a%a%b"));
     }
 }
