@@ -18,7 +18,8 @@
 //! (`NULL AND false` is false, `NULL OR true` is true); `WHERE` keeps only rows where the
 //! condition is true.
 //!
-//! Not implemented: functions but `abs`, `COALESCE` and `NULLIF`; aggregates, subqueries,
+//! Not implemented: functions but `abs`, `COALESCE`, `NULLIF`, `lower`, `upper`, `length`
+//! and `replace`; aggregates, subqueries,
 //! parameters (`$1`), `SIMILAR TO`, date/time types.
 
 use std::cell::Cell;
@@ -171,6 +172,11 @@ pub enum Expr {
         expr: Box<Expr>,
         ty: SqlType,
     },
+    /// A string function of text arguments (NULL in, NULL out).
+    Text {
+        func: TextFn,
+        args: Vec<Expr>,
+    },
     /// `x [NOT] LIKE/ILIKE pattern [ESCAPE e]` on strings; a `character(n)` value is
     /// matched with its padding to `pad` characters, as PostgreSQL matches it.
     Like {
@@ -181,6 +187,19 @@ pub enum Expr {
         negated: bool,
         pad: Option<u32>,
     },
+}
+
+/// The string functions ([`Expr::Text`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextFn {
+    Lower,
+    Upper,
+    /// Characters; of a `character(n)` value without its trailing blanks, as PostgreSQL
+    /// counts them.
+    Length {
+        blank_padded: bool,
+    },
+    Replace,
 }
 
 /// The type of a bound expression; `Unknown` is an untyped literal (quoted string or NULL)
@@ -1032,6 +1051,33 @@ fn bind_function(f: &ast::Function, scope: &Scope) -> SqlResult<Typed> {
                 ty,
             ))
         }
+        "lower" | "upper" | "length" | "char_length" | "character_length" | "replace" => {
+            let args = function_args(f, &name)?
+                .into_iter()
+                .map(|a| bind(a, scope))
+                .collect::<SqlResult<Vec<Typed>>>()?;
+            let types: Vec<ExprType> = args.iter().map(|a| a.ty.clone()).collect();
+            let arity = if name == "replace" { 3 } else { 1 };
+            let all_strings = types.iter().all(|t| match t {
+                ExprType::Known(t) => t.is_string(),
+                ExprType::Unknown(_) => true,
+            });
+            if args.len() != arity || !all_strings {
+                return Err(wrong_arguments(&types));
+            }
+            let blank_padded = matches!(types[0], ExprType::Known(SqlType::Char(_)));
+            let (func, ty) = match name.as_str() {
+                "lower" => (TextFn::Lower, SqlType::Text),
+                "upper" => (TextFn::Upper, SqlType::Text),
+                "replace" => (TextFn::Replace, SqlType::Text),
+                _ => (TextFn::Length { blank_padded }, SqlType::Int),
+            };
+            let args = args
+                .into_iter()
+                .map(|a| coerce_to(a, SqlType::Text))
+                .collect::<SqlResult<Vec<Expr>>>()?;
+            Ok(Typed::known(Expr::Text { func, args }, ty))
+        }
         _ => Err(function_not_available(&name)),
     }
 }
@@ -1495,6 +1541,30 @@ impl Expr {
                 Value::Bool(true) => Value::Null,
                 _ => value.eval(row)?,
             },
+            Expr::Text { func, args } => {
+                let mut texts = Vec::with_capacity(args.len());
+                for arg in args {
+                    match arg.eval(row)? {
+                        Value::Text(text) => texts.push(text),
+                        _ => return Ok(Value::Null),
+                    }
+                }
+                match (func, texts.as_slice()) {
+                    (TextFn::Lower, [s]) => Value::Text(s.to_lowercase()),
+                    (TextFn::Upper, [s]) => Value::Text(s.to_uppercase()),
+                    (TextFn::Length { blank_padded }, [s]) => {
+                        let s = if *blank_padded {
+                            s.trim_end_matches(' ')
+                        } else {
+                            s
+                        };
+                        Value::Int(s.chars().count() as i64)
+                    }
+                    (TextFn::Replace, [s, from, _]) if from.is_empty() => Value::Text(s.clone()),
+                    (TextFn::Replace, [s, from, to]) => Value::Text(s.replace(from.as_str(), to)),
+                    _ => return Err(SqlError::new(sqlstate::INTERNAL_ERROR, "bad arguments")),
+                }
+            }
             Expr::Like {
                 expr,
                 pattern,
