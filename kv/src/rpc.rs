@@ -323,17 +323,19 @@ fn pairs_to_pb(
     outcome: impl FnOnce(TxnResponse) -> Result<ReadOutcome<Vec<KvPair>>, TxnResponse>,
 ) -> (Option<pb::KeyError>, Vec<pb::KvPair>) {
     match result.map(outcome) {
-        Ok(Ok(ReadOutcome::Value(pairs))) => (
-            None,
-            pairs
-                .into_iter()
-                .map(|(key, value)| pb::KvPair { key, value })
-                .collect(),
-        ),
+        Ok(Ok(ReadOutcome::Value(pairs))) => (None, pairs_to_messages(pairs)),
         Ok(Ok(ReadOutcome::Locked { key, lock })) => (Some(locked_to_pb(&key, &lock)), vec![]),
         Ok(Err(other)) => (Some(mismatched(request, &other)), vec![]),
         Err(e) => (Some(error_to_pb(&e)), vec![]),
     }
+}
+
+/// Pairs as the messages a response carries them in.
+fn pairs_to_messages(pairs: Vec<KvPair>) -> Vec<pb::KvPair> {
+    pairs
+        .into_iter()
+        .map(|(key, value)| pb::KvPair { key, value })
+        .collect()
 }
 
 /// The pairs of a response to a read of pairs.
@@ -532,11 +534,10 @@ impl KvCall for pb::PessimisticLockRequest {
                 other => Err(other),
             },
         );
-        let values = values
-            .into_iter()
-            .map(|(key, value)| pb::KvPair { key, value })
-            .collect();
-        pb::PessimisticLockResponse { error, values }
+        pb::PessimisticLockResponse {
+            error,
+            values: pairs_to_messages(values),
+        }
     }
 
     fn into_response(

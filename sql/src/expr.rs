@@ -631,26 +631,18 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
             expr: inner,
             pattern,
             escape_char,
-        } => bind_like(
-            inner,
-            pattern,
-            escape_char.as_deref(),
-            (*negated, false),
-            scope,
-        ),
-        E::ILike {
+        }
+        | E::ILike {
             negated,
             any: false,
             expr: inner,
             pattern,
             escape_char,
-        } => bind_like(
-            inner,
-            pattern,
-            escape_char.as_deref(),
-            (*negated, true),
-            scope,
-        ),
+        } => {
+            let case_insensitive = matches!(expr, E::ILike { .. });
+            let modes = (*negated, case_insensitive);
+            bind_like(inner, pattern, escape_char.as_deref(), modes, scope)
+        }
         other => Err(SqlError::unsupported(format!("expression {other}"))),
     }
 }

@@ -248,6 +248,15 @@ impl Session {
         }
     }
 
+    /// A statement of a multi-statement query string, with no block open: opens the string's
+    /// implicit transaction.
+    fn open_implicit_block(&mut self, implicit: bool) {
+        if implicit && matches!(self.state, State::Idle) {
+            let config = self.block_config(None);
+            self.state = State::Implicit(Block::new(config));
+        }
+    }
+
     /// A new block's configuration, from the settings and an isolation level `BEGIN` chose.
     fn block_config(&self, isolation: Option<Isolation>) -> TxnConfig {
         self.settings
@@ -350,10 +359,7 @@ impl Session {
         if matches!(self.state, State::Failed) {
             return Err(in_failed_transaction());
         }
-        if implicit && matches!(self.state, State::Idle) {
-            let config = self.block_config(None);
-            self.state = State::Implicit(Block::new(config));
-        }
+        self.open_implicit_block(implicit);
         let in_block = !matches!(self.state, State::Idle);
         match statement {
             SettingStatement::Show(name) => {
@@ -478,10 +484,7 @@ impl Session {
         statement: &ParsedStatement,
         implicit: bool,
     ) -> SqlResult<StatementResult> {
-        if implicit && matches!(self.state, State::Idle) {
-            let config = self.block_config(None);
-            self.state = State::Implicit(Block::new(config));
-        }
+        self.open_implicit_block(implicit);
         let lock_timeout = self.settings.lock_timeout();
         let autocommit_config = self.block_config(None);
         let context = Context {

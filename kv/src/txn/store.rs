@@ -66,11 +66,6 @@ impl<E: Engine> Replication for Local<E> {
     }
 }
 
-/// Whether `deadline` is still ahead.
-fn deadline_left(deadline: Instant) -> bool {
-    Instant::now() < deadline
-}
-
 /// The longest a command waits for a lock in one go: well below the clients' request and
 /// routing timeouts, so that a wait never looks like an unanswered request (the client sends
 /// again, to whichever replica leads by then).
@@ -225,7 +220,7 @@ impl<E: Engine> TxnStore<E> {
                 ttl_ms,
                 mode,
             );
-            let waiting = deadline_left(deadline) && wait_ms > 0;
+            let waiting = Instant::now() < deadline && wait_ms > 0;
             // The key and the transaction this command would wait for; `lock` when it is
             // that transaction's lock (not a reservation).
             let (key, holder, lock) = match acquired {
