@@ -33,6 +33,9 @@ pub mod sqlstate {
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
     pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
     pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
+    pub const GROUPING_ERROR: &str = "42803";
+    pub const CARDINALITY_VIOLATION: &str = "21000";
+    pub const DUPLICATE_ALIAS: &str = "42712";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const DATA_CORRUPTED: &str = "XX001";

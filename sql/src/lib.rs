@@ -19,6 +19,7 @@
 //! transaction commits. A [`Database`] without a
 //! [`RegionAdmin`](kv::client::RegionAdmin) (in memory) refuses the two statements with 0A000.
 
+pub mod bind;
 pub mod catalog;
 mod database;
 pub mod encoding;
@@ -26,8 +27,11 @@ pub mod error;
 pub mod exec;
 pub mod expr;
 pub mod key_display;
+pub mod optimizer;
 mod parse;
+pub mod plan;
 mod region_syntax;
+pub mod scope;
 pub mod script;
 mod session;
 mod settings;

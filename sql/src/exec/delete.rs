@@ -4,11 +4,12 @@ use sqlparser::ast;
 
 use kv::Transaction;
 
-use super::scan::{lock_rows, matching_rows};
-use super::{StatementResult, refuse_returning, single_table};
+use super::scan::target_rows;
+use super::{StatementResult, dml_scope, refuse_returning, single_table};
+use crate::bind::Binder;
 use crate::catalog;
 use crate::error::{SqlError, SqlResult};
-use crate::expr::{Scope, bind};
+use crate::expr::bind;
 
 pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<StatementResult> {
     refuse_returning(&delete.returning)?;
@@ -27,13 +28,16 @@ pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<Sta
     };
     let (name, alias) = single_table(target)?;
     let table = catalog::require_table(txn, &name)?;
-    let scope = Scope::table(&table, alias.as_deref());
-    let filter = match &delete.selection {
-        Some(expr) => Some(bind(expr, &scope)?.into_condition("WHERE")?),
-        None => None,
+    let (filter, subqueries) = {
+        let binder = Binder::new(txn);
+        let scope = dml_scope(&table, alias.as_deref(), &binder);
+        let filter = match &delete.selection {
+            Some(expr) => Some(bind(expr, &scope)?.into_condition("WHERE")?),
+            None => None,
+        };
+        (filter, scope.take_subqueries())
     };
-    let rows = matching_rows(txn, &table, filter.as_ref())?;
-    let rows = lock_rows(txn, &table, rows, filter.as_ref())?;
+    let rows = target_rows(txn, &table, filter, &subqueries)?;
     let count = rows.len();
     for row in rows {
         txn.delete(row.key);

@@ -1,15 +1,17 @@
-//! INSERT … VALUES.
+//! INSERT … VALUES and INSERT … SELECT.
 
 use sqlparser::ast;
 
 use kv::{LockPurpose, Transaction};
 
+use super::operator::collect;
 use super::scan::key_for_row;
 use super::{StatementResult, refuse_returning, table_name};
+use crate::bind::Binder;
 use crate::catalog::{self, Table};
 use crate::encoding::encode_row;
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::expr::{Scope, bind, ident_name};
+use crate::expr::{Expr, Scope, Typed, bind, ident_name};
 use crate::types::Value;
 
 /// Checks NOT NULL constraints of a complete row.
@@ -141,25 +143,38 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
     let Some(source) = &insert.source else {
         return Err(SqlError::unsupported("INSERT without VALUES"));
     };
-    let ast::SetExpr::Values(values) = source.body.as_ref() else {
-        return Err(SqlError::unsupported("INSERT … SELECT"));
-    };
-    if source.order_by.is_some() || source.limit_clause.is_some() || source.with.is_some() {
-        return Err(SqlError::unsupported("this form of INSERT … VALUES"));
-    }
 
     // Rows are built and checked in order; their keys are then looked up in batches (one
     // request per region, not one per row). An error in row i stands only if no earlier row
     // is a duplicate, as PostgreSQL, which inserts row by row, would report that first.
     let start_ts = txn.start_ts();
-    let mut rows: Vec<(Vec<u8>, Vec<Value>)> = Vec::with_capacity(values.rows.len());
+    let mut rows: Vec<(Vec<u8>, Vec<Value>)> = Vec::new();
     let mut row_error = None;
-    for row in &values.rows {
-        match build_row(&table, &targets, &row.content, start_ts) {
-            Ok(built) => rows.push(built),
-            Err(e) => {
-                row_error = Some(e);
-                break;
+    match source.body.as_ref() {
+        ast::SetExpr::Values(values)
+            if source.order_by.is_none()
+                && source.limit_clause.is_none()
+                && source.with.is_none() =>
+        {
+            for row in &values.rows {
+                match build_row(&table, &targets, &row.content, start_ts) {
+                    Ok(built) => rows.push(built),
+                    Err(e) => {
+                        row_error = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        _ => {
+            for record in select_rows(txn, &table, &targets, source)? {
+                match check_not_null(&table, &record) {
+                    Ok(()) => rows.push((key_for_row(&table, &record, start_ts), record)),
+                    Err(e) => {
+                        row_error = Some(e);
+                        break;
+                    }
+                }
             }
         }
     }
@@ -186,6 +201,58 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
         txn.put(key, encode_row(&record));
     }
     Ok(StatementResult::command(format!("INSERT 0 {count}")))
+}
+
+/// `INSERT … SELECT` (or VALUES with ORDER BY/LIMIT): the query's rows, read whole before
+/// anything is written, as complete records (defaults for the columns not targeted).
+fn select_rows(
+    txn: &mut dyn Transaction,
+    table: &Table,
+    targets: &[usize],
+    source: &ast::Query,
+) -> SqlResult<Vec<Vec<Value>>> {
+    let bound = Binder::new(txn).bind_query(source, None)?;
+    if bound.columns.len() > targets.len() {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            "INSERT has more expressions than target columns",
+        ));
+    }
+    if bound.columns.len() < targets.len() {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            "INSERT has more target columns than expressions",
+        ));
+    }
+    let exprs = bound
+        .columns
+        .iter()
+        .zip(targets)
+        .enumerate()
+        .map(|(i, ((_, ty), &target))| {
+            let column = &table.columns[target];
+            if bound.untyped[i] {
+                // An untyped literal is read as the column's type.
+                return Ok(Expr::Cast {
+                    expr: Box::new(Expr::Column(i)),
+                    from: *ty,
+                    to: column.ty,
+                    explicit: true,
+                });
+            }
+            Typed::known(Expr::Column(i), *ty).coerce_for_assignment(column.ty, &column.name)
+        })
+        .collect::<SqlResult<Vec<Expr>>>()?;
+    let plan = crate::optimizer::optimize(bound.plan)?;
+    let mut records = Vec::new();
+    for row in collect(plan, txn)? {
+        let mut record: Vec<Value> = table.columns.iter().map(|c| c.default.clone()).collect();
+        for (expr, &target) in exprs.iter().zip(targets) {
+            record[target] = expr.eval(&row)?;
+        }
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// The rows stored under `keys` that new rows would collide with. A pessimistic transaction

@@ -9,12 +9,21 @@
 //! region statements, which act on the cluster outside any transaction) and the list of
 //! splits to ask for once the transaction commits.
 
+mod aggregate;
+mod apply;
 mod ddl;
 mod delete;
 mod insert;
+mod join;
+pub mod operator;
+mod query;
 mod regions;
+mod rows;
 pub mod scan;
-mod select;
+mod set_op;
+mod sort;
+mod subquery_values;
+pub mod table_scan;
 mod update;
 
 use sqlparser::ast;
@@ -117,7 +126,17 @@ fn execute_sql(
             ..
         } => ddl::drop(txn, *object_type, *if_exists, names, *cascade),
         ast::Statement::Insert(insert) => insert::execute(txn, insert),
-        ast::Statement::Query(query) => select::execute(txn, query),
+        ast::Statement::Query(query) => query::execute(txn, query),
+        ast::Statement::Explain {
+            statement,
+            analyze,
+            verbose: false,
+            query_plan: false,
+            estimate: false,
+            format: None,
+            options: None,
+            ..
+        } => query::explain_statement(txn, statement, *analyze),
         ast::Statement::Update(update) => update::execute(txn, update),
         ast::Statement::Delete(delete) => delete::execute(txn, delete),
         other => Err(SqlError::unsupported(format!(
@@ -192,6 +211,17 @@ pub fn single_table(from: &ast::TableWithJoins) -> SqlResult<(String, Option<Str
         }
         other => Err(SqlError::unsupported(format!("FROM item {other}"))),
     }
+}
+
+/// The scope of an UPDATE's or DELETE's expressions: the target table's columns, with
+/// subqueries bound by `binder`.
+fn dml_scope<'a>(
+    table: &crate::catalog::Table,
+    alias: Option<&str>,
+    binder: &'a crate::bind::Binder<'_>,
+) -> crate::scope::Scope<'a> {
+    let (columns, relation) = crate::scope::table_columns(table, alias, 0, 0);
+    crate::scope::Scope::new(columns, vec![relation], None, Some(binder))
 }
 
 /// Refuses a `RETURNING` clause (not implemented yet).

@@ -5,12 +5,13 @@ use sqlparser::ast;
 use kv::Transaction;
 
 use super::insert::{check_not_null, duplicate_key, existing_rows};
-use super::scan::{key_for_row, lock_rows, matching_rows};
-use super::{StatementResult, refuse_returning, single_table};
+use super::scan::{key_for_row, target_rows};
+use super::{StatementResult, dml_scope, refuse_returning, single_table, subquery_values};
+use crate::bind::Binder;
 use crate::catalog;
 use crate::encoding::encode_row;
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::expr::{Expr, Scope, bind, ident_name};
+use crate::expr::{Expr, bind, ident_name};
 
 pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<StatementResult> {
     refuse_returning(&update.returning)?;
@@ -19,7 +20,8 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
     }
     let (name, alias) = single_table(&update.table)?;
     let table = catalog::require_table(txn, &name)?;
-    let scope = Scope::table(&table, alias.as_deref());
+    let binder = Binder::new(txn);
+    let scope = dml_scope(&table, alias.as_deref(), &binder);
 
     let mut assignments: Vec<(usize, Expr)> = Vec::new();
     for assignment in &update.assignments {
@@ -59,9 +61,24 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
         Some(expr) => Some(bind(expr, &scope)?.into_condition("WHERE")?),
         None => None,
     };
+    let subqueries = scope.take_subqueries();
+    drop(scope);
+    drop(binder);
 
-    let rows = matching_rows(txn, &table, filter.as_ref())?;
-    let rows = lock_rows(txn, &table, rows, filter.as_ref())?;
+    let rows = target_rows(txn, &table, filter, &subqueries)?;
+    // Uncorrelated subqueries of the new values run once; correlated ones per row.
+    let mut assignments = assignments
+        .into_iter()
+        .map(|(i, e)| {
+            Ok((
+                i,
+                subquery_values::inline(e, &subqueries, subquery_values::uncorrelated, &[], txn)?,
+            ))
+        })
+        .collect::<SqlResult<Vec<(usize, Expr)>>>()?;
+    let per_row = assignments
+        .iter()
+        .any(|(_, e)| subquery_values::uses(e, &subqueries, subquery_values::correlated));
     let count = rows.len();
     let changes_key = assignments
         .iter()
@@ -71,8 +88,20 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
     let mut updated = Vec::with_capacity(rows.len());
     for row in rows {
         let mut values = row.values.clone();
-        for (index, expr) in &assignments {
-            values[*index] = expr.eval(&row.values)?;
+        for (index, expr) in &mut assignments {
+            let value = if per_row {
+                let expr = subquery_values::inline(
+                    expr.clone(),
+                    &subqueries,
+                    subquery_values::correlated,
+                    &row.values,
+                    txn,
+                )?;
+                expr.eval(&row.values)?
+            } else {
+                expr.eval(&row.values)?
+            };
+            values[*index] = value;
         }
         check_not_null(&table, &values)?;
         updated.push((row.key, values));

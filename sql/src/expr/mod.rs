@@ -22,14 +22,17 @@
 //! and `replace`; aggregates, subqueries,
 //! parameters (`$1`), `SIMILAR TO`, date/time types.
 
-use std::cell::Cell;
 use std::cmp::Ordering;
 
 use sqlparser::ast;
 
-use crate::catalog::Table;
 use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::plan::{SubqueryDef, SubqueryKind};
 use crate::types::{SqlType, Value, convert, parse_text, range_error};
+
+mod aggregate;
+mod functions;
+mod walk;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CmpOp {
@@ -64,7 +67,7 @@ impl CmpOp {
         }
     }
 
-    fn symbol(self) -> &'static str {
+    pub fn symbol(self) -> &'static str {
         match self {
             CmpOp::Eq => "=",
             CmpOp::NotEq => "<>",
@@ -187,6 +190,46 @@ pub enum Expr {
         negated: bool,
         pad: Option<u32>,
     },
+    /// `a IS [NOT] DISTINCT FROM b`: equality where NULL equals NULL; never NULL.
+    DistinctFrom {
+        left: Box<Expr>,
+        right: Box<Expr>,
+        blank_padded: bool,
+        negated: bool,
+    },
+    /// A numeric function of one `double precision` argument (NULL in, NULL out).
+    Math {
+        func: MathFn,
+        expr: Box<Expr>,
+    },
+    /// `concat(…)`: the arguments' text, NULLs skipped.
+    ConcatAll(Vec<(Expr, SqlType)>),
+    /// `GREATEST(…)` / `LEAST(…)`: the largest / smallest argument that is not NULL.
+    Extreme {
+        args: Vec<Expr>,
+        greatest: bool,
+    },
+    /// A column of an enclosing query's row (`depth` queries up), in a correlated
+    /// subquery's plan: replaced by its value before the subquery runs.
+    Outer {
+        depth: usize,
+        index: usize,
+    },
+    /// The result of the `n`th aggregate call of the query being bound: rewritten by the
+    /// planner into a column of the aggregation's output.
+    AggregateRef(usize),
+    /// The value of the `n`th subquery collected while binding: rewritten by the planner
+    /// into a column appended by an Apply.
+    SubqueryRef(usize),
+}
+
+/// The numeric functions ([`Expr::Math`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MathFn {
+    Ceil,
+    Floor,
+    /// Half to even, as PostgreSQL rounds `double precision`.
+    Round,
 }
 
 /// The string functions ([`Expr::Text`]).
@@ -200,6 +243,15 @@ pub enum TextFn {
         blank_padded: bool,
     },
     Replace,
+    /// `substr(s, from [, count])`, 1-based.
+    Substr,
+    /// `strpos(s, sub)` / `position(sub in s)`: 1-based, 0 if absent.
+    Strpos,
+    /// `btrim`/`ltrim`/`rtrim(s, characters)`.
+    Trim {
+        leading: bool,
+        trailing: bool,
+    },
 }
 
 /// The type of a bound expression; `Unknown` is an untyped literal (quoted string or NULL)
@@ -211,7 +263,7 @@ pub enum ExprType {
 }
 
 impl ExprType {
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         match self {
             ExprType::Known(t) => t.pg_name(),
             ExprType::Unknown(_) => "unknown".into(),
@@ -227,7 +279,7 @@ pub struct Typed {
 }
 
 impl Typed {
-    fn known(expr: Expr, ty: SqlType) -> Typed {
+    pub fn known(expr: Expr, ty: SqlType) -> Typed {
         Typed {
             expr,
             ty: ExprType::Known(ty),
@@ -300,81 +352,7 @@ impl Typed {
     }
 }
 
-/// How deeply expressions may nest. Binding and evaluation recurse over the tree, and a
-/// client can send `1+1+…+1` with a hundred thousand terms: past this depth the statement is
-/// refused (PostgreSQL's 54001) instead of overflowing the stack.
-pub const MAX_EXPRESSION_DEPTH: usize = 1000;
-
-/// Column names visible to an expression: one table (optionally aliased), or none.
-pub struct Scope<'a> {
-    pub table: Option<&'a Table>,
-    pub alias: Option<&'a str>,
-    depth: Cell<usize>,
-}
-
-/// Counts one level of nesting while alive.
-struct DepthGuard<'s>(&'s Cell<usize>);
-
-impl Drop for DepthGuard<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
-
-impl<'a> Scope<'a> {
-    pub fn empty() -> Self {
-        Scope {
-            table: None,
-            alias: None,
-            depth: Cell::new(0),
-        }
-    }
-
-    pub fn table(table: &'a Table, alias: Option<&'a str>) -> Self {
-        Scope {
-            table: Some(table),
-            alias,
-            depth: Cell::new(0),
-        }
-    }
-
-    fn enter(&self) -> SqlResult<DepthGuard<'_>> {
-        let depth = self.depth.get() + 1;
-        if depth > MAX_EXPRESSION_DEPTH {
-            return Err(SqlError::new(
-                sqlstate::STATEMENT_TOO_COMPLEX,
-                format!(
-                    "expression is too deeply nested (more than {MAX_EXPRESSION_DEPTH} levels)"
-                ),
-            ));
-        }
-        self.depth.set(depth);
-        Ok(DepthGuard(&self.depth))
-    }
-
-    fn column(&self, qualifier: Option<&str>, name: &str) -> SqlResult<Typed> {
-        let full_name = match qualifier {
-            Some(q) => format!("{q}.{name}"),
-            None => name.to_string(),
-        };
-        let Some(table) = self.table else {
-            return Err(SqlError::undefined_column(&full_name));
-        };
-        if let Some(q) = qualifier {
-            let visible_name = self.alias.unwrap_or(&table.name);
-            if q != visible_name {
-                return Err(SqlError::new(
-                    sqlstate::UNDEFINED_TABLE,
-                    format!("missing FROM-clause entry for table \"{q}\""),
-                ));
-            }
-        }
-        match table.column_index(name) {
-            Some(i) => Ok(Typed::known(Expr::Column(i), table.columns[i].ty)),
-            None => Err(SqlError::undefined_column(&full_name)),
-        }
-    }
-}
+pub use crate::scope::{MAX_EXPRESSION_DEPTH, Scope};
 
 /// Normalises an identifier: unquoted names fold to lower case, as in PostgreSQL.
 pub fn ident_name(ident: &ast::Ident) -> String {
@@ -643,8 +621,166 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
             let modes = (*negated, case_insensitive);
             bind_like(inner, pattern, escape_char.as_deref(), modes, scope)
         }
+        E::Ceil {
+            expr: inner,
+            field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime),
+        } => functions::bind_scalar("ceil", vec![bind(inner, scope)?]),
+        E::Floor {
+            expr: inner,
+            field: ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime),
+        } => functions::bind_scalar("floor", vec![bind(inner, scope)?]),
+        E::Position { expr: sub, r#in } => {
+            functions::bind_scalar("strpos", vec![bind(r#in, scope)?, bind(sub, scope)?])
+        }
+        E::Substring {
+            expr: inner,
+            substring_from,
+            substring_for,
+            ..
+        } => {
+            let mut args = vec![bind(inner, scope)?];
+            args.push(match substring_from {
+                Some(from) => bind(from, scope)?,
+                None => Typed::known(Expr::Const(Value::Int(1)), SqlType::Int),
+            });
+            if let Some(count) = substring_for {
+                args.push(bind(count, scope)?);
+            }
+            functions::bind_scalar("substr", args)
+        }
+        E::Trim {
+            expr: inner,
+            trim_where,
+            trim_what,
+            trim_characters,
+        } if trim_characters
+            .as_ref()
+            .is_none_or(|c| c.len() == 1 && trim_what.is_none()) =>
+        {
+            let name = match trim_where {
+                None | Some(ast::TrimWhereField::Both) => "btrim",
+                Some(ast::TrimWhereField::Leading) => "ltrim",
+                Some(ast::TrimWhereField::Trailing) => "rtrim",
+            };
+            let mut args = vec![bind(inner, scope)?];
+            if let Some(what) = trim_what {
+                args.push(bind(what, scope)?);
+            }
+            if let Some([characters]) = trim_characters.as_deref() {
+                args.push(bind(characters, scope)?);
+            }
+            functions::bind_scalar(name, args)
+        }
+        E::Subquery(query) => bind_subquery(query, SubqueryKind::Scalar, scope),
+        E::Exists { subquery, negated } => {
+            let exists = bind_subquery(subquery, SubqueryKind::Exists, scope)?;
+            Ok(if *negated {
+                Typed::known(Expr::Not(Box::new(exists.expr)), SqlType::Bool)
+            } else {
+                exists
+            })
+        }
+        E::In {
+            expr: operand,
+            target: ast::InTarget::Subquery(subquery),
+            negated,
+            global: false,
+        } => bind_in_subquery(operand, subquery, *negated, scope),
+        E::IsDistinctFrom(left, right) | E::IsNotDistinctFrom(left, right) => {
+            let negated = matches!(expr, E::IsNotDistinctFrom(..));
+            let compared = compare(bind(left, scope)?, CmpOp::Eq, bind(right, scope)?)?;
+            let Expr::Compare {
+                left,
+                right,
+                blank_padded,
+                ..
+            } = compared
+            else {
+                unreachable!("compare builds a comparison")
+            };
+            Ok(Typed::known(
+                Expr::DistinctFrom {
+                    left,
+                    right,
+                    blank_padded,
+                    negated,
+                },
+                SqlType::Bool,
+            ))
+        }
         other => Err(SqlError::unsupported(format!("expression {other}"))),
     }
+}
+
+/// A subquery in an expression: bound by the query binder in a scope whose parent is
+/// `scope`, and registered with `scope` (see [`crate::scope`]).
+fn bind_subquery(query: &ast::Query, kind: SubqueryKind, scope: &Scope) -> SqlResult<Typed> {
+    let Some(binder) = scope.binder() else {
+        return Err(SqlError::unsupported("a subquery here"));
+    };
+    let bound = binder.bind_subquery(query, scope)?;
+    let ty = match kind {
+        SubqueryKind::Scalar => {
+            if bound.columns.len() != 1 {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "subquery must return only one column",
+                ));
+            }
+            bound.columns[0].1
+        }
+        _ => SqlType::Bool,
+    };
+    let correlated = bound.plan.refers_outside(1);
+    let reference = scope.add_subquery(SubqueryDef {
+        plan: bound.plan,
+        kind,
+        correlated,
+    });
+    Ok(Typed::known(reference, ty))
+}
+
+fn bind_in_subquery(
+    operand: &ast::Expr,
+    query: &ast::Query,
+    negated: bool,
+    scope: &Scope,
+) -> SqlResult<Typed> {
+    let Some(binder) = scope.binder() else {
+        return Err(SqlError::unsupported("a subquery here"));
+    };
+    let operand = bind(operand, scope)?;
+    let bound = binder.bind_subquery(query, scope)?;
+    if bound.columns.len() != 1 {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            "subquery has too many columns",
+        ));
+    }
+    let column_ty = bound.columns[0].1;
+    // The operand is compared with the subquery's values as `=` would compare them.
+    let probe = compare(
+        operand.clone(),
+        CmpOp::Eq,
+        Typed::known(Expr::Const(Value::Null), column_ty),
+    )?;
+    let Expr::Compare {
+        left, blank_padded, ..
+    } = probe
+    else {
+        unreachable!("compare builds a comparison")
+    };
+    let correlated = bound.plan.refers_outside(1);
+    let reference = scope.add_subquery(SubqueryDef {
+        plan: bound.plan,
+        kind: SubqueryKind::In {
+            operand: *left,
+            negated,
+            blank_padded,
+        },
+        correlated,
+    });
+    Ok(Typed::known(reference, SqlType::Bool))
 }
 
 /// Functions and aggregates PostgreSQL has that RegionDB does not have yet: refused as not
@@ -717,7 +853,7 @@ fn function_not_available(name: &str) -> SqlError {
 /// arguments), by PostgreSQL's rules for UNION, CASE and related constructs: untyped literals
 /// take the others' type (all untyped: text); numbers widen to the widest; strings are
 /// text; other types must match. `context` names the construct in the error.
-fn common_type(types: &[ExprType], context: &str) -> SqlResult<SqlType> {
+pub fn common_type(types: &[ExprType], context: &str) -> SqlResult<SqlType> {
     let known: Vec<SqlType> = types
         .iter()
         .filter_map(|t| match t {
@@ -748,7 +884,7 @@ fn common_type(types: &[ExprType], context: &str) -> SqlResult<SqlType> {
 }
 
 /// `typed` as a value of `target` (a type [`common_type`] chose for it).
-fn coerce_to(typed: Typed, target: SqlType) -> SqlResult<Expr> {
+pub fn coerce_to(typed: Typed, target: SqlType) -> SqlResult<Expr> {
     match typed.ty {
         ExprType::Unknown(None) => Ok(Expr::Const(Value::Null)),
         ExprType::Unknown(Some(text)) => Ok(Expr::Const(parse_text(&text, target)?)),
@@ -927,7 +1063,7 @@ fn like_matches(text: &[char], pattern: &str, escape: Option<char>) -> SqlResult
 }
 
 /// The plain expression arguments of a function call; anything else is refused.
-fn function_args<'e>(f: &'e ast::Function, name: &str) -> SqlResult<Vec<&'e ast::Expr>> {
+pub(crate) fn function_args<'e>(f: &'e ast::Function, name: &str) -> SqlResult<Vec<&'e ast::Expr>> {
     let unsupported = || SqlError::unsupported(format!("this form of {name}()"));
     if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
         return Err(unsupported());
@@ -1070,6 +1206,41 @@ fn bind_function(f: &ast::Function, scope: &Scope) -> SqlResult<Typed> {
                 .collect::<SqlResult<Vec<Expr>>>()?;
             Ok(Typed::known(Expr::Text { func, args }, ty))
         }
+        "ceil" | "ceiling" | "floor" | "round" | "mod" | "substr" | "substring" | "strpos"
+        | "concat" | "btrim" | "ltrim" | "rtrim" => {
+            let args = function_args(f, &name)?
+                .into_iter()
+                .map(|a| bind(a, scope))
+                .collect::<SqlResult<Vec<Typed>>>()?;
+            functions::bind_scalar(&name, args)
+        }
+        "count" | "sum" | "avg" | "min" | "max" | "bool_and" | "bool_or" | "every"
+        | "string_agg" => aggregate::bind_aggregate(f, &name, scope),
+        "greatest" | "least" => {
+            let args = function_args(f, &name)?
+                .into_iter()
+                .map(|a| bind(a, scope))
+                .collect::<SqlResult<Vec<Typed>>>()?;
+            if args.is_empty() {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("{} needs at least one argument", name.to_uppercase()),
+                ));
+            }
+            let types: Vec<ExprType> = args.iter().map(|a| a.ty.clone()).collect();
+            let ty = common_type(&types, &name.to_uppercase())?;
+            let args = args
+                .into_iter()
+                .map(|a| coerce_to(a, ty))
+                .collect::<SqlResult<Vec<Expr>>>()?;
+            Ok(Typed::known(
+                Expr::Extreme {
+                    args,
+                    greatest: name == "greatest",
+                },
+                ty,
+            ))
+        }
         _ => Err(function_not_available(&name)),
     }
 }
@@ -1132,7 +1303,9 @@ fn bind_compare(left: &ast::Expr, op: CmpOp, right: &ast::Expr, scope: &Scope) -
     compare(left, op, right)
 }
 
-fn compare(left: Typed, op: CmpOp, right: Typed) -> SqlResult<Expr> {
+/// `left op right`, with PostgreSQL's coercion of untyped literals (42883 for unrelated
+/// types).
+pub fn compare(left: Typed, op: CmpOp, right: Typed) -> SqlResult<Expr> {
     let (l, lt, r, rt) = match (&left.ty, &right.ty) {
         (ExprType::Unknown(_), ExprType::Unknown(_)) => {
             let (l, lt) = left.coerce_to_operand(SqlType::Text)?;
@@ -1209,7 +1382,7 @@ fn bind_each(
 }
 
 /// SQL comparison of two values (`None`: unknown, a NULL was involved).
-fn compare_values(l: &Value, r: &Value, blank_padded: bool) -> Option<Ordering> {
+pub fn compare_values(l: &Value, r: &Value, blank_padded: bool) -> Option<Ordering> {
     match (l, r, blank_padded) {
         (Value::Text(a), Value::Text(b), true) => {
             Some(a.trim_end_matches(' ').cmp(b.trim_end_matches(' ')))
@@ -1218,7 +1391,7 @@ fn compare_values(l: &Value, r: &Value, blank_padded: bool) -> Option<Ordering> 
     }
 }
 
-fn wider_numeric(a: SqlType, b: SqlType) -> SqlType {
+pub(crate) fn wider_numeric(a: SqlType, b: SqlType) -> SqlType {
     if a.is_float() || b.is_float() {
         if a == SqlType::Real && b == SqlType::Real {
             SqlType::Real
@@ -1533,6 +1706,52 @@ impl Expr {
                 Value::Bool(true) => Value::Null,
                 _ => value.eval(row)?,
             },
+            Expr::Text {
+                func: TextFn::Substr,
+                args,
+            } => {
+                let values = args
+                    .iter()
+                    .map(|a| a.eval(row))
+                    .collect::<SqlResult<Vec<_>>>()?;
+                match values.as_slice() {
+                    [Value::Text(s), Value::Int(from)] => {
+                        let skip = (*from - 1).max(0) as usize;
+                        Value::Text(s.chars().skip(skip).collect())
+                    }
+                    [Value::Text(s), Value::Int(from), Value::Int(count)] => {
+                        if *count < 0 {
+                            return Err(SqlError::new(
+                                "22011",
+                                "negative substring length not allowed",
+                            ));
+                        }
+                        let end = from.saturating_add(*count);
+                        let start = (*from).max(1);
+                        let take = (end - start).max(0) as usize;
+                        Value::Text(s.chars().skip((start - 1) as usize).take(take).collect())
+                    }
+                    _ => Value::Null,
+                }
+            }
+            Expr::Math { func, expr } => match expr.eval(row)? {
+                Value::Float(f) => Value::Float(match func {
+                    MathFn::Ceil => f.ceil(),
+                    MathFn::Floor => f.floor(),
+                    MathFn::Round => f.round_ties_even(),
+                }),
+                Value::Int(i) => Value::Float(i as f64),
+                _ => Value::Null,
+            },
+            Expr::ConcatAll(args) => {
+                let mut out = String::new();
+                for (arg, ty) in args {
+                    if let Some(text) = arg.eval(row)?.to_pg_text(*ty) {
+                        out.push_str(&text);
+                    }
+                }
+                Value::Text(out)
+            }
             Expr::Text { func, args } => {
                 let mut texts = Vec::with_capacity(args.len());
                 for arg in args {
@@ -1554,6 +1773,21 @@ impl Expr {
                     }
                     (TextFn::Replace, [s, from, _]) if from.is_empty() => Value::Text(s.clone()),
                     (TextFn::Replace, [s, from, to]) => Value::Text(s.replace(from.as_str(), to)),
+                    (TextFn::Strpos, [s, sub]) => Value::Int(match s.find(sub.as_str()) {
+                        Some(byte) => s[..byte].chars().count() as i64 + 1,
+                        None => 0,
+                    }),
+                    (TextFn::Trim { leading, trailing }, [s, chars]) => {
+                        let set: Vec<char> = chars.chars().collect();
+                        let mut t = s.as_str();
+                        if *leading {
+                            t = t.trim_start_matches(|c| set.contains(&c));
+                        }
+                        if *trailing {
+                            t = t.trim_end_matches(|c| set.contains(&c));
+                        }
+                        Value::Text(t.to_string())
+                    }
                     _ => return Err(SqlError::new(sqlstate::INTERNAL_ERROR, "bad arguments")),
                 }
             }
@@ -1579,6 +1813,46 @@ impl Expr {
                 }
                 _ => Value::Null,
             },
+            Expr::DistinctFrom {
+                left,
+                right,
+                blank_padded,
+                negated,
+            } => {
+                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let same = match (l.is_null(), r.is_null()) {
+                    (true, true) => true,
+                    (false, false) => {
+                        compare_values(&l, &r, *blank_padded) == Some(Ordering::Equal)
+                    }
+                    _ => false,
+                };
+                // IS DISTINCT FROM is true when they differ; IS NOT DISTINCT FROM when same.
+                Value::Bool(same == *negated)
+            }
+            Expr::Extreme { args, greatest } => {
+                let mut best = Value::Null;
+                for arg in args {
+                    let value = arg.eval(row)?;
+                    if value.is_null() {
+                        continue;
+                    }
+                    let better = match best.sql_cmp(&value) {
+                        None => true,
+                        Some(o) => (o == Ordering::Less) == *greatest && o != Ordering::Equal,
+                    };
+                    if better {
+                        best = value;
+                    }
+                }
+                best
+            }
+            Expr::Outer { .. } | Expr::AggregateRef(_) | Expr::SubqueryRef(_) => {
+                return Err(SqlError::new(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("unplanned expression {self:?}"),
+                ));
+            }
             Expr::Abs { expr, ty } => match expr.eval(row)? {
                 Value::Int(v) => {
                     let v = v.checked_abs().ok_or_else(|| range_error(*ty))?;

@@ -1,0 +1,232 @@
+//! Hash aggregation: input rows are grouped by their group-key values (NULLs form one group)
+//! and each group keeps one accumulator per aggregate call. Without GROUP BY there is exactly
+//! one group, also for empty input (`SELECT count(*) FROM empty` is 0, `sum` NULL).
+//!
+//! Aggregates follow PostgreSQL: NULL arguments are skipped (`count(*)` counts rows);
+//! `DISTINCT` feeds each distinct argument once; `sum` of integers is exact and fails with
+//! 22003 beyond `bigint` (PostgreSQL would widen to `numeric`); `avg` is computed in double
+//! precision; `min`/`max` compare as ORDER BY does; `string_agg` joins in input order.
+
+use std::collections::{HashMap, HashSet};
+
+use kv::Transaction;
+
+use super::operator::{Operator, Row, hash_key};
+use crate::error::{SqlError, SqlResult};
+use crate::expr::Expr;
+use crate::plan::{AggregateCall, AggregateFn};
+use crate::types::{SqlType, Value, range_error};
+
+/// The running state of one aggregate call in one group.
+#[derive(Clone, Debug)]
+enum Accumulator {
+    Count(i64),
+    SumInt(Option<i128>),
+    SumFloat(Option<f64>),
+    Avg { sum: f64, count: i64 },
+    Extreme { best: Value, max: bool },
+    Bool { value: Option<bool>, and: bool },
+    StringAgg(Option<String>),
+}
+
+impl Accumulator {
+    fn new(call: &AggregateCall) -> Accumulator {
+        match call.func {
+            AggregateFn::CountStar | AggregateFn::Count => Accumulator::Count(0),
+            AggregateFn::Sum if call.result_type.is_integer() => Accumulator::SumInt(None),
+            AggregateFn::Sum => Accumulator::SumFloat(None),
+            AggregateFn::Avg => Accumulator::Avg { sum: 0.0, count: 0 },
+            AggregateFn::Min | AggregateFn::Max => Accumulator::Extreme {
+                best: Value::Null,
+                max: call.func == AggregateFn::Max,
+            },
+            AggregateFn::BoolAnd | AggregateFn::BoolOr => Accumulator::Bool {
+                value: None,
+                and: call.func == AggregateFn::BoolAnd,
+            },
+            AggregateFn::StringAgg => Accumulator::StringAgg(None),
+        }
+    }
+
+    /// Adds one input (the call's arguments; none for `count(*)`).
+    fn add(&mut self, args: &[Value]) {
+        let value = args.first().unwrap_or(&Value::Bool(true));
+        if value.is_null() {
+            return;
+        }
+        match self {
+            Accumulator::Count(n) => *n += 1,
+            Accumulator::SumInt(sum) => {
+                if let Value::Int(i) = value {
+                    *sum = Some(sum.unwrap_or(0) + *i as i128);
+                }
+            }
+            Accumulator::SumFloat(sum) => {
+                let v = match value {
+                    Value::Int(i) => *i as f64,
+                    Value::Float(f) => *f,
+                    _ => return,
+                };
+                *sum = Some(sum.unwrap_or(0.0) + v);
+            }
+            Accumulator::Avg { sum, count } => {
+                match value {
+                    Value::Int(i) => *sum += *i as f64,
+                    Value::Float(f) => *sum += *f,
+                    _ => return,
+                }
+                *count += 1;
+            }
+            Accumulator::Extreme { best, max } => {
+                let better = best.is_null() || {
+                    let o = value.sort_cmp(best);
+                    if *max { o.is_gt() } else { o.is_lt() }
+                };
+                if better {
+                    *best = value.clone();
+                }
+            }
+            Accumulator::Bool { value: acc, and } => {
+                if let Value::Bool(b) = value {
+                    *acc = Some(match acc {
+                        None => *b,
+                        Some(a) if *and => *a && *b,
+                        Some(a) => *a || *b,
+                    });
+                }
+            }
+            Accumulator::StringAgg(acc) => {
+                let Value::Text(text) = value else { return };
+                match acc {
+                    None => *acc = Some(text.clone()),
+                    Some(s) => {
+                        if let Some(Value::Text(delimiter)) = args.get(1) {
+                            s.push_str(delimiter);
+                        }
+                        s.push_str(text);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&self, ty: SqlType) -> SqlResult<Value> {
+        Ok(match self {
+            Accumulator::Count(n) => Value::Int(*n),
+            Accumulator::SumInt(None) | Accumulator::SumFloat(None) => Value::Null,
+            Accumulator::SumInt(Some(sum)) => {
+                Value::Int(i64::try_from(*sum).map_err(|_| range_error(SqlType::BigInt))?)
+            }
+            Accumulator::SumFloat(Some(sum)) => {
+                let sum = if ty == SqlType::Real {
+                    *sum as f32 as f64
+                } else {
+                    *sum
+                };
+                if sum.is_infinite() {
+                    return Err(SqlError::out_of_range("value out of range: overflow"));
+                }
+                Value::Float(sum)
+            }
+            Accumulator::Avg { count: 0, .. } => Value::Null,
+            Accumulator::Avg { sum, count } => Value::Float(sum / *count as f64),
+            Accumulator::Extreme { best, .. } => best.clone(),
+            Accumulator::Bool { value, .. } => value.map_or(Value::Null, Value::Bool),
+            Accumulator::StringAgg(s) => s.clone().map_or(Value::Null, Value::Text),
+        })
+    }
+}
+
+/// One group: its key values, accumulators, and the DISTINCT arguments seen per call.
+struct Group {
+    keys: Row,
+    accumulators: Vec<Accumulator>,
+    seen: Vec<HashSet<Vec<u8>>>,
+}
+
+pub struct AggregateOp {
+    input: Option<Box<dyn Operator>>,
+    group_by: Vec<Expr>,
+    calls: Vec<AggregateCall>,
+    output: std::vec::IntoIter<Row>,
+}
+
+impl AggregateOp {
+    pub fn new(input: Box<dyn Operator>, group_by: Vec<Expr>, calls: Vec<AggregateCall>) -> Self {
+        AggregateOp {
+            input: Some(input),
+            group_by,
+            calls,
+            output: Vec::new().into_iter(),
+        }
+    }
+
+    fn new_group(&self, keys: Row) -> Group {
+        Group {
+            keys,
+            accumulators: self.calls.iter().map(Accumulator::new).collect(),
+            seen: vec![HashSet::new(); self.calls.len()],
+        }
+    }
+
+    fn run(&self, mut input: Box<dyn Operator>, txn: &mut dyn Transaction) -> SqlResult<Vec<Row>> {
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        if self.group_by.is_empty() {
+            groups.push(self.new_group(Vec::new()));
+            index.insert(Vec::new(), 0);
+        }
+        while let Some(row) = input.next(txn)? {
+            let keys = self
+                .group_by
+                .iter()
+                .map(|e| e.eval(&row))
+                .collect::<SqlResult<Row>>()?;
+            let key = hash_key(&keys);
+            let g = match index.get(&key) {
+                Some(&g) => g,
+                None => {
+                    groups.push(self.new_group(keys));
+                    index.insert(key, groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[g];
+            for (i, call) in self.calls.iter().enumerate() {
+                if let Some(filter) = &call.filter
+                    && !filter.is_true(&row)?
+                {
+                    continue;
+                }
+                let args = call
+                    .args
+                    .iter()
+                    .map(|e| e.eval(&row))
+                    .collect::<SqlResult<Row>>()?;
+                if call.distinct && !group.seen[i].insert(hash_key(&args)) {
+                    continue;
+                }
+                group.accumulators[i].add(&args);
+            }
+        }
+        groups
+            .into_iter()
+            .map(|group| {
+                let mut row = group.keys;
+                for (accumulator, call) in group.accumulators.iter().zip(&self.calls) {
+                    row.push(accumulator.finish(call.result_type)?);
+                }
+                Ok(row)
+            })
+            .collect()
+    }
+}
+
+impl Operator for AggregateOp {
+    fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>> {
+        if let Some(input) = self.input.take() {
+            self.output = self.run(input, txn)?.into_iter();
+        }
+        Ok(self.output.next())
+    }
+}

@@ -1,0 +1,180 @@
+//! Apply: computes the subqueries of an expression for each input row and appends their
+//! values to it. An uncorrelated subquery runs once and its result is reused; a correlated
+//! one runs per row, its outer references replaced by the row's values first (and its plan
+//! optimized again with them as constants, so `WHERE t2.k = outer.k` becomes a point get).
+//!
+//! - Scalar: the single value; NULL without rows; 21000 with more than one row.
+//! - EXISTS: whether there is a row (the subquery stops after the first).
+//! - `x IN (subquery)`: true if some value equals `x`; otherwise NULL if `x` is NULL (and
+//!   the subquery has rows) or a value is NULL; otherwise false. `NOT IN` negates that, so
+//!   a NULL among the values makes `NOT IN` never true, as in PostgreSQL.
+
+use std::collections::HashSet;
+
+use kv::Transaction;
+
+use super::operator::{Operator, Row, build, hash_key};
+use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::expr::compare_values;
+use crate::plan::{Plan, SubqueryDef, SubqueryKind};
+use crate::types::Value;
+
+/// What an uncorrelated subquery computed, kept for the next rows.
+enum Cached {
+    Value(Value),
+    Values(InValues),
+}
+
+/// A subquery's values for `IN`.
+struct InValues {
+    values: Vec<Value>,
+    /// Their hash keys (when equality is exact, i.e. not blank-padded).
+    keys: Option<HashSet<Vec<u8>>>,
+    has_null: bool,
+}
+
+pub struct ApplyOp {
+    input: Box<dyn Operator>,
+    subqueries: Vec<SubqueryDef>,
+    cache: Vec<Option<Cached>>,
+}
+
+impl ApplyOp {
+    pub fn new(input: Box<dyn Operator>, subqueries: Vec<SubqueryDef>) -> ApplyOp {
+        let cache = subqueries.iter().map(|_| None).collect();
+        ApplyOp {
+            input,
+            subqueries,
+            cache,
+        }
+    }
+}
+
+/// The subquery's plan for `row`, ready to run.
+fn plan_for(subquery: &SubqueryDef, row: &[Value]) -> SqlResult<Plan> {
+    let mut plan = subquery.plan.clone();
+    if subquery.correlated {
+        plan.bind_outer(row, 1);
+    }
+    crate::optimizer::optimize(plan)
+}
+
+fn scalar(plan: Plan, txn: &mut dyn Transaction) -> SqlResult<Value> {
+    let mut op = build(plan);
+    let Some(mut first) = op.next(txn)? else {
+        return Ok(Value::Null);
+    };
+    if op.next(txn)?.is_some() {
+        return Err(SqlError::new(
+            sqlstate::CARDINALITY_VIOLATION,
+            "more than one row returned by a subquery used as an expression",
+        ));
+    }
+    Ok(first.swap_remove(0))
+}
+
+fn exists(plan: Plan, txn: &mut dyn Transaction) -> SqlResult<Value> {
+    Ok(Value::Bool(build(plan).next(txn)?.is_some()))
+}
+
+fn in_values(plan: Plan, blank_padded: bool, txn: &mut dyn Transaction) -> SqlResult<InValues> {
+    let mut op = build(plan);
+    let mut values = Vec::new();
+    while let Some(mut row) = op.next(txn)? {
+        values.push(row.swap_remove(0));
+    }
+    let has_null = values.iter().any(Value::is_null);
+    let keys = (!blank_padded).then(|| {
+        values
+            .iter()
+            .filter(|v| !v.is_null())
+            .map(|v| hash_key(std::slice::from_ref(v)))
+            .collect()
+    });
+    Ok(InValues {
+        values,
+        keys,
+        has_null,
+    })
+}
+
+fn test_in(operand: &Value, set: &InValues, blank_padded: bool, negated: bool) -> Value {
+    if set.values.is_empty() {
+        return Value::Bool(negated);
+    }
+    let found = if operand.is_null() {
+        None
+    } else {
+        let hit = match &set.keys {
+            Some(keys) => keys.contains(&hash_key(std::slice::from_ref(operand))),
+            None => set.values.iter().any(|v| {
+                compare_values(operand, v, blank_padded) == Some(std::cmp::Ordering::Equal)
+            }),
+        };
+        if hit {
+            Some(true)
+        } else if set.has_null {
+            None
+        } else {
+            Some(false)
+        }
+    };
+    match found {
+        Some(found) => Value::Bool(found != negated),
+        None => Value::Null,
+    }
+}
+
+impl Operator for ApplyOp {
+    fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>> {
+        let Some(mut row) = self.input.next(txn)? else {
+            return Ok(None);
+        };
+        let width = row.len();
+        for (i, subquery) in self.subqueries.iter().enumerate() {
+            let input = &row[..width];
+            let value = match (&subquery.kind, &self.cache[i]) {
+                (SubqueryKind::Scalar | SubqueryKind::Exists, Some(Cached::Value(v))) => v.clone(),
+                (SubqueryKind::Scalar, _) => {
+                    let v = scalar(plan_for(subquery, input)?, txn)?;
+                    if !subquery.correlated {
+                        self.cache[i] = Some(Cached::Value(v.clone()));
+                    }
+                    v
+                }
+                (SubqueryKind::Exists, _) => {
+                    let v = exists(plan_for(subquery, input)?, txn)?;
+                    if !subquery.correlated {
+                        self.cache[i] = Some(Cached::Value(v.clone()));
+                    }
+                    v
+                }
+                (
+                    SubqueryKind::In {
+                        operand,
+                        negated,
+                        blank_padded,
+                    },
+                    cached,
+                ) => {
+                    let operand = operand.eval(input)?;
+                    match cached {
+                        Some(Cached::Values(set)) => {
+                            test_in(&operand, set, *blank_padded, *negated)
+                        }
+                        _ => {
+                            let set = in_values(plan_for(subquery, input)?, *blank_padded, txn)?;
+                            let v = test_in(&operand, &set, *blank_padded, *negated);
+                            if !subquery.correlated {
+                                self.cache[i] = Some(Cached::Values(set));
+                            }
+                            v
+                        }
+                    }
+                }
+            };
+            row.push(value);
+        }
+        Ok(Some(row))
+    }
+}

@@ -1,0 +1,119 @@
+//! The executor's operators: each plan node becomes one operator, pulled a row at a time
+//! (the volcano model). A row is produced only when the operator above asks for it, so a
+//! LIMIT stops its input early and a scan reads the store page by page. The operators that
+//! must see all their input before answering (sort, hash join's build side, aggregation,
+//! DISTINCT, INTERSECT/EXCEPT) hold it in memory.
+//!
+//! Every operator gets the statement's transaction at each call instead of holding it, so
+//! that a join's two sides (and a subquery's plan) can read through the same transaction.
+
+use kv::Transaction;
+
+use crate::error::SqlResult;
+use crate::plan::Plan;
+use crate::types::Value;
+
+use super::aggregate::AggregateOp;
+use super::apply::ApplyOp;
+use super::join::JoinOp;
+use super::rows::{DistinctOp, FilterOp, LimitOp, ProjectOp, SeriesOp, ValuesOp};
+use super::set_op::SetOpOp;
+use super::sort::SortOp;
+use super::table_scan::TableScan;
+
+/// A row of values.
+pub type Row = Vec<Value>;
+
+/// A pull-based operator.
+pub trait Operator {
+    /// The next row, or `None` when there are no more.
+    fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>>;
+}
+
+/// The operator tree for a plan.
+#[recursive::recursive]
+pub fn build(plan: Plan) -> Box<dyn Operator> {
+    match plan {
+        Plan::Scan(scan) => Box::new(TableScan::new(scan)),
+        Plan::Values { rows, .. } => Box::new(ValuesOp::new(rows)),
+        Plan::Series {
+            start, stop, step, ..
+        } => Box::new(SeriesOp::new(start, stop, step)),
+        Plan::Empty { .. } => Box::new(ValuesOp::new(Vec::new())),
+        Plan::Filter { input, predicate } => Box::new(FilterOp {
+            input: build(*input),
+            predicate,
+        }),
+        Plan::Project { input, exprs, .. } => Box::new(ProjectOp {
+            input: build(*input),
+            exprs,
+        }),
+        Plan::Join {
+            left,
+            right,
+            kind,
+            on,
+            algorithm,
+        } => {
+            let widths = (left.width(), right.width());
+            Box::new(JoinOp::new(
+                build(*left),
+                build(*right),
+                widths,
+                kind,
+                on,
+                algorithm,
+            ))
+        }
+        Plan::Aggregate {
+            input,
+            group_by,
+            aggregates,
+        } => Box::new(AggregateOp::new(build(*input), group_by, aggregates)),
+        Plan::Distinct { input } => Box::new(DistinctOp::new(build(*input))),
+        Plan::Sort { input, keys } => Box::new(SortOp::new(build(*input), keys)),
+        Plan::Limit {
+            input,
+            limit,
+            offset,
+        } => Box::new(LimitOp {
+            input: build(*input),
+            remaining: limit,
+            skip: offset,
+        }),
+        Plan::SetOp {
+            op,
+            all,
+            left,
+            right,
+        } => Box::new(SetOpOp::new(op, all, build(*left), build(*right))),
+        Plan::Apply { input, subqueries } => Box::new(ApplyOp::new(build(*input), subqueries)),
+    }
+}
+
+/// Every row of a plan.
+pub fn collect(plan: Plan, txn: &mut dyn Transaction) -> SqlResult<Vec<Row>> {
+    let mut operator = build(plan);
+    let mut rows = Vec::new();
+    while let Some(row) = operator.next(txn)? {
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// A hashable key for values that compare equal exactly when their keys are equal: the
+/// store's order-preserving encoding, with integral floating-point numbers written as
+/// integers (so that `1 = 1.0` matches in a hash join). NULL is a value here (grouping and
+/// DISTINCT put NULLs together); callers that must not match NULLs check first.
+pub fn hash_key(values: &[Value]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for value in values {
+        match value {
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                crate::encoding::encode_value(&mut key, &Value::Int(*f as i64))
+            }
+            other => crate::encoding::encode_value(&mut key, other),
+        }
+    }
+    key
+}

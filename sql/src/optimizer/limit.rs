@@ -1,0 +1,45 @@
+//! Limit hints: a LIMIT (plus OFFSET) above a scan with only projections between tells the
+//! scan how many rows will be pulled at most, so that its first read asks the store for no
+//! more (`SELECT * FROM t LIMIT 5` reads five rows, not a page of a thousand). Rows the
+//! scan's own filter drops make it read further, in growing pages.
+
+use crate::plan::Plan;
+
+use super::fold::map_children;
+
+#[recursive::recursive]
+pub fn hint(plan: Plan) -> Plan {
+    match plan {
+        Plan::Limit {
+            mut input,
+            limit: Some(limit),
+            offset,
+        } => {
+            set_hint(&mut input, limit.saturating_add(offset));
+            Plan::Limit {
+                input: Box::new(hint(*input)),
+                limit: Some(limit),
+                offset,
+            }
+        }
+        Plan::Apply { input, subqueries } => Plan::Apply {
+            input: Box::new(hint(*input)),
+            subqueries: subqueries
+                .into_iter()
+                .map(|mut s| {
+                    s.plan = hint(s.plan);
+                    s
+                })
+                .collect(),
+        },
+        other => map_children(other, hint),
+    }
+}
+
+fn set_hint(plan: &mut Plan, rows: u64) {
+    match plan {
+        Plan::Scan(scan) => scan.limit_hint = Some(rows),
+        Plan::Project { input, .. } => set_hint(input, rows),
+        _ => {}
+    }
+}

@@ -1,0 +1,169 @@
+//! How many rows a query reads from the store: the access path and LIMIT decide it, not the
+//! table's size. A transaction source that counts the row pairs its transactions return
+//! (`scan` and `batch_get`; catalog reads are single `get`s and not counted) shows it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kv::{KvResult, LockPurpose, Transaction, TransactionSource, TxnConfig};
+use sql::{Database, StatementResult};
+
+struct Counting {
+    inner: Arc<dyn TransactionSource>,
+    pairs: Arc<AtomicU64>,
+}
+
+struct CountingTxn {
+    inner: Box<dyn Transaction>,
+    pairs: Arc<AtomicU64>,
+}
+
+impl TransactionSource for Counting {
+    fn begin(&self, config: TxnConfig) -> KvResult<Box<dyn Transaction>> {
+        Ok(Box::new(CountingTxn {
+            inner: self.inner.begin(config)?,
+            pairs: Arc::clone(&self.pairs),
+        }))
+    }
+}
+
+impl Transaction for CountingTxn {
+    fn begin_statement(&mut self, lock_timeout: Option<Duration>) -> KvResult<()> {
+        self.inner.begin_statement(lock_timeout)
+    }
+    fn get(&mut self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn batch_get(&mut self, keys: &[Vec<u8>]) -> KvResult<Vec<Option<Vec<u8>>>> {
+        let values = self.inner.batch_get(keys)?;
+        let found = values.iter().filter(|v| v.is_some()).count();
+        self.pairs.fetch_add(found as u64, Ordering::SeqCst);
+        Ok(values)
+    }
+    fn scan(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> KvResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let pairs = self.inner.scan(start, end, limit)?;
+        self.pairs.fetch_add(pairs.len() as u64, Ordering::SeqCst);
+        Ok(pairs)
+    }
+    fn lock_for_write(
+        &mut self,
+        keys: &[Vec<u8>],
+        purpose: LockPurpose,
+    ) -> KvResult<Option<Vec<Option<Vec<u8>>>>> {
+        self.inner.lock_for_write(keys, purpose)
+    }
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.inner.put(key, value)
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.inner.delete(key)
+    }
+    fn lock(&mut self, key: Vec<u8>) {
+        self.inner.lock(key)
+    }
+    fn commit(&mut self) -> KvResult<()> {
+        self.inner.commit()
+    }
+    fn rollback(&mut self) -> KvResult<()> {
+        self.inner.rollback()
+    }
+    fn start_ts(&self) -> u64 {
+        self.inner.start_ts()
+    }
+}
+
+/// A session over 10,000 rows, and the counter of pairs read.
+fn ten_thousand_rows() -> (sql::Session, Arc<AtomicU64>) {
+    let pairs = Arc::new(AtomicU64::new(0));
+    let source = Counting {
+        inner: kv::in_memory_source(),
+        pairs: Arc::clone(&pairs),
+    };
+    let mut session = Database::new(Arc::new(source)).session();
+    for sql in [
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO t SELECT n, n % 7 FROM generate_series(1, 10000) AS g(n)",
+    ] {
+        session.execute(sql).pop().expect("a result").expect(sql);
+    }
+    (session, pairs)
+}
+
+/// The number of rows the query returns and of pairs it read.
+fn rows_and_reads(session: &mut sql::Session, pairs: &AtomicU64, sql: &str) -> (usize, u64) {
+    pairs.store(0, Ordering::SeqCst);
+    let result = session.execute(sql).pop().expect("a result").expect(sql);
+    let StatementResult::Rows { rows, .. } = result else {
+        panic!("{sql}: rows expected")
+    };
+    (rows.len(), pairs.load(Ordering::SeqCst))
+}
+
+#[test]
+fn limit_stops_the_scan_early() {
+    let (mut session, pairs) = ten_thousand_rows();
+    assert_eq!(
+        rows_and_reads(&mut session, &pairs, "SELECT * FROM t LIMIT 5"),
+        (5, 5)
+    );
+    assert_eq!(
+        rows_and_reads(&mut session, &pairs, "SELECT * FROM t LIMIT 5 OFFSET 10"),
+        (5, 15)
+    );
+    // Without a limit the whole table is read.
+    assert_eq!(
+        rows_and_reads(&mut session, &pairs, "SELECT * FROM t"),
+        (10_000, 10_000)
+    );
+    // A filter that drops rows makes the scan read on, in growing pages, not all at once.
+    let (rows, read) = rows_and_reads(&mut session, &pairs, "SELECT * FROM t WHERE v = 3 LIMIT 2");
+    assert_eq!(rows, 2);
+    assert!(read < 100, "read {read} pairs for two rows");
+}
+
+#[test]
+fn key_conditions_read_only_their_rows() {
+    let (mut session, pairs) = ten_thousand_rows();
+    for (sql, rows) in [
+        ("SELECT * FROM t WHERE id = 42", 1),
+        ("SELECT * FROM t WHERE id IN (3, 500, 9999, 20000)", 3),
+        ("SELECT * FROM t WHERE id BETWEEN 100 AND 109", 10),
+        ("SELECT * FROM t WHERE id < 4 OR id > 9997", 6),
+        ("SELECT * FROM t WHERE id > 50 AND id <= 55 AND v >= 0", 5),
+        ("SELECT * FROM t WHERE id = NULL", 0),
+    ] {
+        assert_eq!(
+            rows_and_reads(&mut session, &pairs, sql),
+            (rows, rows as u64),
+            "{sql}"
+        );
+    }
+}
+
+/// A join reads each table once, whatever the join's size.
+#[test]
+fn a_hash_join_reads_each_side_once() {
+    let (mut session, pairs) = ten_thousand_rows();
+    session
+        .execute("CREATE TABLE s (k INT PRIMARY KEY, name TEXT)")
+        .pop()
+        .expect("a result")
+        .expect("create");
+    session
+        .execute("INSERT INTO s SELECT n, 'n' || n FROM generate_series(0, 6) AS g(n)")
+        .pop()
+        .expect("a result")
+        .expect("insert");
+    let (rows, read) = rows_and_reads(
+        &mut session,
+        &pairs,
+        "SELECT t.id, s.name FROM t JOIN s ON s.k = t.v",
+    );
+    assert_eq!((rows, read), (10_000, 10_007));
+}
