@@ -228,11 +228,24 @@ impl<'a> Scope<'a> {
         self.in_aggregate.set(false);
     }
 
-    /// Registers a subquery used in an expression; returns its reference.
-    pub fn add_subquery(&self, def: SubqueryDef) -> Expr {
+    /// Registers a subquery used in an expression; returns its reference. Not inside an
+    /// aggregate's arguments (which are computed below the Apply that computes subqueries).
+    pub fn add_subquery(&self, def: SubqueryDef) -> SqlResult<Expr> {
+        if self.in_aggregate.get() {
+            return Err(SqlError::unsupported(
+                "a subquery in an aggregate's arguments or FILTER",
+            ));
+        }
+        if let crate::plan::SubqueryKind::In { operand, .. } = &def.kind
+            && operand.any(&|e| matches!(e, Expr::SubqueryRef(_)))
+        {
+            return Err(SqlError::unsupported(
+                "a subquery as the operand of IN (subquery)",
+            ));
+        }
         let mut subqueries = self.subqueries.borrow_mut();
         subqueries.push(def);
-        Expr::SubqueryRef(subqueries.len() - 1)
+        Ok(Expr::SubqueryRef(subqueries.len() - 1))
     }
 
     fn has_relation(&self, qualifier: &str) -> bool {

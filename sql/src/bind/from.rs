@@ -252,7 +252,15 @@ impl Binder<'_> {
                 let mut conditions = Vec::new();
                 let mut merged = Vec::new();
                 let mut columns = columns;
-                for name in &names {
+                for (i, name) in names.iter().enumerate() {
+                    if names[..i].contains(name) {
+                        return Err(SqlError::new(
+                            sqlstate::DUPLICATE_COLUMN,
+                            format!(
+                                "column name \"{name}\" appears more than once in USING clause"
+                            ),
+                        ));
+                    }
                     let l = find(&left.columns, name, "left")?;
                     let r = left_width + find(&right.columns, name, "right")?;
                     let (lt, rt) = (columns[l].ty, columns[r].ty);

@@ -109,7 +109,11 @@ pub fn hash_key(values: &[Value]) -> Vec<u8> {
     let mut key = Vec::new();
     for value in values {
         match value {
-            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+            Value::Float(f)
+                if f.fract() == 0.0
+                    && *f >= -9.223_372_036_854_776e18
+                    && *f < 9.223_372_036_854_776e18 =>
+            {
                 crate::encoding::encode_value(&mut key, &Value::Int(*f as i64))
             }
             other => crate::encoding::encode_value(&mut key, other),

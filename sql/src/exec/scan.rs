@@ -44,43 +44,66 @@ pub fn matching_rows(
     Ok(rows)
 }
 
-/// The rows an UPDATE or DELETE acts on, locked: those matching `filter`, whose subqueries
-/// (see [`super::subquery_values`]) are computed once if uncorrelated, and per row, after
-/// the row is locked at its newest version, if correlated.
+/// The rows an UPDATE or DELETE acts on, locked: those matching `filter`. Its uncorrelated
+/// subqueries (see [`super::subquery_values`]) are computed once, before the read, so that
+/// they can narrow it — unless that fails (a scalar subquery with several rows), in which
+/// case, as PostgreSQL, they are computed only for the rows that reach them. Conjuncts with
+/// correlated subqueries are checked on each row read, and again on the newest version of
+/// the rows locked.
 pub fn target_rows(
     txn: &mut dyn Transaction,
     table: &Table,
     filter: Option<Expr>,
     subqueries: &[SubqueryDef],
 ) -> SqlResult<Vec<StoredRow>> {
-    let filter = filter
-        .map(|f| subquery_values::inline(f, subqueries, subquery_values::uncorrelated, &[], txn))
-        .transpose()?;
+    let mut pick: fn(&SubqueryDef) -> bool = subquery_values::correlated;
+    let filter = match filter {
+        Some(f) => match subquery_values::inline(
+            f.clone(),
+            subqueries,
+            subquery_values::uncorrelated,
+            &[],
+            txn,
+        ) {
+            Ok(inlined) => Some(inlined),
+            Err(_) => {
+                pick = |_| true;
+                Some(f)
+            }
+        },
+        None => None,
+    };
     let (per_row, plain): (Vec<Expr>, Vec<Expr>) = filter
         .map(Expr::into_conjuncts)
         .unwrap_or_default()
         .into_iter()
-        .partition(|c| subquery_values::uses(c, subqueries, subquery_values::correlated));
+        .partition(|c| subquery_values::uses(c, subqueries, pick));
     let plain = Expr::and_all(plain);
-    let rows = matching_rows(txn, table, plain.as_ref())?;
-    let rows = lock_rows(txn, table, rows, plain.as_ref())?;
+    let mut rows = matching_rows(txn, table, plain.as_ref())?;
     let Some(per_row) = Expr::and_all(per_row) else {
-        return Ok(rows);
+        return lock_rows(txn, table, rows, plain.as_ref());
+    };
+    let holds = |row: &StoredRow, txn: &mut dyn Transaction| -> SqlResult<bool> {
+        let condition =
+            subquery_values::inline(per_row.clone(), subqueries, pick, &row.values, txn)?;
+        condition.is_true(&row.values)
     };
     let mut kept = Vec::with_capacity(rows.len());
-    for row in rows {
-        let condition = subquery_values::inline(
-            per_row.clone(),
-            subqueries,
-            subquery_values::correlated,
-            &row.values,
-            txn,
-        )?;
-        if condition.is_true(&row.values)? {
+    for row in rows.drain(..) {
+        if holds(&row, txn)? {
             kept.push(row);
         }
     }
-    Ok(kept)
+    let before: Vec<Vec<Value>> = kept.iter().map(|r| r.values.clone()).collect();
+    let locked = lock_rows(txn, table, kept, plain.as_ref())?;
+    let mut out = Vec::with_capacity(locked.len());
+    for row in locked {
+        // A row changed meanwhile is checked again on its newest version.
+        if before.contains(&row.values) || holds(&row, txn)? {
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 /// Locks the rows a statement is about to change or lock (`UPDATE`, `DELETE`,

@@ -4,8 +4,10 @@
 //! [`PAGE`] rows, so `LIMIT 5` reads five rows and a full scan holds a page at a time.
 //!
 //! A locking scan (`SELECT … FOR UPDATE`) locks each page's matching rows before passing
-//! them on (see [`lock_rows`]: under READ COMMITTED, a row changed meanwhile comes back at
-//! its newest version and the filter is checked again).
+//! them on, or, under a LIMIT, each row as it is pulled (see [`lock_rows`]: under READ
+//! COMMITTED, a row changed meanwhile comes back at its newest version and the filter is
+//! checked again). Locking happens in the scan, below any sort: `ORDER BY … LIMIT n FOR
+//! UPDATE` locks every row it sorts, where PostgreSQL locks only the n it returns.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ pub struct TableScan {
     table: Arc<Table>,
     filter: Option<Expr>,
     lock: bool,
+    /// Lock row by row as they are pulled (under a LIMIT), instead of page by page.
+    lock_each: bool,
     points: VecDeque<Vec<u8>>,
     ranges: VecDeque<(Vec<u8>, Vec<u8>)>,
     page: usize,
@@ -53,6 +57,7 @@ impl TableScan {
             table: scan.table,
             filter: scan.filter,
             lock: scan.lock,
+            lock_each: scan.lock && scan.limit_hint.is_some(),
             points,
             ranges,
             page,
@@ -100,20 +105,36 @@ impl TableScan {
             }
             rows.push(StoredRow { key, values });
         }
-        if self.lock && !rows.is_empty() {
-            rows = lock_rows(txn, &self.table, rows, self.filter.as_ref())?;
-            for row in &rows {
-                txn.lock(row.key.clone());
-            }
+        if self.lock && !self.lock_each {
+            rows = self.lock(txn, rows)?;
         }
         self.buffer.extend(rows);
         Ok(true)
+    }
+
+    fn lock(&self, txn: &mut dyn Transaction, rows: Vec<StoredRow>) -> SqlResult<Vec<StoredRow>> {
+        if rows.is_empty() {
+            return Ok(rows);
+        }
+        let rows = lock_rows(txn, &self.table, rows, self.filter.as_ref())?;
+        for row in &rows {
+            txn.lock(row.key.clone());
+        }
+        Ok(rows)
     }
 
     /// The next matching row with its key.
     pub fn next_stored(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<StoredRow>> {
         loop {
             if let Some(row) = self.buffer.pop_front() {
+                if self.lock_each {
+                    // Locked as it is passed on, so a LIMIT above locks no more rows than it
+                    // returns; a row the re-check drops is skipped.
+                    match self.lock(txn, vec![row])?.pop() {
+                        Some(row) => return Ok(Some(row)),
+                        None => continue,
+                    }
+                }
                 return Ok(Some(row));
             }
             if !self.fill(txn)? {

@@ -66,16 +66,25 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
     drop(binder);
 
     let rows = target_rows(txn, &table, filter, &subqueries)?;
-    // Uncorrelated subqueries of the new values run once; correlated ones per row.
-    let mut assignments = assignments
-        .into_iter()
-        .map(|(i, e)| {
-            Ok((
-                i,
-                subquery_values::inline(e, &subqueries, subquery_values::uncorrelated, &[], txn)?,
-            ))
-        })
-        .collect::<SqlResult<Vec<(usize, Expr)>>>()?;
+    // Uncorrelated subqueries of the new values run once (if there is a row to update, as
+    // PostgreSQL runs them only when needed); correlated ones per row.
+    let mut assignments = if rows.is_empty() {
+        assignments
+    } else {
+        assignments
+            .into_iter()
+            .map(|(i, e)| {
+                let e = subquery_values::inline(
+                    e,
+                    &subqueries,
+                    subquery_values::uncorrelated,
+                    &[],
+                    txn,
+                )?;
+                Ok((i, e))
+            })
+            .collect::<SqlResult<Vec<(usize, Expr)>>>()?
+    };
     let per_row = assignments
         .iter()
         .any(|(_, e)| subquery_values::uses(e, &subqueries, subquery_values::correlated));

@@ -76,6 +76,14 @@ pub fn bind_aggregate(f: &ast::Function, name: &str, scope: &Scope) -> SqlResult
         }
     }
     let filter = bind_filter(f, scope)?;
+    // PostgreSQL computes an aggregate of only an enclosing query's columns in that query.
+    let outer_only = args.iter().all(|a| a.expr.columns_used().is_empty())
+        && args.iter().any(|a| a.expr.max_outer_depth() > 0);
+    if outer_only {
+        return Err(SqlError::unsupported(format!(
+            "aggregate {name}() over only an enclosing query's columns"
+        )));
+    }
     let types: Vec<ExprType> = args.iter().map(|a| a.ty.clone()).collect();
     let no_such = || {
         let listed: Vec<String> = types.iter().map(ExprType::name).collect();

@@ -736,7 +736,7 @@ fn bind_subquery(query: &ast::Query, kind: SubqueryKind, scope: &Scope) -> SqlRe
         plan: bound.plan,
         kind,
         correlated,
-    });
+    })?;
     Ok(Typed::known(reference, ty))
 }
 
@@ -779,7 +779,7 @@ fn bind_in_subquery(
             blank_padded,
         },
         correlated,
-    });
+    })?;
     Ok(Typed::known(reference, SqlType::Bool))
 }
 
