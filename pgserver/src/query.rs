@@ -13,8 +13,11 @@
 //! - If the SQL layer panics, the session is unusable: the client gets `FATAL` `XX000` and the
 //!   connection is closed (its transaction is rolled back as the session closes). Other
 //!   connections are unaffected.
-//! - If the client disconnects mid-query, the statement still runs to completion on the blocking
-//!   pool; writing the results fails, the connection ends, and the session is closed.
+//! - Rows are streamed: the session sends them in batches over a bounded channel as the query
+//!   produces them, and each batch is flushed to the client. If the client disconnects
+//!   mid-query, relaying fails, the channel closes, the running statement fails at its next
+//!   row, and the session is closed. An autocommitted query's rows go out before its commit;
+//!   if that fails (only an optimistic `FOR UPDATE` can), the error follows the rows.
 
 use std::fmt::Debug;
 
@@ -28,9 +31,14 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult, SEVERITY_FATAL};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::simplequery::Query;
+use tokio::sync::mpsc;
 
 use crate::handler::Handler;
 use crate::response;
+use crate::session::Event;
+
+/// Batches of rows (or other events) on their way from the session to the client at once.
+const EVENTS_IN_FLIGHT: usize = 16;
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
@@ -46,24 +54,52 @@ impl SimpleQueryHandler for Handler {
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
 
-        let Ok((results, status)) = self.session().execute(query.query).await else {
+        // The session runs on the blocking pool and streams what it produces; this side
+        // relays it to the client as it comes, flushing each batch of rows (so a slow client
+        // slows the query down instead of letting rows pile up).
+        let (events, mut received) = mpsc::channel(EVENTS_IN_FLIGHT);
+        let session = self.session();
+        let run = session.execute_streaming(query.query, events);
+        let relay = async {
+            let mut encoder = response::RowEncoder::new();
+            let mut statements = 0usize;
+            while let Some(event) = received.recv().await {
+                match event {
+                    Event::Columns(columns) => {
+                        let description = response::row_description(&columns);
+                        client
+                            .feed(PgWireBackendMessage::RowDescription(description))
+                            .await?;
+                    }
+                    Event::Rows(rows) => {
+                        for row in rows {
+                            let row = encoder.encode(&row)?;
+                            client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                        }
+                        client.flush().await?;
+                    }
+                    Event::Finished(result) => {
+                        statements += 1;
+                        for message in response::statement_messages(result) {
+                            client.feed(message?).await?;
+                        }
+                    }
+                }
+            }
+            Ok::<usize, PgWireError>(statements)
+        };
+        let (outcome, relayed) = tokio::join!(run, relay);
+        let Ok(status) = outcome else {
             return Err(session_lost());
         };
-
         // No statements at all (empty string, only `;`, only comments): PostgreSQL answers
         // EmptyQueryResponse instead of any CommandComplete.
-        if results.is_empty() {
+        if relayed? == 0 {
             client
                 .feed(PgWireBackendMessage::EmptyQueryResponse(
                     EmptyQueryResponse::new(),
                 ))
                 .await?;
-        }
-        // `feed` queues without flushing; the ReadyForQuery below flushes everything at once.
-        for result in results {
-            for message in response::statement_messages(result) {
-                client.feed(message?).await?;
-            }
         }
 
         client.set_state(PgWireConnectionState::ReadyForQuery);

@@ -20,11 +20,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pgwire::messages::response::TransactionStatus;
-use sql::{Session, SqlError, StatementResult};
+use sql::{ColumnInfo, ResultSink, Session, SqlError, StatementResult};
+use tokio::sync::mpsc;
 
 use crate::response;
 
 /// The outcome of one simple-query string: one result per executed statement.
+#[cfg(test)]
 pub(crate) type QueryResults = Vec<Result<StatementResult, SqlError>>;
 
 /// The session can no longer run statements: it was closed, or the SQL layer panicked while
@@ -57,7 +59,9 @@ impl SessionHandle {
     }
 
     /// Runs a simple-query string on the blocking pool and returns its results together with the
-    /// transaction status afterwards, as `ReadyForQuery` reports it.
+    /// transaction status afterwards, as `ReadyForQuery` reports it (rows collected: for tests;
+    /// connections stream with [`SessionHandle::execute_streaming`]).
+    #[cfg(test)]
     pub(crate) async fn execute(
         &self,
         sql: String,
@@ -71,6 +75,38 @@ impl SessionHandle {
             let status = response::ready_status(&session.transaction_status());
             *lock_ignoring_poison(&inner.status) = status;
             Ok((results, status))
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(join_error) => {
+                tracing::error!(error = %join_error, "SQL session panicked while executing");
+                Err(SessionGone)
+            }
+        }
+    }
+
+    /// Runs a simple-query string on the blocking pool, sending what it produces to `events`
+    /// as it is produced (rows in batches), and returns the transaction status afterwards.
+    /// The channel is bounded: while the client does not read, the query waits, holding a
+    /// bounded number of rows. If the receiver goes away, the running query fails.
+    pub(crate) async fn execute_streaming(
+        &self,
+        sql: String,
+        events: mpsc::Sender<Event>,
+    ) -> Result<TransactionStatus, SessionGone> {
+        let inner = Arc::clone(&self.inner);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut slot = inner.session.lock().map_err(|_| SessionGone)?;
+            let session = slot.as_mut().ok_or(SessionGone)?;
+            let mut sink = ChannelSink {
+                events,
+                batch: Vec::new(),
+            };
+            session.execute_streaming(&sql, &mut sink);
+            let status = response::ready_status(&session.transaction_status());
+            *lock_ignoring_poison(&inner.status) = status;
+            Ok(status)
         })
         .await;
         match outcome {
@@ -101,6 +137,62 @@ impl SessionHandle {
         if let Err(join_error) = closed {
             tracing::error!(error = %join_error, "closing the SQL session failed");
         }
+    }
+}
+
+/// What a streamed query string produces, in order.
+pub(crate) enum Event {
+    /// A result set begins.
+    Columns(Vec<ColumnInfo>),
+    /// Its next rows.
+    Rows(Vec<Vec<Option<String>>>),
+    /// A statement's outcome.
+    Finished(Result<StatementResult, SqlError>),
+}
+
+/// Rows per [`Event::Rows`]: few enough to keep memory small, enough to amortize the channel.
+const ROWS_PER_EVENT: usize = 64;
+
+/// Sends a session's results over a bounded channel (see [`SessionHandle::execute_streaming`]).
+struct ChannelSink {
+    events: mpsc::Sender<Event>,
+    batch: Vec<Vec<Option<String>>>,
+}
+
+impl ChannelSink {
+    fn send(&self, event: Event) -> Result<(), SqlError> {
+        self.events
+            .blocking_send(event)
+            .map_err(|_| SqlError::new("08006", "the client connection was lost"))
+    }
+
+    fn flush(&mut self) -> Result<(), SqlError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.batch);
+        self.send(Event::Rows(rows))
+    }
+}
+
+impl ResultSink for ChannelSink {
+    fn columns(&mut self, columns: &[ColumnInfo]) -> Result<(), SqlError> {
+        self.flush()?;
+        self.send(Event::Columns(columns.to_vec()))
+    }
+
+    fn row(&mut self, row: Vec<Option<String>>) -> Result<(), SqlError> {
+        self.batch.push(row);
+        if self.batch.len() >= ROWS_PER_EVENT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, result: Result<StatementResult, SqlError>) {
+        // A lost client: nothing more to tell it.
+        let _ = self.flush();
+        let _ = self.send(Event::Finished(result));
     }
 }
 

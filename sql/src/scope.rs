@@ -48,6 +48,9 @@ pub struct ScopeColumn {
     pub visible: bool,
     /// Index of the relation it belongs to in [`Scope::relations`].
     pub relation: Option<usize>,
+    /// A `USING` column that always equals this other column of the scope (the left side's
+    /// for an inner or left join, the right side's for a right join).
+    pub same_as: Option<usize>,
 }
 
 /// A relation of FROM: its name, and for a base table the positions of its primary key
@@ -372,6 +375,7 @@ pub fn table_columns(
             ty: c.ty,
             visible: true,
             relation: Some(relation),
+            same_as: None,
         })
         .collect();
     let primary_key = if table.primary_key.is_empty() {

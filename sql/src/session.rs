@@ -46,7 +46,7 @@ use kv::client::RegionAdmin;
 use kv::{Isolation, Transaction, TransactionSource, TxnConfig, TxnMode};
 
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::exec::{self, ColumnInfo, Context, StatementResult};
+use crate::exec::{self, ColumnInfo, Context, ResultSink, StatementResult};
 use crate::parse::{ParsedStatement, parse};
 use crate::settings::{self, SettingStatement, Settings};
 use crate::types::SqlType;
@@ -142,21 +142,47 @@ impl Session {
     /// Runs every statement of a simple-query string; stops at the first error, which is the
     /// last element of the result.
     pub fn execute(&mut self, sql: &str) -> Vec<SqlResult<StatementResult>> {
+        let mut results = Vec::new();
+        self.run(sql, None, &mut |result| results.push(result));
+        results
+    }
+
+    /// Like [`Session::execute`], but each query's rows go to `sink` as they are produced,
+    /// and each statement's outcome to [`ResultSink::finish`] in order. The rows of an
+    /// autocommitted query are sent before its transaction commits; a commit that then fails
+    /// (an optimistic `SELECT … FOR UPDATE`) reports its error after them.
+    pub fn execute_streaming(&mut self, sql: &str, sink: &mut (dyn ResultSink + 'static)) {
+        let mut results = Vec::new();
+        self.run(sql, Some(&mut *sink), &mut |result| results.push(result));
+        for result in results {
+            sink.finish(result);
+        }
+    }
+
+    fn run(
+        &mut self,
+        sql: &str,
+        mut sink: Option<&mut (dyn ResultSink + 'static)>,
+        deliver: &mut dyn FnMut(SqlResult<StatementResult>),
+    ) {
         let statements = match parse(sql) {
             Ok(statements) => statements,
             Err(e) => {
                 self.fail();
-                return vec![Err(e)];
+                return deliver(Err(e));
             }
         };
         // Like PostgreSQL, the statements of one query string run in one implicit
         // transaction unless they manage transactions themselves.
         let implicit = statements.len() > 1;
-        let mut results = Vec::with_capacity(statements.len());
         for statement in &statements {
-            let result = self.execute_statement(statement, implicit);
+            let result = self.execute_statement(statement, implicit, sink.as_deref_mut());
             let failed = result.is_err();
-            results.push(result);
+            // A streamed statement's outcome follows its rows at once.
+            match sink.as_deref_mut() {
+                Some(sink) => sink.finish(result),
+                None => deliver(result),
+            }
             if failed {
                 break;
             }
@@ -165,9 +191,8 @@ impl Session {
             && let State::Implicit(block) = std::mem::replace(&mut self.state, State::Idle)
             && let Err(e) = self.commit(block)
         {
-            results.push(Err(e));
+            deliver(Err(e));
         }
-        results
     }
 
     /// Commits `block`'s transaction, then asks for the splits its statements wanted.
@@ -267,10 +292,11 @@ impl Session {
         &mut self,
         statement: &ParsedStatement,
         implicit: bool,
+        sink: Option<&mut (dyn ResultSink + 'static)>,
     ) -> SqlResult<StatementResult> {
         debug!(%statement, "execute");
         let ParsedStatement::Sql(sql) = statement else {
-            return self.execute_in_transaction(statement, implicit);
+            return self.execute_in_transaction(statement, implicit, sink);
         };
         if let Some(setting) = settings::classify(sql) {
             let result = setting.and_then(|s| self.execute_setting(s, implicit));
@@ -346,7 +372,7 @@ impl Session {
                 self.fail();
                 Err(error)
             }
-            _ => self.execute_in_transaction(statement, implicit),
+            _ => self.execute_in_transaction(statement, implicit, sink),
         }
     }
 
@@ -483,6 +509,7 @@ impl Session {
         &mut self,
         statement: &ParsedStatement,
         implicit: bool,
+        sink: Option<&mut (dyn ResultSink + 'static)>,
     ) -> SqlResult<StatementResult> {
         self.open_implicit_block(implicit);
         let lock_timeout = self.settings.lock_timeout();
@@ -490,6 +517,7 @@ impl Session {
         let context = Context {
             regions: self.regions.as_deref(),
             splits_after_commit: &mut self.splits_after_commit,
+            sink,
         };
         match &mut self.state {
             State::Failed => Err(in_failed_transaction()),

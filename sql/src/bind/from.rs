@@ -47,6 +47,7 @@ impl FromItem {
                 ty: *ty,
                 visible: true,
                 relation: Some(0),
+                same_as: None,
             })
             .collect();
         Ok(FromItem {
@@ -279,28 +280,35 @@ impl Binder<'_> {
                         JoinKind::Right => from(r, rt)?,
                         JoinKind::Full => Expr::Coalesce(vec![from(l, lt)?, from(r, rt)?]),
                     };
-                    merged.push((name.clone(), ty, expr));
+                    let same_as = match kind {
+                        JoinKind::Inner | JoinKind::Left if lt == ty => Some(l),
+                        JoinKind::Right if rt == ty => Some(r),
+                        _ => None,
+                    };
+                    merged.push((name.clone(), ty, expr, same_as));
                     columns[l].visible = false;
                     columns[r].visible = false;
                 }
                 let on = Expr::and_all(conditions);
                 let width = columns.len();
                 let n = merged.len();
-                let mut exprs: Vec<Expr> = merged.iter().map(|(_, _, e)| e.clone()).collect();
+                let mut exprs: Vec<Expr> = merged.iter().map(|(_, _, e, _)| e.clone()).collect();
                 exprs.extend((0..width).map(Expr::Column));
-                let mut names_out: Vec<String> = merged.iter().map(|(n, _, _)| n.clone()).collect();
+                let mut names_out: Vec<String> =
+                    merged.iter().map(|(n, _, _, _)| n.clone()).collect();
                 names_out.extend(columns.iter().map(|c| match &c.qualifier {
                     Some(q) => format!("{q}.{}", c.name),
                     None => c.name.clone(),
                 }));
                 let mut scope_columns: Vec<ScopeColumn> = merged
                     .into_iter()
-                    .map(|(name, ty, _)| ScopeColumn {
+                    .map(|(name, ty, _, same_as)| ScopeColumn {
                         qualifier: None,
                         name,
                         ty,
                         visible: true,
                         relation: None,
+                        same_as: same_as.map(|c| c + n),
                     })
                     .collect();
                 scope_columns.extend(columns);
@@ -498,6 +506,7 @@ impl Binder<'_> {
                 ty,
                 visible: true,
                 relation: Some(0),
+                same_as: None,
             }],
             relations: vec![Relation {
                 qualifier,

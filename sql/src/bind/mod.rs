@@ -187,6 +187,7 @@ impl<'t> Binder<'t> {
                 ty: *ty,
                 visible: true,
                 relation: None,
+                same_as: None,
             })
             .collect();
         let scope = Scope::new(columns, Vec::new(), outer, Some(self));

@@ -353,6 +353,15 @@ impl Binder<'_> {
 /// Adds to `group_by` the other columns of each table whose whole primary key is grouped
 /// (PostgreSQL's functional dependency: they have one value per group).
 fn functionally_dependent(mut group_by: Vec<Expr>, scope: &Scope) -> Vec<Expr> {
+    // A USING column grouped is the side's own column grouped.
+    for (i, column) in scope.columns.iter().enumerate() {
+        if let Some(same) = column.same_as
+            && group_by.contains(&Expr::Column(i))
+            && !group_by.contains(&Expr::Column(same))
+        {
+            group_by.push(Expr::Column(same));
+        }
+    }
     for (r, relation) in scope.relations.iter().enumerate() {
         let Some(pk) = &relation.primary_key else {
             continue;
@@ -364,6 +373,15 @@ fn functionally_dependent(mut group_by: Vec<Expr>, scope: &Scope) -> Vec<Expr> {
             if column.relation == Some(r) && !group_by.contains(&Expr::Column(i)) {
                 group_by.push(Expr::Column(i));
             }
+        }
+    }
+    // …and the other way round.
+    for (i, column) in scope.columns.iter().enumerate() {
+        if let Some(same) = column.same_as
+            && group_by.contains(&Expr::Column(same))
+            && !group_by.contains(&Expr::Column(i))
+        {
+            group_by.push(Expr::Column(i));
         }
     }
     group_by

@@ -44,7 +44,7 @@ impl JoinOp {
                 left_keys,
                 right_keys,
             } => Some((left_keys, right_keys)),
-            JoinAlgorithm::NestedLoop => None,
+            JoinAlgorithm::NestedLoop | JoinAlgorithm::Lookup { .. } => None,
         };
         JoinOp {
             left,

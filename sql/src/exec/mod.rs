@@ -15,6 +15,7 @@ mod ddl;
 mod delete;
 mod insert;
 mod join;
+mod lookup_join;
 pub mod operator;
 mod query;
 mod regions;
@@ -44,6 +45,21 @@ pub(crate) struct Context<'a> {
     /// Keys at which regions should start once the transaction commits (each new table's
     /// first row key); dropped if it rolls back.
     pub splits_after_commit: &'a mut Vec<Vec<u8>>,
+    /// Where a query's rows go as they are produced (`None`: into its result).
+    pub sink: Option<&'a mut (dyn ResultSink + 'static)>,
+}
+
+/// Where a query's rows go as they are produced, instead of being collected into its result:
+/// a client connection, which sends them on as they come (so a `SELECT *` of a big table
+/// holds a page of it, not all of it). An error (the client went away) stops the query.
+pub trait ResultSink {
+    /// The result set's columns, before its first row.
+    fn columns(&mut self, columns: &[ColumnInfo]) -> SqlResult<()>;
+    /// One row, values in PostgreSQL text format (`None`: NULL).
+    fn row(&mut self, row: Vec<Option<String>>) -> SqlResult<()>;
+    /// One statement's outcome, in statement order (for a query whose rows went to
+    /// [`ResultSink::row`], a command with its `SELECT n` tag).
+    fn finish(&mut self, result: SqlResult<StatementResult>);
 }
 
 /// A result column.
@@ -126,7 +142,7 @@ fn execute_sql(
             ..
         } => ddl::drop(txn, *object_type, *if_exists, names, *cascade),
         ast::Statement::Insert(insert) => insert::execute(txn, insert),
-        ast::Statement::Query(query) => query::execute(txn, query),
+        ast::Statement::Query(query) => query::execute(txn, query, context.sink),
         ast::Statement::Explain {
             statement,
             analyze,

@@ -10,12 +10,13 @@
 use kv::Transaction;
 
 use crate::error::SqlResult;
-use crate::plan::Plan;
+use crate::plan::{JoinAlgorithm, Plan};
 use crate::types::Value;
 
 use super::aggregate::AggregateOp;
 use super::apply::ApplyOp;
 use super::join::JoinOp;
+use super::lookup_join::LookupJoinOp;
 use super::rows::{DistinctOp, FilterOp, LimitOp, ProjectOp, SeriesOp, ValuesOp};
 use super::set_op::SetOpOp;
 use super::sort::SortOp;
@@ -48,6 +49,18 @@ pub fn build(plan: Plan) -> Box<dyn Operator> {
             input: build(*input),
             exprs,
         }),
+        Plan::Join {
+            left,
+            right,
+            kind,
+            on,
+            algorithm: JoinAlgorithm::Lookup { left_keys },
+        } => {
+            let Plan::Scan(scan) = *right else {
+                unreachable!("the optimizer chooses lookup joins only over a table scan")
+            };
+            Box::new(LookupJoinOp::new(build(*left), scan, kind, on, left_keys))
+        }
         Plan::Join {
             left,
             right,

@@ -5,32 +5,47 @@ use sqlparser::ast;
 use kv::Transaction;
 
 use super::operator::build;
-use super::{ColumnInfo, StatementResult};
+use super::{ColumnInfo, ResultSink, StatementResult};
 use crate::bind::Binder;
 use crate::error::{SqlError, SqlResult};
 use crate::optimizer::optimize;
 use crate::plan::explain::explain;
 use crate::types::SqlType;
 
-/// Runs a query (SELECT, VALUES, set operations).
-pub fn execute(txn: &mut dyn Transaction, query: &ast::Query) -> SqlResult<StatementResult> {
+/// Runs a query (SELECT, VALUES, set operations): its rows go to `sink` as they are
+/// produced, or into the result.
+pub fn execute(
+    txn: &mut dyn Transaction,
+    query: &ast::Query,
+    sink: Option<&mut (dyn ResultSink + 'static)>,
+) -> SqlResult<StatementResult> {
     let bound = Binder::new(txn).bind_query(query, None)?;
     let plan = optimize(bound.plan)?;
     let mut operator = build(plan);
-    let mut rows = Vec::new();
-    while let Some(row) = operator.next(txn)? {
-        rows.push(
-            row.iter()
-                .zip(&bound.columns)
-                .map(|(value, (_, ty))| value.to_pg_text(*ty))
-                .collect(),
-        );
-    }
-    let columns = bound
+    let columns: Vec<ColumnInfo> = bound
         .columns
         .iter()
         .map(|(name, ty)| ColumnInfo::new(name.clone(), *ty))
         .collect();
+    let render = |row: Vec<crate::types::Value>| -> Vec<Option<String>> {
+        row.iter()
+            .zip(&bound.columns)
+            .map(|(value, (_, ty))| value.to_pg_text(*ty))
+            .collect()
+    };
+    if let Some(sink) = sink {
+        sink.columns(&columns)?;
+        let mut count = 0u64;
+        while let Some(row) = operator.next(txn)? {
+            sink.row(render(row))?;
+            count += 1;
+        }
+        return Ok(StatementResult::command(format!("SELECT {count}")));
+    }
+    let mut rows = Vec::new();
+    while let Some(row) = operator.next(txn)? {
+        rows.push(render(row));
+    }
     let tag = format!("SELECT {}", rows.len());
     Ok(StatementResult::Rows { columns, rows, tag })
 }

@@ -2,10 +2,12 @@
 //! left side and one of the right side becomes a hash join on those pairs (the whole
 //! condition is still checked on each pair the hash table finds); any other join is a
 //! nested loop. Comparisons of `character(n)` values (equal up to trailing blanks) are not
-//! used as hash keys.
+//! used as hash keys. When the right side is a table whose whole primary key the equalities
+//! cover and the left side is known to be small, the join is a lookup join instead: point
+//! gets of the right rows each left row needs.
 
 use crate::expr::{CmpOp, Expr};
-use crate::plan::{JoinAlgorithm, Plan};
+use crate::plan::{JoinAlgorithm, JoinKind, Plan, Spans};
 
 use super::fold::map_children;
 
@@ -43,14 +45,17 @@ pub fn choose(plan: Plan) -> Plan {
                     }
                 }
             }
-            let algorithm = if left_keys.is_empty() {
-                JoinAlgorithm::NestedLoop
-            } else {
-                JoinAlgorithm::Hash {
-                    left_keys,
-                    right_keys,
-                }
-            };
+            let algorithm =
+                if let Some(keys) = lookup_keys(&left, &right, kind, &left_keys, &right_keys) {
+                    JoinAlgorithm::Lookup { left_keys: keys }
+                } else if left_keys.is_empty() {
+                    JoinAlgorithm::NestedLoop
+                } else {
+                    JoinAlgorithm::Hash {
+                        left_keys,
+                        right_keys,
+                    }
+                };
             Plan::Join {
                 left,
                 right,
@@ -92,5 +97,62 @@ fn equi_pair(expr: &Expr, left_width: usize) -> Option<(Expr, Expr)> {
         (Some(true), Some(false)) => Some(((**left).clone(), shift(right))),
         (Some(false), Some(true)) => Some(((**right).clone(), shift(left))),
         _ => None,
+    }
+}
+
+/// The left keys of a lookup join, in the right table's key order, when one fits: an inner
+/// or left join whose right side is a table scan with every primary-key column equated to a
+/// left expression, and whose left side is known to be small (point gets by its key, a
+/// LIMIT, or literal rows) — without statistics, that is when point gets beat reading the table.
+fn lookup_keys(
+    left: &Plan,
+    right: &Plan,
+    kind: JoinKind,
+    left_keys: &[Expr],
+    right_keys: &[Expr],
+) -> Option<Vec<Expr>> {
+    let Plan::Scan(scan) = right else {
+        return None;
+    };
+    if scan.lock
+        || scan.table.primary_key.is_empty()
+        || !matches!(kind, JoinKind::Inner | JoinKind::Left)
+    {
+        return None;
+    }
+    if !is_small(left) {
+        return None;
+    }
+    scan.table
+        .primary_key
+        .iter()
+        .map(|&column| {
+            right_keys
+                .iter()
+                .position(|k| *k == Expr::Column(column))
+                .map(|i| left_keys[i].clone())
+        })
+        .collect()
+}
+
+/// Whether a plan is known to produce few rows.
+fn is_small(plan: &Plan) -> bool {
+    match plan {
+        Plan::Scan(scan) => matches!(scan.spans, Spans::Points { .. } | Spans::Nothing),
+        Plan::Values { .. } | Plan::Series { .. } | Plan::Empty { .. } => true,
+        Plan::Limit { limit, .. } => limit.is_some_and(|n| n <= 10_000),
+        Plan::Filter { input, .. }
+        | Plan::Project { input, .. }
+        | Plan::Sort { input, .. }
+        | Plan::Distinct { input } => is_small(input),
+        Plan::Join {
+            left,
+            right,
+            algorithm,
+            ..
+        } => {
+            is_small(left) && (is_small(right) || matches!(algorithm, JoinAlgorithm::Lookup { .. }))
+        }
+        _ => false,
     }
 }

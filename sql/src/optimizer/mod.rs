@@ -7,9 +7,10 @@
 //!    both sides of an inner join become its join condition (so comma joins become joins).
 //! 3. [`join_order`]: inner joins are reordered so that no cross product is formed while a
 //!    condition could join the next table (never worse than the written left-deep order).
-//! 4. [`join_algorithm`]: equi-joins become hash joins; others stay nested loops.
-//! 5. [`access`]: each scan reads only the primary-key spans its filter allows (point gets,
+//! 4. [`access`]: each scan reads only the primary-key spans its filter allows (point gets,
 //!    ranges, IN lists, BETWEEN, OR of ranges).
+//! 5. [`join_algorithm`]: equi-joins become hash joins, or lookup joins (point gets by the
+//!    right table's primary key) when the left side is small; others stay nested loops.
 //! 6. [`limit`]: a LIMIT over a scan bounds the scan's first read.
 //! 7. [`fold`] again, which also merges a projection into the one above it.
 //!
@@ -32,8 +33,8 @@ pub fn optimize(plan: Plan) -> SqlResult<Plan> {
     let plan = pushdown::push_down(plan);
     let plan = fold::fold(plan);
     let plan = join_order::reorder(plan);
-    let plan = join_algorithm::choose(plan);
     let plan = access::choose(plan);
+    let plan = join_algorithm::choose(plan);
     let plan = limit::hint(plan);
     // Again: join reordering may have left a projection over a projection.
     Ok(fold::fold(plan))

@@ -78,6 +78,7 @@ fn node(plan: &Plan, depth: usize, lines: &mut Vec<String>) {
         } => {
             let name = match algorithm {
                 JoinAlgorithm::Hash { .. } => "HashJoin",
+                JoinAlgorithm::Lookup { .. } => "LookupJoin",
                 JoinAlgorithm::NestedLoop => "NestedLoopJoin",
             };
             let mut text = format!("{name} {}", kind.name());
@@ -175,22 +176,39 @@ fn node(plan: &Plan, depth: usize, lines: &mut Vec<String>) {
         }
         return;
     }
-    for child in children(plan) {
-        node(child, depth + 1, lines);
+    if let Plan::Join {
+        left,
+        right,
+        algorithm: JoinAlgorithm::Lookup { left_keys },
+        ..
+    } = plan
+        && let Plan::Scan(scan) = right.as_ref()
+    {
+        node(left, depth + 1, lines);
+        let names = left.column_names();
+        let keys: Vec<String> = scan
+            .table
+            .primary_key
+            .iter()
+            .zip(left_keys)
+            .map(|(&c, k)| format!("{} = {}", scan.table.columns[c].name, expr_text(k, &names)))
+            .collect();
+        let mut text = format!(
+            "Scan {} (get {} per row)",
+            scan.table.name,
+            keys.join(" AND ")
+        );
+        if let Some(filter) = &scan.filter {
+            text.push_str(&format!(
+                " filter {}",
+                expr_text(filter, &right.column_names())
+            ));
+        }
+        push(lines, depth + 1, text);
+        return;
     }
-}
-
-fn children(plan: &Plan) -> Vec<&Plan> {
-    match plan {
-        Plan::Scan(_) | Plan::Values { .. } | Plan::Series { .. } | Plan::Empty { .. } => vec![],
-        Plan::Filter { input, .. }
-        | Plan::Project { input, .. }
-        | Plan::Aggregate { input, .. }
-        | Plan::Distinct { input }
-        | Plan::Sort { input, .. }
-        | Plan::Limit { input, .. }
-        | Plan::Apply { input, .. } => vec![input],
-        Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => vec![left, right],
+    for child in plan.children() {
+        node(child, depth + 1, lines);
     }
 }
 

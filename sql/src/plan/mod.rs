@@ -151,6 +151,11 @@ pub enum JoinAlgorithm {
         left_keys: Vec<Expr>,
         right_keys: Vec<Expr>,
     },
+    /// The right side is a table whose whole primary key the condition equates with
+    /// `left_keys` (one per key column, in key order): for each batch of left rows, the
+    /// matching right rows are read by point gets instead of scanning the table (the right
+    /// scan's filter still applies to them).
+    Lookup { left_keys: Vec<Expr> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,6 +320,25 @@ impl Plan {
     }
 
     /// The node's children.
+    pub fn children(&self) -> Vec<&Plan> {
+        match self {
+            Plan::Scan(_) | Plan::Values { .. } | Plan::Series { .. } | Plan::Empty { .. } => {
+                vec![]
+            }
+            Plan::Filter { input, .. }
+            | Plan::Project { input, .. }
+            | Plan::Aggregate { input, .. }
+            | Plan::Distinct { input }
+            | Plan::Sort { input, .. }
+            | Plan::Limit { input, .. }
+            | Plan::Apply { input, .. } => vec![input],
+            Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => {
+                vec![left, right]
+            }
+        }
+    }
+
+    /// The node's children, to rewrite them.
     pub fn children_mut(&mut self) -> Vec<&mut Plan> {
         match self {
             Plan::Scan(_) | Plan::Values { .. } | Plan::Series { .. } | Plan::Empty { .. } => {
@@ -347,13 +371,16 @@ impl Plan {
             Plan::Project { exprs, .. } => exprs.iter_mut().collect(),
             Plan::Join { on, algorithm, .. } => {
                 let mut exprs: Vec<&mut Expr> = on.iter_mut().collect();
-                if let JoinAlgorithm::Hash {
-                    left_keys,
-                    right_keys,
-                } = algorithm
-                {
-                    exprs.extend(left_keys.iter_mut());
-                    exprs.extend(right_keys.iter_mut());
+                match algorithm {
+                    JoinAlgorithm::Hash {
+                        left_keys,
+                        right_keys,
+                    } => {
+                        exprs.extend(left_keys.iter_mut());
+                        exprs.extend(right_keys.iter_mut());
+                    }
+                    JoinAlgorithm::Lookup { left_keys } => exprs.extend(left_keys.iter_mut()),
+                    JoinAlgorithm::NestedLoop => {}
                 }
                 exprs
             }
