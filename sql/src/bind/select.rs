@@ -601,6 +601,7 @@ pub fn finish(
         plan = Plan::Sort {
             input: Box::new(plan),
             keys: sort,
+            top: None,
         };
     }
     if limit.limit.is_some() || limit.offset > 0 {

@@ -84,7 +84,7 @@ pub fn build(plan: Plan) -> Box<dyn Operator> {
             aggregates,
         } => Box::new(AggregateOp::new(build(*input), group_by, aggregates)),
         Plan::Distinct { input } => Box::new(DistinctOp::new(build(*input))),
-        Plan::Sort { input, keys } => Box::new(SortOp::new(build(*input), keys)),
+        Plan::Sort { input, keys, top } => Box::new(SortOp::new(build(*input), keys, top)),
         Plan::Limit {
             input,
             limit,

@@ -1,7 +1,8 @@
 //! Limit hints: a LIMIT (plus OFFSET) above a scan with only projections between tells the
 //! scan how many rows will be pulled at most, so that its first read asks the store for no
 //! more (`SELECT * FROM t LIMIT 5` reads five rows, not a page of a thousand). Rows the
-//! scan's own filter drops make it read further, in growing pages.
+//! scan's own filter drops make it read further, in growing pages. Above a sort, it makes
+//! the sort a top-N sort.
 
 use crate::plan::Plan;
 
@@ -40,6 +41,8 @@ fn set_hint(plan: &mut Plan, rows: u64) {
     match plan {
         Plan::Scan(scan) => scan.limit_hint = Some(rows),
         Plan::Project { input, .. } => set_hint(input, rows),
+        // A sort under a limit keeps only the first rows.
+        Plan::Sort { top, .. } => *top = Some(rows),
         _ => {}
     }
 }

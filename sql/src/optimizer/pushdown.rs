@@ -57,9 +57,10 @@ fn push(plan: Plan, predicates: Vec<Expr>) -> Plan {
                 names,
             }
         }
-        Plan::Sort { input, keys } => Plan::Sort {
+        Plan::Sort { input, keys, top } => Plan::Sort {
             input: Box::new(push(*input, predicates)),
             keys,
+            top,
         },
         Plan::Distinct { input } => Plan::Distinct {
             input: Box::new(push(*input, predicates)),

@@ -108,7 +108,7 @@ fn node(plan: &Plan, depth: usize, lines: &mut Vec<String>) {
             text
         }
         Plan::Distinct { .. } => "Distinct".to_string(),
-        Plan::Sort { input, keys } => {
+        Plan::Sort { input, keys, top } => {
             let names = input.column_names();
             let keys: Vec<String> = keys
                 .iter()
@@ -127,7 +127,10 @@ fn node(plan: &Plan, depth: usize, lines: &mut Vec<String>) {
                     key
                 })
                 .collect();
-            format!("Sort {}", keys.join(", "))
+            match top {
+                Some(n) => format!("Sort {} (top {n})", keys.join(", ")),
+                None => format!("Sort {}", keys.join(", ")),
+            }
         }
         Plan::Limit { limit, offset, .. } => {
             let mut text = match limit {

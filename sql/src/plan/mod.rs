@@ -72,6 +72,9 @@ pub enum Plan {
     Sort {
         input: Box<Plan>,
         keys: Vec<SortKey>,
+        /// Only this many first rows are wanted (a LIMIT above): a top-N sort, which holds
+        /// about twice that many rows instead of its whole input.
+        top: Option<u64>,
     },
     Limit {
         input: Box<Plan>,
