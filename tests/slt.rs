@@ -98,6 +98,7 @@ fn sqlite_corpus_records_pass_or_are_refused_as_unsupported() {
             &path,
             "regiondb",
             Box::new(move || Box::new(db.session()) as Box<dyn ScriptSession>),
+            slt::CORPUS_HASH_THRESHOLD,
         );
         eprintln!(
             "{name}: {} passed, {} not supported (0A000), {} skipped, {} failed",
@@ -155,6 +156,11 @@ fn conformance() {
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default()
         );
+        let hash_threshold = if path.starts_with(dir("sqlite")) {
+            slt::CORPUS_HASH_THRESHOLD
+        } else {
+            0
+        };
         let database = format!("conformance_{i}");
         postgres.create_database(&database);
         let port = postgres.port;
@@ -164,12 +170,14 @@ fn conformance() {
             Box::new(move || {
                 Box::new(support::WireClient::connect_to(port, &database)) as Box<dyn ScriptSession>
             }),
+            hash_threshold,
         );
         let db = sql::Database::in_memory();
         let on_regiondb = slt::tally_slt_file(
             path,
             "regiondb",
             Box::new(move || Box::new(db.session()) as Box<dyn ScriptSession>),
+            hash_threshold,
         );
         let records = on_regiondb.passed
             + on_regiondb.unsupported
@@ -255,6 +263,7 @@ fn convert_corpus() {
             Box::new(move || {
                 Box::new(support::WireClient::connect_to(port, &database)) as Box<dyn ScriptSession>
             }),
+            slt::CORPUS_HASH_THRESHOLD,
         );
         let mut text = format!(
             "# {upstream} of the SQLite sqllogictest corpus (gregrahn/sqllogictest, public\n\

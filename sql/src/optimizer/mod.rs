@@ -11,8 +11,11 @@
 //!    ranges, IN lists, BETWEEN, OR of ranges).
 //! 5. [`join_algorithm`]: equi-joins become hash joins, or lookup joins (point gets by the
 //!    right table's primary key) when the left side is small; others stay nested loops.
-//! 6. [`limit`]: a LIMIT over a scan bounds the scan's first read.
-//! 7. [`fold`] again, which also merges a projection into the one above it.
+//! 6. [`prune`]: values nothing above reads are neither computed nor held by sorts and join
+//!    build sides.
+//! 7. [`limit`]: a LIMIT over a scan bounds the scan's first read; over a sort, makes it a
+//!    top-N sort.
+//! 8. [`fold`] again, which also merges a projection into the one above it.
 //!
 //! Every rule keeps the plan's results the same; a scan's filter is still evaluated on
 //! every row read, so spans only narrow what is read.
@@ -22,6 +25,7 @@ mod fold;
 mod join_algorithm;
 mod join_order;
 mod limit;
+mod prune;
 mod pushdown;
 
 use crate::error::SqlResult;
@@ -35,6 +39,7 @@ pub fn optimize(plan: Plan) -> SqlResult<Plan> {
     let plan = join_order::reorder(plan);
     let plan = access::choose(plan);
     let plan = join_algorithm::choose(plan);
+    let plan = prune::prune(plan);
     let plan = limit::hint(plan);
     // Again: join reordering may have left a projection over a projection.
     Ok(fold::fold(plan))
