@@ -266,36 +266,32 @@ fn a_lookup_join_reads_only_the_rows_it_needs() {
     assert_eq!((rows, read), (3, 5));
 }
 
+/// The first column of a query's rows.
+fn first_column(session: &mut sql::Session, sql: &str) -> Vec<String> {
+    let result = session.execute(sql).pop().expect("a result").expect(sql);
+    let StatementResult::Rows { rows, .. } = result else {
+        panic!("{sql}: rows expected")
+    };
+    rows.into_iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect()
+}
+
 /// ORDER BY … LIMIT keeps only the first rows while sorting (top-N), with the same result as
 /// sorting everything: ties in input order, OFFSET counted.
 #[test]
 fn a_top_n_sort_returns_what_a_full_sort_does() {
     let (mut session, _) = ten_thousand_rows();
-    let result = session
-        .execute("SELECT id FROM t ORDER BY v DESC, id LIMIT 3 OFFSET 1")
-        .pop()
-        .expect("a result")
-        .expect("query");
-    let StatementResult::Rows { rows, .. } = result else {
-        panic!("rows expected")
-    };
-    let ids: Vec<String> = rows
-        .into_iter()
-        .map(|r| r[0].clone().expect("id"))
-        .collect();
-    assert_eq!(ids, ["13", "20", "27"]);
+    assert_eq!(
+        first_column(
+            &mut session,
+            "SELECT id FROM t ORDER BY v DESC, id LIMIT 3 OFFSET 1"
+        ),
+        ["13", "20", "27"]
+    );
     // Ties keep their input (key) order.
-    let result = session
-        .execute("SELECT id FROM t ORDER BY v LIMIT 2")
-        .pop()
-        .expect("a result")
-        .expect("query");
-    let StatementResult::Rows { rows, .. } = result else {
-        panic!("rows expected")
-    };
-    let ids: Vec<String> = rows
-        .into_iter()
-        .map(|r| r[0].clone().expect("id"))
-        .collect();
-    assert_eq!(ids, ["7", "14"]);
+    assert_eq!(
+        first_column(&mut session, "SELECT id FROM t ORDER BY v LIMIT 2"),
+        ["7", "14"]
+    );
 }
