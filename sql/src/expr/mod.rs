@@ -1306,7 +1306,11 @@ fn bind_compare(left: &ast::Expr, op: CmpOp, right: &ast::Expr, scope: &Scope) -
 /// `left op right`, with PostgreSQL's coercion of untyped literals (42883 for unrelated
 /// types).
 pub fn compare(left: Typed, op: CmpOp, right: Typed) -> SqlResult<Expr> {
-    let (l, lt, r, rt) = match (&left.ty, &right.ty) {
+    let literal = (
+        matches!(left.ty, ExprType::Unknown(_)),
+        matches!(right.ty, ExprType::Unknown(_)),
+    );
+    let (mut l, lt, mut r, rt) = match (&left.ty, &right.ty) {
         (ExprType::Unknown(_), ExprType::Unknown(_)) => {
             let (l, lt) = left.coerce_to_operand(SqlType::Text)?;
             let (r, rt) = right.coerce_to_operand(SqlType::Text)?;
@@ -1330,7 +1334,33 @@ pub fn compare(left: Typed, op: CmpOp, right: Typed) -> SqlResult<Expr> {
             &ExprType::Known(rt),
         ));
     }
-    let blank_padded = matches!(lt, SqlType::Char(_)) || matches!(rt, SqlType::Char(_));
+    // character(n) compares ignoring trailing blanks with character(n) and with literals;
+    // against text or varchar it is converted to text (its padding dropped) and compared as
+    // text, as PostgreSQL resolves `bpchar = text` to `text = text`.
+    let (left_char, right_char) = (
+        matches!(lt, SqlType::Char(_)),
+        matches!(rt, SqlType::Char(_)),
+    );
+    let to_text = |e: Expr, from: SqlType| Expr::Cast {
+        expr: Box::new(e),
+        from,
+        to: SqlType::Text,
+        explicit: false,
+    };
+    let blank_padded = match (left_char, right_char) {
+        (true, true) => true,
+        (true, false) if literal.1 => true,
+        (false, true) if literal.0 => true,
+        (true, false) => {
+            l = to_text(l, lt);
+            false
+        }
+        (false, true) => {
+            r = to_text(r, rt);
+            false
+        }
+        (false, false) => false,
+    };
     Ok(Expr::Compare {
         op,
         left: Box::new(l),
