@@ -12,6 +12,11 @@
 //!   rows it filters without deciding the other side's NULL extension (for an inner join
 //!   both; for a left join the right; for a right join the left).
 //! - Never through LIMIT, set operations, or into VALUES.
+//!
+//! Outer joins are reduced first: a WHERE conjunct that can never be true for a row whose
+//! columns from one side are all NULL (`right.x = 5`, but not `right.x IS NULL`) removes the
+//! NULL-extended rows of that side, so a LEFT join becomes an inner join (a FULL join a LEFT
+//! or RIGHT one), whose conditions may then be pushed into both sides.
 
 use crate::expr::Expr;
 use crate::plan::{JoinKind, Plan};
@@ -116,6 +121,20 @@ fn push(plan: Plan, predicates: Vec<Expr>) -> Plan {
             algorithm,
         } => {
             let left_width = left.width();
+            // Outer-join reduction: a WHERE conjunct that is never true when one side's
+            // columns are all NULL removes the rows that side's NULL extension would add.
+            let rejects = |in_side: &dyn Fn(usize) -> bool| {
+                predicates.iter().any(|p| null_rejecting(p, in_side))
+            };
+            let left_rejected = rejects(&|c| c < left_width);
+            let right_rejected = rejects(&|c| c >= left_width);
+            let kind = match (kind, left_rejected, right_rejected) {
+                (JoinKind::Left, _, true) | (JoinKind::Right, true, _) => JoinKind::Inner,
+                (JoinKind::Full, true, true) => JoinKind::Inner,
+                (JoinKind::Full, true, false) => JoinKind::Left,
+                (JoinKind::Full, false, true) => JoinKind::Right,
+                (kind, _, _) => kind,
+            };
             let side = |p: &Expr| -> Side {
                 let used = p.columns_used();
                 if used.is_empty() {
@@ -193,6 +212,35 @@ fn push(plan: Plan, predicates: Vec<Expr>) -> Plan {
         leaf @ (Plan::Values { .. } | Plan::Series { .. } | Plan::Empty { .. }) => {
             filtered(leaf, predicates)
         }
+    }
+}
+
+/// Whether `expr` is never true when every column for which `in_side` holds is NULL.
+fn null_rejecting(expr: &Expr, in_side: &dyn Fn(usize) -> bool) -> bool {
+    match expr {
+        Expr::And(a, b) => null_rejecting(a, in_side) || null_rejecting(b, in_side),
+        Expr::Or(a, b) => null_rejecting(a, in_side) && null_rejecting(b, in_side),
+        other => strict(other, in_side),
+    }
+}
+
+/// Whether `expr` is NULL whenever every column for which `in_side` holds is NULL (it
+/// propagates NULL from such a column).
+fn strict(expr: &Expr, in_side: &dyn Fn(usize) -> bool) -> bool {
+    match expr {
+        Expr::Column(c) => in_side(*c),
+        Expr::Compare { left, right, .. }
+        | Expr::Arith { left, right, .. }
+        | Expr::Concat { left, right, .. } => strict(left, in_side) || strict(right, in_side),
+        Expr::Neg { expr, .. }
+        | Expr::Not(expr)
+        | Expr::Cast { expr, .. }
+        | Expr::Abs { expr, .. }
+        | Expr::Math { expr, .. } => strict(expr, in_side),
+        Expr::Like { expr, pattern, .. } => strict(expr, in_side) || strict(pattern, in_side),
+        Expr::Text { args, .. } => args.iter().any(|a| strict(a, in_side)),
+        Expr::CompareEach { operand, tests, .. } => !tests.is_empty() && strict(operand, in_side),
+        _ => false,
     }
 }
 
