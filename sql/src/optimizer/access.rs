@@ -22,6 +22,7 @@ use kv::codec::memcomparable::prefix_end;
 use crate::catalog::Table;
 use crate::encoding::{encode_value, row_prefix, row_prefix_end};
 use crate::expr::{CmpOp, Expr};
+use crate::plan::explain::value_text;
 use crate::plan::{Plan, Spans};
 use crate::types::{SqlType, Value};
 
@@ -386,16 +387,6 @@ fn ranges(table: &Table, prefixes: &[Vec<Value>], intervals: &[Interval], depth:
     }
 }
 
-fn literal(v: &Value) -> String {
-    match v {
-        Value::Text(s) => format!("'{}'", s.replace('\'', "''")),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => "NULL".into(),
-    }
-}
-
 fn column_name(table: &Table, depth: usize) -> &str {
     &table.columns[table.primary_key[depth]].name
 }
@@ -404,7 +395,7 @@ fn prefix_text(table: &Table, prefix: &[Value]) -> Vec<String> {
     prefix
         .iter()
         .enumerate()
-        .map(|(d, v)| format!("{} = {}", column_name(table, d), literal(v)))
+        .map(|(d, v)| format!("{} = {}", column_name(table, d), value_text(v)))
         .collect()
 }
 
@@ -412,13 +403,13 @@ fn range_text(table: &Table, prefix: &[Value], interval: &Interval, depth: usize
     let mut parts = prefix_text(table, prefix);
     let name = column_name(table, depth);
     match &interval.lower {
-        Bound::Included(v) => parts.push(format!("{name} >= {}", literal(v))),
-        Bound::Excluded(v) => parts.push(format!("{name} > {}", literal(v))),
+        Bound::Included(v) => parts.push(format!("{name} >= {}", value_text(v))),
+        Bound::Excluded(v) => parts.push(format!("{name} > {}", value_text(v))),
         Bound::Unbounded => {}
     }
     match &interval.upper {
-        Bound::Included(v) => parts.push(format!("{name} <= {}", literal(v))),
-        Bound::Excluded(v) => parts.push(format!("{name} < {}", literal(v))),
+        Bound::Included(v) => parts.push(format!("{name} <= {}", value_text(v))),
+        Bound::Excluded(v) => parts.push(format!("{name} < {}", value_text(v))),
         Bound::Unbounded => {}
     }
     parts.join(" AND ")
@@ -429,7 +420,7 @@ fn points_text(table: &Table, prefixes: &[Vec<Value>]) -> String {
         return prefix_text(table, only).join(" AND ");
     }
     if table.primary_key.len() == 1 {
-        let values: Vec<String> = prefixes.iter().map(|p| literal(&p[0])).collect();
+        let values: Vec<String> = prefixes.iter().map(|p| value_text(&p[0])).collect();
         return format!("{} IN ({})", column_name(table, 0), values.join(", "));
     }
     let names: Vec<&str> = (0..table.primary_key.len())
@@ -438,7 +429,7 @@ fn points_text(table: &Table, prefixes: &[Vec<Value>]) -> String {
     let tuples: Vec<String> = prefixes
         .iter()
         .map(|p| {
-            let values: Vec<String> = p.iter().map(literal).collect();
+            let values: Vec<String> = p.iter().map(value_text).collect();
             format!("({})", values.join(", "))
         })
         .collect();

@@ -10,6 +10,7 @@ use crate::expr::{CmpOp, Expr};
 use crate::plan::{JoinAlgorithm, JoinKind, Plan, Spans};
 
 use super::fold::map_children;
+use super::{Side, side_of};
 
 #[recursive::recursive]
 pub fn choose(plan: Plan) -> Plan {
@@ -80,17 +81,11 @@ fn equi_pair(expr: &Expr, left_width: usize) -> Option<(Expr, Expr)> {
     else {
         return None;
     };
-    let side = |e: &Expr| {
-        let used = e.columns_used();
-        if e.max_outer_depth() > 0 || used.is_empty() {
-            None
-        } else if used.iter().all(|&c| c < left_width) {
-            Some(true)
-        } else if used.iter().all(|&c| c >= left_width) {
-            Some(false)
-        } else {
-            None
-        }
+    let side = |e: &Expr| match side_of(e, left_width) {
+        _ if e.max_outer_depth() > 0 => None,
+        Side::Left => Some(true),
+        Side::Right => Some(false),
+        Side::Both | Side::Neither => None,
     };
     let shift = |e: &Expr| e.clone().shift_columns(&|c| c - left_width);
     match (side(left), side(right)) {

@@ -29,7 +29,32 @@ mod prune;
 mod pushdown;
 
 use crate::error::SqlResult;
+use crate::expr::Expr;
 use crate::plan::Plan;
+
+/// Which side of a join an expression over the join's row reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+    Both,
+    /// No column at all (a constant or an outer reference).
+    Neither,
+}
+
+/// The side `expr` reads, the join's left input being `left_width` columns wide.
+fn side_of(expr: &Expr, left_width: usize) -> Side {
+    let used = expr.columns_used();
+    if used.is_empty() {
+        Side::Neither
+    } else if used.iter().all(|&c| c < left_width) {
+        Side::Left
+    } else if used.iter().all(|&c| c >= left_width) {
+        Side::Right
+    } else {
+        Side::Both
+    }
+}
 
 /// Runs every rule.
 pub fn optimize(plan: Plan) -> SqlResult<Plan> {

@@ -21,6 +21,8 @@
 use crate::expr::Expr;
 use crate::plan::{JoinKind, Plan};
 
+use super::{Side, side_of};
+
 /// Pushes every filter of the plan down.
 pub fn push_down(plan: Plan) -> Plan {
     push(plan, Vec::new())
@@ -135,18 +137,7 @@ fn push(plan: Plan, predicates: Vec<Expr>) -> Plan {
                 (JoinKind::Full, false, true) => JoinKind::Right,
                 (kind, _, _) => kind,
             };
-            let side = |p: &Expr| -> Side {
-                let used = p.columns_used();
-                if used.is_empty() {
-                    Side::Neither
-                } else if used.iter().all(|&c| c < left_width) {
-                    Side::Left
-                } else if used.iter().all(|&c| c >= left_width) {
-                    Side::Right
-                } else {
-                    Side::Both
-                }
-            };
+            let side = |p: &Expr| side_of(p, left_width);
             let (mut to_left, mut to_right, mut condition, mut above) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             // From above the join (WHERE).
@@ -242,13 +233,6 @@ fn strict(expr: &Expr, in_side: &dyn Fn(usize) -> bool) -> bool {
         Expr::CompareEach { operand, tests, .. } => !tests.is_empty() && strict(operand, in_side),
         _ => false,
     }
-}
-
-enum Side {
-    Left,
-    Right,
-    Both,
-    Neither,
 }
 
 fn filtered(plan: Plan, predicates: Vec<Expr>) -> Plan {

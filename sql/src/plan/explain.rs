@@ -233,7 +233,8 @@ pub fn aggregate_text(call: &AggregateCall, names: &[String]) -> String {
     )
 }
 
-fn value_text(value: &Value) -> String {
+/// A value as a SQL literal.
+pub fn value_text(value: &Value) -> String {
     match value {
         Value::Null => "NULL".to_string(),
         Value::Bool(b) => b.to_string(),
