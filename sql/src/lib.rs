@@ -39,5 +39,5 @@ pub mod types;
 
 pub use database::Database;
 pub use error::{SqlError, SqlResult};
-pub use exec::{ColumnInfo, ResultSink, StatementResult};
+pub use exec::{ColumnInfo, ResultSink, StatementResult, spill_files_created};
 pub use session::{Session, TransactionStatus};

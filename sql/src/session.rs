@@ -518,6 +518,7 @@ impl Session {
             regions: self.regions.as_deref(),
             splits_after_commit: &mut self.splits_after_commit,
             sink,
+            work_mem: self.settings.work_mem(),
         };
         match &mut self.state {
             State::Failed => Err(in_failed_transaction()),

@@ -7,6 +7,7 @@
 //! | `default_transaction_isolation` | `read committed`, `repeatable read` (`read uncommitted` is read committed, as in PostgreSQL; `serializable` is refused with 0A000) | `read committed` |
 //! | `transaction_isolation` | the current transaction's level; set only before its first query | the default |
 //! | `lock_timeout` | milliseconds, or a number with a unit (`ms`, `s`, `min`, `h`, `d`); 0 waits without limit | `0` |
+//! | `work_mem` | kilobytes, or a number with a unit (`B`, `kB`, `MB`, `GB`, `TB`), 64 kB or more: the memory a sort, hash aggregation, DISTINCT or hash join holds before it spills to temporary files | `64MB` (PostgreSQL's is 4MB; RegionDB's rows take more memory) |
 //! | `regiondb_txn_mode` | `pessimistic` (writers lock rows and wait), `optimistic` (first committer wins; every transaction reads one snapshot whatever its level) | the node's `--txn-mode` |
 //!
 //! How long a setting lasts is the session's business (`Session`): as in PostgreSQL, a `SET`
@@ -30,7 +31,11 @@ pub struct Settings {
     pub txn_mode: TxnMode,
     /// 0: wait without limit.
     pub lock_timeout_ms: u64,
+    pub work_mem_kb: u64,
 }
+
+/// `work_mem`'s default, in kilobytes.
+pub const DEFAULT_WORK_MEM_KB: u64 = 64 * 1024;
 
 impl Settings {
     /// PostgreSQL's defaults, with the node's transaction mode.
@@ -39,7 +44,13 @@ impl Settings {
             default_isolation: Isolation::ReadCommitted,
             txn_mode,
             lock_timeout_ms: 0,
+            work_mem_kb: DEFAULT_WORK_MEM_KB,
         }
+    }
+
+    /// The memory an operator may hold before it spills.
+    pub fn work_mem(&self) -> crate::exec::WorkMem {
+        crate::exec::WorkMem(usize::try_from(self.work_mem_kb * 1024).unwrap_or(usize::MAX))
     }
 
     /// How a transaction at `isolation` runs under these settings.
@@ -70,6 +81,12 @@ impl Settings {
                     None => default.lock_timeout_ms,
                 }
             }
+            "work_mem" => {
+                self.work_mem_kb = match value {
+                    Some(v) => parse_kilobytes(name, v)?,
+                    None => default.work_mem_kb,
+                }
+            }
             "regiondb_txn_mode" => {
                 self.txn_mode = match value {
                     Some(v) => parse_txn_mode(name, v)?,
@@ -86,6 +103,7 @@ impl Settings {
         Ok(match name {
             "default_transaction_isolation" => isolation_name(self.default_isolation).into(),
             "lock_timeout" => show_milliseconds(self.lock_timeout_ms),
+            "work_mem" => show_kilobytes(self.work_mem_kb),
             "regiondb_txn_mode" => match self.txn_mode {
                 TxnMode::Pessimistic => "pessimistic".into(),
                 TxnMode::Optimistic => "optimistic".into(),
@@ -328,6 +346,56 @@ fn show_milliseconds(ms: u64) -> String {
     format!("{}{unit}", ms / per_unit)
 }
 
+/// Units of memory parameters, in kilobytes, as PostgreSQL spells them (case matters).
+const MEMORY_UNITS: [(&str, f64); 5] = [
+    ("TB", 1024.0 * 1024.0 * 1024.0),
+    ("GB", 1024.0 * 1024.0),
+    ("MB", 1024.0),
+    ("kB", 1.0),
+    ("B", 1.0 / 1024.0),
+];
+
+/// `work_mem`'s range in kilobytes, as PostgreSQL's.
+const MIN_KILOBYTES: u64 = 64;
+const MAX_KILOBYTES: u64 = i32::MAX as u64;
+
+fn parse_kilobytes(name: &str, value: &str) -> SqlResult<u64> {
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = (&text[..split], text[split..].trim());
+    let per_unit = match unit {
+        "" => 1.0,
+        unit => MEMORY_UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, kb)| *kb)
+            .ok_or_else(|| invalid_value(name, value))?,
+    };
+    let number: f64 = number.parse().map_err(|_| invalid_value(name, value))?;
+    let kb = (number * per_unit).round_ties_even();
+    if !(MIN_KILOBYTES as f64..=MAX_KILOBYTES as f64).contains(&kb) {
+        return Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "{kb} kB is outside the valid range for parameter \"{name}\" ({MIN_KILOBYTES} .. {MAX_KILOBYTES})"
+            ),
+        ));
+    }
+    Ok(kb as u64)
+}
+
+/// PostgreSQL's display of a memory parameter: the largest unit that divides it exactly.
+fn show_kilobytes(kb: u64) -> String {
+    let (unit, per_unit) = MEMORY_UNITS[..4]
+        .iter()
+        .map(|&(unit, per_unit)| (unit, per_unit as u64))
+        .find(|&(_, per_unit)| kb.is_multiple_of(per_unit))
+        .unwrap_or(("kB", 1));
+    format!("{}{unit}", kb / per_unit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +422,27 @@ mod tests {
         assert_eq!(show_milliseconds(2_000), "2s");
         assert_eq!(show_milliseconds(120_000), "2min");
         assert_eq!(show_milliseconds(86_400_000), "1d");
+    }
+
+    #[test]
+    fn memory_values_read_and_print_as_postgresql_does() {
+        let kb = |v: &str| parse_kilobytes("work_mem", v);
+        assert_eq!(kb("64").unwrap(), 64);
+        assert_eq!(kb("4MB").unwrap(), 4096);
+        assert_eq!(kb("1.5MB").unwrap(), 1536);
+        assert_eq!(kb("1GB").unwrap(), 1024 * 1024);
+        assert_eq!(kb("65536B").unwrap(), 64);
+        for bad in ["", "63", "4mb", "-1", "3TB", "many"] {
+            assert_eq!(
+                kb(bad).unwrap_err().code,
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "{bad}"
+            );
+        }
+        assert_eq!(show_kilobytes(64), "64kB");
+        assert_eq!(show_kilobytes(4096), "4MB");
+        assert_eq!(show_kilobytes(1536), "1536kB");
+        assert_eq!(show_kilobytes(2 * 1024 * 1024), "2GB");
     }
 
     #[test]

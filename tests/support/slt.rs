@@ -113,12 +113,16 @@ pub fn check_slt_dir(
     engine: &'static str,
     mut fresh: impl FnMut() -> SessionFactory,
 ) {
-    let paths = script_files(dir, "slt");
+    let mut paths = script_files(dir, "slt");
     assert!(
         paths.len() >= at_least,
         "expected at least {at_least} .slt files in {}, found {paths:?}",
         dir.display()
     );
+    // SLT_ONLY=name runs only the files whose path contains it (while working on one).
+    if let Ok(only) = std::env::var("SLT_ONLY") {
+        paths.retain(|p| p.to_string_lossy().contains(&only));
+    }
     let mut failures = Vec::new();
     for path in paths {
         let mut connect = fresh();

@@ -2,6 +2,10 @@
 //! and each group keeps one accumulator per aggregate call. Without GROUP BY there is exactly
 //! one group, also for empty input (`SELECT count(*) FROM empty` is 0, `sum` NULL).
 //!
+//! Past `work_mem`, the rows of groups not yet in memory are spilled to partition files and
+//! aggregated from there afterwards ([`super::spill`]); the groups then come out partition
+//! by partition.
+//!
 //! Aggregates follow PostgreSQL: NULL arguments are skipped (`count(*)` counts rows);
 //! `DISTINCT` feeds each distinct argument once; `sum` of integers is exact and fails with
 //! 22003 beyond `bigint` (PostgreSQL would widen to `numeric`); `avg` is computed in double
@@ -12,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use kv::Transaction;
 
 use super::operator::{Operator, Row, hash_key};
+use super::spill::{Partitions, Source, SpillReader, WorkMem, row_bytes};
 use crate::error::{SqlError, SqlResult};
 use crate::expr::Expr;
 use crate::plan::{AggregateCall, AggregateFn};
@@ -148,16 +153,26 @@ pub struct AggregateOp {
     input: Option<Box<dyn Operator>>,
     group_by: Vec<Expr>,
     calls: Vec<AggregateCall>,
+    work_mem: WorkMem,
     output: std::vec::IntoIter<Row>,
+    /// Spilled input still to aggregate, with how many times it was partitioned.
+    pending: Vec<(SpillReader, u32)>,
 }
 
 impl AggregateOp {
-    pub fn new(input: Box<dyn Operator>, group_by: Vec<Expr>, calls: Vec<AggregateCall>) -> Self {
+    pub fn new(
+        input: Box<dyn Operator>,
+        group_by: Vec<Expr>,
+        calls: Vec<AggregateCall>,
+        work_mem: WorkMem,
+    ) -> Self {
         AggregateOp {
             input: Some(input),
             group_by,
             calls,
+            work_mem,
             output: Vec::new().into_iter(),
+            pending: Vec::new(),
         }
     }
 
@@ -169,9 +184,18 @@ impl AggregateOp {
         }
     }
 
-    fn run(&self, mut input: Box<dyn Operator>, txn: &mut dyn Transaction) -> SqlResult<Vec<Row>> {
+    /// Aggregates the rows of `input` (partitioned `level` times before): the groups that
+    /// fit in `work_mem`, and the rows of the other groups spilled into partitions.
+    fn run(
+        &self,
+        mut input: Source,
+        level: u32,
+        txn: &mut dyn Transaction,
+    ) -> SqlResult<(Vec<Row>, Option<Partitions>)> {
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
+        let mut bytes = 0usize;
+        let mut spilled: Option<Partitions> = None;
         if self.group_by.is_empty() {
             groups.push(self.new_group(Vec::new()));
             index.insert(Vec::new(), 0);
@@ -185,7 +209,19 @@ impl AggregateOp {
             let key = hash_key(&keys);
             let g = match index.get(&key) {
                 Some(&g) => g,
+                None if bytes > self.work_mem.0 => {
+                    if spilled.is_none() {
+                        spilled = Some(Partitions::new(level)?);
+                    }
+                    let partitions = spilled.as_mut().expect("created above");
+                    partitions.write(Some(&key), &row)?;
+                    continue;
+                }
                 None => {
+                    bytes += row_bytes(&keys)
+                        + key.len()
+                        + GROUP_OVERHEAD
+                        + self.calls.len() * std::mem::size_of::<Accumulator>();
                     groups.push(self.new_group(keys));
                     index.insert(key, groups.len() - 1);
                     groups.len() - 1
@@ -203,13 +239,21 @@ impl AggregateOp {
                     .iter()
                     .map(|e| e.eval(&row))
                     .collect::<SqlResult<Row>>()?;
-                if call.distinct && !group.seen[i].insert(hash_key(&args)) {
-                    continue;
+                if call.distinct {
+                    let arg_key = hash_key(&args);
+                    let arg_bytes = arg_key.len() + GROUP_OVERHEAD;
+                    if !group.seen[i].insert(arg_key) {
+                        continue;
+                    }
+                    bytes += arg_bytes;
+                }
+                if call.func == AggregateFn::StringAgg {
+                    bytes += row_bytes(&args);
                 }
                 group.accumulators[i].add(&args);
             }
         }
-        groups
+        let rows = groups
             .into_iter()
             .map(|group| {
                 let mut row = group.keys;
@@ -218,15 +262,41 @@ impl AggregateOp {
                 }
                 Ok(row)
             })
-            .collect()
+            .collect::<SqlResult<Vec<Row>>>()?;
+        Ok((rows, spilled))
+    }
+
+    /// Aggregates `input`, queueing what it spilled.
+    fn aggregate(&mut self, input: Source, level: u32, txn: &mut dyn Transaction) -> SqlResult<()> {
+        let (rows, spilled) = self.run(input, level, txn)?;
+        self.output = rows.into_iter();
+        if let Some(partitions) = spilled {
+            for reader in partitions.finish()? {
+                if reader.rows() > 0 {
+                    self.pending.push((reader, level + 1));
+                }
+            }
+        }
+        Ok(())
     }
 }
+
+/// A rough per-entry cost of a hash table and a vector slot, for the memory estimate.
+const GROUP_OVERHEAD: usize = 64;
 
 impl Operator for AggregateOp {
     fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>> {
         if let Some(input) = self.input.take() {
-            self.output = self.run(input, txn)?.into_iter();
+            self.aggregate(Source::Input(input), 0, txn)?;
         }
-        Ok(self.output.next())
+        loop {
+            if let Some(row) = self.output.next() {
+                return Ok(Some(row));
+            }
+            let Some((reader, level)) = self.pending.pop() else {
+                return Ok(None);
+            };
+            self.aggregate(Source::Spilled(reader), level, txn)?;
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use kv::Transaction;
 
 use super::operator::{Operator, Row, build, hash_key};
+use super::spill::WorkMem;
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::compare_values;
 use crate::plan::{Plan, SubqueryDef, SubqueryKind};
@@ -37,15 +38,21 @@ pub struct ApplyOp {
     input: Box<dyn Operator>,
     subqueries: Vec<SubqueryDef>,
     cache: Vec<Option<Cached>>,
+    work_mem: WorkMem,
 }
 
 impl ApplyOp {
-    pub fn new(input: Box<dyn Operator>, subqueries: Vec<SubqueryDef>) -> ApplyOp {
+    pub fn new(
+        input: Box<dyn Operator>,
+        subqueries: Vec<SubqueryDef>,
+        work_mem: WorkMem,
+    ) -> ApplyOp {
         let cache = subqueries.iter().map(|_| None).collect();
         ApplyOp {
             input,
             subqueries,
             cache,
+            work_mem,
         }
     }
 }
@@ -59,8 +66,8 @@ fn plan_for(subquery: &SubqueryDef, row: &[Value]) -> SqlResult<Plan> {
     crate::optimizer::optimize(plan)
 }
 
-fn scalar(plan: Plan, txn: &mut dyn Transaction) -> SqlResult<Value> {
-    let mut op = build(plan);
+fn scalar(plan: Plan, work_mem: WorkMem, txn: &mut dyn Transaction) -> SqlResult<Value> {
+    let mut op = build(plan, work_mem);
     let Some(mut first) = op.next(txn)? else {
         return Ok(Value::Null);
     };
@@ -73,12 +80,17 @@ fn scalar(plan: Plan, txn: &mut dyn Transaction) -> SqlResult<Value> {
     Ok(first.swap_remove(0))
 }
 
-fn exists(plan: Plan, txn: &mut dyn Transaction) -> SqlResult<Value> {
-    Ok(Value::Bool(build(plan).next(txn)?.is_some()))
+fn exists(plan: Plan, work_mem: WorkMem, txn: &mut dyn Transaction) -> SqlResult<Value> {
+    Ok(Value::Bool(build(plan, work_mem).next(txn)?.is_some()))
 }
 
-fn in_values(plan: Plan, blank_padded: bool, txn: &mut dyn Transaction) -> SqlResult<InValues> {
-    let mut op = build(plan);
+fn in_values(
+    plan: Plan,
+    blank_padded: bool,
+    work_mem: WorkMem,
+    txn: &mut dyn Transaction,
+) -> SqlResult<InValues> {
+    let mut op = build(plan, work_mem);
     let mut values = Vec::new();
     while let Some(mut row) = op.next(txn)? {
         values.push(row.swap_remove(0));
@@ -136,14 +148,14 @@ impl Operator for ApplyOp {
             let value = match (&subquery.kind, &self.cache[i]) {
                 (SubqueryKind::Scalar | SubqueryKind::Exists, Some(Cached::Value(v))) => v.clone(),
                 (SubqueryKind::Scalar, _) => {
-                    let v = scalar(plan_for(subquery, input)?, txn)?;
+                    let v = scalar(plan_for(subquery, input)?, self.work_mem, txn)?;
                     if !subquery.correlated {
                         self.cache[i] = Some(Cached::Value(v.clone()));
                     }
                     v
                 }
                 (SubqueryKind::Exists, _) => {
-                    let v = exists(plan_for(subquery, input)?, txn)?;
+                    let v = exists(plan_for(subquery, input)?, self.work_mem, txn)?;
                     if !subquery.correlated {
                         self.cache[i] = Some(Cached::Value(v.clone()));
                     }
@@ -163,7 +175,12 @@ impl Operator for ApplyOp {
                             test_in(&operand, set, *blank_padded, *negated)
                         }
                         _ => {
-                            let set = in_values(plan_for(subquery, input)?, *blank_padded, txn)?;
+                            let set = in_values(
+                                plan_for(subquery, input)?,
+                                *blank_padded,
+                                self.work_mem,
+                                txn,
+                            )?;
                             let v = test_in(&operand, &set, *blank_padded, *negated);
                             if !subquery.correlated {
                                 self.cache[i] = Some(Cached::Values(set));

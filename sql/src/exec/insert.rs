@@ -6,7 +6,7 @@ use kv::{LockPurpose, Transaction};
 
 use super::operator::collect;
 use super::scan::key_for_row;
-use super::{StatementResult, refuse_returning, table_name};
+use super::{StatementResult, WorkMem, refuse_returning, table_name};
 use crate::bind::Binder;
 use crate::catalog::{self, Table};
 use crate::encoding::encode_row;
@@ -97,7 +97,11 @@ fn build_row(
     Ok((key_for_row(table, &record, start_ts), record))
 }
 
-pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<StatementResult> {
+pub fn execute(
+    txn: &mut dyn Transaction,
+    insert: &ast::Insert,
+    work_mem: WorkMem,
+) -> SqlResult<StatementResult> {
     refuse_returning(&insert.returning)?;
     if insert.on.is_some() {
         return Err(SqlError::unsupported("INSERT … ON CONFLICT"));
@@ -167,7 +171,7 @@ pub fn execute(txn: &mut dyn Transaction, insert: &ast::Insert) -> SqlResult<Sta
             }
         }
         _ => {
-            for record in select_rows(txn, &table, &targets, source)? {
+            for record in select_rows(txn, &table, &targets, source, work_mem)? {
                 match check_not_null(&table, &record) {
                     Ok(()) => rows.push((key_for_row(&table, &record, start_ts), record)),
                     Err(e) => {
@@ -210,6 +214,7 @@ fn select_rows(
     table: &Table,
     targets: &[usize],
     source: &ast::Query,
+    work_mem: WorkMem,
 ) -> SqlResult<Vec<Vec<Value>>> {
     let bound = Binder::new(txn).bind_query(source, None)?;
     if bound.columns.len() > targets.len() {
@@ -245,7 +250,7 @@ fn select_rows(
         .collect::<SqlResult<Vec<Expr>>>()?;
     let plan = crate::optimizer::optimize(bound.plan)?;
     let mut records = Vec::new();
-    for row in collect(plan, txn)? {
+    for row in collect(plan, work_mem, txn)? {
         let mut record: Vec<Value> = table.columns.iter().map(|c| c.default.clone()).collect();
         for (expr, &target) in exprs.iter().zip(targets) {
             record[target] = expr.eval(&row)?;

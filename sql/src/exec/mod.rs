@@ -13,6 +13,7 @@ mod aggregate;
 mod apply;
 mod ddl;
 mod delete;
+mod distinct;
 mod insert;
 mod join;
 mod lookup_join;
@@ -23,6 +24,7 @@ mod rows;
 pub mod scan;
 mod set_op;
 mod sort;
+mod spill;
 mod subquery_values;
 pub mod table_scan;
 mod update;
@@ -37,6 +39,7 @@ use crate::expr::ident_name;
 use crate::parse::ParsedStatement;
 use crate::region_syntax::RegionStatement;
 use crate::types::SqlType;
+pub use spill::{WorkMem, files_created as spill_files_created};
 
 /// What a statement may use besides its transaction.
 pub(crate) struct Context<'a> {
@@ -47,6 +50,8 @@ pub(crate) struct Context<'a> {
     pub splits_after_commit: &'a mut Vec<Vec<u8>>,
     /// Where a query's rows go as they are produced (`None`: into its result).
     pub sink: Option<&'a mut (dyn ResultSink + 'static)>,
+    /// What each sort, hash aggregation or hash join may hold before it spills.
+    pub work_mem: WorkMem,
 }
 
 /// Where a query's rows go as they are produced, instead of being collected into its result:
@@ -141,8 +146,8 @@ fn execute_sql(
             cascade,
             ..
         } => ddl::drop(txn, *object_type, *if_exists, names, *cascade),
-        ast::Statement::Insert(insert) => insert::execute(txn, insert),
-        ast::Statement::Query(query) => query::execute(txn, query, context.sink),
+        ast::Statement::Insert(insert) => insert::execute(txn, insert, context.work_mem),
+        ast::Statement::Query(query) => query::execute(txn, query, context.sink, context.work_mem),
         ast::Statement::Explain {
             statement,
             analyze,

@@ -2,7 +2,8 @@
 //! (the volcano model). A row is produced only when the operator above asks for it, so a
 //! LIMIT stops its input early and a scan reads the store page by page. The operators that
 //! must see all their input before answering (sort, hash join's build side, aggregation,
-//! DISTINCT, INTERSECT/EXCEPT) hold it in memory.
+//! DISTINCT) hold it in memory up to `work_mem` and spill the rest to temporary files
+//! ([`super::spill`]).
 //!
 //! Every operator gets the statement's transaction at each call instead of holding it, so
 //! that a join's two sides (and a subquery's plan) can read through the same transaction.
@@ -15,11 +16,13 @@ use crate::types::Value;
 
 use super::aggregate::AggregateOp;
 use super::apply::ApplyOp;
+use super::distinct::DistinctOp;
 use super::join::JoinOp;
 use super::lookup_join::LookupJoinOp;
-use super::rows::{DistinctOp, FilterOp, LimitOp, ProjectOp, SeriesOp, ValuesOp};
+use super::rows::{FilterOp, LimitOp, ProjectOp, SeriesOp, ValuesOp};
 use super::set_op::SetOpOp;
 use super::sort::SortOp;
+use super::spill::WorkMem;
 use super::table_scan::TableScan;
 
 /// A row of values.
@@ -31,9 +34,9 @@ pub trait Operator {
     fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>>;
 }
 
-/// The operator tree for a plan.
+/// The operator tree for a plan; each operator that holds rows may hold `work_mem` bytes.
 #[recursive::recursive]
-pub fn build(plan: Plan) -> Box<dyn Operator> {
+pub fn build(plan: Plan, work_mem: WorkMem) -> Box<dyn Operator> {
     match plan {
         Plan::Scan(scan) => Box::new(TableScan::new(scan)),
         Plan::Values { rows, .. } => Box::new(ValuesOp::new(rows)),
@@ -42,11 +45,11 @@ pub fn build(plan: Plan) -> Box<dyn Operator> {
         } => Box::new(SeriesOp::new(start, stop, step)),
         Plan::Empty { .. } => Box::new(ValuesOp::new(Vec::new())),
         Plan::Filter { input, predicate } => Box::new(FilterOp {
-            input: build(*input),
+            input: build(*input, work_mem),
             predicate,
         }),
         Plan::Project { input, exprs, .. } => Box::new(ProjectOp {
-            input: build(*input),
+            input: build(*input, work_mem),
             exprs,
         }),
         Plan::Join {
@@ -59,7 +62,13 @@ pub fn build(plan: Plan) -> Box<dyn Operator> {
             let Plan::Scan(scan) = *right else {
                 unreachable!("the optimizer chooses lookup joins only over a table scan")
             };
-            Box::new(LookupJoinOp::new(build(*left), scan, kind, on, left_keys))
+            Box::new(LookupJoinOp::new(
+                build(*left, work_mem),
+                scan,
+                kind,
+                on,
+                left_keys,
+            ))
         }
         Plan::Join {
             left,
@@ -70,27 +79,35 @@ pub fn build(plan: Plan) -> Box<dyn Operator> {
         } => {
             let widths = (left.width(), right.width());
             Box::new(JoinOp::new(
-                build(*left),
-                build(*right),
+                build(*left, work_mem),
+                build(*right, work_mem),
                 widths,
                 kind,
                 on,
                 algorithm,
+                work_mem,
             ))
         }
         Plan::Aggregate {
             input,
             group_by,
             aggregates,
-        } => Box::new(AggregateOp::new(build(*input), group_by, aggregates)),
-        Plan::Distinct { input } => Box::new(DistinctOp::new(build(*input))),
-        Plan::Sort { input, keys, top } => Box::new(SortOp::new(build(*input), keys, top)),
+        } => Box::new(AggregateOp::new(
+            build(*input, work_mem),
+            group_by,
+            aggregates,
+            work_mem,
+        )),
+        Plan::Distinct { input } => Box::new(DistinctOp::new(build(*input, work_mem), work_mem)),
+        Plan::Sort { input, keys, top } => {
+            Box::new(SortOp::new(build(*input, work_mem), keys, top, work_mem))
+        }
         Plan::Limit {
             input,
             limit,
             offset,
         } => Box::new(LimitOp {
-            input: build(*input),
+            input: build(*input, work_mem),
             remaining: limit,
             skip: offset,
         }),
@@ -99,14 +116,21 @@ pub fn build(plan: Plan) -> Box<dyn Operator> {
             all,
             left,
             right,
-        } => Box::new(SetOpOp::new(op, all, build(*left), build(*right))),
-        Plan::Apply { input, subqueries } => Box::new(ApplyOp::new(build(*input), subqueries)),
+        } => Box::new(SetOpOp::new(
+            op,
+            all,
+            build(*left, work_mem),
+            build(*right, work_mem),
+        )),
+        Plan::Apply { input, subqueries } => {
+            Box::new(ApplyOp::new(build(*input, work_mem), subqueries, work_mem))
+        }
     }
 }
 
 /// Every row of a plan.
-pub fn collect(plan: Plan, txn: &mut dyn Transaction) -> SqlResult<Vec<Row>> {
-    let mut operator = build(plan);
+pub fn collect(plan: Plan, work_mem: WorkMem, txn: &mut dyn Transaction) -> SqlResult<Vec<Row>> {
+    let mut operator = build(plan, work_mem);
     let mut rows = Vec::new();
     while let Some(row) = operator.next(txn)? {
         rows.push(row);

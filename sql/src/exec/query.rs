@@ -5,6 +5,7 @@ use sqlparser::ast;
 use kv::Transaction;
 
 use super::operator::build;
+use super::spill::WorkMem;
 use super::{ColumnInfo, ResultSink, StatementResult};
 use crate::bind::Binder;
 use crate::error::{SqlError, SqlResult};
@@ -18,10 +19,11 @@ pub fn execute(
     txn: &mut dyn Transaction,
     query: &ast::Query,
     sink: Option<&mut (dyn ResultSink + 'static)>,
+    work_mem: WorkMem,
 ) -> SqlResult<StatementResult> {
     let bound = Binder::new(txn).bind_query(query, None)?;
     let plan = optimize(bound.plan)?;
-    let mut operator = build(plan);
+    let mut operator = build(plan, work_mem);
     let columns: Vec<ColumnInfo> = bound
         .columns
         .iter()

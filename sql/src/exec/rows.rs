@@ -1,11 +1,8 @@
-//! The row-at-a-time operators: filter, projection, limit, VALUES, `generate_series` and
-//! DISTINCT.
-
-use std::collections::HashSet;
+//! The row-at-a-time operators: filter, projection, limit, VALUES and `generate_series`.
 
 use kv::Transaction;
 
-use super::operator::{Operator, Row, hash_key};
+use super::operator::{Operator, Row};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::Expr;
 use crate::types::Value;
@@ -150,31 +147,5 @@ impl Operator for SeriesOp {
             None => self.done = true,
         }
         Ok(Some(vec![Value::Int(value)]))
-    }
-}
-
-/// Passes each distinct row once (the first time it is seen).
-pub struct DistinctOp {
-    input: Box<dyn Operator>,
-    seen: HashSet<Vec<u8>>,
-}
-
-impl DistinctOp {
-    pub fn new(input: Box<dyn Operator>) -> DistinctOp {
-        DistinctOp {
-            input,
-            seen: HashSet::new(),
-        }
-    }
-}
-
-impl Operator for DistinctOp {
-    fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>> {
-        while let Some(row) = self.input.next(txn)? {
-            if self.seen.insert(hash_key(&row)) {
-                return Ok(Some(row));
-            }
-        }
-        Ok(None)
     }
 }

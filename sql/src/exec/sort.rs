@@ -1,13 +1,20 @@
-//! Sorting: all input rows in memory, ordered by the keys (NULLs first or last per key, as
-//! PostgreSQL places them: last ascending and first descending unless told otherwise). The
-//! sort is stable, so rows equal on every key keep their input order. Under a LIMIT it is a
-//! top-N sort, holding about twice the rows wanted (at least 1,024) instead of its input.
+//! Sorting, ordered by the keys (NULLs first or last per key, as PostgreSQL places them: last
+//! ascending and first descending unless told otherwise). The sort is stable, so rows equal
+//! on every key keep their input order.
+//!
+//! Rows are gathered in memory up to `work_mem`; past it, each full batch is sorted and
+//! written out as a run, and the runs are merged at the end (an external merge sort; ties
+//! between runs go to the earlier run, which keeps the sort stable). Under a LIMIT it is a
+//! top-N sort, holding about twice the rows wanted (at least 1,024) instead of its input,
+//! and spilling only if those alone exceed `work_mem`.
 
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 use kv::Transaction;
 
 use super::operator::{Operator, Row};
+use super::spill::{SpillReader, SpillWriter, WorkMem, row_bytes};
 use crate::error::SqlResult;
 use crate::plan::SortKey;
 use crate::types::Value;
@@ -17,43 +24,173 @@ pub struct SortOp {
     keys: Vec<SortKey>,
     /// Only the first rows are wanted (see [`crate::plan::Plan::Sort`]).
     top: Option<usize>,
-    sorted: std::vec::IntoIter<Row>,
+    work_mem: WorkMem,
+    output: Output,
+}
+
+/// Where the sorted rows come from once the input is read.
+enum Output {
+    Memory(std::vec::IntoIter<Row>),
+    Merge(Merge),
 }
 
 impl SortOp {
-    pub fn new(input: Box<dyn Operator>, keys: Vec<SortKey>, top: Option<u64>) -> SortOp {
+    pub fn new(
+        input: Box<dyn Operator>,
+        keys: Vec<SortKey>,
+        top: Option<u64>,
+        work_mem: WorkMem,
+    ) -> SortOp {
         SortOp {
             input: Some(input),
             keys,
             top: top.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-            sorted: Vec::new().into_iter(),
+            work_mem,
+            output: Output::Memory(Vec::new().into_iter()),
         }
+    }
+
+    fn sort(&self, rows: &mut Vec<Row>) {
+        rows.sort_by(|a, b| compare_rows(a, b, &self.keys));
+        if let Some(top) = self.top {
+            rows.truncate(top);
+        }
+    }
+
+    /// Sorts `rows` and writes them out as a run.
+    fn spill(&self, rows: &mut Vec<Row>, runs: &mut Vec<SpillReader>) -> SqlResult<()> {
+        self.sort(rows);
+        let mut run = SpillWriter::new()?;
+        for row in rows.drain(..) {
+            run.write(&row)?;
+        }
+        runs.push(run.finish()?);
+        Ok(())
+    }
+
+    fn read_input(
+        &self,
+        mut input: Box<dyn Operator>,
+        txn: &mut dyn Transaction,
+    ) -> SqlResult<Output> {
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        let mut runs = Vec::new();
+        while let Some(row) = input.next(txn)? {
+            bytes += row_bytes(&row);
+            rows.push(row);
+            // Top-N: whenever twice the rows wanted have come, keep the first half. The
+            // sort is stable and the rows kept keep their order, so the result is that of
+            // sorting everything.
+            if let Some(top) = self.top
+                && rows.len() >= top.saturating_mul(2).max(1024)
+            {
+                self.sort(&mut rows);
+                bytes = rows.iter().map(|r| row_bytes(r)).sum();
+            }
+            if bytes > self.work_mem.0 {
+                self.spill(&mut rows, &mut runs)?;
+                bytes = 0;
+            }
+        }
+        if runs.is_empty() {
+            self.sort(&mut rows);
+            return Ok(Output::Memory(rows.into_iter()));
+        }
+        if !rows.is_empty() {
+            self.spill(&mut rows, &mut runs)?;
+        }
+        Merge::new(runs, self.keys.clone(), self.top).map(Output::Merge)
     }
 }
 
 impl Operator for SortOp {
     fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>> {
-        if let Some(mut input) = self.input.take() {
-            let mut rows = Vec::new();
-            while let Some(row) = input.next(txn)? {
-                rows.push(row);
-                // Top-N: whenever twice the rows wanted have come, keep the first half. The
-                // sort is stable and the rows kept keep their order, so the result is that of
-                // sorting everything.
-                if let Some(top) = self.top
-                    && rows.len() >= top.saturating_mul(2).max(1024)
-                {
-                    rows.sort_by(|a, b| compare_rows(a, b, &self.keys));
-                    rows.truncate(top);
-                }
-            }
-            rows.sort_by(|a, b| compare_rows(a, b, &self.keys));
-            if let Some(top) = self.top {
-                rows.truncate(top);
-            }
-            self.sorted = rows.into_iter();
+        if let Some(input) = self.input.take() {
+            self.output = self.read_input(input, txn)?;
         }
-        Ok(self.sorted.next())
+        match &mut self.output {
+            Output::Memory(rows) => Ok(rows.next()),
+            Output::Merge(merge) => merge.next(),
+        }
+    }
+}
+
+/// The k-way merge of sorted runs.
+struct Merge {
+    runs: Vec<SpillReader>,
+    heap: BinaryHeap<Head>,
+    keys: std::rc::Rc<Vec<SortKey>>,
+    remaining: Option<usize>,
+}
+
+/// The next row of one run, ordered for the heap: the smallest row (then the earliest run)
+/// on top.
+struct Head {
+    row: Row,
+    run: usize,
+    keys: std::rc::Rc<Vec<SortKey>>,
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_rows(&other.row, &self.row, &self.keys).then(other.run.cmp(&self.run))
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head {}
+
+impl Merge {
+    fn new(mut runs: Vec<SpillReader>, keys: Vec<SortKey>, top: Option<usize>) -> SqlResult<Merge> {
+        let keys = std::rc::Rc::new(keys);
+        let mut heap = BinaryHeap::with_capacity(runs.len());
+        for (run, reader) in runs.iter_mut().enumerate() {
+            if let Some(row) = reader.next_row()? {
+                heap.push(Head {
+                    row,
+                    run,
+                    keys: keys.clone(),
+                });
+            }
+        }
+        Ok(Merge {
+            runs,
+            heap,
+            keys,
+            remaining: top,
+        })
+    }
+
+    fn next(&mut self) -> SqlResult<Option<Row>> {
+        if self.remaining == Some(0) {
+            return Ok(None);
+        }
+        let Some(Head { row, run, .. }) = self.heap.pop() else {
+            return Ok(None);
+        };
+        if let Some(next) = self.runs[run].next_row()? {
+            self.heap.push(Head {
+                row: next,
+                run,
+                keys: self.keys.clone(),
+            });
+        }
+        if let Some(remaining) = &mut self.remaining {
+            *remaining -= 1;
+        }
+        Ok(Some(row))
     }
 }
 

@@ -40,7 +40,8 @@ fn value_of(subquery: &SubqueryDef, row: &[Value], txn: &mut dyn Transaction) ->
         plan.bind_outer(row, 1);
     }
     let plan = crate::optimizer::optimize(plan)?;
-    let rows = collect(plan, txn)?;
+    // UPDATE and DELETE do not carry the session's settings down here: the default budget.
+    let rows = collect(plan, super::spill::WorkMem::default(), txn)?;
     Ok(match &subquery.kind {
         SubqueryKind::Scalar => {
             if rows.len() > 1 {
