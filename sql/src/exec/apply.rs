@@ -8,8 +8,12 @@
 //! - `x IN (subquery)`: true if some value equals `x`; otherwise NULL if `x` is NULL (and
 //!   the subquery has rows) or a value is NULL; otherwise false. `NOT IN` negates that, so
 //!   a NULL among the values makes `NOT IN` never true, as in PostgreSQL.
+//!
+//! A decorrelated subquery ([`SubqueryDef::outer_keys`]) runs once too: its rows are put in a
+//! hash table by their key columns, and each input row's value is computed, as above, from
+//! the rows under the row's key (none if the key has a NULL).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use kv::Transaction;
 
@@ -24,6 +28,10 @@ use crate::types::Value;
 enum Cached {
     Value(Value),
     Values(InValues),
+    /// A decorrelated subquery's rows by key: their value column (nothing for EXISTS).
+    Keyed(HashMap<Vec<u8>, Vec<Value>>),
+    /// A decorrelated `IN` subquery's values by key.
+    KeyedIn(HashMap<Vec<u8>, InValues>),
 }
 
 /// A subquery's values for `IN`.
@@ -66,16 +74,79 @@ fn plan_for(subquery: &SubqueryDef, row: &[Value]) -> SqlResult<Plan> {
     crate::optimizer::optimize(plan)
 }
 
+/// A decorrelated subquery's rows, by the hash key of their last `keys` columns (rows with a
+/// NULL key can match nothing and are left out).
+fn keyed_rows(
+    plan: Plan,
+    keys: usize,
+    work_mem: WorkMem,
+    txn: &mut dyn Transaction,
+) -> SqlResult<HashMap<Vec<u8>, Vec<Value>>> {
+    let mut op = build(plan, work_mem);
+    let mut groups: HashMap<Vec<u8>, Vec<Value>> = HashMap::new();
+    while let Some(mut row) = op.next(txn)? {
+        let key_values = row.split_off(row.len() - keys);
+        if key_values.iter().any(Value::is_null) {
+            continue;
+        }
+        groups
+            .entry(hash_key(&key_values))
+            .or_default()
+            .extend(row.into_iter().next());
+    }
+    Ok(groups)
+}
+
+fn too_many_rows() -> SqlError {
+    SqlError::new(
+        sqlstate::CARDINALITY_VIOLATION,
+        "more than one row returned by a subquery used as an expression",
+    )
+}
+
+/// A decorrelated subquery's value for a row whose key values are `key` (`None`: a NULL).
+fn keyed_value(
+    subquery: &SubqueryDef,
+    cached: &Cached,
+    key: Option<Vec<u8>>,
+    input: &[Value],
+) -> SqlResult<Value> {
+    Ok(match (&subquery.kind, cached) {
+        (SubqueryKind::Exists, Cached::Keyed(groups)) => {
+            Value::Bool(key.is_some_and(|k| groups.contains_key(&k)))
+        }
+        (SubqueryKind::Scalar, Cached::Keyed(groups)) => {
+            match key.as_ref().and_then(|k| groups.get(k)).map(Vec::as_slice) {
+                None | Some([]) => Value::Null,
+                Some([value]) => value.clone(),
+                Some(_) => return Err(too_many_rows()),
+            }
+        }
+        (
+            SubqueryKind::In {
+                operand,
+                negated,
+                blank_padded,
+            },
+            Cached::KeyedIn(sets),
+        ) => {
+            let operand = operand.eval(input)?;
+            match key.as_ref().and_then(|k| sets.get(k)) {
+                Some(set) => test_in(&operand, set, *blank_padded, *negated),
+                None => Value::Bool(*negated),
+            }
+        }
+        _ => unreachable!("a decorrelated subquery's cache matches its kind"),
+    })
+}
+
 fn scalar(plan: Plan, work_mem: WorkMem, txn: &mut dyn Transaction) -> SqlResult<Value> {
     let mut op = build(plan, work_mem);
     let Some(mut first) = op.next(txn)? else {
         return Ok(Value::Null);
     };
     if op.next(txn)?.is_some() {
-        return Err(SqlError::new(
-            sqlstate::CARDINALITY_VIOLATION,
-            "more than one row returned by a subquery used as an expression",
-        ));
+        return Err(too_many_rows());
     }
     Ok(first.swap_remove(0))
 }
@@ -95,6 +166,10 @@ fn in_values(
     while let Some(mut row) = op.next(txn)? {
         values.push(row.swap_remove(0));
     }
+    Ok(in_set(values, blank_padded))
+}
+
+fn in_set(values: Vec<Value>, blank_padded: bool) -> InValues {
     let has_null = values.iter().any(Value::is_null);
     let keys = (!blank_padded).then(|| {
         values
@@ -103,11 +178,11 @@ fn in_values(
             .map(|v| hash_key(std::slice::from_ref(v)))
             .collect()
     });
-    Ok(InValues {
+    InValues {
         values,
         keys,
         has_null,
-    })
+    }
 }
 
 fn test_in(operand: &Value, set: &InValues, blank_padded: bool, negated: bool) -> Value {
@@ -145,6 +220,30 @@ impl Operator for ApplyOp {
         let width = row.len();
         for (i, subquery) in self.subqueries.iter().enumerate() {
             let input = &row[..width];
+            if !subquery.outer_keys.is_empty() {
+                if self.cache[i].is_none() {
+                    let plan = crate::optimizer::optimize(subquery.plan.clone())?;
+                    let groups = keyed_rows(plan, subquery.outer_keys.len(), self.work_mem, txn)?;
+                    self.cache[i] = Some(match &subquery.kind {
+                        SubqueryKind::In { blank_padded, .. } => Cached::KeyedIn(
+                            groups
+                                .into_iter()
+                                .map(|(k, values)| (k, in_set(values, *blank_padded)))
+                                .collect(),
+                        ),
+                        _ => Cached::Keyed(groups),
+                    });
+                }
+                let cached = self.cache[i].as_ref().expect("filled above");
+                let key_values = subquery
+                    .outer_keys
+                    .iter()
+                    .map(|e| e.eval(input))
+                    .collect::<SqlResult<Vec<Value>>>()?;
+                let key = (!key_values.iter().any(Value::is_null)).then(|| hash_key(&key_values));
+                row.push(keyed_value(subquery, cached, key, input)?);
+                continue;
+            }
             let value = match (&subquery.kind, &self.cache[i]) {
                 (SubqueryKind::Scalar | SubqueryKind::Exists, Some(Cached::Value(v))) => v.clone(),
                 (SubqueryKind::Scalar, _) => {

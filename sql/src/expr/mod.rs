@@ -736,6 +736,7 @@ fn bind_subquery(query: &ast::Query, kind: SubqueryKind, scope: &Scope) -> SqlRe
         plan: bound.plan,
         kind,
         correlated,
+        outer_keys: Vec::new(),
     })?;
     Ok(Typed::known(reference, ty))
 }
@@ -779,6 +780,7 @@ fn bind_in_subquery(
             blank_padded,
         },
         correlated,
+        outer_keys: Vec::new(),
     })?;
     Ok(Typed::known(reference, SqlType::Bool))
 }

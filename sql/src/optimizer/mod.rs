@@ -2,6 +2,8 @@
 //! applied in order, each a pure `Plan → Plan` function in its own file:
 //!
 //! 1. [`fold`]: constant folding; a filter that is never true becomes an empty input.
+//!    Then [`decorrelate`]: a subquery correlated only by equalities runs once, its rows
+//!    looked up by key for each outer row.
 //! 2. [`pushdown`]: WHERE and ON conjuncts move as far down as they may go: into scans,
 //!    into the sides of joins, below projections, sorts and grouping keys; conditions over
 //!    both sides of an inner join become its join condition (so comma joins become joins).
@@ -21,6 +23,7 @@
 //! every row read, so spans only narrow what is read.
 
 pub mod access;
+mod decorrelate;
 mod fold;
 mod join_algorithm;
 mod join_order;
@@ -59,6 +62,7 @@ fn side_of(expr: &Expr, left_width: usize) -> Side {
 /// Runs every rule.
 pub fn optimize(plan: Plan) -> SqlResult<Plan> {
     let plan = fold::fold(plan);
+    let plan = decorrelate::decorrelate(plan);
     let plan = pushdown::push_down(plan);
     let plan = fold::fold(plan);
     let plan = join_order::reorder(plan);

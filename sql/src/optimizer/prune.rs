@@ -170,6 +170,9 @@ fn prune_node(plan: Plan, needed: Vec<bool>) -> Plan {
                 if let crate::plan::SubqueryKind::In { operand, .. } = &subquery.kind {
                     mark(&mut below, operand);
                 }
+                for key in &subquery.outer_keys {
+                    mark(&mut below, key);
+                }
             }
             let subqueries = subqueries
                 .into_iter()

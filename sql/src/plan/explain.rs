@@ -170,9 +170,16 @@ fn node(plan: &Plan, depth: usize, lines: &mut Vec<String>) {
                 ),
             };
             let correlated = if subquery.correlated {
-                " correlated"
+                " correlated".to_string()
+            } else if !subquery.outer_keys.is_empty() {
+                let keys: Vec<String> = subquery
+                    .outer_keys
+                    .iter()
+                    .map(|k| expr_text(k, &names))
+                    .collect();
+                format!(" hashed on ({})", keys.join(", "))
             } else {
-                ""
+                String::new()
             };
             push(lines, depth + 1, format!("Subquery {kind}{correlated}"));
             node(&subquery.plan, depth + 2, lines);

@@ -249,6 +249,11 @@ pub struct SubqueryDef {
     pub kind: SubqueryKind,
     /// Whether it refers to the row it is computed for (else it runs once).
     pub correlated: bool,
+    /// Set by decorrelation (see [`crate::optimizer`]'s `decorrelate`): the subquery runs
+    /// once, its rows end with one key column per expression here, and a row's value is
+    /// computed from the subquery rows whose keys equal these expressions over the row (no
+    /// rows if one of them is NULL). Empty otherwise.
+    pub outer_keys: Vec<Expr>,
 }
 
 impl Plan {
@@ -401,9 +406,12 @@ impl Plan {
             }
             Plan::Apply { subqueries, .. } => subqueries
                 .iter_mut()
-                .filter_map(|s| match &mut s.kind {
-                    SubqueryKind::In { operand, .. } => Some(operand),
-                    _ => None,
+                .flat_map(|s| {
+                    let operand = match &mut s.kind {
+                        SubqueryKind::In { operand, .. } => Some(operand),
+                        _ => None,
+                    };
+                    operand.into_iter().chain(s.outer_keys.iter_mut())
                 })
                 .collect(),
         }
@@ -424,6 +432,30 @@ impl Plan {
         for child in self.children_mut() {
             child.bind_outer(row, levels);
         }
+    }
+
+    /// Whether the plan refers to the query exactly `levels` up from it.
+    pub fn refers_to_level(&self, levels: usize) -> bool {
+        let mut plan = self.clone();
+        plan.refers_to_level_mut(levels)
+    }
+
+    fn refers_to_level_mut(&mut self, levels: usize) -> bool {
+        let at_level =
+            |e: &Expr| e.any(&|x| matches!(x, Expr::Outer { depth, .. } if *depth == levels));
+        if self.exprs_mut().into_iter().any(|e| at_level(e)) {
+            return true;
+        }
+        if let Plan::Apply { subqueries, .. } = self
+            && subqueries
+                .iter_mut()
+                .any(|s| s.plan.refers_to_level_mut(levels + 1))
+        {
+            return true;
+        }
+        self.children_mut()
+            .into_iter()
+            .any(|c| c.refers_to_level_mut(levels))
     }
 
     /// Whether the plan refers to a query `levels` or more up from it (an outer reference
