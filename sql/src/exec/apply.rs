@@ -28,10 +28,30 @@ use crate::types::Value;
 enum Cached {
     Value(Value),
     Values(InValues),
-    /// A decorrelated subquery's rows by key: their value column (nothing for EXISTS).
-    Keyed(HashMap<Vec<u8>, Vec<Value>>),
+    /// A decorrelated subquery's rows by key: their value column (NULL for EXISTS).
+    Keyed(Keyed<Vec<Value>>),
     /// A decorrelated `IN` subquery's values by key.
-    KeyedIn(HashMap<Vec<u8>, InValues>),
+    KeyedIn(Keyed<InValues>),
+}
+
+/// A decorrelated subquery's rows (as `G`) by key, and the rows of a key without any.
+struct Keyed<G> {
+    groups: HashMap<Vec<u8>, G>,
+    missing: G,
+}
+
+impl<G> Keyed<G> {
+    fn group(&self, key: Option<Vec<u8>>) -> &G {
+        key.and_then(|k| self.groups.get(&k))
+            .unwrap_or(&self.missing)
+    }
+
+    fn map<H>(self, f: impl Fn(G) -> H) -> Keyed<H> {
+        Keyed {
+            groups: self.groups.into_iter().map(|(k, g)| (k, f(g))).collect(),
+            missing: f(self.missing),
+        }
+    }
 }
 
 /// A subquery's values for `IN`.
@@ -74,15 +94,15 @@ fn plan_for(subquery: &SubqueryDef, row: &[Value]) -> SqlResult<Plan> {
     crate::optimizer::optimize(plan)
 }
 
-/// A decorrelated subquery's rows, by the hash key of their last `keys` columns (rows with a
-/// NULL key can match nothing and are left out).
+/// A decorrelated subquery's rows, by the hash key of their last columns (rows with a NULL
+/// key can match nothing and are left out), and its rows for a key without any.
 fn keyed_rows(
-    plan: Plan,
-    keys: usize,
+    subquery: &SubqueryDef,
     work_mem: WorkMem,
     txn: &mut dyn Transaction,
-) -> SqlResult<HashMap<Vec<u8>, Vec<Value>>> {
-    let mut op = build(plan, work_mem);
+) -> SqlResult<Keyed<Vec<Value>>> {
+    let keys = subquery.outer_keys.len();
+    let mut op = build(crate::optimizer::optimize(subquery.plan.clone())?, work_mem);
     let mut groups: HashMap<Vec<u8>, Vec<Value>> = HashMap::new();
     while let Some(mut row) = op.next(txn)? {
         let key_values = row.split_off(row.len() - keys);
@@ -92,9 +112,16 @@ fn keyed_rows(
         groups
             .entry(hash_key(&key_values))
             .or_default()
-            .extend(row.into_iter().next());
+            .push(row.into_iter().next().unwrap_or(Value::Null));
     }
-    Ok(groups)
+    let mut missing = Vec::new();
+    if let Some(plan) = &subquery.missing {
+        let mut op = build(crate::optimizer::optimize((**plan).clone())?, work_mem);
+        while let Some(row) = op.next(txn)? {
+            missing.push(row.into_iter().next().unwrap_or(Value::Null));
+        }
+    }
+    Ok(Keyed { groups, missing })
 }
 
 fn too_many_rows() -> SqlError {
@@ -112,30 +139,25 @@ fn keyed_value(
     input: &[Value],
 ) -> SqlResult<Value> {
     Ok(match (&subquery.kind, cached) {
-        (SubqueryKind::Exists, Cached::Keyed(groups)) => {
-            Value::Bool(key.is_some_and(|k| groups.contains_key(&k)))
-        }
-        (SubqueryKind::Scalar, Cached::Keyed(groups)) => {
-            match key.as_ref().and_then(|k| groups.get(k)).map(Vec::as_slice) {
-                None | Some([]) => Value::Null,
-                Some([value]) => value.clone(),
-                Some(_) => return Err(too_many_rows()),
-            }
-        }
+        (SubqueryKind::Exists, Cached::Keyed(keyed)) => Value::Bool(!keyed.group(key).is_empty()),
+        (SubqueryKind::Scalar, Cached::Keyed(keyed)) => match keyed.group(key).as_slice() {
+            [] => Value::Null,
+            [value] => value.clone(),
+            _ => return Err(too_many_rows()),
+        },
         (
             SubqueryKind::In {
                 operand,
                 negated,
                 blank_padded,
             },
-            Cached::KeyedIn(sets),
-        ) => {
-            let operand = operand.eval(input)?;
-            match key.as_ref().and_then(|k| sets.get(k)) {
-                Some(set) => test_in(&operand, set, *blank_padded, *negated),
-                None => Value::Bool(*negated),
-            }
-        }
+            Cached::KeyedIn(keyed),
+        ) => test_in(
+            &operand.eval(input)?,
+            keyed.group(key),
+            *blank_padded,
+            *negated,
+        ),
         _ => unreachable!("a decorrelated subquery's cache matches its kind"),
     })
 }
@@ -222,16 +244,12 @@ impl Operator for ApplyOp {
             let input = &row[..width];
             if !subquery.outer_keys.is_empty() {
                 if self.cache[i].is_none() {
-                    let plan = crate::optimizer::optimize(subquery.plan.clone())?;
-                    let groups = keyed_rows(plan, subquery.outer_keys.len(), self.work_mem, txn)?;
+                    let keyed = keyed_rows(subquery, self.work_mem, txn)?;
                     self.cache[i] = Some(match &subquery.kind {
-                        SubqueryKind::In { blank_padded, .. } => Cached::KeyedIn(
-                            groups
-                                .into_iter()
-                                .map(|(k, values)| (k, in_set(values, *blank_padded)))
-                                .collect(),
-                        ),
-                        _ => Cached::Keyed(groups),
+                        SubqueryKind::In { blank_padded, .. } => {
+                            Cached::KeyedIn(keyed.map(|values| in_set(values, *blank_padded)))
+                        }
+                        _ => Cached::Keyed(keyed),
                     });
                 }
                 let cached = self.cache[i].as_ref().expect("filled above");

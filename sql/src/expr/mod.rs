@@ -737,6 +737,7 @@ fn bind_subquery(query: &ast::Query, kind: SubqueryKind, scope: &Scope) -> SqlRe
         kind,
         correlated,
         outer_keys: Vec::new(),
+        missing: None,
     })?;
     Ok(Typed::known(reference, ty))
 }
@@ -781,6 +782,7 @@ fn bind_in_subquery(
         },
         correlated,
         outer_keys: Vec::new(),
+        missing: None,
     })?;
     Ok(Typed::known(reference, SqlType::Bool))
 }

@@ -12,14 +12,20 @@
 //! - `x [NOT] IN (…)`: the usual three-valued test against the values of the key's rows;
 //! - a scalar subquery: the key's single value, NULL without rows, 21000 with more than one.
 //!
+//! An aggregate over the correlated WHERE is grouped by the keys instead. A key without rows
+//! then has no group, but the per-row subquery would have aggregated no rows into one row
+//! (`count(*)` 0, `sum` NULL; the "count bug" of naive decorrelation): that row is computed
+//! once from the subquery with the aggregate's input emptied ([`SubqueryDef::missing`]),
+//! and stands for every key without rows.
+//!
 //! A subquery whose equalities cover a table's whole primary key stays correlated: each outer
 //! row then reads at most one row by a point get, which beats reading the table once when
 //! there are few outer rows (there is no cost model to tell the two cases apart).
 //!
 //! What the subquery may have between its top and those equalities: projections, DISTINCT,
 //! a sort (dropped: it cannot change the value), and for EXISTS a LIMIT without OFFSET
-//! (dropped: it cannot change whether there is a row). An aggregate or a LIMIT over the
-//! correlated WHERE, an outer reference anywhere else, or an equality that compares
+//! (dropped: it cannot change whether there is a row), and one aggregate. A LIMIT over the
+//! correlated WHERE, an equality above the aggregate, an outer reference anywhere else, or an equality that compares
 //! blank-padded strings leave the subquery correlated (computed per row, as before).
 
 use super::fold::map_children;
@@ -55,6 +61,19 @@ struct Lifted {
     keys: Vec<Expr>,
     /// The outer sides, over the outer row.
     outers: Vec<Expr>,
+    /// Whether keys were lifted through an aggregate (now grouped by them).
+    aggregated: bool,
+}
+
+impl Lifted {
+    fn unchanged(plan: Plan) -> Lifted {
+        Lifted {
+            plan,
+            keys: Vec::new(),
+            outers: Vec::new(),
+            aggregated: false,
+        }
+    }
 }
 
 fn decorrelate_subquery(subquery: SubqueryDef) -> SubqueryDef {
@@ -65,30 +84,59 @@ fn decorrelate_subquery(subquery: SubqueryDef) -> SubqueryDef {
     if lifted.keys.is_empty() || lifted.plan.refers_to_level(1) {
         return subquery;
     }
-    // The subquery's value column (none for EXISTS), then the keys.
-    let mut exprs: Vec<Expr> = if exists {
-        Vec::new()
-    } else {
-        vec![Expr::Column(0)]
-    };
-    let mut names: Vec<String> = if exists {
-        Vec::new()
-    } else {
-        vec![lifted.plan.column_names().swap_remove(0)]
-    };
-    for (i, key) in lifted.keys.into_iter().enumerate() {
-        exprs.push(key);
-        names.push(format!("key{}", i + 1));
-    }
+    let missing = lifted.aggregated.then(|| {
+        Box::new(value_columns(
+            empty_below_aggregate(subquery.plan),
+            exists,
+            Vec::new(),
+        ))
+    });
     SubqueryDef {
-        plan: Plan::Project {
-            input: Box::new(lifted.plan),
-            exprs,
-            names,
-        },
+        plan: value_columns(lifted.plan, exists, lifted.keys),
         kind: subquery.kind,
         correlated: false,
         outer_keys: lifted.outers,
+        missing,
+    }
+}
+
+/// The subquery's value column (none for EXISTS), then `keys`.
+fn value_columns(plan: Plan, exists: bool, keys: Vec<Expr>) -> Plan {
+    let (mut exprs, mut names) = if exists {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            vec![Expr::Column(0)],
+            vec![plan.column_names().swap_remove(0)],
+        )
+    };
+    for (i, key) in keys.into_iter().enumerate() {
+        exprs.push(key);
+        names.push(format!("key{}", i + 1));
+    }
+    Plan::Project {
+        input: Box::new(plan),
+        exprs,
+        names,
+    }
+}
+
+/// The subquery with the input of its aggregate replaced by no rows.
+#[recursive::recursive]
+fn empty_below_aggregate(plan: Plan) -> Plan {
+    match plan {
+        Plan::Aggregate {
+            input,
+            group_by,
+            aggregates,
+        } => Plan::Aggregate {
+            input: Box::new(Plan::Empty {
+                width: input.width(),
+            }),
+            group_by,
+            aggregates,
+        },
+        other => super::fold::map_children(other, empty_below_aggregate),
     }
 }
 
@@ -101,15 +149,15 @@ fn lift(plan: Plan, exists: bool) -> Option<Lifted> {
             let mut lifted = if input.refers_to_level(1) {
                 lift(*input, exists)?
             } else {
-                Lifted {
-                    plan: *input,
-                    keys: Vec::new(),
-                    outers: Vec::new(),
-                }
+                Lifted::unchanged(*input)
             };
             let mut rest = Vec::new();
             for conjunct in predicate.into_conjuncts() {
                 if let Some((inner, outer)) = correlation(&conjunct) {
+                    if lifted.aggregated {
+                        // An equality over aggregated rows: grouping cannot answer it.
+                        return None;
+                    }
                     lifted.keys.push(inner);
                     lifted.outers.push(outer);
                 } else if refers_to_level1(&conjunct) {
@@ -157,7 +205,51 @@ fn lift(plan: Plan, exists: bool) -> Option<Lifted> {
                     names,
                 },
                 keys,
+                ..lifted
+            })
+        }
+        Plan::Aggregate {
+            input,
+            mut group_by,
+            aggregates,
+        } if input.refers_to_level(1) => {
+            let call_exprs = aggregates
+                .iter()
+                .flat_map(|a| a.args.iter().chain(a.filter.iter()));
+            if group_by.iter().chain(call_exprs).any(refers_to_level1) {
+                return None;
+            }
+            let lifted = lift(*input, exists)?;
+            if lifted.aggregated {
+                return None;
+            }
+            // Grouped by the keys too; the aggregate's row is its groups, its keys, its
+            // aggregates: reordered so that the keys come last.
+            let (groups, keys, calls) = (group_by.len(), lifted.keys.len(), aggregates.len());
+            group_by.extend(lifted.keys);
+            let aggregate = Plan::Aggregate {
+                input: Box::new(lifted.plan),
+                group_by,
+                aggregates,
+            };
+            let mut names = aggregate.column_names();
+            let order: Vec<usize> = (0..groups)
+                .chain(groups + keys..groups + keys + calls)
+                .chain(groups..groups + keys)
+                .collect();
+            let exprs = order.iter().map(|&c| Expr::Column(c)).collect();
+            names = order.iter().map(|&c| names[c].clone()).collect();
+            Some(Lifted {
+                plan: Plan::Project {
+                    input: Box::new(aggregate),
+                    exprs,
+                    names,
+                },
+                keys: (groups + calls..groups + calls + keys)
+                    .map(Expr::Column)
+                    .collect(),
                 outers: lifted.outers,
+                aggregated: true,
             })
         }
         Plan::Distinct { input } => {
@@ -177,11 +269,7 @@ fn lift(plan: Plan, exists: bool) -> Option<Lifted> {
             limit,
             offset: 0,
         } if exists && limit != Some(0) => lift(*input, exists),
-        other => (!other.refers_to_level(1)).then_some(Lifted {
-            plan: other,
-            keys: Vec::new(),
-            outers: Vec::new(),
-        }),
+        other => (!other.refers_to_level(1)).then(|| Lifted::unchanged(other)),
     }
 }
 

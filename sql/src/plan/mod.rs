@@ -254,6 +254,10 @@ pub struct SubqueryDef {
     /// computed from the subquery rows whose keys equal these expressions over the row (no
     /// rows if one of them is NULL). Empty otherwise.
     pub outer_keys: Vec<Expr>,
+    /// With `outer_keys`: the subquery's rows for an outer row whose key has no rows (or a
+    /// NULL), when that is not simply no rows: over an aggregate, the aggregate's one row
+    /// over no input (`count(*)` is 0).
+    pub missing: Option<Box<Plan>>,
 }
 
 impl Plan {
