@@ -1,5 +1,14 @@
 //! Apply: computes the subqueries of an expression for each input row and appends their
-//! values to it. An uncorrelated subquery runs once and its result is reused; a correlated
+//! values to it.
+//!
+//! A subquery's value is computed only when an expression reads it: the Apply carries the
+//! filter and projection over it (the WHERE and the select list that use the subqueries),
+//! and evaluates them over a row whose subquery columns are computed on first read
+//! ([`crate::expr::Columns`]). So a subquery behind a `CASE` branch, an `OR` or a
+//! `COALESCE` that is not taken never runs for that row, and cannot fail it (PostgreSQL too
+//! evaluates subplans lazily). Without a projection, the rows that pass carry every value.
+//!
+//! An uncorrelated subquery runs once and its result is reused; a correlated
 //! one runs per row, its outer references replaced by the row's values first (and its plan
 //! optimized again with them as constants, so `WHERE t2.k = outer.k` becomes a point get).
 //!
@@ -13,6 +22,7 @@
 //! hash table by their key columns, and each input row's value is computed, as above, from
 //! the rows under the row's key (none if the key has a NULL).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use kv::Transaction;
@@ -20,7 +30,7 @@ use kv::Transaction;
 use super::operator::{Operator, Row, build, hash_key};
 use super::spill::WorkMem;
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::expr::compare_values;
+use crate::expr::{Columns, Expr, compare_values};
 use crate::plan::{Plan, SubqueryDef, SubqueryKind};
 use crate::types::Value;
 
@@ -64,6 +74,16 @@ struct InValues {
 
 pub struct ApplyOp {
     input: Box<dyn Operator>,
+    /// Rows pass only if this holds (a WHERE or HAVING over the subqueries).
+    predicate: Option<Expr>,
+    /// The output row: these expressions (a select list), or the input row followed by
+    /// every subquery's value.
+    project: Option<Vec<Expr>>,
+    values: SubqueryValues,
+}
+
+/// The subqueries and what they computed once.
+struct SubqueryValues {
     subqueries: Vec<SubqueryDef>,
     cache: Vec<Option<Cached>>,
     work_mem: WorkMem,
@@ -73,15 +93,46 @@ impl ApplyOp {
     pub fn new(
         input: Box<dyn Operator>,
         subqueries: Vec<SubqueryDef>,
+        predicate: Option<Expr>,
+        project: Option<Vec<Expr>>,
         work_mem: WorkMem,
     ) -> ApplyOp {
         let cache = subqueries.iter().map(|_| None).collect();
         ApplyOp {
             input,
-            subqueries,
-            cache,
-            work_mem,
+            predicate,
+            project,
+            values: SubqueryValues {
+                subqueries,
+                cache,
+                work_mem,
+            },
         }
+    }
+}
+
+/// An input row whose subquery columns are computed when first read.
+struct LazyRow<'a> {
+    input: &'a [Value],
+    computed: RefCell<Vec<Option<Value>>>,
+    values: RefCell<&'a mut SubqueryValues>,
+    txn: RefCell<&'a mut dyn Transaction>,
+}
+
+impl Columns for LazyRow<'_> {
+    fn column(&self, index: usize) -> SqlResult<Value> {
+        let Some(k) = index.checked_sub(self.input.len()) else {
+            return Ok(self.input[index].clone());
+        };
+        if let Some(value) = &self.computed.borrow()[k] {
+            return Ok(value.clone());
+        }
+        let value = self
+            .values
+            .borrow_mut()
+            .value(k, self.input, &mut **self.txn.borrow_mut())?;
+        self.computed.borrow_mut()[k] = Some(value.clone());
+        Ok(value)
     }
 }
 
@@ -234,81 +285,103 @@ fn test_in(operand: &Value, set: &InValues, blank_padded: bool, negated: bool) -
     }
 }
 
+impl SubqueryValues {
+    /// Subquery `i`'s value for the input row `input`.
+    fn value(&mut self, i: usize, input: &[Value], txn: &mut dyn Transaction) -> SqlResult<Value> {
+        let subquery = &self.subqueries[i];
+        if !subquery.outer_keys.is_empty() {
+            if self.cache[i].is_none() {
+                let keyed = keyed_rows(subquery, self.work_mem, txn)?;
+                self.cache[i] = Some(match &subquery.kind {
+                    SubqueryKind::In { blank_padded, .. } => {
+                        Cached::KeyedIn(keyed.map(|values| in_set(values, *blank_padded)))
+                    }
+                    _ => Cached::Keyed(keyed),
+                });
+            }
+            let cached = self.cache[i].as_ref().expect("filled above");
+            let key_values = subquery
+                .outer_keys
+                .iter()
+                .map(|e| e.eval(input))
+                .collect::<SqlResult<Vec<Value>>>()?;
+            let key = (!key_values.iter().any(Value::is_null)).then(|| hash_key(&key_values));
+            return keyed_value(subquery, cached, key, input);
+        }
+        Ok(match (&subquery.kind, &self.cache[i]) {
+            (SubqueryKind::Scalar | SubqueryKind::Exists, Some(Cached::Value(v))) => v.clone(),
+            (SubqueryKind::Scalar, _) => {
+                let v = scalar(plan_for(subquery, input)?, self.work_mem, txn)?;
+                if !subquery.correlated {
+                    self.cache[i] = Some(Cached::Value(v.clone()));
+                }
+                v
+            }
+            (SubqueryKind::Exists, _) => {
+                let v = exists(plan_for(subquery, input)?, self.work_mem, txn)?;
+                if !subquery.correlated {
+                    self.cache[i] = Some(Cached::Value(v.clone()));
+                }
+                v
+            }
+            (
+                SubqueryKind::In {
+                    operand,
+                    negated,
+                    blank_padded,
+                },
+                cached,
+            ) => {
+                let operand = operand.eval(input)?;
+                match cached {
+                    Some(Cached::Values(set)) => test_in(&operand, set, *blank_padded, *negated),
+                    _ => {
+                        let set =
+                            in_values(plan_for(subquery, input)?, *blank_padded, self.work_mem, txn)?;
+                        let v = test_in(&operand, &set, *blank_padded, *negated);
+                        if !subquery.correlated {
+                            self.cache[i] = Some(Cached::Values(set));
+                        }
+                        v
+                    }
+                }
+            }
+        })
+    }
+}
+
 impl Operator for ApplyOp {
     fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>> {
-        let Some(mut row) = self.input.next(txn)? else {
-            return Ok(None);
-        };
-        let width = row.len();
-        for (i, subquery) in self.subqueries.iter().enumerate() {
-            let input = &row[..width];
-            if !subquery.outer_keys.is_empty() {
-                if self.cache[i].is_none() {
-                    let keyed = keyed_rows(subquery, self.work_mem, txn)?;
-                    self.cache[i] = Some(match &subquery.kind {
-                        SubqueryKind::In { blank_padded, .. } => {
-                            Cached::KeyedIn(keyed.map(|values| in_set(values, *blank_padded)))
-                        }
-                        _ => Cached::Keyed(keyed),
-                    });
-                }
-                let cached = self.cache[i].as_ref().expect("filled above");
-                let key_values = subquery
-                    .outer_keys
-                    .iter()
-                    .map(|e| e.eval(input))
-                    .collect::<SqlResult<Vec<Value>>>()?;
-                let key = (!key_values.iter().any(Value::is_null)).then(|| hash_key(&key_values));
-                row.push(keyed_value(subquery, cached, key, input)?);
+        loop {
+            let Some(mut row) = self.input.next(txn)? else {
+                return Ok(None);
+            };
+            let count = self.values.subqueries.len();
+            let lazy = LazyRow {
+                input: &row,
+                computed: RefCell::new(vec![None; count]),
+                values: RefCell::new(&mut self.values),
+                txn: RefCell::new(&mut *txn),
+            };
+            if let Some(predicate) = &self.predicate
+                && !predicate.is_true_in(&lazy)?
+            {
                 continue;
             }
-            let value = match (&subquery.kind, &self.cache[i]) {
-                (SubqueryKind::Scalar | SubqueryKind::Exists, Some(Cached::Value(v))) => v.clone(),
-                (SubqueryKind::Scalar, _) => {
-                    let v = scalar(plan_for(subquery, input)?, self.work_mem, txn)?;
-                    if !subquery.correlated {
-                        self.cache[i] = Some(Cached::Value(v.clone()));
-                    }
-                    v
-                }
-                (SubqueryKind::Exists, _) => {
-                    let v = exists(plan_for(subquery, input)?, self.work_mem, txn)?;
-                    if !subquery.correlated {
-                        self.cache[i] = Some(Cached::Value(v.clone()));
-                    }
-                    v
-                }
-                (
-                    SubqueryKind::In {
-                        operand,
-                        negated,
-                        blank_padded,
-                    },
-                    cached,
-                ) => {
-                    let operand = operand.eval(input)?;
-                    match cached {
-                        Some(Cached::Values(set)) => {
-                            test_in(&operand, set, *blank_padded, *negated)
-                        }
-                        _ => {
-                            let set = in_values(
-                                plan_for(subquery, input)?,
-                                *blank_padded,
-                                self.work_mem,
-                                txn,
-                            )?;
-                            let v = test_in(&operand, &set, *blank_padded, *negated);
-                            if !subquery.correlated {
-                                self.cache[i] = Some(Cached::Values(set));
-                            }
-                            v
-                        }
-                    }
-                }
-            };
-            row.push(value);
+            if let Some(exprs) = &self.project {
+                return exprs
+                    .iter()
+                    .map(|e| e.eval_in(&lazy))
+                    .collect::<SqlResult<Row>>()
+                    .map(Some);
+            }
+            let width = row.len();
+            let values = (width..width + count)
+                .map(|c| lazy.column(c))
+                .collect::<SqlResult<Vec<Value>>>()?;
+            drop(lazy);
+            row.extend(values);
+            return Ok(Some(row));
         }
-        Ok(Some(row))
     }
 }

@@ -44,6 +44,36 @@ pub fn build(plan: Plan, work_mem: WorkMem) -> Box<dyn Operator> {
             start, stop, step, ..
         } => Box::new(SeriesOp::new(start, stop, step)),
         Plan::Empty { .. } => Box::new(ValuesOp::new(Vec::new())),
+        // A filter and projection over an Apply are evaluated by it, so that it computes a
+        // subquery only for the rows whose expressions read it.
+        Plan::Project { input, exprs, .. } if applies_subqueries(&input) => {
+            let (input, predicate) = match *input {
+                Plan::Filter { input, predicate } => (input, Some(predicate)),
+                apply => (Box::new(apply), None),
+            };
+            let Plan::Apply { input, subqueries } = *input else {
+                unreachable!("checked by applies_subqueries")
+            };
+            Box::new(ApplyOp::new(
+                build(*input, work_mem),
+                subqueries,
+                predicate,
+                Some(exprs),
+                work_mem,
+            ))
+        }
+        Plan::Filter { input, predicate } if matches!(*input, Plan::Apply { .. }) => {
+            let Plan::Apply { input, subqueries } = *input else {
+                unreachable!("matched above")
+            };
+            Box::new(ApplyOp::new(
+                build(*input, work_mem),
+                subqueries,
+                Some(predicate),
+                None,
+                work_mem,
+            ))
+        }
         Plan::Filter { input, predicate } => Box::new(FilterOp {
             input: build(*input, work_mem),
             predicate,
@@ -123,8 +153,17 @@ pub fn build(plan: Plan, work_mem: WorkMem) -> Box<dyn Operator> {
             build(*right, work_mem),
         )),
         Plan::Apply { input, subqueries } => {
-            Box::new(ApplyOp::new(build(*input, work_mem), subqueries, work_mem))
+            Box::new(ApplyOp::new(build(*input, work_mem), subqueries, None, None, work_mem))
         }
+    }
+}
+
+/// Whether `plan` is an Apply, or a filter over one.
+fn applies_subqueries(plan: &Plan) -> bool {
+    match plan {
+        Plan::Apply { .. } => true,
+        Plan::Filter { input, .. } => matches!(**input, Plan::Apply { .. }),
+        _ => false,
     }
 }
 

@@ -1592,19 +1592,37 @@ fn to_bool(v: Value) -> Option<bool> {
     }
 }
 
+/// The columns an expression reads: a row's values, or values computed only when read (a
+/// subquery's, see [`crate::exec`]'s Apply).
+pub trait Columns {
+    fn column(&self, index: usize) -> SqlResult<Value>;
+}
+
+impl Columns for &[Value] {
+    fn column(&self, index: usize) -> SqlResult<Value> {
+        Ok(self.get(index).cloned().unwrap_or(Value::Null))
+    }
+}
+
 impl Expr {
-    #[recursive::recursive]
     pub fn eval(&self, row: &[Value]) -> SqlResult<Value> {
+        self.eval_in(&row)
+    }
+
+    /// Evaluates over columns that may be computed as they are read: only the branches
+    /// evaluated read theirs (`CASE`, `AND`, `OR` and `COALESCE` stop early).
+    #[recursive::recursive]
+    pub fn eval_in(&self, row: &dyn Columns) -> SqlResult<Value> {
         Ok(match self {
             Expr::Const(v) => v.clone(),
-            Expr::Column(i) => row.get(*i).cloned().unwrap_or(Value::Null),
+            Expr::Column(i) => row.column(*i)?,
             Expr::Compare {
                 op,
                 left,
                 right,
                 blank_padded,
             } => {
-                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let (l, r) = (left.eval_in(row)?, right.eval_in(row)?);
                 compare_values(&l, &r, *blank_padded)
                     .map_or(Value::Null, |o| Value::Bool(op.holds(o)))
             }
@@ -1614,7 +1632,7 @@ impl Expr {
                 right,
                 ty,
             } => {
-                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let (l, r) = (left.eval_in(row)?, right.eval_in(row)?);
                 match (&l, &r) {
                     (Value::Null, _) | (_, Value::Null) => Value::Null,
                     (Value::Int(a), Value::Int(b)) if ty.is_integer() => {
@@ -1629,7 +1647,7 @@ impl Expr {
                 right,
                 right_ty,
             } => {
-                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let (l, r) = (left.eval_in(row)?, right.eval_in(row)?);
                 // character(n) loses its padding when it becomes text.
                 let text = |v: Value, ty: SqlType| {
                     let s = v.to_text_cast(ty)?;
@@ -1644,7 +1662,7 @@ impl Expr {
                     _ => Value::Null,
                 }
             }
-            Expr::Neg { expr, ty } => match expr.eval(row)? {
+            Expr::Neg { expr, ty } => match expr.eval_in(row)? {
                 Value::Int(i) => {
                     let n = i.checked_neg().ok_or_else(|| range_error(*ty))?;
                     convert(Value::Int(n), SqlType::BigInt, *ty, false)
@@ -1653,27 +1671,27 @@ impl Expr {
                 Value::Float(f) => Value::Float(-f),
                 _ => Value::Null,
             },
-            Expr::Not(inner) => match to_bool(inner.eval(row)?) {
+            Expr::Not(inner) => match to_bool(inner.eval_in(row)?) {
                 Some(b) => Value::Bool(!b),
                 None => Value::Null,
             },
             Expr::And(l, r) => {
-                let a = to_bool(l.eval(row)?);
+                let a = to_bool(l.eval_in(row)?);
                 if a == Some(false) {
                     return Ok(Value::Bool(false));
                 }
-                match (a, to_bool(r.eval(row)?)) {
+                match (a, to_bool(r.eval_in(row)?)) {
                     (_, Some(false)) => Value::Bool(false),
                     (Some(true), Some(true)) => Value::Bool(true),
                     _ => Value::Null,
                 }
             }
             Expr::Or(l, r) => {
-                let a = to_bool(l.eval(row)?);
+                let a = to_bool(l.eval_in(row)?);
                 if a == Some(true) {
                     return Ok(Value::Bool(true));
                 }
-                match (a, to_bool(r.eval(row)?)) {
+                match (a, to_bool(r.eval_in(row)?)) {
                     (_, Some(true)) => Value::Bool(true),
                     (Some(false), Some(false)) => Value::Bool(false),
                     _ => Value::Null,
@@ -1684,10 +1702,10 @@ impl Expr {
                 tests,
                 all,
             } => {
-                let value = operand.eval(row)?;
+                let value = operand.eval_in(row)?;
                 let mut unknown = false;
                 for (op, test, blank_padded) in tests {
-                    match compare_values(&value, &test.eval(row)?, *blank_padded)
+                    match compare_values(&value, &test.eval_in(row)?, *blank_padded)
                         .map(|o| op.holds(o))
                     {
                         Some(holds) if holds != *all => return Ok(Value::Bool(holds)),
@@ -1701,13 +1719,13 @@ impl Expr {
                     Value::Bool(*all)
                 }
             }
-            Expr::IsNull { expr, negated } => Value::Bool(expr.eval(row)?.is_null() != *negated),
+            Expr::IsNull { expr, negated } => Value::Bool(expr.eval_in(row)?.is_null() != *negated),
             Expr::IsBool {
                 expr,
                 value,
                 negated,
             } => {
-                let matches = to_bool(expr.eval(row)?) == Some(*value);
+                let matches = to_bool(expr.eval_in(row)?) == Some(*value);
                 Value::Bool(matches != *negated)
             }
             Expr::Cast {
@@ -1715,30 +1733,30 @@ impl Expr {
                 from,
                 to,
                 explicit,
-            } => convert(expr.eval(row)?, *from, *to, *explicit)?,
+            } => convert(expr.eval_in(row)?, *from, *to, *explicit)?,
             Expr::Case {
                 branches,
                 otherwise,
             } => {
                 for (test, result) in branches {
-                    if test.is_true(row)? {
-                        return result.eval(row);
+                    if test.is_true_in(row)? {
+                        return result.eval_in(row);
                     }
                 }
-                otherwise.eval(row)?
+                otherwise.eval_in(row)?
             }
             Expr::Coalesce(args) => {
                 for arg in args {
-                    let value = arg.eval(row)?;
+                    let value = arg.eval_in(row)?;
                     if !value.is_null() {
                         return Ok(value);
                     }
                 }
                 Value::Null
             }
-            Expr::NullIf { value, equals } => match equals.eval(row)? {
+            Expr::NullIf { value, equals } => match equals.eval_in(row)? {
                 Value::Bool(true) => Value::Null,
-                _ => value.eval(row)?,
+                _ => value.eval_in(row)?,
             },
             Expr::Text {
                 func: TextFn::Substr,
@@ -1746,7 +1764,7 @@ impl Expr {
             } => {
                 let values = args
                     .iter()
-                    .map(|a| a.eval(row))
+                    .map(|a| a.eval_in(row))
                     .collect::<SqlResult<Vec<_>>>()?;
                 match values.as_slice() {
                     [Value::Text(s), Value::Int(from)] => {
@@ -1768,7 +1786,7 @@ impl Expr {
                     _ => Value::Null,
                 }
             }
-            Expr::Math { func, expr } => match expr.eval(row)? {
+            Expr::Math { func, expr } => match expr.eval_in(row)? {
                 Value::Float(f) => Value::Float(match func {
                     MathFn::Ceil => f.ceil(),
                     MathFn::Floor => f.floor(),
@@ -1780,7 +1798,7 @@ impl Expr {
             Expr::ConcatAll(args) => {
                 let mut out = String::new();
                 for (arg, ty) in args {
-                    if let Some(text) = arg.eval(row)?.to_pg_text(*ty) {
+                    if let Some(text) = arg.eval_in(row)?.to_pg_text(*ty) {
                         out.push_str(&text);
                     }
                 }
@@ -1789,7 +1807,7 @@ impl Expr {
             Expr::Text { func, args } => {
                 let mut texts = Vec::with_capacity(args.len());
                 for arg in args {
-                    match arg.eval(row)? {
+                    match arg.eval_in(row)? {
                         Value::Text(text) => texts.push(text),
                         _ => return Ok(Value::Null),
                     }
@@ -1832,7 +1850,7 @@ impl Expr {
                 case_insensitive,
                 negated,
                 pad,
-            } => match (expr.eval(row)?, pattern.eval(row)?) {
+            } => match (expr.eval_in(row)?, pattern.eval_in(row)?) {
                 (Value::Text(mut text), Value::Text(pattern)) => {
                     if let Some(n) = pad {
                         let missing = (*n as usize).saturating_sub(text.chars().count());
@@ -1853,7 +1871,7 @@ impl Expr {
                 blank_padded,
                 negated,
             } => {
-                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let (l, r) = (left.eval_in(row)?, right.eval_in(row)?);
                 let same = match (l.is_null(), r.is_null()) {
                     (true, true) => true,
                     (false, false) => {
@@ -1867,7 +1885,7 @@ impl Expr {
             Expr::Extreme { args, greatest } => {
                 let mut best = Value::Null;
                 for arg in args {
-                    let value = arg.eval(row)?;
+                    let value = arg.eval_in(row)?;
                     if value.is_null() {
                         continue;
                     }
@@ -1887,7 +1905,7 @@ impl Expr {
                     format!("unplanned expression {self:?}"),
                 ));
             }
-            Expr::Abs { expr, ty } => match expr.eval(row)? {
+            Expr::Abs { expr, ty } => match expr.eval_in(row)? {
                 Value::Int(v) => {
                     let v = v.checked_abs().ok_or_else(|| range_error(*ty))?;
                     convert(Value::Int(v), SqlType::BigInt, *ty, false)
@@ -1902,6 +1920,11 @@ impl Expr {
     /// Evaluates as a WHERE condition: true keeps the row, false and NULL drop it.
     pub fn is_true(&self, row: &[Value]) -> SqlResult<bool> {
         Ok(matches!(self.eval(row)?, Value::Bool(true)))
+    }
+
+    /// [`Expr::is_true`] over columns computed as they are read.
+    pub fn is_true_in(&self, row: &dyn Columns) -> SqlResult<bool> {
+        Ok(matches!(self.eval_in(row)?, Value::Bool(true)))
     }
 
     /// The conjuncts of an AND tree.
