@@ -295,3 +295,67 @@ fn a_top_n_sort_returns_what_a_full_sort_does() {
         ["7", "14"]
     );
 }
+
+/// EXPLAIN ANALYZE's lines with the times taken out.
+fn analyzed(session: &mut sql::Session, sql: &str) -> Vec<String> {
+    let result = session.execute(sql).pop().expect("a result").expect(sql);
+    let StatementResult::Rows { rows, .. } = result else {
+        panic!("{sql}: rows expected")
+    };
+    rows.into_iter()
+        .map(|row| {
+            let line = row[0].clone().expect("a line");
+            match (line.find(" time="), line.find(" ms")) {
+                (Some(start), Some(end)) if start < end => {
+                    format!("{}{}", &line[..start], &line[end + 3..])
+                }
+                _ => line,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn explain_analyze_counts_each_operators_rows() {
+    let (mut session, pairs) = ten_thousand_rows();
+    let lines = analyzed(
+        &mut session,
+        "EXPLAIN ANALYZE SELECT id FROM t WHERE v = 3 ORDER BY id DESC LIMIT 4",
+    );
+    assert_eq!(
+        lines[..4],
+        [
+            "Limit 4 (actual rows=4)",
+            "  -> Sort id DESC (top 4) (actual rows=4)",
+            "    -> Project t.id (actual rows=1429)",
+            "      -> Scan t (full) filter t.v = 3 (actual rows=1429)",
+        ],
+        "{lines:#?}"
+    );
+    assert!(lines[4].starts_with("Execution Time: "), "{lines:#?}");
+    // The query ran: the whole table was read.
+    assert_eq!(pairs.load(Ordering::SeqCst), 10_000);
+
+    // A LIMIT stops the scan: it produced only the rows the limit took.
+    let lines = analyzed(&mut session, "EXPLAIN ANALYZE SELECT * FROM t LIMIT 3");
+    assert_eq!(
+        lines[..2],
+        [
+            "Limit 3 (actual rows=3)",
+            "  -> Scan t (full) first 3 rows (actual rows=3)",
+        ],
+        "{lines:#?}"
+    );
+
+    // Spilling shows.
+    session.execute("SET work_mem = '64kB'");
+    let lines = analyzed(
+        &mut session,
+        "EXPLAIN ANALYZE SELECT v, id FROM t ORDER BY v, id",
+    );
+    assert!(
+        lines[0].starts_with("Sort v, id (actual rows=10000 spilled to ")
+            && lines[0].ends_with(" temporary files)"),
+        "{lines:#?}"
+    );
+}

@@ -8,7 +8,7 @@
 //! and `VALUES` here. The binder reads table descriptors through the statement's transaction
 //! (each once per statement) and builds the plan the optimizer then rewrites.
 //!
-//! Refused with 0A000: `WITH RECURSIVE`, `LATERAL`, `NATURAL` joins, `DISTINCT ON`, window
+//! Refused with 0A000: `WITH RECURSIVE`, `LATERAL`, `DISTINCT ON`, window
 //! functions, grouping sets, `FOR UPDATE` with joins, aggregates, `DISTINCT` or set
 //! operations, and correlated subqueries where their value cannot be computed per input row
 //! (in an aggregate query's select list, HAVING and ORDER BY).

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use kv::Transaction;
 
 use super::operator::{Operator, Row, hash_key};
-use super::spill::{Partitions, Source, SpillReader, WorkMem, row_bytes};
+use super::spill::{FANOUT, Partitions, Source, SpillReader, WorkMem, row_bytes};
 use crate::error::{SqlError, SqlResult};
 use crate::expr::Expr;
 use crate::plan::{AggregateCall, AggregateFn};
@@ -157,6 +157,7 @@ pub struct AggregateOp {
     output: std::vec::IntoIter<Row>,
     /// Spilled input still to aggregate, with how many times it was partitioned.
     pending: Vec<(SpillReader, u32)>,
+    spill_files: u64,
 }
 
 impl AggregateOp {
@@ -173,6 +174,7 @@ impl AggregateOp {
             work_mem,
             output: Vec::new().into_iter(),
             pending: Vec::new(),
+            spill_files: 0,
         }
     }
 
@@ -271,6 +273,7 @@ impl AggregateOp {
         let (rows, spilled) = self.run(input, level, txn)?;
         self.output = rows.into_iter();
         if let Some(partitions) = spilled {
+            self.spill_files += FANOUT as u64;
             for reader in partitions.finish()? {
                 if reader.rows() > 0 {
                     self.pending.push((reader, level + 1));
@@ -298,5 +301,9 @@ impl Operator for AggregateOp {
             };
             self.aggregate(Source::Spilled(reader), level, txn)?;
         }
+    }
+
+    fn spill_files(&self) -> u64 {
+        self.spill_files
     }
 }

@@ -336,8 +336,12 @@ impl SubqueryValues {
                 match cached {
                     Some(Cached::Values(set)) => test_in(&operand, set, *blank_padded, *negated),
                     _ => {
-                        let set =
-                            in_values(plan_for(subquery, input)?, *blank_padded, self.work_mem, txn)?;
+                        let set = in_values(
+                            plan_for(subquery, input)?,
+                            *blank_padded,
+                            self.work_mem,
+                            txn,
+                        )?;
                         let v = test_in(&operand, &set, *blank_padded, *negated);
                         if !subquery.correlated {
                             self.cache[i] = Some(Cached::Values(set));

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use kv::Transaction;
 
 use super::operator::{Operator, Row, hash_key};
-use super::spill::{Partitions, Source, SpillReader, WorkMem};
+use super::spill::{FANOUT, Partitions, Source, SpillReader, WorkMem};
 use crate::error::SqlResult;
 
 pub struct DistinctOp {
@@ -21,6 +21,7 @@ pub struct DistinctOp {
     spilled: Option<Partitions>,
     pending: Vec<(SpillReader, u32)>,
     work_mem: WorkMem,
+    spill_files: u64,
 }
 
 /// A rough per-entry cost of the hash set, for the memory estimate.
@@ -36,6 +37,7 @@ impl DistinctOp {
             spilled: None,
             pending: Vec::new(),
             work_mem,
+            spill_files: 0,
         }
     }
 }
@@ -51,6 +53,7 @@ impl Operator for DistinctOp {
                 if self.bytes > self.work_mem.0 {
                     if self.spilled.is_none() {
                         self.spilled = Some(Partitions::new(self.level)?);
+                        self.spill_files += FANOUT as u64;
                     }
                     let partitions = self.spilled.as_mut().expect("created above");
                     partitions.write(Some(&key), &row)?;
@@ -76,5 +79,9 @@ impl Operator for DistinctOp {
             self.seen = HashSet::new();
             self.bytes = 0;
         }
+    }
+
+    fn spill_files(&self) -> u64 {
+        self.spill_files
     }
 }

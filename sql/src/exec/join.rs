@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use kv::Transaction;
 
 use super::operator::{Operator, Row, hash_key};
-use super::spill::{MAX_LEVEL, Partitions, Source, SpillReader, WorkMem, row_bytes};
+use super::spill::{FANOUT, MAX_LEVEL, Partitions, Source, SpillReader, WorkMem, row_bytes};
 use crate::error::SqlResult;
 use crate::expr::Expr;
 use crate::plan::{JoinAlgorithm, JoinKind};
@@ -41,6 +41,7 @@ pub struct JoinOp {
     current: Option<InMemoryJoin>,
     /// Partition pairs (right, left) still to join, with how often they were partitioned.
     pending: Vec<(SpillReader, SpillReader, u32)>,
+    spill_files: u64,
 }
 
 impl JoinOp {
@@ -72,6 +73,7 @@ impl JoinOp {
             inputs: Some((left, right)),
             current: None,
             pending: Vec::new(),
+            spill_files: 0,
         }
     }
 
@@ -97,6 +99,7 @@ impl JoinOp {
             Built::Spilled(right_parts) => {
                 let (left_keys, _) = self.spec.keys.as_ref().expect("only hash joins spill");
                 let mut left_parts = Partitions::new(level)?;
+                self.spill_files += 2 * FANOUT as u64;
                 while let Some(row) = left.next(txn)? {
                     left_parts.write(key_of(left_keys, &row)?.as_deref(), &row)?;
                 }
@@ -285,5 +288,9 @@ impl Operator for JoinOp {
             };
             self.start(Source::Spilled(left), Source::Spilled(right), level, txn)?;
         }
+    }
+
+    fn spill_files(&self) -> u64 {
+        self.spill_files
     }
 }

@@ -157,7 +157,7 @@ fn execute_sql(
             format: None,
             options: None,
             ..
-        } => query::explain_statement(txn, statement, *analyze),
+        } => query::explain_statement(txn, statement, *analyze, context.work_mem),
         ast::Statement::Update(update) => update::execute(txn, update),
         ast::Statement::Delete(delete) => delete::execute(txn, delete),
         other => Err(SqlError::unsupported(format!(

@@ -26,6 +26,7 @@ pub struct SortOp {
     top: Option<usize>,
     work_mem: WorkMem,
     output: Output,
+    spill_files: u64,
 }
 
 /// Where the sorted rows come from once the input is read.
@@ -47,6 +48,7 @@ impl SortOp {
             top: top.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             work_mem,
             output: Output::Memory(Vec::new().into_iter()),
+            spill_files: 0,
         }
     }
 
@@ -108,11 +110,18 @@ impl Operator for SortOp {
     fn next(&mut self, txn: &mut dyn Transaction) -> SqlResult<Option<Row>> {
         if let Some(input) = self.input.take() {
             self.output = self.read_input(input, txn)?;
+            if let Output::Merge(merge) = &self.output {
+                self.spill_files = merge.runs.len() as u64;
+            }
         }
         match &mut self.output {
             Output::Memory(rows) => Ok(rows.next()),
             Output::Merge(merge) => merge.next(),
         }
+    }
+
+    fn spill_files(&self) -> u64 {
+        self.spill_files
     }
 }
 

@@ -9,10 +9,31 @@ use crate::types::Value;
 
 /// The plan's lines.
 pub fn explain(plan: &Plan) -> Vec<String> {
+    explain_annotated(plan, &|_| None)
+}
+
+/// The plan's lines, each node's followed by what `annotate` says about it (given the node's
+/// path: child indexes from the root, as [`Plan::children`] orders them).
+pub fn explain_annotated(
+    plan: &Plan,
+    annotate: &dyn Fn(&[usize]) -> Option<String>,
+) -> Vec<String> {
     let mut lines = Vec::new();
-    node(plan, 0, &mut lines);
+    let mut printer = Printer {
+        lines: &mut lines,
+        annotate,
+    };
+    printer.node(plan, 0, &mut Vec::new());
     lines
 }
+
+struct Printer<'a> {
+    lines: &'a mut Vec<String>,
+    annotate: &'a dyn Fn(&[usize]) -> Option<String>,
+}
+
+/// The path given to subquery plans and other nodes that are not measured.
+const UNMEASURED: usize = usize::MAX;
 
 fn push(lines: &mut Vec<String>, depth: usize, text: String) {
     if depth == 0 {
@@ -22,203 +43,223 @@ fn push(lines: &mut Vec<String>, depth: usize, text: String) {
     }
 }
 
-#[recursive::recursive]
-fn node(plan: &Plan, depth: usize, lines: &mut Vec<String>) {
-    let text = match plan {
-        Plan::Scan(scan) => {
-            let mut text = format!("Scan {}", scan.table.name);
-            if scan.qualifier != scan.table.name {
-                text.push_str(&format!(" {}", scan.qualifier));
+impl Printer<'_> {
+    #[recursive::recursive]
+    fn node(&mut self, plan: &Plan, depth: usize, path: &mut Vec<usize>) {
+        let mut text = match plan {
+            Plan::Scan(scan) => {
+                let mut text = format!("Scan {}", scan.table.name);
+                if scan.qualifier != scan.table.name {
+                    text.push_str(&format!(" {}", scan.qualifier));
+                }
+                let access = match &scan.spans {
+                    Spans::Full => "full".to_string(),
+                    Spans::Points { shown, .. } => format!("get {shown}"),
+                    Spans::Ranges { ranges, shown } if ranges.len() == 1 => {
+                        format!("range {shown}")
+                    }
+                    Spans::Ranges { shown, .. } => format!("ranges {shown}"),
+                    Spans::Nothing => "nothing".to_string(),
+                };
+                text.push_str(&format!(" ({access})"));
+                if let Some(filter) = &scan.filter {
+                    text.push_str(&format!(
+                        " filter {}",
+                        expr_text(filter, &plan.column_names())
+                    ));
+                }
+                if let Some(hint) = scan.limit_hint {
+                    text.push_str(&format!(" first {hint} rows"));
+                }
+                if scan.lock {
+                    text.push_str(" locking");
+                }
+                text
             }
-            let access = match &scan.spans {
-                Spans::Full => "full".to_string(),
-                Spans::Points { shown, .. } => format!("get {shown}"),
-                Spans::Ranges { ranges, shown } if ranges.len() == 1 => format!("range {shown}"),
-                Spans::Ranges { shown, .. } => format!("ranges {shown}"),
-                Spans::Nothing => "nothing".to_string(),
-            };
-            text.push_str(&format!(" ({access})"));
+            Plan::Values { rows, .. } => format!("Values ({} rows)", rows.len()),
+            Plan::Series {
+                start, stop, step, ..
+            } => format!(
+                "Series generate_series({}, {}, {})",
+                expr_text(start, &[]),
+                expr_text(stop, &[]),
+                expr_text(step, &[])
+            ),
+            Plan::Empty { .. } => "Empty".to_string(),
+            Plan::Filter { input, predicate } => {
+                format!("Filter {}", expr_text(predicate, &input.column_names()))
+            }
+            Plan::Project { input, exprs, .. } => {
+                let names = input.column_names();
+                let shown: Vec<String> = exprs.iter().map(|e| expr_text(e, &names)).collect();
+                format!("Project {}", shown.join(", "))
+            }
+            Plan::Join {
+                kind,
+                on,
+                algorithm,
+                ..
+            } => {
+                let name = match algorithm {
+                    JoinAlgorithm::Hash { .. } => "HashJoin",
+                    JoinAlgorithm::Lookup { .. } => "LookupJoin",
+                    JoinAlgorithm::NestedLoop => "NestedLoopJoin",
+                };
+                let mut text = format!("{name} {}", kind.name());
+                if let Some(on) = on {
+                    text.push_str(&format!(" on {}", expr_text(on, &plan.column_names())));
+                }
+                text
+            }
+            Plan::Aggregate {
+                input,
+                group_by,
+                aggregates,
+            } => {
+                let names = input.column_names();
+                let mut text = "Aggregate".to_string();
+                if !group_by.is_empty() {
+                    let keys: Vec<String> = group_by.iter().map(|e| expr_text(e, &names)).collect();
+                    text.push_str(&format!(" by {}", keys.join(", ")));
+                }
+                if !aggregates.is_empty() {
+                    let calls: Vec<String> = aggregates
+                        .iter()
+                        .map(|a| aggregate_text(a, &names))
+                        .collect();
+                    text.push_str(&format!(": {}", calls.join(", ")));
+                }
+                text
+            }
+            Plan::Distinct { .. } => "Distinct".to_string(),
+            Plan::Sort { input, keys, top } => {
+                let names = input.column_names();
+                let keys: Vec<String> = keys
+                    .iter()
+                    .map(|k| {
+                        let mut key = names[k.column].clone();
+                        if k.descending {
+                            key.push_str(" DESC");
+                        }
+                        if k.nulls_first != k.descending {
+                            key.push_str(if k.nulls_first {
+                                " NULLS FIRST"
+                            } else {
+                                " NULLS LAST"
+                            });
+                        }
+                        key
+                    })
+                    .collect();
+                match top {
+                    Some(n) => format!("Sort {} (top {n})", keys.join(", ")),
+                    None => format!("Sort {}", keys.join(", ")),
+                }
+            }
+            Plan::Limit { limit, offset, .. } => {
+                let mut text = match limit {
+                    Some(n) => format!("Limit {n}"),
+                    None => "Limit ALL".to_string(),
+                };
+                if *offset > 0 {
+                    text.push_str(&format!(" offset {offset}"));
+                }
+                text
+            }
+            Plan::SetOp { op, all, .. } => {
+                format!("{}{}", op.name(), if *all { " ALL" } else { "" })
+            }
+            Plan::Apply { subqueries, .. } => {
+                format!(
+                    "Apply {} subquer{}",
+                    subqueries.len(),
+                    if subqueries.len() == 1 { "y" } else { "ies" }
+                )
+            }
+        };
+        if let Some(note) = (self.annotate)(path) {
+            text.push_str(&format!(" {note}"));
+        }
+        let lines = &mut *self.lines;
+        push(lines, depth, text);
+        if let Plan::Apply { input, subqueries } = plan {
+            path.push(0);
+            self.node(input, depth + 1, path);
+            path.pop();
+            let names = input.column_names();
+            for subquery in subqueries {
+                let kind = match &subquery.kind {
+                    SubqueryKind::Scalar => "Scalar".to_string(),
+                    SubqueryKind::Exists => "Exists".to_string(),
+                    SubqueryKind::In {
+                        operand, negated, ..
+                    } => format!(
+                        "{}{} IN",
+                        expr_text(operand, &names),
+                        if *negated { " NOT" } else { "" }
+                    ),
+                };
+                let correlated = if subquery.correlated {
+                    " correlated".to_string()
+                } else if !subquery.outer_keys.is_empty() {
+                    let keys: Vec<String> = subquery
+                        .outer_keys
+                        .iter()
+                        .map(|k| expr_text(k, &names))
+                        .collect();
+                    format!(" hashed on ({})", keys.join(", "))
+                } else {
+                    String::new()
+                };
+                push(
+                    self.lines,
+                    depth + 1,
+                    format!("Subquery {kind}{correlated}"),
+                );
+                path.push(UNMEASURED);
+                self.node(&subquery.plan, depth + 2, path);
+                path.pop();
+            }
+            return;
+        }
+        if let Plan::Join {
+            left,
+            right,
+            algorithm: JoinAlgorithm::Lookup { left_keys },
+            ..
+        } = plan
+            && let Plan::Scan(scan) = right.as_ref()
+        {
+            path.push(0);
+            self.node(left, depth + 1, path);
+            path.pop();
+            let names = left.column_names();
+            let keys: Vec<String> = scan
+                .table
+                .primary_key
+                .iter()
+                .zip(left_keys)
+                .map(|(&c, k)| format!("{} = {}", scan.table.columns[c].name, expr_text(k, &names)))
+                .collect();
+            let mut text = format!(
+                "Scan {} (get {} per row)",
+                scan.table.name,
+                keys.join(" AND ")
+            );
             if let Some(filter) = &scan.filter {
                 text.push_str(&format!(
                     " filter {}",
-                    expr_text(filter, &plan.column_names())
+                    expr_text(filter, &right.column_names())
                 ));
             }
-            if let Some(hint) = scan.limit_hint {
-                text.push_str(&format!(" first {hint} rows"));
-            }
-            if scan.lock {
-                text.push_str(" locking");
-            }
-            text
+            push(self.lines, depth + 1, text);
+            return;
         }
-        Plan::Values { rows, .. } => format!("Values ({} rows)", rows.len()),
-        Plan::Series {
-            start, stop, step, ..
-        } => format!(
-            "Series generate_series({}, {}, {})",
-            expr_text(start, &[]),
-            expr_text(stop, &[]),
-            expr_text(step, &[])
-        ),
-        Plan::Empty { .. } => "Empty".to_string(),
-        Plan::Filter { input, predicate } => {
-            format!("Filter {}", expr_text(predicate, &input.column_names()))
+        for (i, child) in plan.children().into_iter().enumerate() {
+            path.push(i);
+            self.node(child, depth + 1, path);
+            path.pop();
         }
-        Plan::Project { input, exprs, .. } => {
-            let names = input.column_names();
-            let shown: Vec<String> = exprs.iter().map(|e| expr_text(e, &names)).collect();
-            format!("Project {}", shown.join(", "))
-        }
-        Plan::Join {
-            kind,
-            on,
-            algorithm,
-            ..
-        } => {
-            let name = match algorithm {
-                JoinAlgorithm::Hash { .. } => "HashJoin",
-                JoinAlgorithm::Lookup { .. } => "LookupJoin",
-                JoinAlgorithm::NestedLoop => "NestedLoopJoin",
-            };
-            let mut text = format!("{name} {}", kind.name());
-            if let Some(on) = on {
-                text.push_str(&format!(" on {}", expr_text(on, &plan.column_names())));
-            }
-            text
-        }
-        Plan::Aggregate {
-            input,
-            group_by,
-            aggregates,
-        } => {
-            let names = input.column_names();
-            let mut text = "Aggregate".to_string();
-            if !group_by.is_empty() {
-                let keys: Vec<String> = group_by.iter().map(|e| expr_text(e, &names)).collect();
-                text.push_str(&format!(" by {}", keys.join(", ")));
-            }
-            if !aggregates.is_empty() {
-                let calls: Vec<String> = aggregates
-                    .iter()
-                    .map(|a| aggregate_text(a, &names))
-                    .collect();
-                text.push_str(&format!(": {}", calls.join(", ")));
-            }
-            text
-        }
-        Plan::Distinct { .. } => "Distinct".to_string(),
-        Plan::Sort { input, keys, top } => {
-            let names = input.column_names();
-            let keys: Vec<String> = keys
-                .iter()
-                .map(|k| {
-                    let mut key = names[k.column].clone();
-                    if k.descending {
-                        key.push_str(" DESC");
-                    }
-                    if k.nulls_first != k.descending {
-                        key.push_str(if k.nulls_first {
-                            " NULLS FIRST"
-                        } else {
-                            " NULLS LAST"
-                        });
-                    }
-                    key
-                })
-                .collect();
-            match top {
-                Some(n) => format!("Sort {} (top {n})", keys.join(", ")),
-                None => format!("Sort {}", keys.join(", ")),
-            }
-        }
-        Plan::Limit { limit, offset, .. } => {
-            let mut text = match limit {
-                Some(n) => format!("Limit {n}"),
-                None => "Limit ALL".to_string(),
-            };
-            if *offset > 0 {
-                text.push_str(&format!(" offset {offset}"));
-            }
-            text
-        }
-        Plan::SetOp { op, all, .. } => {
-            format!("{}{}", op.name(), if *all { " ALL" } else { "" })
-        }
-        Plan::Apply { subqueries, .. } => {
-            format!(
-                "Apply {} subquer{}",
-                subqueries.len(),
-                if subqueries.len() == 1 { "y" } else { "ies" }
-            )
-        }
-    };
-    push(lines, depth, text);
-    if let Plan::Apply { input, subqueries } = plan {
-        node(input, depth + 1, lines);
-        let names = input.column_names();
-        for subquery in subqueries {
-            let kind = match &subquery.kind {
-                SubqueryKind::Scalar => "Scalar".to_string(),
-                SubqueryKind::Exists => "Exists".to_string(),
-                SubqueryKind::In {
-                    operand, negated, ..
-                } => format!(
-                    "{}{} IN",
-                    expr_text(operand, &names),
-                    if *negated { " NOT" } else { "" }
-                ),
-            };
-            let correlated = if subquery.correlated {
-                " correlated".to_string()
-            } else if !subquery.outer_keys.is_empty() {
-                let keys: Vec<String> = subquery
-                    .outer_keys
-                    .iter()
-                    .map(|k| expr_text(k, &names))
-                    .collect();
-                format!(" hashed on ({})", keys.join(", "))
-            } else {
-                String::new()
-            };
-            push(lines, depth + 1, format!("Subquery {kind}{correlated}"));
-            node(&subquery.plan, depth + 2, lines);
-        }
-        return;
-    }
-    if let Plan::Join {
-        left,
-        right,
-        algorithm: JoinAlgorithm::Lookup { left_keys },
-        ..
-    } = plan
-        && let Plan::Scan(scan) = right.as_ref()
-    {
-        node(left, depth + 1, lines);
-        let names = left.column_names();
-        let keys: Vec<String> = scan
-            .table
-            .primary_key
-            .iter()
-            .zip(left_keys)
-            .map(|(&c, k)| format!("{} = {}", scan.table.columns[c].name, expr_text(k, &names)))
-            .collect();
-        let mut text = format!(
-            "Scan {} (get {} per row)",
-            scan.table.name,
-            keys.join(" AND ")
-        );
-        if let Some(filter) = &scan.filter {
-            text.push_str(&format!(
-                " filter {}",
-                expr_text(filter, &right.column_names())
-            ));
-        }
-        push(lines, depth + 1, text);
-        return;
-    }
-    for child in plan.children() {
-        node(child, depth + 1, lines);
     }
 }
 
