@@ -30,7 +30,7 @@ use kv::Transaction;
 use super::operator::{Operator, Row, build, hash_key};
 use super::spill::WorkMem;
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::expr::{Columns, Expr, compare_values};
+use crate::expr::{CmpOp, Columns, Expr, compare_values};
 use crate::plan::{Plan, SubqueryDef, SubqueryKind};
 use crate::types::Value;
 
@@ -196,19 +196,9 @@ fn keyed_value(
             [value] => value.clone(),
             _ => return Err(too_many_rows()),
         },
-        (
-            SubqueryKind::In {
-                operand,
-                negated,
-                blank_padded,
-            },
-            Cached::KeyedIn(keyed),
-        ) => test_in(
-            &operand.eval(input)?,
-            keyed.group(key),
-            *blank_padded,
-            *negated,
-        ),
+        (SubqueryKind::In { operand, .. }, Cached::KeyedIn(keyed)) => {
+            test_in(&operand.eval(input)?, keyed.group(key), &subquery.kind)
+        }
         _ => unreachable!("a decorrelated subquery's cache matches its kind"),
     })
 }
@@ -258,7 +248,25 @@ fn in_set(values: Vec<Value>, blank_padded: bool) -> InValues {
     }
 }
 
-fn test_in(operand: &Value, set: &InValues, blank_padded: bool, negated: bool) -> Value {
+/// `operand op ANY|ALL (values)` under NOT if `negated` (`kind` is the subquery's `In`).
+fn test_in(operand: &Value, set: &InValues, kind: &SubqueryKind) -> Value {
+    let SubqueryKind::In {
+        op,
+        all,
+        negated,
+        blank_padded,
+        ..
+    } = kind
+    else {
+        unreachable!("an IN, ANY or ALL subquery")
+    };
+    let (op, all, negated, blank_padded) = (*op, *all, *negated, *blank_padded);
+    if op != CmpOp::Eq || all {
+        return match quantified(operand, &set.values, op, all, blank_padded) {
+            Some(result) => Value::Bool(result != negated),
+            None => Value::Null,
+        };
+    }
     if set.values.is_empty() {
         return Value::Bool(negated);
     }
@@ -283,6 +291,26 @@ fn test_in(operand: &Value, set: &InValues, blank_padded: bool, negated: bool) -
         Some(found) => Value::Bool(found != negated),
         None => Value::Null,
     }
+}
+
+/// `operand op ANY (values)` (`all`: `ALL`): true (false for ALL) as soon as one comparison
+/// says so; else unknown if one was; else false (true for ALL), also without values.
+fn quantified(
+    operand: &Value,
+    values: &[Value],
+    op: CmpOp,
+    all: bool,
+    blank_padded: bool,
+) -> Option<bool> {
+    let mut unknown = false;
+    for value in values {
+        match compare_values(operand, value, blank_padded).map(|o| op.holds(o)) {
+            Some(holds) if holds != all => return Some(holds),
+            Some(_) => {}
+            None => unknown = true,
+        }
+    }
+    if unknown { None } else { Some(all) }
 }
 
 impl SubqueryValues {
@@ -327,14 +355,14 @@ impl SubqueryValues {
             (
                 SubqueryKind::In {
                     operand,
-                    negated,
                     blank_padded,
+                    ..
                 },
                 cached,
             ) => {
                 let operand = operand.eval(input)?;
                 match cached {
-                    Some(Cached::Values(set)) => test_in(&operand, set, *blank_padded, *negated),
+                    Some(Cached::Values(set)) => test_in(&operand, set, &subquery.kind),
                     _ => {
                         let set = in_values(
                             plan_for(subquery, input)?,
@@ -342,7 +370,7 @@ impl SubqueryValues {
                             self.work_mem,
                             txn,
                         )?;
-                        let v = test_in(&operand, &set, *blank_padded, *negated);
+                        let v = test_in(&operand, &set, &subquery.kind);
                         if !subquery.correlated {
                             self.cache[i] = Some(Cached::Values(set));
                         }

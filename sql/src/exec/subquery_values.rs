@@ -11,7 +11,7 @@ use kv::Transaction;
 
 use super::operator::collect;
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::expr::{CmpOp, Expr};
+use crate::expr::Expr;
 use crate::plan::{SubqueryDef, SubqueryKind};
 use crate::types::Value;
 
@@ -59,6 +59,8 @@ fn value_of(subquery: &SubqueryDef, row: &[Value], txn: &mut dyn Transaction) ->
         SubqueryKind::Exists => Expr::Const(Value::Bool(!rows.is_empty())),
         SubqueryKind::In {
             operand,
+            op,
+            all,
             negated,
             blank_padded,
         } => {
@@ -66,9 +68,9 @@ fn value_of(subquery: &SubqueryDef, row: &[Value], txn: &mut dyn Transaction) ->
                 operand: Box::new(operand.clone()),
                 tests: rows
                     .into_iter()
-                    .map(|mut r| (CmpOp::Eq, Expr::Const(r.swap_remove(0)), *blank_padded))
+                    .map(|mut r| (*op, Expr::Const(r.swap_remove(0)), *blank_padded))
                     .collect(),
-                all: false,
+                all: *all,
             };
             if *negated {
                 Expr::Not(Box::new(any))

@@ -45,7 +45,7 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
-    fn holds(self, ordering: Ordering) -> bool {
+    pub fn holds(self, ordering: Ordering) -> bool {
         match self {
             CmpOp::Eq => ordering == Ordering::Equal,
             CmpOp::NotEq => ordering != Ordering::Equal,
@@ -685,7 +685,40 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
             target: ast::InTarget::Subquery(subquery),
             negated,
             global: false,
-        } => bind_in_subquery(operand, subquery, *negated, scope),
+        } => bind_in_subquery(operand, subquery, CmpOp::Eq, false, *negated, scope),
+        E::AnyOp {
+            left,
+            compare_op,
+            right,
+            ..
+        }
+        | E::AllOp {
+            left,
+            compare_op,
+            right,
+        } => {
+            let all = matches!(expr, E::AllOp { .. });
+            let E::Subquery(query) = right.as_ref() else {
+                return Err(SqlError::unsupported(format!(
+                    "{} over an array (only over a subquery)",
+                    if all { "ALL" } else { "ANY" }
+                )));
+            };
+            let op = match compare_op {
+                ast::BinaryOperator::Eq => CmpOp::Eq,
+                ast::BinaryOperator::NotEq => CmpOp::NotEq,
+                ast::BinaryOperator::Lt => CmpOp::Lt,
+                ast::BinaryOperator::LtEq => CmpOp::LtEq,
+                ast::BinaryOperator::Gt => CmpOp::Gt,
+                ast::BinaryOperator::GtEq => CmpOp::GtEq,
+                other => {
+                    return Err(SqlError::unsupported(format!(
+                        "operator {other} with ANY/ALL"
+                    )));
+                }
+            };
+            bind_in_subquery(left, query, op, all, false, scope)
+        }
         E::IsDistinctFrom(left, right) | E::IsNotDistinctFrom(left, right) => {
             let negated = matches!(expr, E::IsNotDistinctFrom(..));
             let compared = compare(bind(left, scope)?, CmpOp::Eq, bind(right, scope)?)?;
@@ -742,9 +775,12 @@ fn bind_subquery(query: &ast::Query, kind: SubqueryKind, scope: &Scope) -> SqlRe
     Ok(Typed::known(reference, ty))
 }
 
+/// `operand [NOT] IN (query)`, and `operand op ANY|ALL (query)`.
 fn bind_in_subquery(
     operand: &ast::Expr,
     query: &ast::Query,
+    op: CmpOp,
+    all: bool,
     negated: bool,
     scope: &Scope,
 ) -> SqlResult<Typed> {
@@ -760,10 +796,10 @@ fn bind_in_subquery(
         ));
     }
     let column_ty = bound.columns[0].1;
-    // The operand is compared with the subquery's values as `=` would compare them.
+    // The operand is compared with the subquery's values as `op` would compare them.
     let probe = compare(
         operand.clone(),
-        CmpOp::Eq,
+        op,
         Typed::known(Expr::Const(Value::Null), column_ty),
     )?;
     let Expr::Compare {
@@ -777,6 +813,8 @@ fn bind_in_subquery(
         plan: bound.plan,
         kind: SubqueryKind::In {
             operand: *left,
+            op,
+            all,
             negated,
             blank_padded,
         },

@@ -4,7 +4,7 @@
 //! Expressions are printed with the column names of the node's input.
 
 use super::{AggregateCall, AggregateFn, JoinAlgorithm, Plan, Spans, SubqueryKind};
-use crate::expr::{ArithOp, Expr, MathFn, TextFn};
+use crate::expr::{ArithOp, CmpOp, Expr, MathFn, TextFn};
 use crate::types::Value;
 
 /// The plan's lines.
@@ -192,11 +192,28 @@ impl Printer<'_> {
                     SubqueryKind::Scalar => "Scalar".to_string(),
                     SubqueryKind::Exists => "Exists".to_string(),
                     SubqueryKind::In {
-                        operand, negated, ..
+                        operand,
+                        op: CmpOp::Eq,
+                        all: false,
+                        negated,
+                        ..
                     } => format!(
                         "{}{} IN",
                         expr_text(operand, &names),
                         if *negated { " NOT" } else { "" }
+                    ),
+                    SubqueryKind::In {
+                        operand,
+                        op,
+                        all,
+                        negated,
+                        ..
+                    } => format!(
+                        "{}{} {} {}",
+                        if *negated { "NOT " } else { "" },
+                        expr_text(operand, &names),
+                        op.symbol(),
+                        if *all { "ALL" } else { "ANY" }
                     ),
                 };
                 let correlated = if subquery.correlated {

@@ -234,9 +234,12 @@ pub enum SubqueryKind {
     Scalar,
     /// Whether it has a row.
     Exists,
-    /// `operand [NOT] IN (subquery)`, with SQL's NULL semantics.
+    /// `operand op ANY|ALL (subquery)` (`all`), possibly under NOT (`negated`), with SQL's
+    /// NULL semantics; `IN` is `= ANY` and `NOT IN` its negation.
     In {
         operand: Expr,
+        op: crate::expr::CmpOp,
+        all: bool,
         negated: bool,
         blank_padded: bool,
     },
