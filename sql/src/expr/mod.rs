@@ -541,6 +541,24 @@ pub fn bind(expr: &ast::Expr, scope: &Scope) -> SqlResult<Typed> {
             if list.is_empty() {
                 return Err(SqlError::new(sqlstate::SYNTAX_ERROR, "empty IN list"));
             }
+            if let ast::Expr::Tuple(_) = inner.as_ref() {
+                // `(a, b) IN ((1, 2), …)`: any of the row comparisons.
+                let mut any: Option<Expr> = None;
+                for item in list {
+                    let test = bind_compare(inner, CmpOp::Eq, item, scope)?;
+                    any = Some(match any {
+                        None => test,
+                        Some(a) => Expr::Or(Box::new(a), Box::new(test)),
+                    });
+                }
+                let any = any.expect("the list is not empty");
+                let expr = if *negated {
+                    Expr::Not(Box::new(any))
+                } else {
+                    any
+                };
+                return Ok(Typed::known(expr, SqlType::Bool));
+            }
             let tests: Vec<(CmpOp, &ast::Expr)> =
                 list.iter().map(|item| (CmpOp::Eq, item)).collect();
             let any = bind_each(inner, &tests, false, scope)?;
@@ -1340,9 +1358,60 @@ fn bind_unary(op: ast::UnaryOperator, inner: &ast::Expr, scope: &Scope) -> SqlRe
 }
 
 fn bind_compare(left: &ast::Expr, op: CmpOp, right: &ast::Expr, scope: &Scope) -> SqlResult<Expr> {
+    if let (ast::Expr::Tuple(left), ast::Expr::Tuple(right)) = (left, right) {
+        return bind_row_compare(left, op, right, scope);
+    }
     let left = bind(left, scope)?;
     let right = bind(right, scope)?;
     compare(left, op, right)
+}
+
+/// `(a1, a2, …) op (b1, b2, …)`, element by element as PostgreSQL compares rows: `=` if
+/// all pairs are equal, `<>` if one is not, and the ordering operators by the first pair that
+/// is not equal (NULL if that pair has a NULL).
+fn bind_row_compare(
+    left: &[ast::Expr],
+    op: CmpOp,
+    right: &[ast::Expr],
+    scope: &Scope,
+) -> SqlResult<Expr> {
+    if left.len() != right.len() {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            "unequal number of entries in row expressions",
+        ));
+    }
+    let pair = |i: usize, op: CmpOp| bind_compare(&left[i], op, &right[i], scope);
+    let and = |a: Expr, b: Expr| Expr::And(Box::new(a), Box::new(b));
+    let or = |a: Expr, b: Expr| Expr::Or(Box::new(a), Box::new(b));
+    let n = left.len();
+    match op {
+        CmpOp::Eq | CmpOp::NotEq => {
+            let mut result = pair(0, op)?;
+            for i in 1..n {
+                let next = pair(i, op)?;
+                result = if op == CmpOp::Eq {
+                    and(result, next)
+                } else {
+                    or(result, next)
+                };
+            }
+            Ok(result)
+        }
+        CmpOp::Lt | CmpOp::LtEq | CmpOp::Gt | CmpOp::GtEq => {
+            let strict = if matches!(op, CmpOp::Lt | CmpOp::LtEq) {
+                CmpOp::Lt
+            } else {
+                CmpOp::Gt
+            };
+            // From the last pair back: (a_i strict b_i) OR (a_i = b_i AND rest).
+            let mut result = pair(n - 1, op)?;
+            for i in (0..n - 1).rev() {
+                result = or(pair(i, strict)?, and(pair(i, CmpOp::Eq)?, result));
+            }
+            Ok(result)
+        }
+    }
 }
 
 /// `left op right`, with PostgreSQL's coercion of untyped literals (42883 for unrelated
