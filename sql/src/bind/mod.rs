@@ -31,7 +31,7 @@ use crate::plan::{Plan, SetOpKind};
 use crate::scope::{BoundSubquery, Scope, ScopeColumn, SubqueryBinder};
 use crate::types::SqlType;
 
-pub use select::{constant_count, output_name};
+pub use select::{Output, bind_projection, constant_count, output_name};
 
 /// A bound query: its plan and its output columns (name, type).
 pub struct BoundQuery {

@@ -423,7 +423,7 @@ fn output(typed: Typed, name: String) -> Output {
     }
 }
 
-fn bind_projection(items: &[ast::SelectItem], scope: &Scope) -> SqlResult<Vec<Output>> {
+pub fn bind_projection(items: &[ast::SelectItem], scope: &Scope) -> SqlResult<Vec<Output>> {
     let mut outputs = Vec::new();
     for item in items {
         match item {

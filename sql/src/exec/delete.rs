@@ -4,15 +4,15 @@ use sqlparser::ast;
 
 use kv::Transaction;
 
+use super::returning::{self, Returning};
 use super::scan::target_rows;
-use super::{StatementResult, dml_scope, refuse_returning, single_table};
+use super::{StatementResult, dml_scope, single_table};
 use crate::bind::Binder;
 use crate::catalog;
 use crate::error::{SqlError, SqlResult};
 use crate::expr::bind;
 
 pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<StatementResult> {
-    refuse_returning(&delete.returning)?;
     if delete.using.is_some()
         || delete.limit.is_some()
         || !delete.order_by.is_empty()
@@ -28,19 +28,25 @@ pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<Sta
     };
     let (name, alias) = single_table(target)?;
     let table = catalog::require_table(txn, &name)?;
-    let (filter, subqueries) = {
+    let (filter, subqueries, returning) = {
         let binder = Binder::new(txn);
         let scope = dml_scope(&table, alias.as_deref(), &binder);
         let filter = match &delete.selection {
             Some(expr) => Some(bind(expr, &scope)?.into_condition("WHERE")?),
             None => None,
         };
-        (filter, scope.take_subqueries())
+        let subqueries = scope.take_subqueries();
+        let returning = Returning::bind(&delete.returning, &scope)?;
+        (filter, subqueries, returning)
     };
     let rows = target_rows(txn, &table, filter, &subqueries)?;
     let count = rows.len();
-    for row in rows {
-        txn.delete(row.key);
+    for row in &rows {
+        txn.delete(row.key.clone());
     }
-    Ok(StatementResult::command(format!("DELETE {count}")))
+    returning::result(
+        returning.as_ref(),
+        rows.iter().map(|r| r.values.as_slice()),
+        format!("DELETE {count}"),
+    )
 }

@@ -5,8 +5,9 @@ use sqlparser::ast;
 use kv::{LockPurpose, Transaction};
 
 use super::operator::collect;
+use super::returning::{self, Returning};
 use super::scan::key_for_row;
-use super::{StatementResult, WorkMem, refuse_returning, table_name};
+use super::{StatementResult, WorkMem, dml_scope, table_name};
 use crate::bind::Binder;
 use crate::catalog::{self, Table};
 use crate::encoding::encode_row;
@@ -66,12 +67,19 @@ fn is_default_keyword(expr: &ast::Expr) -> bool {
 const EXISTENCE_BATCH: usize = 1024;
 
 /// One row of VALUES: its key and its record, with defaults, coercions and NOT NULL checked.
+/// Without a column list (`columns_listed` false), fewer values fill the first columns.
 fn build_row(
     table: &Table,
     targets: &[usize],
+    columns_listed: bool,
     exprs: &[ast::Expr],
     start_ts: u64,
 ) -> SqlResult<(Vec<u8>, Vec<Value>)> {
+    let targets = if columns_listed {
+        targets
+    } else {
+        &targets[..exprs.len().min(targets.len())]
+    };
     if exprs.len() > targets.len() {
         return Err(SqlError::new(
             sqlstate::SYNTAX_ERROR,
@@ -102,7 +110,6 @@ pub fn execute(
     insert: &ast::Insert,
     work_mem: WorkMem,
 ) -> SqlResult<StatementResult> {
-    refuse_returning(&insert.returning)?;
     if insert.on.is_some() {
         return Err(SqlError::unsupported("INSERT … ON CONFLICT"));
     }
@@ -113,6 +120,11 @@ pub fn execute(
         return Err(SqlError::unsupported("INSERT into a table function"));
     };
     let table = catalog::require_table(txn, &table_name(name)?)?;
+    let returning = {
+        let binder = Binder::new(txn);
+        let scope = dml_scope(&table, None, &binder);
+        Returning::bind(&insert.returning, &scope)?
+    };
 
     // Target columns: the list given, or all columns in order.
     let targets: Vec<usize> = if insert.columns.is_empty() {
@@ -160,8 +172,19 @@ pub fn execute(
                 && source.limit_clause.is_none()
                 && source.with.is_none() =>
         {
+            if values
+                .rows
+                .iter()
+                .any(|r| r.content.len() != values.rows[0].content.len())
+            {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "VALUES lists must all be the same length",
+                ));
+            }
             for row in &values.rows {
-                match build_row(&table, &targets, &row.content, start_ts) {
+                let columns_listed = !insert.columns.is_empty();
+                match build_row(&table, &targets, columns_listed, &row.content, start_ts) {
                     Ok(built) => rows.push(built),
                     Err(e) => {
                         row_error = Some(e);
@@ -171,7 +194,14 @@ pub fn execute(
             }
         }
         _ => {
-            for record in select_rows(txn, &table, &targets, source, work_mem)? {
+            for record in select_rows(
+                txn,
+                &table,
+                &targets,
+                !insert.columns.is_empty(),
+                source,
+                work_mem,
+            )? {
                 match check_not_null(&table, &record) {
                     Ok(()) => rows.push((key_for_row(&table, &record, start_ts), record)),
                     Err(e) => {
@@ -201,10 +231,14 @@ pub fn execute(
         return Err(e);
     }
     let count = rows.len() as u64;
-    for (key, record) in rows {
-        txn.put(key, encode_row(&record));
+    for (key, record) in &rows {
+        txn.put(key.clone(), encode_row(record));
     }
-    Ok(StatementResult::command(format!("INSERT 0 {count}")))
+    returning::result(
+        returning.as_ref(),
+        rows.iter().map(|(_, record)| record.as_slice()),
+        format!("INSERT 0 {count}"),
+    )
 }
 
 /// `INSERT … SELECT` (or VALUES with ORDER BY/LIMIT): the query's rows, read whole before
@@ -213,10 +247,18 @@ fn select_rows(
     txn: &mut dyn Transaction,
     table: &Table,
     targets: &[usize],
+    columns_listed: bool,
     source: &ast::Query,
     work_mem: WorkMem,
 ) -> SqlResult<Vec<Vec<Value>>> {
     let bound = Binder::new(txn).bind_query(source, None)?;
+    // Without a column list, a query with fewer columns fills the first ones (the others
+    // take their defaults), as in PostgreSQL.
+    let targets = if columns_listed {
+        targets
+    } else {
+        &targets[..bound.columns.len().min(targets.len())]
+    };
     if bound.columns.len() > targets.len() {
         return Err(SqlError::new(
             sqlstate::SYNTAX_ERROR,

@@ -20,6 +20,7 @@ mod lookup_join;
 pub mod operator;
 mod query;
 mod regions;
+mod returning;
 mod rows;
 pub mod scan;
 mod set_op;
@@ -243,12 +244,4 @@ fn dml_scope<'a>(
 ) -> crate::scope::Scope<'a> {
     let (columns, relation) = crate::scope::table_columns(table, alias, 0, 0);
     crate::scope::Scope::new(columns, vec![relation], None, Some(binder))
-}
-
-/// Refuses a `RETURNING` clause (not implemented yet).
-fn refuse_returning(returning: &Option<Vec<ast::SelectItem>>) -> SqlResult<()> {
-    if returning.is_some() {
-        return Err(SqlError::unsupported("RETURNING"));
-    }
-    Ok(())
 }

@@ -5,8 +5,9 @@ use sqlparser::ast;
 use kv::Transaction;
 
 use super::insert::{check_not_null, duplicate_key, existing_rows};
+use super::returning::{self, Returning};
 use super::scan::{key_for_row, target_rows};
-use super::{StatementResult, dml_scope, refuse_returning, single_table, subquery_values};
+use super::{StatementResult, dml_scope, single_table, subquery_values};
 use crate::bind::Binder;
 use crate::catalog;
 use crate::encoding::encode_row;
@@ -14,7 +15,6 @@ use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, bind, ident_name};
 
 pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<StatementResult> {
-    refuse_returning(&update.returning)?;
     if update.from.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
         return Err(SqlError::unsupported("this form of UPDATE"));
     }
@@ -62,6 +62,7 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
         None => None,
     };
     let subqueries = scope.take_subqueries();
+    let returning = Returning::bind(&update.returning, &scope)?;
     drop(scope);
     drop(binder);
 
@@ -133,9 +134,13 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
             txn.put(key, encode_row(values));
         }
     } else {
-        for (key, values) in updated {
-            txn.put(key, encode_row(&values));
+        for (key, values) in &updated {
+            txn.put(key.clone(), encode_row(values));
         }
     }
-    Ok(StatementResult::command(format!("UPDATE {count}")))
+    returning::result(
+        returning.as_ref(),
+        updated.iter().map(|(_, values)| values.as_slice()),
+        format!("UPDATE {count}"),
+    )
 }
