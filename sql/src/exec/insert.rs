@@ -4,13 +4,14 @@ use sqlparser::ast;
 
 use kv::{LockPurpose, Transaction};
 
+use super::on_conflict::OnConflict;
 use super::operator::collect;
 use super::returning::{self, Returning};
 use super::scan::key_for_row;
 use super::{StatementResult, WorkMem, dml_scope, table_name};
 use crate::bind::Binder;
 use crate::catalog::{self, Table};
-use crate::encoding::encode_row;
+use crate::encoding::{decode_row, encode_row};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, Scope, Typed, bind, ident_name};
 use crate::types::Value;
@@ -110,20 +111,21 @@ pub fn execute(
     insert: &ast::Insert,
     work_mem: WorkMem,
 ) -> SqlResult<StatementResult> {
-    if insert.on.is_some() {
-        return Err(SqlError::unsupported("INSERT … ON CONFLICT"));
-    }
-    if insert.overriding.is_some() || insert.table_alias.is_some() {
+    if insert.overriding.is_some() {
         return Err(SqlError::unsupported("this form of INSERT"));
     }
     let ast::TableObject::TableName(name) = &insert.table else {
         return Err(SqlError::unsupported("INSERT into a table function"));
     };
     let table = catalog::require_table(txn, &table_name(name)?)?;
-    let returning = {
+    // `INSERT INTO t AS alias`: the name RETURNING and ON CONFLICT use for the table.
+    let alias = insert.table_alias.as_ref().map(|a| ident_name(&a.alias));
+    let (returning, on_conflict) = {
         let binder = Binder::new(txn);
-        let scope = dml_scope(&table, None, &binder);
-        Returning::bind(&insert.returning, &scope)?
+        let scope = dml_scope(&table, alias.as_deref(), &binder);
+        let returning = Returning::bind(&insert.returning, &scope)?;
+        let on_conflict = OnConflict::bind(insert.on.as_ref(), &table, alias.as_deref(), &binder)?;
+        (returning, on_conflict)
     };
 
     // Target columns: the list given, or all columns in order.
@@ -212,7 +214,9 @@ pub fn execute(
             }
         }
     }
-    let mut seen = std::collections::HashSet::new();
+    // The rows to write: new ones, and stored ones updated by ON CONFLICT DO UPDATE.
+    let mut writes: Vec<(Vec<u8>, Vec<Value>)> = Vec::with_capacity(rows.len());
+    let mut written = std::collections::HashSet::new();
     for chunk in rows.chunks(EXISTENCE_BATCH) {
         let keys: Vec<Vec<u8>> = chunk.iter().map(|(key, _)| key.clone()).collect();
         let existing = if table.primary_key.is_empty() {
@@ -222,21 +226,45 @@ pub fn execute(
             existing_rows(txn, &keys)?
         };
         for ((key, record), existing) in chunk.iter().zip(existing) {
-            if existing.is_some() || !seen.insert(key.clone()) {
-                return Err(duplicate_key(&table, record));
+            let taken_here = written.contains(key);
+            if existing.is_none() && !taken_here {
+                written.insert(key.clone());
+                writes.push((key.clone(), record.clone()));
+                continue;
+            }
+            match &on_conflict {
+                OnConflict::Error => return Err(duplicate_key(&table, record)),
+                OnConflict::Nothing => {}
+                OnConflict::Update { .. } if taken_here => {
+                    return Err(SqlError::new(
+                        sqlstate::CARDINALITY_VIOLATION,
+                        "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                    ));
+                }
+                OnConflict::Update { .. } => {
+                    let stored = decode_row(
+                        existing.as_deref().expect("a stored row"),
+                        table.columns.len(),
+                    )?;
+                    if let Some(updated) = on_conflict.updated(&stored, record)? {
+                        check_not_null(&table, &updated)?;
+                        written.insert(key.clone());
+                        writes.push((key.clone(), updated));
+                    }
+                }
             }
         }
     }
     if let Some(e) = row_error {
         return Err(e);
     }
-    let count = rows.len() as u64;
-    for (key, record) in &rows {
+    let count = writes.len() as u64;
+    for (key, record) in &writes {
         txn.put(key.clone(), encode_row(record));
     }
     returning::result(
         returning.as_ref(),
-        rows.iter().map(|(_, record)| record.as_slice()),
+        writes.iter().map(|(_, record)| record.as_slice()),
         format!("INSERT 0 {count}"),
     )
 }

@@ -17,6 +17,7 @@ mod distinct;
 mod insert;
 mod join;
 mod lookup_join;
+mod on_conflict;
 pub mod operator;
 mod query;
 mod regions;

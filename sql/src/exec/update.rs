@@ -10,9 +10,11 @@ use super::scan::{key_for_row, target_rows};
 use super::{StatementResult, dml_scope, single_table, subquery_values};
 use crate::bind::Binder;
 use crate::catalog;
+use crate::catalog::Table;
 use crate::encoding::encode_row;
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, bind, ident_name};
+use crate::scope::Scope;
 
 pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<StatementResult> {
     if update.from.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
@@ -23,40 +25,7 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
     let binder = Binder::new(txn);
     let scope = dml_scope(&table, alias.as_deref(), &binder);
 
-    let mut assignments: Vec<(usize, Expr)> = Vec::new();
-    for assignment in &update.assignments {
-        let ast::AssignmentTarget::ColumnName(column) = &assignment.target else {
-            return Err(SqlError::unsupported("assigning to a tuple of columns"));
-        };
-        let Some(ast::ObjectNamePart::Identifier(ident)) = column.0.last() else {
-            return Err(SqlError::unsupported(format!("column reference {column}")));
-        };
-        let column_name = ident_name(ident);
-        let index = table.column_index(&column_name).ok_or_else(|| {
-            SqlError::new(
-                sqlstate::UNDEFINED_COLUMN,
-                format!(
-                    "column \"{column_name}\" of relation \"{}\" does not exist",
-                    table.name
-                ),
-            )
-        })?;
-        if assignments.iter().any(|(i, _)| *i == index) {
-            return Err(SqlError::new(
-                sqlstate::SYNTAX_ERROR,
-                format!("multiple assignments to same column \"{column_name}\""),
-            ));
-        }
-        let column = &table.columns[index];
-        let value = if matches!(&assignment.value, ast::Expr::Identifier(i)
-            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
-        {
-            Expr::Const(column.default.clone())
-        } else {
-            bind(&assignment.value, &scope)?.coerce_for_assignment(column.ty, &column.name)?
-        };
-        assignments.push((index, value));
-    }
+    let assignments = bind_assignments(&table, &update.assignments, &scope)?;
     let filter = match &update.selection {
         Some(expr) => Some(bind(expr, &scope)?.into_condition("WHERE")?),
         None => None,
@@ -143,4 +112,48 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
         updated.iter().map(|(_, values)| values.as_slice()),
         format!("UPDATE {count}"),
     )
+}
+
+/// `SET column = value, …` (UPDATE, and INSERT's ON CONFLICT DO UPDATE): each target column's
+/// position and its new value over `scope` (`DEFAULT` is the column's default).
+pub fn bind_assignments(
+    table: &Table,
+    assignments: &[ast::Assignment],
+    scope: &Scope,
+) -> SqlResult<Vec<(usize, Expr)>> {
+    let mut bound: Vec<(usize, Expr)> = Vec::new();
+    for assignment in assignments {
+        let ast::AssignmentTarget::ColumnName(column) = &assignment.target else {
+            return Err(SqlError::unsupported("assigning to a tuple of columns"));
+        };
+        let Some(ast::ObjectNamePart::Identifier(ident)) = column.0.last() else {
+            return Err(SqlError::unsupported(format!("column reference {column}")));
+        };
+        let column_name = ident_name(ident);
+        let index = table.column_index(&column_name).ok_or_else(|| {
+            SqlError::new(
+                sqlstate::UNDEFINED_COLUMN,
+                format!(
+                    "column \"{column_name}\" of relation \"{}\" does not exist",
+                    table.name
+                ),
+            )
+        })?;
+        if bound.iter().any(|(i, _)| *i == index) {
+            return Err(SqlError::new(
+                sqlstate::SYNTAX_ERROR,
+                format!("multiple assignments to same column \"{column_name}\""),
+            ));
+        }
+        let column = &table.columns[index];
+        let value = if matches!(&assignment.value, ast::Expr::Identifier(i)
+            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+        {
+            Expr::Const(column.default.clone())
+        } else {
+            bind(&assignment.value, scope)?.coerce_for_assignment(column.ty, &column.name)?
+        };
+        bound.push((index, value));
+    }
+    Ok(bound)
 }
