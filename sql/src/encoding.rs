@@ -23,6 +23,8 @@ const TAG_TRUE: u8 = 0x02;
 const TAG_INT: u8 = 0x03;
 const TAG_FLOAT: u8 = 0x04;
 const TAG_TEXT: u8 = 0x05;
+/// `-0.0` in a stored row (keys write it as `0.0`: the two are equal, as in PostgreSQL).
+const TAG_NEGATIVE_ZERO: u8 = 0x06;
 
 pub fn encode_value(out: &mut Vec<u8>, value: &Value) {
     match value {
@@ -76,6 +78,7 @@ pub fn decode_value(input: &[u8]) -> Result<(Value, &[u8]), DecodeError> {
             };
             (Value::Float(f64::from_bits(bits)), rest)
         }
+        TAG_NEGATIVE_ZERO => (Value::Float(-0.0), rest),
         TAG_TEXT => {
             let (bytes, rest) = memcomparable::decode_bytes(rest)?;
             let s = String::from_utf8(bytes).map_err(|e| DecodeError(e.to_string()))?;
@@ -122,10 +125,15 @@ pub fn row_key<'a>(table_id: u64, pk: impl IntoIterator<Item = &'a Value>) -> Ve
     key
 }
 
+/// A row's values, as [`encode_value`] writes them but keeping the sign of a zero (a key
+/// cannot: it would make `-0` and `0` two keys).
 pub fn encode_row(values: &[Value]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() * 9);
     for value in values {
-        encode_value(&mut out, value);
+        match value {
+            Value::Float(f) if *f == 0.0 && f.is_sign_negative() => out.push(TAG_NEGATIVE_ZERO),
+            _ => encode_value(&mut out, value),
+        }
     }
     out
 }
@@ -250,6 +258,11 @@ mod tests {
         wider.push(Value::Null);
         assert_eq!(decode_row(&encode_row(&row), 5).unwrap(), wider);
         assert_eq!(decode_row(&encode_row(&row), 3).unwrap_err().code, "XX001");
+        // A stored row keeps a negative zero; a key writes it as zero.
+        let zeros = decode_row(&encode_row(&[Value::Float(-0.0), Value::Float(0.0)]), 2).unwrap();
+        assert!(matches!(zeros[0], Value::Float(f) if f == 0.0 && f.is_sign_negative()));
+        assert!(matches!(zeros[1], Value::Float(f) if f == 0.0 && f.is_sign_positive()));
+        assert_eq!(enc(&Value::Float(-0.0)), enc(&Value::Float(0.0)));
         assert_eq!(decode_row(&[0x09], 1).unwrap_err().code, "XX001");
     }
 }

@@ -1445,12 +1445,17 @@ pub fn compare(left: Typed, op: CmpOp, right: Typed) -> SqlResult<Expr> {
             &ExprType::Known(rt),
         ));
     }
-    // character(n) compares ignoring trailing blanks with character(n) and with literals;
-    // against text or varchar it is converted to text (its padding dropped) and compared as
-    // text, as PostgreSQL resolves `bpchar = text` to `text = text`.
+    // character(n) compares ignoring trailing blanks with character(n), varchar and literals
+    // (PostgreSQL resolves `bpchar = varchar` to `bpchar = bpchar`); against text it is
+    // converted to text (its padding dropped) and compared as text, as PostgreSQL resolves
+    // `bpchar = text` to `text = text`.
     let (left_char, right_char) = (
         matches!(lt, SqlType::Char(_)),
         matches!(rt, SqlType::Char(_)),
+    );
+    let literal = (
+        literal.0 || matches!(lt, SqlType::Varchar(_)),
+        literal.1 || matches!(rt, SqlType::Varchar(_)),
     );
     let to_text = |e: Expr, from: SqlType| Expr::Cast {
         expr: Box::new(e),

@@ -313,9 +313,11 @@ fn correlation(conjunct: &Expr) -> Option<(Expr, Expr)> {
 
 /// Whether the keys include every primary-key column of a table scan.
 fn covers_primary_key(primary_key: &[usize], keys: &[Expr]) -> bool {
-    primary_key
-        .iter()
-        .all(|c| keys.iter().any(|k| matches!(k, Expr::Column(k) if k == c)))
+    // A table without a primary key (hidden row IDs) has no point gets to offer.
+    !primary_key.is_empty()
+        && primary_key
+            .iter()
+            .all(|c| keys.iter().any(|k| matches!(k, Expr::Column(k) if k == c)))
 }
 
 fn refers_to_level1(expr: &Expr) -> bool {
