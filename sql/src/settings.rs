@@ -305,47 +305,6 @@ const TIME_UNITS: [(&str, f64); 6] = [
 /// The largest value of a time parameter (PostgreSQL's INT_MAX milliseconds).
 const MAX_MILLISECONDS: u64 = i32::MAX as u64;
 
-fn parse_milliseconds(name: &str, value: &str) -> SqlResult<u64> {
-    let text = value.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = (&text[..split], text[split..].trim());
-    let per_unit = match unit {
-        "" => 1.0,
-        unit => TIME_UNITS
-            .iter()
-            .find(|(u, _)| *u == unit)
-            .map(|(_, ms)| *ms)
-            .ok_or_else(|| invalid_value(name, value))?,
-    };
-    let number: f64 = number.parse().map_err(|_| invalid_value(name, value))?;
-    // Rounded as PostgreSQL's rint(): halves to even.
-    let ms = (number * per_unit).round_ties_even();
-    if !(0.0..=MAX_MILLISECONDS as f64).contains(&ms) {
-        return Err(SqlError::new(
-            sqlstate::INVALID_PARAMETER_VALUE,
-            format!(
-                "{ms} ms is outside the valid range for parameter \"{name}\" (0 .. {MAX_MILLISECONDS})"
-            ),
-        ));
-    }
-    Ok(ms as u64)
-}
-
-/// PostgreSQL's display of a time parameter: the largest unit that divides it exactly.
-fn show_milliseconds(ms: u64) -> String {
-    if ms == 0 {
-        return "0".into();
-    }
-    let (unit, per_unit) = TIME_UNITS
-        .iter()
-        .map(|&(unit, per_unit)| (unit, per_unit as u64))
-        .find(|&(_, per_unit)| per_unit > 0 && ms.is_multiple_of(per_unit))
-        .unwrap_or(("ms", 1));
-    format!("{}{unit}", ms / per_unit)
-}
-
 /// Units of memory parameters, in kilobytes, as PostgreSQL spells them (case matters).
 const MEMORY_UNITS: [(&str, f64); 5] = [
     ("TB", 1024.0 * 1024.0 * 1024.0),
@@ -359,41 +318,90 @@ const MEMORY_UNITS: [(&str, f64); 5] = [
 const MIN_KILOBYTES: u64 = 64;
 const MAX_KILOBYTES: u64 = i32::MAX as u64;
 
-fn parse_kilobytes(name: &str, value: &str) -> SqlResult<u64> {
-    let text = value.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = (&text[..split], text[split..].trim());
-    let per_unit = match unit {
-        "" => 1.0,
-        unit => MEMORY_UNITS
-            .iter()
-            .find(|(u, _)| *u == unit)
-            .map(|(_, kb)| *kb)
-            .ok_or_else(|| invalid_value(name, value))?,
-    };
-    let number: f64 = number.parse().map_err(|_| invalid_value(name, value))?;
-    let kb = (number * per_unit).round_ties_even();
-    if !(MIN_KILOBYTES as f64..=MAX_KILOBYTES as f64).contains(&kb) {
-        return Err(SqlError::new(
-            sqlstate::INVALID_PARAMETER_VALUE,
-            format!(
-                "{kb} kB is outside the valid range for parameter \"{name}\" ({MIN_KILOBYTES} .. {MAX_KILOBYTES})"
-            ),
-        ));
-    }
-    Ok(kb as u64)
+/// A parameter measured in a base unit (`base`: `ms`, `kB`) that may be written with any of
+/// `units` (each worth so many base units), within `min ..= max` base units.
+struct Quantity {
+    base: &'static str,
+    units: &'static [(&'static str, f64)],
+    min: u64,
+    max: u64,
 }
 
-/// PostgreSQL's display of a memory parameter: the largest unit that divides it exactly.
+const MILLISECONDS: Quantity = Quantity {
+    base: "ms",
+    units: &TIME_UNITS,
+    min: 0,
+    max: MAX_MILLISECONDS,
+};
+
+const KILOBYTES: Quantity = Quantity {
+    base: "kB",
+    units: &MEMORY_UNITS,
+    min: MIN_KILOBYTES,
+    max: MAX_KILOBYTES,
+};
+
+impl Quantity {
+    /// `value` in base units: a number, optionally followed by a unit (a plain number is in
+    /// base units), rounded as PostgreSQL's rint() rounds (halves to even).
+    fn parse(&self, name: &str, value: &str) -> SqlResult<u64> {
+        let text = value.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '-' || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = (&text[..split], text[split..].trim());
+        let per_unit = match unit {
+            "" => 1.0,
+            unit => self
+                .units
+                .iter()
+                .find(|(u, _)| *u == unit)
+                .map(|(_, per_unit)| *per_unit)
+                .ok_or_else(|| invalid_value(name, value))?,
+        };
+        let number: f64 = number.parse().map_err(|_| invalid_value(name, value))?;
+        let amount = (number * per_unit).round_ties_even();
+        if !(self.min as f64..=self.max as f64).contains(&amount) {
+            return Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "{amount} {} is outside the valid range for parameter \"{name}\" ({} .. {})",
+                    self.base, self.min, self.max
+                ),
+            ));
+        }
+        Ok(amount as u64)
+    }
+
+    /// PostgreSQL's display: in the largest unit that divides the amount exactly.
+    fn show(&self, amount: u64) -> String {
+        if amount == 0 {
+            return "0".into();
+        }
+        let (unit, per_unit) = self
+            .units
+            .iter()
+            .map(|&(unit, per_unit)| (unit, per_unit as u64))
+            .find(|&(_, per_unit)| per_unit > 0 && amount.is_multiple_of(per_unit))
+            .unwrap_or((self.base, 1));
+        format!("{}{unit}", amount / per_unit)
+    }
+}
+
+fn parse_milliseconds(name: &str, value: &str) -> SqlResult<u64> {
+    MILLISECONDS.parse(name, value)
+}
+
+fn show_milliseconds(ms: u64) -> String {
+    MILLISECONDS.show(ms)
+}
+
+fn parse_kilobytes(name: &str, value: &str) -> SqlResult<u64> {
+    KILOBYTES.parse(name, value)
+}
+
 fn show_kilobytes(kb: u64) -> String {
-    let (unit, per_unit) = MEMORY_UNITS[..4]
-        .iter()
-        .map(|&(unit, per_unit)| (unit, per_unit as u64))
-        .find(|&(_, per_unit)| kb.is_multiple_of(per_unit))
-        .unwrap_or(("kB", 1));
-    format!("{}{unit}", kb / per_unit)
+    KILOBYTES.show(kb)
 }
 
 #[cfg(test)]
