@@ -1,4 +1,4 @@
-//! CREATE TABLE and DROP TABLE.
+//! CREATE TABLE, DROP TABLE and TRUNCATE.
 //!
 //! Dropping a table deletes its rows but leaves its regions: regions never merge yet.
 
@@ -156,10 +156,40 @@ pub fn drop(
     }
     for table in tables {
         catalog::drop_table(txn, &table);
-        let (start, end) = (row_prefix(table.id), row_prefix_end(table.id));
-        for (key, _) in txn.scan(&start, Some(&end), usize::MAX)? {
-            txn.delete(key);
-        }
+        delete_all_rows(txn, &table)?;
     }
     Ok(StatementResult::command("DROP TABLE"))
+}
+
+/// Deletes every row of the table, in the statement's transaction.
+fn delete_all_rows(txn: &mut dyn Transaction, table: &Table) -> SqlResult<()> {
+    let (start, end) = (row_prefix(table.id), row_prefix_end(table.id));
+    for (key, _) in txn.scan(&start, Some(&end), usize::MAX)? {
+        txn.delete(key);
+    }
+    Ok(())
+}
+
+/// `TRUNCATE [TABLE] t [, …]`: every row of each table deleted, transactionally (a rollback
+/// brings them back). There are no identity columns or foreign keys yet, so `RESTART
+/// IDENTITY` and `CASCADE` change nothing more.
+pub fn truncate(txn: &mut dyn Transaction, truncate: &ast::Truncate) -> SqlResult<StatementResult> {
+    if truncate.partitions.is_some() || truncate.on_cluster.is_some() {
+        return Err(SqlError::unsupported("this form of TRUNCATE"));
+    }
+    // Resolve every name first: a missing table fails the statement before anything is
+    // deleted.
+    let mut tables = Vec::new();
+    for target in &truncate.table_names {
+        let name = table_name(&target.name)?;
+        match catalog::get_table(txn, &name)? {
+            Some(table) => tables.push(table),
+            None if truncate.if_exists => {}
+            None => return Err(SqlError::undefined_table(&name)),
+        }
+    }
+    for table in &tables {
+        delete_all_rows(txn, table)?;
+    }
+    Ok(StatementResult::command("TRUNCATE TABLE"))
 }

@@ -148,6 +148,7 @@ fn execute_sql(
             cascade,
             ..
         } => ddl::drop(txn, *object_type, *if_exists, names, *cascade),
+        ast::Statement::Truncate(truncate) => ddl::truncate(txn, truncate),
         ast::Statement::Insert(insert) => insert::execute(txn, insert, context.work_mem),
         ast::Statement::Query(query) => query::execute(txn, query, context.sink, context.work_mem),
         ast::Statement::Explain {
