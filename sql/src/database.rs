@@ -5,6 +5,7 @@ use std::sync::Arc;
 use kv::client::RegionAdmin;
 use kv::{TransactionSource, TxnMode};
 
+use crate::sequence::Sequences;
 use crate::session::Session;
 
 /// The SQL engine over a transactional key-value store. Cheap to clone.
@@ -15,11 +16,14 @@ pub struct Database {
     regions: Option<Arc<dyn RegionAdmin>>,
     /// How sessions' transactions meet other writers unless they set `regiondb_txn_mode`.
     txn_mode: TxnMode,
+    /// The identity columns' value batches this process holds.
+    sequences: Arc<Sequences>,
 }
 
 impl Database {
     pub fn new(source: Arc<dyn TransactionSource>) -> Self {
         Self {
+            sequences: Arc::new(Sequences::new(Arc::clone(&source))),
             source,
             regions: None,
             txn_mode: TxnMode::default(),
@@ -51,5 +55,6 @@ impl Database {
     pub fn session(&self) -> Session {
         Session::with_txn_mode(Arc::clone(&self.source), self.txn_mode)
             .with_regions(self.regions.clone())
+            .with_sequences(Arc::clone(&self.sequences))
     }
 }

@@ -42,6 +42,7 @@ pub mod sqlstate {
     pub const IO_ERROR: &str = "58030";
     pub const INSUFFICIENT_RESOURCES: &str = "53000";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const GENERATED_ALWAYS: &str = "428C9";
 }
 
 /// An error reported to the client: a SQLSTATE and a message.

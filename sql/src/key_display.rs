@@ -170,6 +170,7 @@ mod tests {
                     ty: *ty,
                     nullable: false,
                     default: Value::Null,
+                    identity: None,
                 })
                 .collect(),
             primary_key: (0..key.len()).collect(),

@@ -33,6 +33,7 @@ pub mod plan;
 mod region_syntax;
 pub mod scope;
 pub mod script;
+pub mod sequence;
 mod session;
 mod settings;
 pub mod types;

@@ -48,6 +48,7 @@ use kv::{Isolation, Transaction, TransactionSource, TxnConfig, TxnMode};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::exec::{self, ColumnInfo, Context, ResultSink, StatementResult};
 use crate::parse::{ParsedStatement, parse};
+use crate::sequence::Sequences;
 use crate::settings::{self, SettingStatement, Settings};
 use crate::types::SqlType;
 
@@ -91,6 +92,7 @@ pub struct Session {
     source: Arc<dyn TransactionSource>,
     /// The cluster's regions; `None` for a store without regions.
     regions: Option<Arc<dyn RegionAdmin>>,
+    sequences: Arc<Sequences>,
     state: State,
     /// Keys to split at once the current transaction commits (see "After commit").
     splits_after_commit: Vec<Vec<u8>>,
@@ -112,6 +114,7 @@ impl Session {
     pub fn with_txn_mode(source: Arc<dyn TransactionSource>, mode: TxnMode) -> Self {
         let defaults = Settings::new(mode);
         Self {
+            sequences: Arc::new(Sequences::new(Arc::clone(&source))),
             source,
             regions: None,
             state: State::Idle,
@@ -127,6 +130,12 @@ impl Session {
     /// `regions`.
     pub(crate) fn with_regions(mut self, regions: Option<Arc<dyn RegionAdmin>>) -> Self {
         self.regions = regions;
+        self
+    }
+
+    /// The same session, taking identity values from the database's shared batches.
+    pub(crate) fn with_sequences(mut self, sequences: Arc<Sequences>) -> Self {
+        self.sequences = sequences;
         self
     }
 
@@ -519,6 +528,7 @@ impl Session {
             splits_after_commit: &mut self.splits_after_commit,
             sink,
             work_mem: self.settings.work_mem(),
+            sequences: &self.sequences,
         };
         match &mut self.state {
             State::Failed => Err(in_failed_transaction()),

@@ -7,11 +7,12 @@ use sqlparser::ast;
 use kv::Transaction;
 
 use super::{StatementResult, table_name};
-use crate::catalog::{self, Column, Table};
+use crate::catalog::{self, Column, Identity, Table};
 use crate::encoding::{row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Scope, bind, bind_type, ident_name};
-use crate::types::Value;
+use crate::sequence::table_sequences;
+use crate::types::{SqlType, Value};
 
 fn primary_key_columns(columns: &[ast::IndexColumn]) -> SqlResult<Vec<String>> {
     columns
@@ -23,6 +24,26 @@ fn primary_key_columns(columns: &[ast::IndexColumn]) -> SqlResult<Vec<String>> {
             ))),
         })
         .collect()
+}
+
+/// `SERIAL`, `BIGSERIAL`, `SMALLSERIAL` (and `serial4`/`serial8`/`serial2`): the integer type
+/// they stand for.
+fn serial_type(data_type: &ast::DataType) -> Option<SqlType> {
+    let ast::DataType::Custom(name, modifiers) = data_type else {
+        return None;
+    };
+    let [ast::ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+        return None;
+    };
+    if !modifiers.is_empty() {
+        return None;
+    }
+    match ident.value.to_ascii_lowercase().as_str() {
+        "serial" | "serial4" => Some(SqlType::Int),
+        "bigserial" | "serial8" => Some(SqlType::BigInt),
+        "smallserial" | "serial2" => Some(SqlType::SmallInt),
+        _ => None,
+    }
 }
 
 /// Creates a table; its first row key goes to `splits_after_commit`, so that once the
@@ -73,18 +94,62 @@ pub fn create_table(
                 format!("column \"{column_name}\" specified more than once"),
             ));
         }
-        let ty = bind_type(&def.data_type)?;
+        let (ty, identity) = match serial_type(&def.data_type) {
+            Some(ty) => (ty, Some(Identity::ByDefault)),
+            None => (bind_type(&def.data_type)?, None),
+        };
         let mut column = Column {
             name: column_name.clone(),
             ty,
-            nullable: true,
+            nullable: identity.is_none(),
             default: Value::Null,
+            identity,
         };
         for option in &def.options {
             match &option.option {
                 ast::ColumnOption::Null => column.nullable = true,
                 ast::ColumnOption::NotNull => column.nullable = false,
                 ast::ColumnOption::PrimaryKey(_) => set_primary_key(vec![column_name.clone()])?,
+                ast::ColumnOption::Generated {
+                    generated_as:
+                        generated @ (ast::GeneratedAs::Always | ast::GeneratedAs::ByDefault),
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } => {
+                    if sequence_options.as_ref().is_some_and(|o| !o.is_empty()) {
+                        return Err(SqlError::unsupported("identity sequence options"));
+                    }
+                    if !ty.is_integer() {
+                        return Err(SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!(
+                                "identity column type must be smallint, integer, or bigint (column \"{column_name}\")"
+                            ),
+                        ));
+                    }
+                    if column.identity.is_some() {
+                        return Err(SqlError::new(
+                            sqlstate::SYNTAX_ERROR,
+                            format!(
+                                "multiple identity specifications for column \"{column_name}\" of table \"{name}\""
+                            ),
+                        ));
+                    }
+                    column.identity = Some(match generated {
+                        ast::GeneratedAs::Always => Identity::Always,
+                        _ => Identity::ByDefault,
+                    });
+                    column.nullable = false;
+                }
+                ast::ColumnOption::Default(_) if column.identity.is_some() => {
+                    return Err(SqlError::new(
+                        sqlstate::SYNTAX_ERROR,
+                        format!(
+                            "both default and identity specified for column \"{column_name}\" of table \"{name}\""
+                        ),
+                    ));
+                }
                 ast::ColumnOption::Default(expr) => {
                     let typed = bind(expr, &Scope::empty())?;
                     let value = typed.coerce_for_assignment(ty, &column_name)?.eval(&[])?;
@@ -157,6 +222,10 @@ pub fn drop(
     for table in tables {
         catalog::drop_table(txn, &table);
         delete_all_rows(txn, &table)?;
+        let (start, end) = table_sequences(table.id);
+        for (key, _) in txn.scan(&start, Some(&end), usize::MAX)? {
+            txn.delete(key);
+        }
     }
     Ok(StatementResult::command("DROP TABLE"))
 }
@@ -176,6 +245,11 @@ fn delete_all_rows(txn: &mut dyn Transaction, table: &Table) -> SqlResult<()> {
 pub fn truncate(txn: &mut dyn Transaction, truncate: &ast::Truncate) -> SqlResult<StatementResult> {
     if truncate.partitions.is_some() || truncate.on_cluster.is_some() {
         return Err(SqlError::unsupported("this form of TRUNCATE"));
+    }
+    if truncate.identity == Some(ast::TruncateIdentityOption::Restart) {
+        return Err(SqlError::unsupported(
+            "TRUNCATE … RESTART IDENTITY (identity values are handed out in batches per node)",
+        ));
     }
     // Resolve every name first: a missing table fails the statement before anything is
     // deleted.

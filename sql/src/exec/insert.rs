@@ -10,10 +10,12 @@ use super::returning::{self, Returning};
 use super::scan::key_for_row;
 use super::{StatementResult, WorkMem, dml_scope, table_name};
 use crate::bind::Binder;
+use crate::catalog::Identity;
 use crate::catalog::{self, Table};
 use crate::encoding::{decode_row, encode_row};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, Scope, Typed, bind, ident_name};
+use crate::sequence::{Sequences, sequence_key};
 use crate::types::Value;
 
 /// Checks NOT NULL constraints of a complete row.
@@ -68,6 +70,31 @@ fn is_default_keyword(expr: &ast::Expr) -> bool {
 const EXISTENCE_BATCH: usize = 1024;
 
 /// One row of VALUES: its key and its record, with defaults, coercions and NOT NULL checked.
+/// A new row before the INSERT's values go in: each column's default, and for an identity
+/// column the INSERT gives no value (`given[i]` false), the next value of its sequence. A
+/// value given to a `GENERATED ALWAYS` column is refused, as in PostgreSQL.
+fn new_record(table: &Table, given: &[bool], sequences: &Sequences) -> SqlResult<Vec<Value>> {
+    table
+        .columns
+        .iter()
+        .zip(given)
+        .map(|(column, &given)| match column.identity {
+            Some(Identity::Always) if given => Err(SqlError::new(
+                sqlstate::GENERATED_ALWAYS,
+                format!(
+                    "cannot insert a non-DEFAULT value into column \"{}\"",
+                    column.name
+                ),
+            )),
+            Some(_) if !given => {
+                let key = sequence_key(table.id, &column.name);
+                Ok(Value::Int(sequences.next(&key, column.ty, &column.name)?))
+            }
+            _ => Ok(column.default.clone()),
+        })
+        .collect()
+}
+
 /// Without a column list (`columns_listed` false), fewer values fill the first columns.
 fn build_row(
     table: &Table,
@@ -75,6 +102,7 @@ fn build_row(
     columns_listed: bool,
     exprs: &[ast::Expr],
     start_ts: u64,
+    sequences: &Sequences,
 ) -> SqlResult<(Vec<u8>, Vec<Value>)> {
     let targets = if columns_listed {
         targets
@@ -93,7 +121,11 @@ fn build_row(
             "INSERT has more target columns than expressions",
         ));
     }
-    let mut record: Vec<Value> = table.columns.iter().map(|c| c.default.clone()).collect();
+    let mut given = vec![false; table.columns.len()];
+    for (&index, expr) in targets.iter().zip(exprs) {
+        given[index] = !is_default_keyword(expr);
+    }
+    let mut record = new_record(table, &given, sequences)?;
     for (&index, expr) in targets.iter().zip(exprs) {
         if is_default_keyword(expr) {
             continue;
@@ -110,6 +142,7 @@ pub fn execute(
     txn: &mut dyn Transaction,
     insert: &ast::Insert,
     work_mem: WorkMem,
+    sequences: &Sequences,
 ) -> SqlResult<StatementResult> {
     if insert.overriding.is_some() {
         return Err(SqlError::unsupported("this form of INSERT"));
@@ -186,7 +219,15 @@ pub fn execute(
             }
             for row in &values.rows {
                 let columns_listed = !insert.columns.is_empty();
-                match build_row(&table, &targets, columns_listed, &row.content, start_ts) {
+                let built = build_row(
+                    &table,
+                    &targets,
+                    columns_listed,
+                    &row.content,
+                    start_ts,
+                    sequences,
+                );
+                match built {
                     Ok(built) => rows.push(built),
                     Err(e) => {
                         row_error = Some(e);
@@ -203,6 +244,7 @@ pub fn execute(
                 !insert.columns.is_empty(),
                 source,
                 work_mem,
+                sequences,
             )? {
                 match check_not_null(&table, &record) {
                     Ok(()) => rows.push((key_for_row(&table, &record, start_ts), record)),
@@ -278,6 +320,7 @@ fn select_rows(
     columns_listed: bool,
     source: &ast::Query,
     work_mem: WorkMem,
+    sequences: &Sequences,
 ) -> SqlResult<Vec<Vec<Value>>> {
     let bound = Binder::new(txn).bind_query(source, None)?;
     // Without a column list, a query with fewer columns fills the first ones (the others
@@ -320,8 +363,12 @@ fn select_rows(
         .collect::<SqlResult<Vec<Expr>>>()?;
     let plan = crate::optimizer::optimize(bound.plan)?;
     let mut records = Vec::new();
+    let mut given = vec![false; table.columns.len()];
+    for &target in targets {
+        given[target] = true;
+    }
     for row in collect(plan, work_mem, txn)? {
-        let mut record: Vec<Value> = table.columns.iter().map(|c| c.default.clone()).collect();
+        let mut record = new_record(table, &given, sequences)?;
         for (expr, &target) in exprs.iter().zip(targets) {
             record[target] = expr.eval(&row)?;
         }

@@ -54,6 +54,8 @@ pub(crate) struct Context<'a> {
     pub sink: Option<&'a mut (dyn ResultSink + 'static)>,
     /// What each sort, hash aggregation or hash join may hold before it spills.
     pub work_mem: WorkMem,
+    /// Where identity columns take their values.
+    pub sequences: &'a crate::sequence::Sequences,
 }
 
 /// Where a query's rows go as they are produced, instead of being collected into its result:
@@ -149,7 +151,9 @@ fn execute_sql(
             ..
         } => ddl::drop(txn, *object_type, *if_exists, names, *cascade),
         ast::Statement::Truncate(truncate) => ddl::truncate(txn, truncate),
-        ast::Statement::Insert(insert) => insert::execute(txn, insert, context.work_mem),
+        ast::Statement::Insert(insert) => {
+            insert::execute(txn, insert, context.work_mem, context.sequences)
+        }
         ast::Statement::Query(query) => query::execute(txn, query, context.sink, context.work_mem),
         ast::Statement::Explain {
             statement,

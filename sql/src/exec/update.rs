@@ -146,9 +146,23 @@ pub fn bind_assignments(
             ));
         }
         let column = &table.columns[index];
-        let value = if matches!(&assignment.value, ast::Expr::Identifier(i)
-            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
-        {
+        let is_default = matches!(&assignment.value, ast::Expr::Identifier(i)
+            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+        match column.identity {
+            Some(_) if is_default => {
+                return Err(SqlError::unsupported(
+                    "setting an identity column to DEFAULT in UPDATE",
+                ));
+            }
+            Some(crate::catalog::Identity::Always) => {
+                return Err(SqlError::new(
+                    sqlstate::GENERATED_ALWAYS,
+                    format!("column \"{column_name}\" can only be updated to DEFAULT"),
+                ));
+            }
+            _ => {}
+        }
+        let value = if is_default {
             Expr::Const(column.default.clone())
         } else {
             bind(&assignment.value, scope)?.coerce_for_assignment(column.ty, &column.name)?

@@ -448,6 +448,7 @@ mod tests {
             ty,
             nullable: false,
             default: Value::Null,
+            identity: None,
         };
         Table {
             id: 100,
