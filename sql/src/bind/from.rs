@@ -103,7 +103,7 @@ fn alias_columns(alias: Option<&ast::TableAlias>) -> Vec<String> {
 
 impl Binder<'_> {
     /// FROM's items, cross-joined in order; no items: one row without columns.
-    pub(super) fn bind_from(
+    pub fn bind_from(
         &self,
         from: &[ast::TableWithJoins],
         outer: Option<&Scope>,

@@ -31,6 +31,7 @@ use crate::plan::{Plan, SetOpKind};
 use crate::scope::{BoundSubquery, Scope, ScopeColumn, SubqueryBinder};
 use crate::types::SqlType;
 
+pub use from::FromItem;
 pub use select::{Output, bind_projection, constant_count, output_name};
 
 /// A bound query: its plan and its output columns (name, type).

@@ -13,11 +13,7 @@ use crate::error::{SqlError, SqlResult};
 use crate::expr::bind;
 
 pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<StatementResult> {
-    if delete.using.is_some()
-        || delete.limit.is_some()
-        || !delete.order_by.is_empty()
-        || !delete.tables.is_empty()
-    {
+    if delete.limit.is_some() || !delete.order_by.is_empty() || !delete.tables.is_empty() {
         return Err(SqlError::unsupported("this form of DELETE"));
     }
     let from = match &delete.from {
@@ -28,6 +24,17 @@ pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<Sta
     };
     let (name, alias) = single_table(target)?;
     let table = catalog::require_table(txn, &name)?;
+    if let Some(using) = &delete.using {
+        return super::join_dml::execute(
+            txn,
+            &table,
+            target,
+            using,
+            None,
+            delete.selection.as_ref(),
+            &delete.returning,
+        );
+    }
     let (filter, subqueries, returning) = {
         let binder = Binder::new(txn);
         let scope = dml_scope(&table, alias.as_deref(), &binder);

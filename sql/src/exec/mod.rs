@@ -16,6 +16,7 @@ mod delete;
 mod distinct;
 mod insert;
 mod join;
+mod join_dml;
 mod lookup_join;
 mod on_conflict;
 pub mod operator;

@@ -15,13 +15,28 @@ use crate::encoding::encode_row;
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, bind, ident_name};
 use crate::scope::Scope;
+use crate::types::Value;
 
 pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<StatementResult> {
-    if update.from.is_some() || update.limit.is_some() || !update.order_by.is_empty() {
+    if update.limit.is_some() || !update.order_by.is_empty() {
         return Err(SqlError::unsupported("this form of UPDATE"));
     }
     let (name, alias) = single_table(&update.table)?;
     let table = catalog::require_table(txn, &name)?;
+    if let Some(
+        ast::UpdateTableFromKind::AfterSet(from) | ast::UpdateTableFromKind::BeforeSet(from),
+    ) = &update.from
+    {
+        return super::join_dml::execute(
+            txn,
+            &table,
+            &update.table,
+            from,
+            Some(&update.assignments),
+            update.selection.as_ref(),
+            &update.returning,
+        );
+    }
     let binder = Binder::new(txn);
     let scope = dml_scope(&table, alias.as_deref(), &binder);
 
@@ -85,28 +100,7 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
         check_not_null(&table, &values)?;
         updated.push((row.key, values));
     }
-    if changes_key {
-        for (old_key, _) in &updated {
-            txn.delete(old_key.clone());
-        }
-        let new_keys: Vec<Vec<u8>> = updated
-            .iter()
-            .map(|(_, values)| key_for_row(&table, values, txn.start_ts()))
-            .collect();
-        // The old keys read as deleted now: a row may keep its key or take another's.
-        let existing = existing_rows(txn, &new_keys)?;
-        let mut taken = std::collections::HashSet::new();
-        for ((key, (_, values)), existing) in new_keys.into_iter().zip(&updated).zip(existing) {
-            if existing.is_some() || !taken.insert(key.clone()) {
-                return Err(duplicate_key(&table, values));
-            }
-            txn.put(key, encode_row(values));
-        }
-    } else {
-        for (key, values) in &updated {
-            txn.put(key.clone(), encode_row(values));
-        }
-    }
+    write_updated(txn, &table, &updated, changes_key)?;
     returning::result(
         returning.as_ref(),
         updated.iter().map(|(_, values)| values.as_slice()),
@@ -170,4 +164,38 @@ pub fn bind_assignments(
         bound.push((index, value));
     }
     Ok(bound)
+}
+
+/// Stores the new versions of updated rows (`(old key, new values)`); `changes_key`: some
+/// assignment sets a primary-key column, so rows may move to new keys (all old keys are
+/// deleted first, so a row may take another's old key; a key taken twice is 23505).
+pub fn write_updated(
+    txn: &mut dyn Transaction,
+    table: &Table,
+    updated: &[(Vec<u8>, Vec<Value>)],
+    changes_key: bool,
+) -> SqlResult<()> {
+    if changes_key {
+        for (old_key, _) in updated {
+            txn.delete(old_key.clone());
+        }
+        let new_keys: Vec<Vec<u8>> = updated
+            .iter()
+            .map(|(_, values)| key_for_row(table, values, txn.start_ts()))
+            .collect();
+        // The old keys read as deleted now: a row may keep its key or take another's.
+        let existing = existing_rows(txn, &new_keys)?;
+        let mut taken = std::collections::HashSet::new();
+        for ((key, (_, values)), existing) in new_keys.into_iter().zip(updated).zip(existing) {
+            if existing.is_some() || !taken.insert(key.clone()) {
+                return Err(duplicate_key(table, values));
+            }
+            txn.put(key, encode_row(values));
+        }
+    } else {
+        for (key, values) in updated {
+            txn.put(key.clone(), encode_row(values));
+        }
+    }
+    Ok(())
 }
