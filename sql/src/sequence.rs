@@ -50,11 +50,16 @@ pub fn table_sequences(table_id: u64) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
+/// A batch: the next value to hand out and the end (exclusive).
+type Batch = (i64, i64);
+
 /// The batches this process holds, shared by its sessions.
 pub struct Sequences {
     source: Arc<dyn TransactionSource>,
-    /// Per sequence key: the next value to hand out and the end of the batch.
-    batches: Mutex<HashMap<Vec<u8>, (i64, i64)>>,
+    /// Per sequence key: the next value to hand out and the end of the batch (each behind
+    /// its own lock, held while a new batch is taken, so that only inserts into that column
+    /// wait for it).
+    batches: Mutex<HashMap<Vec<u8>, Arc<Mutex<Batch>>>>,
 }
 
 impl Sequences {
@@ -68,18 +73,17 @@ impl Sequences {
     /// The next value of the sequence under `key`, for a column of type `ty` (22003 once the
     /// type's range is used up, as PostgreSQL's sequence reaches its maximum).
     pub fn next(&self, key: &[u8], ty: SqlType, column: &str) -> SqlResult<i64> {
-        let mut batches = self.batches.lock().expect("sequence batches");
-        let value = match batches.get_mut(key) {
-            Some((next, end)) if *next < *end => {
-                *next += 1;
-                *next - 1
-            }
-            _ => {
-                let (start, end) = self.take_batch(key)?;
-                batches.insert(key.to_vec(), (start + 1, end));
-                start
-            }
+        let batch = {
+            let mut batches = self.batches.lock().expect("sequence batches");
+            Arc::clone(batches.entry(key.to_vec()).or_default())
         };
+        let mut batch = batch.lock().expect("a sequence batch");
+        let (next, end) = &mut *batch;
+        if *next >= *end {
+            (*next, *end) = self.take_batch(key)?;
+        }
+        let value = *next;
+        *next += 1;
         let max = match ty {
             SqlType::SmallInt => i16::MAX as i64,
             SqlType::Int => i32::MAX as i64,

@@ -6,13 +6,17 @@ use kv::Transaction;
 
 use super::returning::{self, Returning};
 use super::scan::target_rows;
-use super::{StatementResult, dml_scope, single_table};
+use super::{StatementResult, WorkMem, dml_scope, single_table};
 use crate::bind::Binder;
 use crate::catalog;
 use crate::error::{SqlError, SqlResult};
 use crate::expr::bind;
 
-pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<StatementResult> {
+pub fn execute(
+    txn: &mut dyn Transaction,
+    delete: &ast::Delete,
+    work_mem: WorkMem,
+) -> SqlResult<StatementResult> {
     if delete.limit.is_some() || !delete.order_by.is_empty() || !delete.tables.is_empty() {
         return Err(SqlError::unsupported("this form of DELETE"));
     }
@@ -25,15 +29,14 @@ pub fn execute(txn: &mut dyn Transaction, delete: &ast::Delete) -> SqlResult<Sta
     let (name, alias) = single_table(target)?;
     let table = catalog::require_table(txn, &name)?;
     if let Some(using) = &delete.using {
-        return super::join_dml::execute(
-            txn,
-            &table,
+        let statement = super::join_dml::JoinedDml {
             target,
-            using,
-            None,
-            delete.selection.as_ref(),
-            &delete.returning,
-        );
+            from: using,
+            assignments: None,
+            selection: delete.selection.as_ref(),
+            returning: &delete.returning,
+        };
+        return super::join_dml::execute(txn, &table, statement, work_mem);
     }
     let (filter, subqueries, returning) = {
         let binder = Binder::new(txn);

@@ -5,14 +5,15 @@
 //! Each target row that appears in the join is updated or deleted once, with the first
 //! joined row found for it (PostgreSQL, too, uses an unspecified one of several). The rows
 //! are then locked; under READ COMMITTED a target row changed meanwhile is checked again —
-//! the WHERE re-evaluated and the new values recomputed with its newest version in the joined
-//! row (the other tables' rows as the statement read them), as PostgreSQL's EvalPlanQual
-//! does — and skipped if it no longer matches or was deleted.
+//! the WHERE re-evaluated with its newest version in each of its joined rows in turn (the
+//! other tables' rows as the statement read them), the first that still matches giving the
+//! new values, as PostgreSQL's EvalPlanQual does — and skipped if none does or it was
+//! deleted. The joined rows are held in memory.
 //!
 //! Not implemented: a target without a primary key (its hidden row IDs are not columns) and
 //! subqueries in these statements (0A000).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use sqlparser::ast;
 
@@ -32,23 +33,30 @@ use crate::plan::Plan;
 use crate::scope::Scope;
 use crate::types::Value;
 
-/// The target row of a joined row (its first columns), with the key it is stored under.
+/// A target row (the first columns of its joined rows), with the key it is stored under and
+/// every joined row it appeared in (the first is used; the others stand by for a re-check).
 struct Target {
     key: Vec<u8>,
-    joined: Vec<Value>,
+    joined: Vec<Vec<Value>>,
 }
 
-/// `UPDATE target SET … FROM from WHERE …`, or (no assignments) `DELETE FROM target USING
-/// from WHERE …`: the rows changed, as (key, new values) for an update and (key, old values)
-/// for a delete.
+/// The parts of an `UPDATE … FROM` or `DELETE … USING` this module runs.
+pub struct JoinedDml<'a> {
+    pub target: &'a ast::TableWithJoins,
+    pub from: &'a [ast::TableWithJoins],
+    /// `SET …` (`None`: a DELETE).
+    pub assignments: Option<&'a [ast::Assignment]>,
+    pub selection: Option<&'a ast::Expr>,
+    pub returning: &'a Option<Vec<ast::SelectItem>>,
+}
+
+/// Runs `UPDATE target SET … FROM from WHERE …`, or (no assignments) `DELETE FROM target
+/// USING from WHERE …`, on `table` (the target's table).
 pub fn execute(
     txn: &mut dyn Transaction,
     table: &Table,
-    target: &ast::TableWithJoins,
-    from: &[ast::TableWithJoins],
-    assignments: Option<&[ast::Assignment]>,
-    selection: Option<&ast::Expr>,
-    returning_items: &Option<Vec<ast::SelectItem>>,
+    statement: JoinedDml,
+    work_mem: WorkMem,
 ) -> SqlResult<StatementResult> {
     if table.primary_key.is_empty() {
         return Err(SqlError::unsupported(
@@ -56,6 +64,13 @@ pub fn execute(
         ));
     }
     let width = table.columns.len();
+    let JoinedDml {
+        target,
+        from,
+        assignments,
+        selection,
+        returning: returning_items,
+    } = statement;
     let mut items = vec![target.clone()];
     items.extend_from_slice(from);
     let (plan, filter, assignments, returning) = {
@@ -87,13 +102,20 @@ pub fn execute(
     };
     let plan = crate::optimizer::optimize(plan)?;
 
-    // Each target row once, with the first joined row found for it.
-    let mut seen = HashSet::new();
-    let mut targets = Vec::new();
-    for joined in collect(plan, WorkMem::default(), txn)? {
+    // Each target row once, with the joined rows found for it.
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut targets: Vec<Target> = Vec::new();
+    for joined in collect(plan, work_mem, txn)? {
         let key = row_key(table.id, table.primary_key.iter().map(|&c| &joined[c]));
-        if seen.insert(key.clone()) {
-            targets.push(Target { key, joined });
+        match index.get(&key) {
+            Some(&i) => targets[i].joined.push(joined),
+            None => {
+                index.insert(key.clone(), targets.len());
+                targets.push(Target {
+                    key,
+                    joined: vec![joined],
+                });
+            }
         }
     }
 
@@ -104,33 +126,47 @@ pub fn execute(
     } else {
         txn.lock_for_write(&keys, LockPurpose::Update)?
     };
-    let mut kept = Vec::with_capacity(targets.len());
+    // The joined row each target row is changed with.
+    let mut kept: Vec<(Vec<u8>, Vec<Value>)> = Vec::with_capacity(targets.len());
     match newest {
-        None => kept = targets,
+        None => {
+            for mut target in targets {
+                kept.push((target.key, target.joined.swap_remove(0)));
+            }
+        }
         Some(newest) => {
-            for (mut target, value) in targets.into_iter().zip(newest) {
+            for (target, value) in targets.into_iter().zip(newest) {
                 let Some(value) = value else { continue };
                 let values = decode_row(&value, width)?;
-                if values[..] != target.joined[..width] {
-                    target.joined.splice(..width, values);
-                    if let Some(filter) = &filter
-                        && !filter.is_true(&target.joined)?
-                    {
-                        continue;
+                if values[..] == target.joined[0][..width] {
+                    let mut joined = target.joined;
+                    kept.push((target.key, joined.swap_remove(0)));
+                    continue;
+                }
+                // Changed meanwhile: the first joined row that still matches with the
+                // newest version, if any.
+                for mut joined in target.joined {
+                    joined.splice(..width, values.iter().cloned());
+                    let holds = match &filter {
+                        Some(filter) => filter.is_true(&joined)?,
+                        None => true,
+                    };
+                    if holds {
+                        kept.push((target.key, joined));
+                        break;
                     }
                 }
-                kept.push(target);
             }
         }
     }
 
     let Some(assignments) = assignments else {
-        for target in &kept {
-            txn.delete(target.key.clone());
+        for (key, _) in &kept {
+            txn.delete(key.clone());
         }
         return returning::result(
             returning.as_ref(),
-            kept.iter().map(|t| t.joined.as_slice()),
+            kept.iter().map(|(_, joined)| joined.as_slice()),
             format!("DELETE {}", kept.len()),
         );
     };
@@ -139,16 +175,16 @@ pub fn execute(
         .any(|(i, _)| table.primary_key.contains(i));
     let mut updated = Vec::with_capacity(kept.len());
     let mut returned_rows = Vec::with_capacity(kept.len());
-    for target in &kept {
-        let mut values = target.joined[..width].to_vec();
+    for (key, joined) in &kept {
+        let mut values = joined[..width].to_vec();
         for (index, expr) in &assignments {
-            values[*index] = expr.eval(&target.joined)?;
+            values[*index] = expr.eval(joined)?;
         }
         super::insert::check_not_null(table, &values)?;
         let mut returned = values.clone();
-        returned.extend_from_slice(&target.joined[width..]);
+        returned.extend_from_slice(&joined[width..]);
         returned_rows.push(returned);
-        updated.push((target.key.clone(), values));
+        updated.push((key.clone(), values));
     }
     write_updated(txn, table, &updated, changes_key)?;
     returning::result(

@@ -166,8 +166,8 @@ fn execute_sql(
             options: None,
             ..
         } => query::explain_statement(txn, statement, *analyze, context.work_mem),
-        ast::Statement::Update(update) => update::execute(txn, update),
-        ast::Statement::Delete(delete) => delete::execute(txn, delete),
+        ast::Statement::Update(update) => update::execute(txn, update, context.work_mem),
+        ast::Statement::Delete(delete) => delete::execute(txn, delete, context.work_mem),
         other => Err(SqlError::unsupported(format!(
             "statement \"{}\"",
             first_words(other)

@@ -4,7 +4,8 @@
 //!
 //! Rows are gathered in memory up to `work_mem`; past it, each full batch is sorted and
 //! written out as a run, and the runs are merged at the end (an external merge sort; ties
-//! between runs go to the earlier run, which keeps the sort stable). Under a LIMIT it is a
+//! between runs go to the earlier run, which keeps the sort stable); more than 64 runs are
+//! first merged 64 at a time into longer ones, so that a merge holds few files open). Under a LIMIT it is a
 //! top-N sort, holding about twice the rows wanted (at least 1,024) instead of its input,
 //! and spilling only if those alone exceed `work_mem`.
 
@@ -18,6 +19,9 @@ use super::spill::{SpillReader, SpillWriter, WorkMem, row_bytes};
 use crate::error::SqlResult;
 use crate::plan::SortKey;
 use crate::types::Value;
+
+/// How many runs one merge reads at once (each with its own file and read buffer).
+const MERGE_FAN_IN: usize = 64;
 
 pub struct SortOp {
     input: Option<Box<dyn Operator>>,
@@ -101,6 +105,25 @@ impl SortOp {
         }
         if !rows.is_empty() {
             self.spill(&mut rows, &mut runs)?;
+        }
+        // More runs than a merge reads at once: merge them a group at a time into longer
+        // runs (in order, so that ties still go to the earlier input) until few remain.
+        while runs.len() > MERGE_FAN_IN {
+            let mut merged = Vec::with_capacity(runs.len().div_ceil(MERGE_FAN_IN));
+            let mut rest = runs.into_iter();
+            loop {
+                let group: Vec<SpillReader> = rest.by_ref().take(MERGE_FAN_IN).collect();
+                if group.is_empty() {
+                    break;
+                }
+                let mut merge = Merge::new(group, self.keys.clone(), self.top)?;
+                let mut run = SpillWriter::new()?;
+                while let Some(row) = merge.next()? {
+                    run.write(&row)?;
+                }
+                merged.push(run.finish()?);
+            }
+            runs = merged;
         }
         Merge::new(runs, self.keys.clone(), self.top).map(Output::Merge)
     }
@@ -223,4 +246,48 @@ pub fn compare_rows(a: &[Value], b: &[Value], keys: &[SortKey]) -> Ordering {
         }
     }
     Ordering::Equal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows handed out from a vector.
+    struct Rows(std::vec::IntoIter<Row>);
+
+    impl Operator for Rows {
+        fn next(&mut self, _txn: &mut dyn Transaction) -> SqlResult<Option<Row>> {
+            Ok(self.0.next())
+        }
+    }
+
+    #[test]
+    fn many_runs_merge_in_passes_and_stay_stable() {
+        let input: Vec<Row> = (0..5000)
+            .map(|i| vec![Value::Int(i % 7), Value::Int(i)])
+            .collect();
+        let keys = vec![SortKey {
+            column: 0,
+            descending: false,
+            nulls_first: false,
+        }];
+        // A budget of a few rows: hundreds of runs, so more than one merge pass.
+        let mut sort = SortOp::new(
+            Box::new(Rows(input.clone().into_iter())),
+            keys.clone(),
+            None,
+            WorkMem(2_000),
+        );
+        let mut txn = kv::in_memory_source()
+            .begin(kv::TxnConfig::default())
+            .expect("a transaction");
+        let mut sorted = Vec::new();
+        while let Some(row) = sort.next(txn.as_mut()).expect("a row") {
+            sorted.push(row);
+        }
+        assert!(sort.spill_files() > 1, "it spilled");
+        let mut expected = input;
+        expected.sort_by(|a, b| compare_rows(a, b, &keys));
+        assert_eq!(sorted, expected);
+    }
 }

@@ -7,7 +7,7 @@ use kv::Transaction;
 use super::insert::{check_not_null, duplicate_key, existing_rows};
 use super::returning::{self, Returning};
 use super::scan::{key_for_row, target_rows};
-use super::{StatementResult, dml_scope, single_table, subquery_values};
+use super::{StatementResult, WorkMem, dml_scope, single_table, subquery_values};
 use crate::bind::Binder;
 use crate::catalog;
 use crate::catalog::Table;
@@ -17,7 +17,11 @@ use crate::expr::{Expr, bind, ident_name};
 use crate::scope::Scope;
 use crate::types::Value;
 
-pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<StatementResult> {
+pub fn execute(
+    txn: &mut dyn Transaction,
+    update: &ast::Update,
+    work_mem: WorkMem,
+) -> SqlResult<StatementResult> {
     if update.limit.is_some() || !update.order_by.is_empty() {
         return Err(SqlError::unsupported("this form of UPDATE"));
     }
@@ -27,15 +31,14 @@ pub fn execute(txn: &mut dyn Transaction, update: &ast::Update) -> SqlResult<Sta
         ast::UpdateTableFromKind::AfterSet(from) | ast::UpdateTableFromKind::BeforeSet(from),
     ) = &update.from
     {
-        return super::join_dml::execute(
-            txn,
-            &table,
-            &update.table,
+        let statement = super::join_dml::JoinedDml {
+            target: &update.table,
             from,
-            Some(&update.assignments),
-            update.selection.as_ref(),
-            &update.returning,
-        );
+            assignments: Some(&update.assignments),
+            selection: update.selection.as_ref(),
+            returning: &update.returning,
+        };
+        return super::join_dml::execute(txn, &table, statement, work_mem);
     }
     let binder = Binder::new(txn);
     let scope = dml_scope(&table, alias.as_deref(), &binder);

@@ -22,8 +22,13 @@
 //! row then reads at most one row by a point get, which beats reading the table once when
 //! there are few outer rows (there is no cost model to tell the two cases apart).
 //!
+//! Run once for all inner rows, the subquery evaluates its select list, aggregate arguments
+//! and other WHERE conditions also for rows no outer row meets: where one of them could
+//! raise an error (`10 / t.d`), it stays correlated, so that it fails only where PostgreSQL
+//! would. So does a subquery that also refers to a query further out.
+//!
 //! What the subquery may have between its top and those equalities: projections, DISTINCT,
-//! a sort (dropped: it cannot change the value), and for EXISTS a LIMIT without OFFSET
+//! a sort (kept: an aggregate above may depend on the order), and for EXISTS a LIMIT without OFFSET
 //! (dropped: it cannot change whether there is a row), and one aggregate. A LIMIT over the
 //! correlated WHERE, an equality above the aggregate, an outer reference anywhere else, or an equality that compares
 //! blank-padded strings leave the subquery correlated (computed per row, as before).
@@ -78,6 +83,11 @@ impl Lifted {
 
 fn decorrelate_subquery(subquery: SubqueryDef) -> SubqueryDef {
     let exists = matches!(subquery.kind, SubqueryKind::Exists);
+    // A subquery that also refers further out runs per row of the query it is in anyway;
+    // left as it is.
+    if subquery.plan.refers_outside(2) {
+        return subquery;
+    }
     let Some(lifted) = lift(subquery.plan.clone(), exists) else {
         return subquery;
     };
@@ -160,7 +170,9 @@ fn lift(plan: Plan, exists: bool) -> Option<Lifted> {
                     }
                     lifted.keys.push(inner);
                     lifted.outers.push(outer);
-                } else if refers_to_level1(&conjunct) {
+                } else if refers_to_level1(&conjunct) || may_fail(&conjunct) {
+                    // Run once for all rows, it would be evaluated for rows no outer row
+                    // meets, where the per-row subquery never evaluates it.
                     return None;
                 } else {
                     rest.push(conjunct);
@@ -186,7 +198,8 @@ fn lift(plan: Plan, exists: bool) -> Option<Lifted> {
             mut exprs,
             mut names,
         } => {
-            if exprs.iter().any(refers_to_level1) {
+            // (An EXISTS never computes its select list.)
+            if exprs.iter().any(refers_to_level1) || (!exists && exprs.iter().any(may_fail)) {
                 return None;
             }
             let lifted = lift(*input, exists)?;
@@ -216,7 +229,11 @@ fn lift(plan: Plan, exists: bool) -> Option<Lifted> {
             let call_exprs = aggregates
                 .iter()
                 .flat_map(|a| a.args.iter().chain(a.filter.iter()));
-            if group_by.iter().chain(call_exprs).any(refers_to_level1) {
+            if group_by
+                .iter()
+                .chain(call_exprs)
+                .any(|e| refers_to_level1(e) || may_fail(e))
+            {
                 return None;
             }
             let lifted = lift(*input, exists)?;
@@ -261,9 +278,22 @@ fn lift(plan: Plan, exists: bool) -> Option<Lifted> {
                 ..lifted
             })
         }
+        // Kept: an aggregate above may depend on the order (`string_agg`).
         Plan::Sort {
-            input, top: None, ..
-        } => lift(*input, exists),
+            input,
+            keys,
+            top: None,
+        } => {
+            let lifted = lift(*input, exists)?;
+            Some(Lifted {
+                plan: Plan::Sort {
+                    input: Box::new(lifted.plan),
+                    keys,
+                    top: None,
+                },
+                ..lifted
+            })
+        }
         Plan::Limit {
             input,
             limit,
@@ -318,6 +348,31 @@ fn covers_primary_key(primary_key: &[usize], keys: &[Expr]) -> bool {
         && primary_key
             .iter()
             .all(|c| keys.iter().any(|k| matches!(k, Expr::Column(k) if k == c)))
+}
+
+/// Whether evaluating `expr` may raise an error (division, overflow, a failing cast or
+/// function): conservatively, anything but columns, constants, comparisons, boolean logic,
+/// NULL tests, COALESCE, GREATEST/LEAST and CASE over such expressions.
+fn may_fail(expr: &Expr) -> bool {
+    expr.any(&|e| {
+        !matches!(
+            e,
+            Expr::Const(_)
+                | Expr::Column(_)
+                | Expr::Outer { .. }
+                | Expr::Compare { .. }
+                | Expr::CompareEach { .. }
+                | Expr::Not(_)
+                | Expr::And(..)
+                | Expr::Or(..)
+                | Expr::IsNull { .. }
+                | Expr::IsBool { .. }
+                | Expr::DistinctFrom { .. }
+                | Expr::Coalesce(_)
+                | Expr::Extreme { .. }
+                | Expr::Case { .. }
+        )
+    })
 }
 
 fn refers_to_level1(expr: &Expr) -> bool {
