@@ -26,7 +26,7 @@ use crate::plan::explain::value_text;
 use crate::plan::{Plan, Spans};
 use crate::types::{SqlType, Value};
 
-use super::fold::map_children;
+use super::fold::map_children_and_subqueries;
 
 /// Point keys beyond which the points' hull is read as one range.
 pub const MAX_POINTS: usize = 1024;
@@ -39,17 +39,7 @@ pub fn choose(plan: Plan) -> Plan {
             scan.spans = spans_for(&scan.table, scan.filter.as_ref());
             Plan::Scan(scan)
         }
-        Plan::Apply { input, subqueries } => Plan::Apply {
-            input: Box::new(choose(*input)),
-            subqueries: subqueries
-                .into_iter()
-                .map(|mut s| {
-                    s.plan = choose(s.plan);
-                    s
-                })
-                .collect(),
-        },
-        other => map_children(other, choose),
+        other => map_children_and_subqueries(other, choose),
     }
 }
 

@@ -97,6 +97,17 @@ pub fn map_children(mut plan: Plan, f: fn(Plan) -> Plan) -> Plan {
     plan
 }
 
+/// Applies `f` to each child and, for an Apply, to each subquery's plan.
+pub fn map_children_and_subqueries(mut plan: Plan, f: fn(Plan) -> Plan) -> Plan {
+    if let Plan::Apply { subqueries, .. } = &mut plan {
+        for subquery in subqueries {
+            let taken = std::mem::replace(&mut subquery.plan, Plan::Empty { width: 0 });
+            subquery.plan = f(taken);
+        }
+    }
+    map_children(plan, f)
+}
+
 fn is_empty(plan: &Plan) -> bool {
     matches!(plan, Plan::Empty { .. })
 }

@@ -13,7 +13,7 @@
 use crate::expr::Expr;
 use crate::plan::{JoinAlgorithm, JoinKind, Plan};
 
-use super::fold::map_children;
+use super::fold::map_children_and_subqueries;
 
 /// Reorders every inner-join tree of the plan.
 #[recursive::recursive]
@@ -29,17 +29,7 @@ pub fn reorder(plan: Plan) -> Plan {
             let leaves: Vec<Plan> = leaves.into_iter().map(reorder).collect();
             rebuild(leaves, conditions)
         }
-        Plan::Apply { input, subqueries } => Plan::Apply {
-            input: Box::new(reorder(*input)),
-            subqueries: subqueries
-                .into_iter()
-                .map(|mut s| {
-                    s.plan = reorder(s.plan);
-                    s
-                })
-                .collect(),
-        },
-        other => map_children(other, reorder),
+        other => map_children_and_subqueries(other, reorder),
     }
 }
 

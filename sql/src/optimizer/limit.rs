@@ -6,7 +6,7 @@
 
 use crate::plan::Plan;
 
-use super::fold::map_children;
+use super::fold::map_children_and_subqueries;
 
 #[recursive::recursive]
 pub fn hint(plan: Plan) -> Plan {
@@ -23,17 +23,7 @@ pub fn hint(plan: Plan) -> Plan {
                 offset,
             }
         }
-        Plan::Apply { input, subqueries } => Plan::Apply {
-            input: Box::new(hint(*input)),
-            subqueries: subqueries
-                .into_iter()
-                .map(|mut s| {
-                    s.plan = hint(s.plan);
-                    s
-                })
-                .collect(),
-        },
-        other => map_children(other, hint),
+        other => map_children_and_subqueries(other, hint),
     }
 }
 

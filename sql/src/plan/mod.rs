@@ -443,52 +443,34 @@ impl Plan {
 
     /// Whether the plan refers to the query exactly `levels` up from it.
     pub fn refers_to_level(&self, levels: usize) -> bool {
-        let mut plan = self.clone();
-        plan.refers_to_level_mut(levels)
-    }
-
-    fn refers_to_level_mut(&mut self, levels: usize) -> bool {
-        let at_level =
-            |e: &Expr| e.any(&|x| matches!(x, Expr::Outer { depth, .. } if *depth == levels));
-        if self.exprs_mut().into_iter().any(|e| at_level(e)) {
-            return true;
-        }
-        if let Plan::Apply { subqueries, .. } = self
-            && subqueries
-                .iter_mut()
-                .any(|s| s.plan.refers_to_level_mut(levels + 1))
-        {
-            return true;
-        }
-        self.children_mut()
-            .into_iter()
-            .any(|c| c.refers_to_level_mut(levels))
+        self.clone()
+            .refers_out(levels, &|depth, levels| depth == levels)
     }
 
     /// Whether the plan refers to a query `levels` or more up from it (an outer reference
     /// that leaves it).
     pub fn refers_outside(&self, levels: usize) -> bool {
-        let mut plan = self.clone();
-        plan.refers_outside_mut(levels)
+        self.clone()
+            .refers_out(levels, &|depth, levels| depth >= levels)
     }
 
-    fn refers_outside_mut(&mut self, levels: usize) -> bool {
-        if self
-            .exprs_mut()
-            .into_iter()
-            .any(|e| e.max_outer_depth() >= levels)
-        {
+    /// Whether an outer reference of depth `depth` in this plan, `levels` queries below the
+    /// one asked about, passes `test(depth, levels)` (subqueries are one level further).
+    fn refers_out(&mut self, levels: usize, test: &dyn Fn(usize, usize) -> bool) -> bool {
+        let hit =
+            |e: &Expr| e.any(&|x| matches!(x, Expr::Outer { depth, .. } if test(*depth, levels)));
+        if self.exprs_mut().into_iter().any(|e| hit(e)) {
             return true;
         }
         if let Plan::Apply { subqueries, .. } = self
             && subqueries
                 .iter_mut()
-                .any(|s| s.plan.refers_outside_mut(levels + 1))
+                .any(|s| s.plan.refers_out(levels + 1, test))
         {
             return true;
         }
         self.children_mut()
             .into_iter()
-            .any(|c| c.refers_outside_mut(levels))
+            .any(|c| c.refers_out(levels, test))
     }
 }
