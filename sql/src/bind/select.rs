@@ -52,6 +52,18 @@ pub fn output_name(expr: &ast::Expr) -> String {
             Some(ast::ObjectNamePart::Identifier(ident)) => ident_name(ident),
             _ => "?column?".into(),
         },
+        // Functions with syntax of their own, by the function PostgreSQL calls.
+        ast::Expr::Ceil { .. } => "ceil".into(),
+        ast::Expr::Floor { .. } => "floor".into(),
+        ast::Expr::Position { .. } => "position".into(),
+        ast::Expr::Substring { shorthand, .. } => {
+            if *shorthand { "substr" } else { "substring" }.into()
+        }
+        ast::Expr::Trim { trim_where, .. } => match trim_where {
+            Some(ast::TrimWhereField::Leading) => "ltrim".into(),
+            Some(ast::TrimWhereField::Trailing) => "rtrim".into(),
+            _ => "btrim".into(),
+        },
         ast::Expr::Case { .. } => "case".into(),
         ast::Expr::Exists { .. } => "exists".into(),
         // A scalar subquery by its own single output column.
@@ -631,4 +643,37 @@ pub fn full_scan(table: std::sync::Arc<crate::catalog::Table>, qualifier: String
         lock: false,
         limit_hint: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    use super::output_name;
+
+    #[test]
+    fn unaliased_columns_are_named_as_postgresql_names_them() {
+        for (sql, name) in [
+            ("ceil(1.5)", "ceil"),
+            ("floor(x)", "floor"),
+            ("ceiling(2.1)", "ceiling"),
+            ("substring('abc' from 2)", "substring"),
+            ("substring('abc', 2)", "substring"),
+            ("substr('abc', 2)", "substr"),
+            ("position('b' in 'abc')", "position"),
+            ("trim(' a ')", "btrim"),
+            ("trim(leading 'x' from 'xa')", "ltrim"),
+            ("trim(trailing from 'a ')", "rtrim"),
+            ("t.col", "col"),
+            ("CASE WHEN true THEN 1 END", "case"),
+            ("1 + 2", "?column?"),
+        ] {
+            let expr = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(sql)
+                .and_then(|mut p| p.parse_expr())
+                .expect(sql);
+            assert_eq!(output_name(&expr), name, "{sql}");
+        }
+    }
 }
