@@ -58,23 +58,21 @@ impl SessionHandle {
         }
     }
 
-    /// Runs a simple-query string on the blocking pool and returns its results together with the
-    /// transaction status afterwards, as `ReadyForQuery` reports it (rows collected: for tests;
-    /// connections stream with [`SessionHandle::execute_streaming`]).
-    #[cfg(test)]
-    pub(crate) async fn execute(
+    /// Runs `run` on the session on the blocking pool and returns its result together with
+    /// the transaction status afterwards, as `ReadyForQuery` reports it.
+    async fn on_session<T: Send + 'static>(
         &self,
-        sql: String,
-    ) -> Result<(QueryResults, TransactionStatus), SessionGone> {
+        run: impl FnOnce(&mut Session) -> T + Send + 'static,
+    ) -> Result<(T, TransactionStatus), SessionGone> {
         let inner = Arc::clone(&self.inner);
         let outcome = tokio::task::spawn_blocking(move || {
             // A poisoned lock means an earlier statement panicked mid-way: refuse to continue.
             let mut slot = inner.session.lock().map_err(|_| SessionGone)?;
             let session = slot.as_mut().ok_or(SessionGone)?;
-            let results = session.execute(&sql);
+            let result = run(session);
             let status = response::ready_status(&session.transaction_status());
             *lock_ignoring_poison(&inner.status) = status;
-            Ok((results, status))
+            Ok((result, status))
         })
         .await;
         match outcome {
@@ -86,36 +84,34 @@ impl SessionHandle {
         }
     }
 
-    /// Runs a simple-query string on the blocking pool, sending what it produces to `events`
-    /// as it is produced (rows in batches), and returns the transaction status afterwards.
-    /// The channel is bounded: while the client does not read, the query waits, holding a
-    /// bounded number of rows. If the receiver goes away, the running query fails.
+    /// Runs a simple-query string and returns its results together with the transaction
+    /// status afterwards (rows collected: for tests; connections stream with
+    /// [`SessionHandle::execute_streaming`]).
+    #[cfg(test)]
+    pub(crate) async fn execute(
+        &self,
+        sql: String,
+    ) -> Result<(QueryResults, TransactionStatus), SessionGone> {
+        self.on_session(move |session| session.execute(&sql)).await
+    }
+
+    /// Runs a simple-query string, sending what it produces to `events` as it is produced
+    /// (rows in batches), and returns the transaction status afterwards. The channel is
+    /// bounded: while the client does not read, the query waits, holding a bounded number of
+    /// rows. If the receiver goes away, the running query fails.
     pub(crate) async fn execute_streaming(
         &self,
         sql: String,
         events: mpsc::Sender<Event>,
     ) -> Result<TransactionStatus, SessionGone> {
-        let inner = Arc::clone(&self.inner);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut slot = inner.session.lock().map_err(|_| SessionGone)?;
-            let session = slot.as_mut().ok_or(SessionGone)?;
+        let run = move |session: &mut Session| {
             let mut sink = ChannelSink {
                 events,
                 batch: Vec::new(),
             };
             session.execute_streaming(&sql, &mut sink);
-            let status = response::ready_status(&session.transaction_status());
-            *lock_ignoring_poison(&inner.status) = status;
-            Ok(status)
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(join_error) => {
-                tracing::error!(error = %join_error, "SQL session panicked while executing");
-                Err(SessionGone)
-            }
-        }
+        };
+        self.on_session(run).await.map(|((), status)| status)
     }
 
     /// The transaction status after the last statement. Never blocks on the session.
