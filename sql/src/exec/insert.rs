@@ -167,19 +167,7 @@ pub fn execute(
     } else {
         let mut targets = Vec::new();
         for column in &insert.columns {
-            let Some(ast::ObjectNamePart::Identifier(ident)) = column.0.last() else {
-                return Err(SqlError::unsupported(format!("column reference {column}")));
-            };
-            let name = ident_name(ident);
-            let index = table.column_index(&name).ok_or_else(|| {
-                SqlError::new(
-                    sqlstate::UNDEFINED_COLUMN,
-                    format!(
-                        "column \"{name}\" of relation \"{}\" does not exist",
-                        table.name
-                    ),
-                )
-            })?;
+            let (index, name) = super::target_column(&table, column)?;
             if targets.contains(&index) {
                 return Err(SqlError::new(
                     sqlstate::DUPLICATE_COLUMN,

@@ -209,6 +209,27 @@ pub fn table_name(name: &ast::ObjectName) -> SqlResult<String> {
     }
 }
 
+/// A column an INSERT or UPDATE writes (`t.c` or `c`): its position and name in `table`.
+pub fn target_column(
+    table: &crate::catalog::Table,
+    column: &ast::ObjectName,
+) -> SqlResult<(usize, String)> {
+    let Some(ast::ObjectNamePart::Identifier(ident)) = column.0.last() else {
+        return Err(SqlError::unsupported(format!("column reference {column}")));
+    };
+    let name = ident_name(ident);
+    let index = table.column_index(&name).ok_or_else(|| {
+        SqlError::new(
+            sqlstate::UNDEFINED_COLUMN,
+            format!(
+                "column \"{name}\" of relation \"{}\" does not exist",
+                table.name
+            ),
+        )
+    })?;
+    Ok((index, name))
+}
+
 /// The single table a DML statement targets, with its alias.
 pub fn single_table(from: &ast::TableWithJoins) -> SqlResult<(String, Option<String>)> {
     if !from.joins.is_empty() {

@@ -136,12 +136,9 @@ fn check_target(target: &ast::ConflictTarget, table: &Table) -> SqlResult<()> {
             let mut named = Vec::new();
             for ident in columns {
                 let name = ident_name(ident);
-                let index = table.column_index(&name).ok_or_else(|| {
-                    SqlError::new(
-                        sqlstate::UNDEFINED_COLUMN,
-                        format!("column \"{name}\" does not exist"),
-                    )
-                })?;
+                let index = table
+                    .column_index(&name)
+                    .ok_or_else(|| SqlError::undefined_column(&name))?;
                 named.push(index);
             }
             named.sort_unstable();

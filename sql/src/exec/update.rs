@@ -13,7 +13,7 @@ use crate::catalog;
 use crate::catalog::Table;
 use crate::encoding::encode_row;
 use crate::error::{SqlError, SqlResult, sqlstate};
-use crate::expr::{Expr, bind, ident_name};
+use crate::expr::{Expr, bind};
 use crate::scope::Scope;
 use crate::types::Value;
 
@@ -123,19 +123,7 @@ pub fn bind_assignments(
         let ast::AssignmentTarget::ColumnName(column) = &assignment.target else {
             return Err(SqlError::unsupported("assigning to a tuple of columns"));
         };
-        let Some(ast::ObjectNamePart::Identifier(ident)) = column.0.last() else {
-            return Err(SqlError::unsupported(format!("column reference {column}")));
-        };
-        let column_name = ident_name(ident);
-        let index = table.column_index(&column_name).ok_or_else(|| {
-            SqlError::new(
-                sqlstate::UNDEFINED_COLUMN,
-                format!(
-                    "column \"{column_name}\" of relation \"{}\" does not exist",
-                    table.name
-                ),
-            )
-        })?;
+        let (index, column_name) = super::target_column(table, column)?;
         if bound.iter().any(|(i, _)| *i == index) {
             return Err(SqlError::new(
                 sqlstate::SYNTAX_ERROR,
