@@ -123,6 +123,10 @@ impl Transaction for CountedTransaction {
         self.inner.lock(key)
     }
 
+    fn check_at_commit(&mut self, key: Vec<u8>, expected: Option<Vec<u8>>) {
+        self.inner.check_at_commit(key, expected)
+    }
+
     fn commit(&mut self) -> KvResult<()> {
         // A failed commit applies nothing and ends the transaction all the same.
         let result = self.inner.commit();

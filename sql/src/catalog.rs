@@ -4,14 +4,24 @@
 //!
 //! Keys (all under `m`, which no row key can take):
 //! - `m` `table/` name → the table's descriptor as JSON;
-//! - `m` `next_table_id` → the next table ID (big-endian `u64`).
+//! - `m` `next_table_id` → the next table ID (big-endian `u64`);
+//! - `m` `index/` name → the name of the table the index belongs to (index and table names
+//!   share one namespace, as PostgreSQL's relations do);
+//! - `m` `writes/` table ID → the table's *write version* (big-endian `u64`; absent: 0).
 //!
 //! Table IDs are never reused, so rows of a dropped table can never reappear under a new
 //! table. Two transactions that create tables concurrently both write the ID counter; the
 //! second to commit gets a serialization failure (40001) and may retry.
 //!
-//! Not here yet: schemas/namespaces, secondary indexes, ALTER TABLE, a schema cache (every
-//! statement reads the descriptors it needs).
+//! The write version counts the schema changes that change what a write of a row must
+//! write besides the row (an index added to the maintained ones or removed, the table
+//! dropped). Every transaction that writes rows of a table has its commit check, at the
+//! commit timestamp, that the version is still the one of the descriptor it wrote by
+//! ([`check_writes_at_commit`]); see [`crate::schema_change`] for why that keeps indexes
+//! equal to their tables.
+//!
+//! Not here yet: schemas/namespaces, ALTER TABLE, a schema cache (every statement reads the
+//! descriptors it needs).
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +56,33 @@ pub enum Identity {
     Always,
 }
 
+/// Where an index is in its life (F1's schema-change states; see
+/// [`crate::schema_change`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexState {
+    /// Writes maintain it, queries do not use it: it is being filled.
+    WriteOnly,
+    /// Complete: writes maintain it and queries read it.
+    Public,
+}
+
+/// A secondary index (see [`crate::index`] for its entries).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    /// Unique within the table, never reused.
+    pub id: u64,
+    pub name: String,
+    /// Indexes into the table's columns, in key order.
+    pub columns: Vec<usize>,
+    /// No two rows may have equal values in all `columns` (rows with a NULL in one of them
+    /// never collide, as in PostgreSQL).
+    pub unique: bool,
+    pub state: IndexState,
+    /// Made by a `UNIQUE` constraint of CREATE TABLE (shown as a constraint).
+    #[serde(default)]
+    pub constraint: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Table {
     pub id: u64,
@@ -53,9 +90,46 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Indexes into `columns`, in key order.
     pub primary_key: Vec<usize>,
+    #[serde(default)]
+    pub indexes: Vec<Index>,
+    /// The ID the next index gets.
+    #[serde(default = "first_index_id")]
+    pub next_index_id: u64,
+    /// The write version this descriptor was stored with (see the module doc).
+    #[serde(default)]
+    pub write_version: u64,
+}
+
+fn first_index_id() -> u64 {
+    1
 }
 
 impl Table {
+    /// A table without secondary indexes (its ID is given when it is created).
+    pub fn new(id: u64, name: String, columns: Vec<Column>, primary_key: Vec<usize>) -> Table {
+        Table {
+            id,
+            name,
+            columns,
+            primary_key,
+            indexes: Vec::new(),
+            next_index_id: first_index_id(),
+            write_version: 0,
+        }
+    }
+
+    /// The indexes a write of a row must maintain (public and being built).
+    pub fn maintained_indexes(&self) -> impl Iterator<Item = &Index> {
+        self.indexes.iter()
+    }
+
+    /// The indexes queries may read.
+    pub fn public_indexes(&self) -> impl Iterator<Item = &Index> {
+        self.indexes
+            .iter()
+            .filter(|index| index.state == IndexState::Public)
+    }
+
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
@@ -77,6 +151,24 @@ fn table_key(name: &str) -> Vec<u8> {
 }
 
 const NEXT_TABLE_ID_KEY: &[u8] = b"mnext_table_id";
+const INDEX_KEY_PREFIX: &[u8] = b"mindex/";
+const WRITE_VERSION_KEY_PREFIX: &[u8] = b"mwrites/";
+
+fn index_key(name: &str) -> Vec<u8> {
+    let mut key = INDEX_KEY_PREFIX.to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn write_version_key(table_id: u64) -> Vec<u8> {
+    let mut key = WRITE_VERSION_KEY_PREFIX.to_vec();
+    key.extend_from_slice(&table_id.to_be_bytes());
+    key
+}
+
+fn write_version_value(version: u64) -> Option<Vec<u8>> {
+    (version > 0).then(|| version.to_be_bytes().to_vec())
+}
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> SqlError {
     SqlError::new(
@@ -112,12 +204,7 @@ pub fn require_table(txn: &mut dyn Transaction, name: &str) -> SqlResult<Table> 
 
 /// Allocates an ID and stores a new table. `table.id` is overwritten.
 pub fn create_table(txn: &mut dyn Transaction, mut table: Table) -> SqlResult<Table> {
-    if get_table(txn, &table.name)?.is_some() {
-        return Err(SqlError::new(
-            sqlstate::DUPLICATE_TABLE,
-            format!("relation \"{}\" already exists", table.name),
-        ));
-    }
+    require_free_name(txn, &table.name)?;
     let id = match txn.get(NEXT_TABLE_ID_KEY)? {
         Some(bytes) => {
             let bytes: [u8; 8] = bytes
@@ -130,11 +217,122 @@ pub fn create_table(txn: &mut dyn Transaction, mut table: Table) -> SqlResult<Ta
     };
     txn.put(NEXT_TABLE_ID_KEY.to_vec(), (id + 1).to_be_bytes().to_vec());
     table.id = id;
-    let json = serde_json::to_vec(&table).map_err(|e| corrupt(&table.name, e))?;
-    txn.put(table_key(&table.name), json);
+    for index in &table.indexes {
+        require_free_name(txn, &index.name)?;
+        txn.put(index_key(&index.name), table.name.as_bytes().to_vec());
+    }
+    put_table(txn, &table)?;
     Ok(table)
+}
+
+/// Fails with 42P07 if a table or an index is called `name`.
+pub fn require_free_name(txn: &mut dyn Transaction, name: &str) -> SqlResult<()> {
+    if get_table(txn, name)?.is_some() || txn.get(&index_key(name))?.is_some() {
+        return Err(SqlError::new(
+            sqlstate::DUPLICATE_TABLE,
+            format!("relation \"{name}\" already exists"),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores the table's descriptor (replacing the one of that name).
+pub fn put_table(txn: &mut dyn Transaction, table: &Table) -> SqlResult<()> {
+    let json = serde_json::to_vec(table).map_err(|e| corrupt(&table.name, e))?;
+    txn.put(table_key(&table.name), json);
+    Ok(())
 }
 
 pub fn drop_table(txn: &mut dyn Transaction, table: &Table) {
     txn.delete(table_key(&table.name));
+    for index in &table.indexes {
+        txn.delete(index_key(&index.name));
+    }
+    // Writers of the table that have yet to commit fail.
+    txn.put(
+        write_version_key(table.id),
+        (table.write_version + 1).to_be_bytes().to_vec(),
+    );
+}
+
+/// Makes the commit of `txn`, which writes rows of `table` as its descriptor says, fail
+/// with 40001 if the table's write version changed meanwhile.
+pub fn check_writes_at_commit(txn: &mut dyn Transaction, table: &Table) {
+    txn.check_at_commit(
+        write_version_key(table.id),
+        write_version_value(table.write_version),
+    );
+}
+
+/// Stores `table` with its write version one higher (writers of the old version that have
+/// yet to commit will fail), and returns it so.
+pub fn put_table_with_new_write_version(
+    txn: &mut dyn Transaction,
+    mut table: Table,
+) -> SqlResult<Table> {
+    table.write_version += 1;
+    txn.put(
+        write_version_key(table.id),
+        table.write_version.to_be_bytes().to_vec(),
+    );
+    put_table(txn, &table)?;
+    Ok(table)
+}
+
+/// The table index `name` belongs to, if there is such an index.
+pub fn index_owner(txn: &mut dyn Transaction, name: &str) -> SqlResult<Option<Table>> {
+    let Some(table_name) = txn.get(&index_key(name))? else {
+        return Ok(None);
+    };
+    let table_name = String::from_utf8(table_name).map_err(|e| corrupt(name, e))?;
+    let table = require_table(txn, &table_name)?;
+    Ok(table
+        .indexes
+        .iter()
+        .any(|index| index.name == name)
+        .then_some(table))
+}
+
+/// Records that index `name` belongs to `table` (its name must be free).
+pub fn register_index(txn: &mut dyn Transaction, name: &str, table: &str) -> SqlResult<()> {
+    require_free_name(txn, name)?;
+    txn.put(index_key(name), table.as_bytes().to_vec());
+    Ok(())
+}
+
+pub fn unregister_index(txn: &mut dyn Transaction, name: &str) {
+    txn.delete(index_key(name));
+}
+
+/// A name for a new index of `table` over `columns` that no relation has: PostgreSQL's
+/// `{table}_{columns}_{suffix}`, with a number appended until it is free.
+pub fn free_index_name(
+    txn: &mut dyn Transaction,
+    table: &Table,
+    columns: &[usize],
+    suffix: &str,
+    taken_here: &[String],
+) -> SqlResult<String> {
+    let mut base = table.name.clone();
+    for &c in columns {
+        base.push('_');
+        base.push_str(&table.columns[c].name);
+    }
+    base.push('_');
+    base.push_str(suffix);
+    let mut n = 0;
+    loop {
+        let name = if n == 0 {
+            base.clone()
+        } else {
+            format!("{base}{n}")
+        };
+        let free = !taken_here.contains(&name)
+            && get_table(txn, &name)?.is_none()
+            && txn.get(&index_key(&name))?.is_none();
+        if free {
+            return Ok(name);
+        }
+        n += 1;
+    }
 }

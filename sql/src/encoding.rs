@@ -1,6 +1,8 @@
 //! How SQL data is laid out in the key space.
 //!
 //! - Row: `t{table_id}r{primary key values}` → `{all column values}`.
+//! - Secondary index entry: `t{table_id}i{index_id}{index column values}…` (see
+//!   [`crate::index`]).
 //! - Catalog: `m{…}` (see [`crate::catalog`]).
 //!
 //! `table_id` is a big-endian `u64`; values are encoded memcomparably, each behind a type tag,
@@ -88,7 +90,7 @@ pub fn decode_value(input: &[u8]) -> Result<(Value, &[u8]), DecodeError> {
     })
 }
 
-fn corrupt(e: DecodeError) -> SqlError {
+pub(crate) fn corrupt(e: DecodeError) -> SqlError {
     SqlError::new(sqlstate::DATA_CORRUPTED, e.to_string())
 }
 
@@ -96,6 +98,38 @@ fn corrupt(e: DecodeError) -> SqlError {
 pub const TABLE_PREFIX: u8 = b't';
 /// After `t{table_id}`: the table's rows follow.
 pub const ROWS_MARKER: u8 = b'r';
+
+/// After `t{table_id}`: the table's secondary index entries follow.
+pub const INDEX_MARKER: u8 = b'i';
+
+/// The prefix of every entry of one index.
+pub fn index_prefix(table_id: u64, index_id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(24);
+    key.push(TABLE_PREFIX);
+    memcomparable::encode_u64(&mut key, table_id);
+    key.push(INDEX_MARKER);
+    memcomparable::encode_u64(&mut key, index_id);
+    key
+}
+
+/// `[start, end)` holding every index entry of a table.
+pub fn index_span(table_id: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut start = Vec::with_capacity(16);
+    start.push(TABLE_PREFIX);
+    memcomparable::encode_u64(&mut start, table_id);
+    start.push(INDEX_MARKER);
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    (start, end)
+}
+
+/// The part of a row key after the table's row prefix (the encoded primary key).
+pub fn row_key_suffix(table_id: u64, key: &[u8]) -> &[u8] {
+    let prefix_len = row_prefix(table_id).len();
+    key.get(prefix_len..).unwrap_or_default()
+}
 
 /// The prefix of every row key of a table.
 pub fn row_prefix(table_id: u64) -> Vec<u8> {

@@ -43,6 +43,7 @@ pub mod sqlstate {
     pub const INSUFFICIENT_RESOURCES: &str = "53000";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const GENERATED_ALWAYS: &str = "428C9";
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
 }
 
 /// An error reported to the client: a SQLSTATE and a message.

@@ -160,11 +160,10 @@ mod tests {
     use crate::encoding::{row_key, row_prefix, row_prefix_end};
 
     fn table(id: u64, name: &str, key: &[(&str, SqlType)]) -> Table {
-        Table {
+        Table::new(
             id,
-            name: name.into(),
-            columns: key
-                .iter()
+            name.into(),
+            key.iter()
                 .map(|(name, ty)| Column {
                     name: (*name).into(),
                     ty: *ty,
@@ -173,8 +172,8 @@ mod tests {
                     identity: None,
                 })
                 .collect(),
-            primary_key: (0..key.len()).collect(),
-        }
+            (0..key.len()).collect(),
+        )
     }
 
     fn display() -> KeyDisplay {

@@ -529,6 +529,8 @@ impl Session {
             sink,
             work_mem: self.settings.work_mem(),
             sequences: &self.sequences,
+            source: self.source.as_ref(),
+            in_block: !matches!(self.state, State::Idle),
         };
         match &mut self.state {
             State::Failed => Err(in_failed_transaction()),

@@ -141,6 +141,8 @@ pub fn classify(statement: &ast::Statement) -> Option<SqlResult<SettingStatement
             let words: Vec<String> = variable.iter().map(ident_name).collect();
             match words.as_slice() {
                 [name] if name == "all" => Err(SqlError::unsupported("SHOW ALL")),
+                // Not a setting: the schema-change jobs (see `crate::schema_change`).
+                [name] if name == "jobs" => return None,
                 [name] => Ok(SettingStatement::Show(name.clone())),
                 [a, b, c] if a == "transaction" && b == "isolation" && c == "level" => {
                     Ok(SettingStatement::Show("transaction_isolation".into()))

@@ -67,6 +67,10 @@ impl Transaction for CountingTxn {
     fn lock(&mut self, key: Vec<u8>) {
         self.inner.lock(key)
     }
+
+    fn check_at_commit(&mut self, key: Vec<u8>, expected: Option<Vec<u8>>) {
+        self.inner.check_at_commit(key, expected)
+    }
     fn commit(&mut self) -> KvResult<()> {
         self.inner.commit()
     }

@@ -125,6 +125,14 @@ pub trait Transaction: Send {
     /// changing it (`SELECT … FOR UPDATE`).
     fn lock(&mut self, key: Vec<u8>);
 
+    /// Makes a commit that writes anything read `key` again at its commit timestamp, after
+    /// prewriting: if the value there is not `expected`, the commit rolls back and fails
+    /// with a serialization error. (A schema change that committed between the transaction's
+    /// reading of a table's descriptor and its commit thus fails the writer instead of
+    /// letting it commit rows the new schema would have written differently.) A key the
+    /// transaction writes itself is not checked.
+    fn check_at_commit(&mut self, key: Vec<u8>, expected: Option<Vec<u8>>);
+
     /// Commits the buffered writes atomically. A write-write conflict with a transaction that
     /// committed after this one started (on a key it did not lock) fails with a retryable
     /// error and applies nothing.

@@ -103,6 +103,7 @@ impl TxnClient {
             locked: BTreeSet::new(),
             primary: None,
             heartbeat: None,
+            commit_checks: BTreeMap::new(),
         })
     }
 }
@@ -153,6 +154,9 @@ pub struct KvTransaction {
     primary: Option<Vec<u8>>,
     /// Keeps the primary lock alive while the transaction holds pessimistic locks.
     heartbeat: Option<Heartbeat>,
+    /// Keys to read again at the commit timestamp, with the values they must still have
+    /// (see [`Transaction::check_at_commit`]).
+    commit_checks: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 /// A thread extending a transaction's primary lock's TTL until it is dropped.
@@ -486,6 +490,10 @@ impl KvTransaction {
                 return Err(e.into());
             }
         };
+        if let Err(e) = self.validate_at(commit_ts) {
+            self.rollback_keys(&keys);
+            return Err(e);
+        }
         match self
             .shared
             .store
@@ -525,6 +533,30 @@ impl KvTransaction {
                 .commit(secondaries, self.start_ts, commit_ts)
         {
             warn!(start_ts = %self.start_ts, error = %e, "committing secondary keys failed; readers will resolve them");
+        }
+        Ok(())
+    }
+
+    /// Reads the keys of [`Transaction::check_at_commit`] at `commit_ts` (after the
+    /// prewrite, before the commit point): a change committed before `commit_ts` is seen
+    /// (a read at `commit_ts` waits for a lock of an earlier transaction to be settled), and
+    /// one committed after it comes after this transaction in every snapshot too.
+    fn validate_at(&self, commit_ts: Timestamp) -> KvResult<()> {
+        for (key, expected) in &self.commit_checks {
+            if self.buffer.contains_key(key) {
+                continue;
+            }
+            let store = &self.shared.store;
+            let now = self.shared.read_resolving(|| store.get(key, commit_ts))?;
+            if now != *expected {
+                return Err(KvError::TxnAborted {
+                    start_ts: self.start_ts,
+                    reason: format!(
+                        "{} changed while the transaction ran (a concurrent schema change)",
+                        String::from_utf8_lossy(key)
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -669,6 +701,10 @@ impl Transaction for KvTransaction {
 
     fn lock(&mut self, key: Vec<u8>) {
         self.buffer.entry(key).or_insert(Buffered::Lock);
+    }
+
+    fn check_at_commit(&mut self, key: Vec<u8>, expected: Option<Vec<u8>>) {
+        self.commit_checks.entry(key).or_insert(expected);
     }
 
     fn commit(&mut self) -> KvResult<()> {

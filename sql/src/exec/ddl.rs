@@ -7,23 +7,62 @@ use sqlparser::ast;
 use kv::Transaction;
 
 use super::{StatementResult, table_name};
-use crate::catalog::{self, Column, Identity, Table};
-use crate::encoding::{row_prefix, row_prefix_end};
+use crate::catalog::{self, Column, Identity, Index, IndexState, Table};
+use crate::encoding::{index_span, row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Scope, bind, bind_type, ident_name};
 use crate::sequence::table_sequences;
 use crate::types::{SqlType, Value};
 
-fn primary_key_columns(columns: &[ast::IndexColumn]) -> SqlResult<Vec<String>> {
+/// The column names of a key or index (`ASC`/`DESC` and `NULLS …` are accepted; entries
+/// are stored ascending, see [`crate::index`]).
+pub fn key_columns(columns: &[ast::IndexColumn], what: &str) -> SqlResult<Vec<String>> {
     columns
         .iter()
         .map(|c| match &c.column.expr {
             ast::Expr::Identifier(ident) if c.operator_class.is_none() => Ok(ident_name(ident)),
             other => Err(SqlError::unsupported(format!(
-                "primary key on expression {other}"
+                "{what} on expression {other}"
             ))),
         })
         .collect()
+}
+
+/// Positions of the named columns in `columns` (each once).
+pub fn column_positions(columns: &[Column], names: &[String], what: &str) -> SqlResult<Vec<usize>> {
+    let mut positions = Vec::with_capacity(names.len());
+    for name in names {
+        let position = columns
+            .iter()
+            .position(|c| &c.name == name)
+            .ok_or_else(|| SqlError::undefined_column(name))?;
+        if positions.contains(&position) {
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("column \"{name}\" appears twice in {what}"),
+            ));
+        }
+        positions.push(position);
+    }
+    Ok(positions)
+}
+
+/// A `UNIQUE` constraint: its columns (one for a column constraint, empty in the AST).
+fn unique_constraint(
+    unique: &ast::UniqueConstraint,
+    column: Option<&str>,
+) -> SqlResult<(Option<String>, Vec<String>)> {
+    if unique.nulls_distinct == ast::NullsDistinctOption::NotDistinct {
+        return Err(SqlError::unsupported("UNIQUE NULLS NOT DISTINCT"));
+    }
+    if !unique.include.is_empty() || unique.characteristics.is_some() {
+        return Err(SqlError::unsupported("this form of UNIQUE constraint"));
+    }
+    let columns = match column {
+        Some(column) => vec![column.to_string()],
+        None => key_columns(&unique.columns, "unique constraint")?,
+    };
+    Ok((unique.name.as_ref().map(ident_name), columns))
 }
 
 /// `SERIAL`, `BIGSERIAL`, `SMALLSERIAL` (and `serial4`/`serial8`/`serial2`): the integer type
@@ -75,6 +114,7 @@ pub fn create_table(
         return Err(SqlError::unsupported("a table without columns"));
     }
     let mut columns: Vec<Column> = Vec::new();
+    let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
     let mut primary_key: Option<Vec<String>> = None;
     let mut set_primary_key = |cols: Vec<String>| {
         if primary_key.is_some() {
@@ -110,6 +150,9 @@ pub fn create_table(
                 ast::ColumnOption::Null => column.nullable = true,
                 ast::ColumnOption::NotNull => column.nullable = false,
                 ast::ColumnOption::PrimaryKey(_) => set_primary_key(vec![column_name.clone()])?,
+                ast::ColumnOption::Unique(unique) => {
+                    uniques.push(unique_constraint(unique, Some(&column_name))?)
+                }
                 ast::ColumnOption::Generated {
                     generated_as:
                         generated @ (ast::GeneratedAs::Always | ast::GeneratedAs::ByDefault),
@@ -165,32 +208,45 @@ pub fn create_table(
     for constraint in &create.constraints {
         match constraint {
             ast::TableConstraint::PrimaryKey(pk) => {
-                set_primary_key(primary_key_columns(&pk.columns)?)?
+                set_primary_key(key_columns(&pk.columns, "primary key")?)?
             }
+            ast::TableConstraint::Unique(unique) => uniques.push(unique_constraint(unique, None)?),
             other => return Err(SqlError::unsupported(format!("table constraint {other}"))),
         }
     }
-    let mut key_indexes = Vec::new();
-    for key_column in primary_key.unwrap_or_default() {
-        let index = columns
-            .iter()
-            .position(|c| c.name == key_column)
-            .ok_or_else(|| SqlError::undefined_column(&key_column))?;
-        if key_indexes.contains(&index) {
+    let key_indexes = column_positions(
+        &columns,
+        &primary_key.unwrap_or_default(),
+        "primary key constraint",
+    )?;
+    for &index in &key_indexes {
+        columns[index].nullable = false;
+    }
+    let mut table = Table::new(0, name, columns, key_indexes);
+    let mut names: Vec<String> = Vec::new();
+    for (name, unique_columns) in uniques {
+        let positions = column_positions(&table.columns, &unique_columns, "unique constraint")?;
+        let name = match name {
+            Some(name) => name,
+            None => catalog::free_index_name(txn, &table, &positions, "key", &names)?,
+        };
+        if names.contains(&name) || name == table.name {
             return Err(SqlError::new(
-                sqlstate::DUPLICATE_COLUMN,
-                format!("column \"{key_column}\" appears twice in primary key constraint"),
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
             ));
         }
-        columns[index].nullable = false;
-        key_indexes.push(index);
+        names.push(name.clone());
+        table.indexes.push(Index {
+            id: table.next_index_id,
+            name,
+            columns: positions,
+            unique: true,
+            state: IndexState::Public,
+            constraint: true,
+        });
+        table.next_index_id += 1;
     }
-    let table = Table {
-        id: 0,
-        name,
-        columns,
-        primary_key: key_indexes,
-    };
     let table = catalog::create_table(txn, table)?;
     splits_after_commit.push(row_prefix(table.id));
     Ok(StatementResult::command("CREATE TABLE"))
@@ -230,11 +286,16 @@ pub fn drop(
     Ok(StatementResult::command("DROP TABLE"))
 }
 
-/// Deletes every row of the table, in the statement's transaction.
+/// Deletes every row of the table and every index entry, in the statement's transaction.
 fn delete_all_rows(txn: &mut dyn Transaction, table: &Table) -> SqlResult<()> {
-    let (start, end) = (row_prefix(table.id), row_prefix_end(table.id));
-    for (key, _) in txn.scan(&start, Some(&end), usize::MAX)? {
-        txn.delete(key);
+    catalog::check_writes_at_commit(txn, table);
+    for (start, end) in [
+        (row_prefix(table.id), row_prefix_end(table.id)),
+        index_span(table.id),
+    ] {
+        for (key, _) in txn.scan(&start, Some(&end), usize::MAX)? {
+            txn.delete(key);
+        }
     }
     Ok(())
 }

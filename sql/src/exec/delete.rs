@@ -5,6 +5,7 @@ use sqlparser::ast;
 use kv::Transaction;
 
 use super::returning::{self, Returning};
+use super::row_writes::{self, RowChange};
 use super::scan::target_rows;
 use super::{StatementResult, WorkMem, dml_scope, single_table};
 use crate::bind::Binder;
@@ -51,9 +52,11 @@ pub fn execute(
     };
     let rows = target_rows(txn, &table, filter, &subqueries)?;
     let count = rows.len();
-    for row in &rows {
-        txn.delete(row.key.clone());
-    }
+    let changes: Vec<RowChange> = rows
+        .iter()
+        .map(|row| RowChange::delete(&row.key, &row.values))
+        .collect();
+    row_writes::apply(txn, &table, &changes)?;
     returning::result(
         returning.as_ref(),
         rows.iter().map(|r| r.values.as_slice()),

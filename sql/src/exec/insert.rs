@@ -7,12 +7,13 @@ use kv::{LockPurpose, Transaction};
 use super::on_conflict::OnConflict;
 use super::operator::collect;
 use super::returning::{self, Returning};
+use super::row_writes::{self, RowChange};
 use super::scan::key_for_row;
 use super::{StatementResult, WorkMem, dml_scope, table_name};
 use crate::bind::Binder;
 use crate::catalog::Identity;
 use crate::catalog::{self, Table};
-use crate::encoding::{decode_row, encode_row};
+use crate::encoding::decode_row;
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, Scope, Typed, bind, ident_name};
 use crate::sequence::{Sequences, sequence_key};
@@ -36,13 +37,22 @@ pub fn check_not_null(table: &Table, values: &[Value]) -> SqlResult<()> {
 
 /// The error for a second row with the same primary key.
 pub fn duplicate_key(table: &Table, values: &[Value]) -> SqlError {
-    let names: Vec<&str> = table
-        .primary_key
+    unique_violation(table, &table.pkey_name(), &table.primary_key, values)
+}
+
+/// The error for a row whose values in `columns` another row of the table has already,
+/// against the unique constraint (or index) `constraint`.
+pub fn unique_violation(
+    table: &Table,
+    constraint: &str,
+    columns: &[usize],
+    values: &[Value],
+) -> SqlError {
+    let names: Vec<&str> = columns
         .iter()
         .map(|&i| table.columns[i].name.as_str())
         .collect();
-    let shown: Vec<String> = table
-        .primary_key
+    let shown: Vec<String> = columns
         .iter()
         .map(|&i| {
             values[i]
@@ -53,8 +63,7 @@ pub fn duplicate_key(table: &Table, values: &[Value]) -> SqlError {
     SqlError::new(
         sqlstate::UNIQUE_VIOLATION,
         format!(
-            "duplicate key value violates unique constraint \"{}\" (Key ({})=({}) already exists.)",
-            table.pkey_name(),
+            "duplicate key value violates unique constraint \"{constraint}\" (Key ({})=({}) already exists.)",
             names.join(", "),
             shown.join(", ")
         ),
@@ -245,7 +254,8 @@ pub fn execute(
         }
     }
     // The rows to write: new ones, and stored ones updated by ON CONFLICT DO UPDATE.
-    let mut writes: Vec<(Vec<u8>, Vec<Value>)> = Vec::with_capacity(rows.len());
+    // (key, new values, stored values it replaces)
+    let mut writes: Vec<(Vec<u8>, Vec<Value>, Option<Vec<Value>>)> = Vec::with_capacity(rows.len());
     let mut written = std::collections::HashSet::new();
     for chunk in rows.chunks(EXISTENCE_BATCH) {
         let keys: Vec<Vec<u8>> = chunk.iter().map(|(key, _)| key.clone()).collect();
@@ -259,7 +269,7 @@ pub fn execute(
             let taken_here = written.contains(key);
             if existing.is_none() && !taken_here {
                 written.insert(key.clone());
-                writes.push((key.clone(), record.clone()));
+                writes.push((key.clone(), record.clone(), None));
                 continue;
             }
             match &on_conflict {
@@ -279,7 +289,7 @@ pub fn execute(
                     if let Some(updated) = on_conflict.updated(&stored, record)? {
                         check_not_null(&table, &updated)?;
                         written.insert(key.clone());
-                        writes.push((key.clone(), updated));
+                        writes.push((key.clone(), updated, Some(stored)));
                     }
                 }
             }
@@ -289,12 +299,17 @@ pub fn execute(
         return Err(e);
     }
     let count = writes.len() as u64;
-    for (key, record) in &writes {
-        txn.put(key.clone(), encode_row(record));
-    }
+    let changes: Vec<RowChange> = writes
+        .iter()
+        .map(|(key, record, stored)| RowChange {
+            old: stored.as_deref().map(|stored| (key.as_slice(), stored)),
+            new: Some((key.as_slice(), record.as_slice())),
+        })
+        .collect();
+    row_writes::apply(txn, &table, &changes)?;
     returning::result(
         returning.as_ref(),
-        writes.iter().map(|(_, record)| record.as_slice()),
+        writes.iter().map(|(_, record, _)| record.as_slice()),
         format!("INSERT 0 {count}"),
     )
 }

@@ -22,6 +22,8 @@ use kv::{LockPurpose, Transaction};
 use super::StatementResult;
 use super::operator::collect;
 use super::returning::{self, Returning};
+use super::row_writes::{self, RowChange};
+use super::scan::StoredRow;
 use super::spill::WorkMem;
 use super::update::{bind_assignments, write_updated};
 use crate::bind::Binder;
@@ -161,9 +163,11 @@ pub fn execute(
     }
 
     let Some(assignments) = assignments else {
-        for (key, _) in &kept {
-            txn.delete(key.clone());
-        }
+        let changes: Vec<RowChange> = kept
+            .iter()
+            .map(|(key, joined)| RowChange::delete(key, &joined[..width]))
+            .collect();
+        row_writes::apply(txn, table, &changes)?;
         return returning::result(
             returning.as_ref(),
             kept.iter().map(|(_, joined)| joined.as_slice()),
@@ -184,7 +188,11 @@ pub fn execute(
         let mut returned = values.clone();
         returned.extend_from_slice(&joined[width..]);
         returned_rows.push(returned);
-        updated.push((key.clone(), values));
+        let old = StoredRow {
+            key: key.clone(),
+            values: joined[..width].to_vec(),
+        };
+        updated.push((old, values));
     }
     write_updated(txn, table, &updated, changes_key)?;
     returning::result(

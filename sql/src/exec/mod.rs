@@ -11,7 +11,7 @@
 
 mod aggregate;
 mod apply;
-mod ddl;
+pub(crate) mod ddl;
 mod delete;
 mod distinct;
 mod insert;
@@ -23,6 +23,7 @@ pub mod operator;
 mod query;
 mod regions;
 mod returning;
+mod row_writes;
 mod rows;
 pub mod scan;
 mod set_op;
@@ -41,6 +42,7 @@ use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::ident_name;
 use crate::parse::ParsedStatement;
 use crate::region_syntax::RegionStatement;
+use crate::schema_change;
 use crate::types::SqlType;
 pub use spill::{WorkMem, files_created as spill_files_created};
 
@@ -57,6 +59,12 @@ pub(crate) struct Context<'a> {
     pub work_mem: WorkMem,
     /// Where identity columns take their values.
     pub sequences: &'a crate::sequence::Sequences,
+    /// Where transactions come from, for statements that run transactions of their own
+    /// (CREATE INDEX outside a block).
+    pub source: &'a dyn kv::TransactionSource,
+    /// The statement runs in a transaction block (or a multi-statement query), not in a
+    /// transaction of its own.
+    pub in_block: bool,
 }
 
 /// Where a query's rows go as they are produced, instead of being collected into its result:
@@ -145,6 +153,13 @@ fn execute_sql(
             ddl::create_table(txn, create, context.splits_after_commit)
         }
         ast::Statement::Drop {
+            object_type: ast::ObjectType::Index,
+            if_exists,
+            names,
+            cascade: false,
+            ..
+        } => schema_change::drop_indexes(txn, *if_exists, names),
+        ast::Statement::Drop {
             object_type,
             if_exists,
             names,
@@ -152,6 +167,11 @@ fn execute_sql(
             ..
         } => ddl::drop(txn, *object_type, *if_exists, names, *cascade),
         ast::Statement::Truncate(truncate) => ddl::truncate(txn, truncate),
+        ast::Statement::CreateIndex(create) if context.in_block => {
+            schema_change::create_index_in_block(txn, context.source, create)
+        }
+        ast::Statement::CreateIndex(create) => schema_change::create_index(context.source, create),
+        ast::Statement::ShowVariable { .. } => show_jobs(txn),
         ast::Statement::Insert(insert) => {
             insert::execute(txn, insert, context.work_mem, context.sequences)
         }
@@ -173,6 +193,29 @@ fn execute_sql(
             first_words(other)
         ))),
     }
+}
+
+/// `SHOW JOBS`: the index builds recorded, with their progress.
+fn show_jobs(txn: &mut dyn Transaction) -> SqlResult<StatementResult> {
+    let rows: Vec<Vec<Option<String>>> = schema_change::jobs(txn)?
+        .into_iter()
+        .map(|job| {
+            vec![
+                Some(format!("CREATE INDEX {} ON {}", job.index, job.table)),
+                Some(job.state),
+                Some(job.rows_done.to_string()),
+            ]
+        })
+        .collect();
+    Ok(StatementResult::Rows {
+        columns: vec![
+            ColumnInfo::new("job", SqlType::Text),
+            ColumnInfo::new("state", SqlType::Text),
+            ColumnInfo::new("rows_done", SqlType::BigInt),
+        ],
+        tag: format!("SELECT {}", rows.len()),
+        rows,
+    })
 }
 
 /// The statement's leading keywords, for error messages.

@@ -6,12 +6,12 @@ use kv::Transaction;
 
 use super::insert::{check_not_null, duplicate_key, existing_rows};
 use super::returning::{self, Returning};
-use super::scan::{key_for_row, target_rows};
+use super::row_writes::{self, RowChange};
+use super::scan::{StoredRow, key_for_row, target_rows};
 use super::{StatementResult, WorkMem, dml_scope, single_table, subquery_values};
 use crate::bind::Binder;
 use crate::catalog;
 use crate::catalog::Table;
-use crate::encoding::encode_row;
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, bind};
 use crate::scope::Scope;
@@ -101,7 +101,7 @@ pub fn execute(
             values[*index] = value;
         }
         check_not_null(&table, &values)?;
-        updated.push((row.key, values));
+        updated.push((row, values));
     }
     write_updated(txn, &table, &updated, changes_key)?;
     returning::result(
@@ -157,18 +157,18 @@ pub fn bind_assignments(
     Ok(bound)
 }
 
-/// Stores the new versions of updated rows (`(old key, new values)`); `changes_key`: some
+/// Stores the new versions of updated rows (`(old row, new values)`); `changes_key`: some
 /// assignment sets a primary-key column, so rows may move to new keys (all old keys are
 /// deleted first, so a row may take another's old key; a key taken twice is 23505).
 pub fn write_updated(
     txn: &mut dyn Transaction,
     table: &Table,
-    updated: &[(Vec<u8>, Vec<Value>)],
+    updated: &[(StoredRow, Vec<Value>)],
     changes_key: bool,
 ) -> SqlResult<()> {
-    if changes_key {
-        for (old_key, _) in updated {
-            txn.delete(old_key.clone());
+    let new_keys: Vec<Vec<u8>> = if changes_key {
+        for (old, _) in updated {
+            txn.delete(old.key.clone());
         }
         let new_keys: Vec<Vec<u8>> = updated
             .iter()
@@ -177,16 +177,22 @@ pub fn write_updated(
         // The old keys read as deleted now: a row may keep its key or take another's.
         let existing = existing_rows(txn, &new_keys)?;
         let mut taken = std::collections::HashSet::new();
-        for ((key, (_, values)), existing) in new_keys.into_iter().zip(updated).zip(existing) {
+        for ((key, (_, values)), existing) in new_keys.iter().zip(updated).zip(existing) {
             if existing.is_some() || !taken.insert(key.clone()) {
                 return Err(duplicate_key(table, values));
             }
-            txn.put(key, encode_row(values));
         }
+        new_keys
     } else {
-        for (key, values) in updated {
-            txn.put(key.clone(), encode_row(values));
-        }
-    }
-    Ok(())
+        updated.iter().map(|(old, _)| old.key.clone()).collect()
+    };
+    let changes: Vec<RowChange> = updated
+        .iter()
+        .zip(&new_keys)
+        .map(|((old, values), new_key)| RowChange {
+            old: Some((old.key.as_slice(), old.values.as_slice())),
+            new: Some((new_key.as_slice(), values.as_slice())),
+        })
+        .collect();
+    row_writes::apply(txn, table, &changes)
 }

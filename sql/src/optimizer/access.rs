@@ -440,16 +440,16 @@ mod tests {
             default: Value::Null,
             identity: None,
         };
-        Table {
-            id: 100,
-            name: "t".into(),
-            columns: vec![
+        Table::new(
+            100,
+            "t".into(),
+            vec![
                 column("a", SqlType::Int),
                 column("b", SqlType::Int),
                 column("c", SqlType::Int),
             ],
-            primary_key: vec![0, 1],
-        }
+            vec![0, 1],
+        )
     }
 
     fn cmp_expr(op: CmpOp, column: usize, value: i64) -> Expr {
