@@ -640,6 +640,7 @@ pub fn full_scan(table: std::sync::Arc<crate::catalog::Table>, qualifier: String
         qualifier,
         filter: None,
         spans: Spans::Full,
+        index: None,
         lock: false,
         limit_hint: None,
     })

@@ -1,6 +1,8 @@
 //! Lookup joins: for each batch of left rows, the right table's rows with the primary keys
 //! the left rows ask for are read by point gets (one `batch_get` per batch), instead of the
-//! whole right table. A key value is converted to the key column's type first (an integral
+//! whole right table. Through an index (the scan's `index`), each distinct key prefix the
+//! batch asks for is a range read of the index's entries, and the rows they lead to are
+//! read with one `batch_get`. A key value is converted to the key column's type first (an integral
 //! `double precision` equals an integer key); a value that no key can equal (NULL, 2.5 for an
 //! integer key) finds nothing. Inner and left joins only (a left row without a match is
 //! NULL-extended); the join condition is checked on each pair.
@@ -11,8 +13,11 @@ use std::sync::Arc;
 use kv::Transaction;
 
 use super::operator::{Operator, Row};
-use crate::catalog::Table;
-use crate::encoding::{decode_row, row_key};
+use kv::codec::memcomparable::prefix_end;
+
+use crate::catalog::{Index, Table};
+use crate::encoding::{decode_row, encode_value, index_prefix, row_key};
+use crate::index::decode_entry;
 use crate::error::SqlResult;
 use crate::expr::Expr;
 use crate::plan::{JoinKind, Scan};
@@ -25,6 +30,8 @@ pub struct LookupJoinOp {
     left: Box<dyn Operator>,
     table: Arc<Table>,
     filter: Option<Expr>,
+    /// Look up through this index instead of by primary key.
+    index: Option<Index>,
     kind: JoinKind,
     on: Option<Expr>,
     left_keys: Vec<Expr>,
@@ -44,6 +51,7 @@ impl LookupJoinOp {
             left,
             table: scan.table,
             filter: scan.filter,
+            index: scan.index.map(|access| access.index),
             kind,
             on,
             left_keys,
@@ -52,17 +60,57 @@ impl LookupJoinOp {
         }
     }
 
-    /// The stored key a left row asks for, if any key can equal its values.
+    /// The stored key (or, through an index, the prefix of entry keys) a left row asks for,
+    /// if any key can equal its values.
     fn key_for(&self, row: &[Value]) -> SqlResult<Option<Vec<u8>>> {
+        let columns = match &self.index {
+            Some(index) => &index.columns,
+            None => &self.table.primary_key,
+        };
         let mut values = Vec::with_capacity(self.left_keys.len());
-        for (expr, &column) in self.left_keys.iter().zip(&self.table.primary_key) {
+        for (expr, &column) in self.left_keys.iter().zip(columns) {
             let value = expr.eval(row)?;
             match as_key_value(value, self.table.columns[column].ty) {
                 Some(v) => values.push(v),
                 None => return Ok(None),
             }
         }
-        Ok(Some(row_key(self.table.id, values.iter())))
+        Ok(Some(match &self.index {
+            Some(index) => {
+                let mut key = index_prefix(self.table.id, index.id);
+                for value in &values {
+                    encode_value(&mut key, value);
+                }
+                key
+            }
+            None => row_key(self.table.id, values.iter()),
+        }))
+    }
+
+    /// The stored rows under each of `wanted` (sorted, distinct), as (key, row key) pairs
+    /// with the rows by row key.
+    #[allow(clippy::type_complexity)]
+    fn read(
+        &self,
+        wanted: Vec<Vec<u8>>,
+        txn: &mut dyn Transaction,
+    ) -> SqlResult<(Vec<(Vec<u8>, Vec<u8>)>, Vec<Option<Vec<u8>>>)> {
+        let Some(index) = &self.index else {
+            let values = txn.batch_get(&wanted)?;
+            let pairs = wanted.iter().map(|k| (k.clone(), k.clone())).collect();
+            return Ok((pairs, values));
+        };
+        let mut pairs = Vec::new();
+        for prefix in wanted {
+            let end = prefix_end(&prefix).unwrap_or_default();
+            for (key, value) in txn.scan(&prefix, Some(&end), usize::MAX)? {
+                let entry = decode_entry(&self.table, index, &key, &value)?;
+                pairs.push((prefix.clone(), entry.row_key));
+            }
+        }
+        let row_keys: Vec<Vec<u8>> = pairs.iter().map(|(_, row)| row.clone()).collect();
+        let values = txn.batch_get(&row_keys)?;
+        Ok((pairs, values))
     }
 
     fn join_batch(&mut self, batch: Vec<Row>, txn: &mut dyn Transaction) -> SqlResult<()> {
@@ -73,10 +121,10 @@ impl LookupJoinOp {
         let mut wanted: Vec<Vec<u8>> = keys.iter().flatten().cloned().collect();
         wanted.sort();
         wanted.dedup();
-        let values = txn.batch_get(&wanted)?;
+        let (pairs, values) = self.read(wanted, txn)?;
         let width = self.table.columns.len();
-        let mut found: HashMap<Vec<u8>, Row> = HashMap::with_capacity(wanted.len());
-        for (key, value) in wanted.into_iter().zip(values) {
+        let mut found: HashMap<Vec<u8>, Vec<Row>> = HashMap::with_capacity(pairs.len());
+        for ((key, _), value) in pairs.into_iter().zip(values) {
             let Some(value) = value else { continue };
             let right = decode_row(&value, width)?;
             if let Some(filter) = &self.filter
@@ -84,12 +132,12 @@ impl LookupJoinOp {
             {
                 continue;
             }
-            found.insert(key, right);
+            found.entry(key).or_default().push(right);
         }
         for (left, key) in batch.into_iter().zip(keys) {
-            let right = key.and_then(|k| found.get(&k));
+            let rights = key.and_then(|k| found.get(&k)).map_or(&[][..], Vec::as_slice);
             let mut matched = false;
-            if let Some(right) = right {
+            for right in rights {
                 let mut row = left.clone();
                 row.extend_from_slice(right);
                 let keep = match &self.on {

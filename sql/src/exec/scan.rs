@@ -13,7 +13,7 @@ use crate::catalog::Table;
 use crate::encoding::{decode_row, row_key};
 use crate::error::SqlResult;
 use crate::expr::Expr;
-use crate::optimizer::access::spans_for;
+use crate::optimizer::access::access_for;
 use crate::plan::{Scan, SubqueryDef};
 use crate::types::Value;
 
@@ -29,11 +29,13 @@ pub fn matching_rows(
     table: &Table,
     filter: Option<&Expr>,
 ) -> SqlResult<Vec<StoredRow>> {
+    let (spans, index) = access_for(table, filter);
     let mut scan = TableScan::new(Scan {
         table: Arc::new(table.clone()),
         qualifier: table.name.clone(),
         filter: filter.cloned(),
-        spans: spans_for(table, filter),
+        spans,
+        index,
         lock: false,
         limit_hint: None,
     });

@@ -17,10 +17,14 @@ use kv::Transaction;
 use super::operator::{Operator, Row};
 use super::scan::{StoredRow, lock_rows};
 use crate::catalog::Table;
-use crate::encoding::{decode_row, row_prefix, row_prefix_end};
-use crate::error::SqlResult;
+use kv::codec::memcomparable::prefix_end;
+
+use crate::encoding::{decode_row, index_prefix, row_prefix, row_prefix_end};
+use crate::index::{decode_entry, primary_key_values};
+use crate::types::Value;
+use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::Expr;
-use crate::plan::{Scan, Spans};
+use crate::plan::{IndexAccess, Scan, Spans};
 
 /// The largest page read at once.
 pub const PAGE: usize = 1024;
@@ -28,6 +32,8 @@ pub const PAGE: usize = 1024;
 pub struct TableScan {
     table: Arc<Table>,
     filter: Option<Expr>,
+    /// The spans are over this index's entries, which lead to the rows.
+    index: Option<IndexAccess>,
     lock: bool,
     /// Lock row by row as they are pulled (under a LIMIT), instead of page by page.
     lock_each: bool,
@@ -41,11 +47,16 @@ pub struct TableScan {
 
 impl TableScan {
     pub fn new(scan: Scan) -> TableScan {
+        let full = match &scan.index {
+            Some(access) => {
+                let prefix = index_prefix(scan.table.id, access.index.id);
+                let end = prefix_end(&prefix).unwrap_or_default();
+                (prefix, end)
+            }
+            None => (row_prefix(scan.table.id), row_prefix_end(scan.table.id)),
+        };
         let (points, ranges) = match scan.spans {
-            Spans::Full => (
-                VecDeque::new(),
-                VecDeque::from([(row_prefix(scan.table.id), row_prefix_end(scan.table.id))]),
-            ),
+            Spans::Full => (VecDeque::new(), VecDeque::from([full])),
             Spans::Points { keys, .. } => (keys.into(), VecDeque::new()),
             Spans::Ranges { ranges, .. } => (VecDeque::new(), ranges.into()),
             Spans::Nothing => (VecDeque::new(), VecDeque::new()),
@@ -56,6 +67,7 @@ impl TableScan {
         TableScan {
             table: scan.table,
             filter: scan.filter,
+            index: scan.index,
             lock: scan.lock,
             lock_each: scan.lock && scan.limit_hint.is_some(),
             points,
@@ -95,9 +107,19 @@ impl TableScan {
         }
         self.pairs_read += page.len() as u64;
         self.page = (self.page * 2).min(PAGE);
+        let page = match &self.index {
+            None => page
+                .into_iter()
+                .map(|(key, value)| Ok((key, decode_row(&value, width)?)))
+                .collect::<SqlResult<Vec<_>>>()?,
+            Some(access) => {
+                let rows = self.rows_of_entries(txn, access, page)?;
+                self.pairs_read += rows.len() as u64 * u64::from(!access.only);
+                rows
+            }
+        };
         let mut rows = Vec::with_capacity(page.len());
-        for (key, value) in page {
-            let values = decode_row(&value, width)?;
+        for (key, values) in page {
             if let Some(filter) = &self.filter
                 && !filter.is_true(&values)?
             {
@@ -110,6 +132,56 @@ impl TableScan {
         }
         self.buffer.extend(rows);
         Ok(true)
+    }
+
+    /// The rows index entries lead to (key and values, in entry order): read by their keys,
+    /// or, index-only, made of the entries' values (the other columns NULL: nothing reads
+    /// them).
+    fn rows_of_entries(
+        &self,
+        txn: &mut dyn Transaction,
+        access: &IndexAccess,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> SqlResult<Vec<(Vec<u8>, Vec<Value>)>> {
+        let table = &self.table;
+        let width = table.columns.len();
+        let mut decoded = Vec::with_capacity(entries.len());
+        for (key, value) in &entries {
+            decoded.push(decode_entry(table, &access.index, key, value)?);
+        }
+        if access.only {
+            return decoded
+                .into_iter()
+                .map(|entry| {
+                    let mut values = vec![Value::Null; width];
+                    for (&column, value) in access.index.columns.iter().zip(entry.values) {
+                        values[column] = value;
+                    }
+                    let key_values = primary_key_values(table, &entry.row_key)?;
+                    for (&column, value) in table.primary_key.iter().zip(key_values) {
+                        values[column] = value;
+                    }
+                    Ok((entry.row_key, values))
+                })
+                .collect();
+        }
+        let keys: Vec<Vec<u8>> = decoded.into_iter().map(|e| e.row_key).collect();
+        let found = txn.batch_get(&keys)?;
+        keys.into_iter()
+            .zip(found)
+            .map(|(key, value)| {
+                let value = value.ok_or_else(|| {
+                    SqlError::new(
+                        sqlstate::DATA_CORRUPTED,
+                        format!(
+                            "index \"{}\" has an entry for a row that is not stored",
+                            access.index.name
+                        ),
+                    )
+                })?;
+                Ok((key, decode_row(&value, width)?))
+            })
+            .collect()
     }
 
     fn lock(&self, txn: &mut dyn Transaction, rows: Vec<StoredRow>) -> SqlResult<Vec<StoredRow>> {

@@ -20,10 +20,10 @@ use std::ops::Bound;
 use kv::codec::memcomparable::prefix_end;
 
 use crate::catalog::Table;
-use crate::encoding::{encode_value, row_prefix, row_prefix_end};
+use crate::encoding::{encode_value, index_prefix, row_prefix, row_prefix_end};
 use crate::expr::{CmpOp, Expr};
 use crate::plan::explain::value_text;
-use crate::plan::{Plan, Spans};
+use crate::plan::{IndexAccess, Plan, Spans};
 use crate::types::{SqlType, Value};
 
 use super::fold::map_children_and_subqueries;
@@ -36,7 +36,7 @@ pub const MAX_POINTS: usize = 1024;
 pub fn choose(plan: Plan) -> Plan {
     match plan {
         Plan::Scan(mut scan) => {
-            scan.spans = spans_for(&scan.table, scan.filter.as_ref());
+            (scan.spans, scan.index) = access_for(&scan.table, scan.filter.as_ref());
             Plan::Scan(scan)
         }
         other => map_children_and_subqueries(other, choose),
@@ -259,18 +259,107 @@ fn constrain(expr: &Expr, column: usize, ty: SqlType) -> Option<Vec<Interval>> {
     }
 }
 
+/// A key space of a table whose keys are a prefix followed by the encoded values of some
+/// of its columns: its rows by primary key, or one of its indexes.
+struct KeySpace<'a> {
+    table: &'a Table,
+    columns: &'a [usize],
+    prefix: Vec<u8>,
+    end: Vec<u8>,
+}
+
+impl KeySpace<'_> {
+    fn column_name(&self, depth: usize) -> &str {
+        &self.table.columns[self.columns[depth]].name
+    }
+
+    fn key_of(&self, values: &[Value]) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        for v in values {
+            encode_value(&mut key, v);
+        }
+        key
+    }
+}
+
+/// How much of a key space's columns the filter fixes: columns fixed to points, in key
+/// order, then whether the next is bounded by intervals. Compared as a pair: more points
+/// first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Narrowing {
+    points: usize,
+    bounded: bool,
+}
+
 /// The spans a scan of `table` filtered by `filter` must read.
 pub fn spans_for(table: &Table, filter: Option<&Expr>) -> Spans {
     let conjuncts: Vec<&Expr> = filter.map(Expr::conjuncts).unwrap_or_default();
     if table.primary_key.is_empty() || conjuncts.is_empty() {
         return Spans::Full;
     }
+    let space = KeySpace {
+        table,
+        columns: &table.primary_key,
+        prefix: row_prefix(table.id),
+        end: row_prefix_end(table.id),
+    };
+    spans_in(&space, &conjuncts).0
+}
+
+/// How a scan of `table` filtered by `filter` reads: over primary-key spans, or over the
+/// spans of a public index (`Some`) that the filter narrows more than the primary key
+/// (ties go to the primary key, which needs no second read).
+pub fn access_for(table: &Table, filter: Option<&Expr>) -> (Spans, Option<IndexAccess>) {
+    let conjuncts: Vec<&Expr> = filter.map(Expr::conjuncts).unwrap_or_default();
+    if conjuncts.is_empty() {
+        return (Spans::Full, None);
+    }
+    let (mut best, mut narrowing) = if table.primary_key.is_empty() {
+        (Spans::Full, Narrowing::default())
+    } else {
+        let space = KeySpace {
+            table,
+            columns: &table.primary_key,
+            prefix: row_prefix(table.id),
+            end: row_prefix_end(table.id),
+        };
+        spans_in(&space, &conjuncts)
+    };
+    if matches!(best, Spans::Points { .. } | Spans::Nothing) {
+        return (best, None);
+    }
+    let mut chosen = None;
+    for index in table.public_indexes() {
+        let prefix = index_prefix(table.id, index.id);
+        let space = KeySpace {
+            table,
+            columns: &index.columns,
+            end: prefix_end(&prefix).unwrap_or_default(),
+            prefix,
+        };
+        let (spans, by_index) = spans_in(&space, &conjuncts);
+        if by_index > narrowing || matches!(spans, Spans::Nothing) {
+            best = spans.into_prefix_ranges();
+            narrowing = by_index;
+            chosen = Some(IndexAccess {
+                index: index.clone(),
+                only: false,
+            });
+            if matches!(best, Spans::Nothing) {
+                break;
+            }
+        }
+    }
+    (best, chosen)
+}
+
+fn spans_in(space: &KeySpace, conjuncts: &[&Expr]) -> (Spans, Narrowing) {
     // Key prefixes fixed so far (values), each with its text for EXPLAIN.
     let mut prefixes: Vec<Vec<Value>> = vec![Vec::new()];
-    for (depth, &column) in table.primary_key.iter().enumerate() {
-        let ty = table.columns[column].ty;
+    for (depth, &column) in space.columns.iter().enumerate() {
+        let ty = space.table.columns[column].ty;
         let mut allowed: Option<Vec<Interval>> = None;
-        for conjunct in &conjuncts {
+        for conjunct in conjuncts {
             if let Some(set) = constrain(conjunct, column, ty) {
                 allowed = Some(match allowed {
                     Some(prev) => intersect(&prev, &set),
@@ -279,10 +368,18 @@ pub fn spans_for(table: &Table, filter: Option<&Expr>) -> Spans {
             }
         }
         let Some(intervals) = allowed else {
-            return ranges(table, &prefixes, &[Interval::all()], depth);
+            let narrowing = Narrowing {
+                points: depth,
+                bounded: false,
+            };
+            return (ranges(space, &prefixes, &[Interval::all()], depth), narrowing);
+        };
+        let narrowing = Narrowing {
+            points: depth,
+            bounded: true,
         };
         if intervals.is_empty() {
-            return Spans::Nothing;
+            return (Spans::Nothing, narrowing);
         }
         let points: Option<Vec<&Value>> = intervals.iter().map(Interval::as_point).collect();
         match points {
@@ -303,46 +400,34 @@ pub fn spans_for(table: &Table, filter: Option<&Expr>) -> Spans {
                     lower: Bound::Included(points[0].clone()),
                     upper: Bound::Included(points[points.len() - 1].clone()),
                 };
-                return ranges(table, &prefixes, &[hull], depth);
+                return (ranges(space, &prefixes, &[hull], depth), narrowing);
             }
-            None => return ranges(table, &prefixes, &intervals, depth),
+            None => return (ranges(space, &prefixes, &intervals, depth), narrowing),
         }
     }
-    let keys = prefixes
-        .iter()
-        .map(|values| {
-            let mut key = row_prefix(table.id);
-            for v in values {
-                encode_value(&mut key, v);
-            }
-            key
-        })
-        .collect();
-    Spans::Points {
+    let keys = prefixes.iter().map(|values| space.key_of(values)).collect();
+    let narrowing = Narrowing {
+        points: space.columns.len(),
+        bounded: false,
+    };
+    let spans = Spans::Points {
         keys,
-        shown: points_text(table, &prefixes),
-    }
-}
-
-fn key_of(table: &Table, values: &[Value]) -> Vec<u8> {
-    let mut key = row_prefix(table.id);
-    for v in values {
-        encode_value(&mut key, v);
-    }
-    key
+        shown: points_text(space, &prefixes),
+    };
+    (spans, narrowing)
 }
 
 /// Ranges: each prefix with each interval of the next key column (`depth`).
-fn ranges(table: &Table, prefixes: &[Vec<Value>], intervals: &[Interval], depth: usize) -> Spans {
+fn ranges(space: &KeySpace, prefixes: &[Vec<Value>], intervals: &[Interval], depth: usize) -> Spans {
     if depth == 0 && intervals == [Interval::all()] {
         return Spans::Full;
     }
     let mut out = Vec::new();
     let mut shown = Vec::new();
     for prefix in prefixes {
-        let base = key_of(table, prefix);
+        let base = space.key_of(prefix);
         let base_end = if prefix.is_empty() {
-            row_prefix_end(table.id)
+            space.end.clone()
         } else {
             prefix_end(&base).unwrap_or_default()
         };
@@ -364,7 +449,7 @@ fn ranges(table: &Table, prefixes: &[Vec<Value>], intervals: &[Interval], depth:
             };
             if start < end {
                 out.push((start, end));
-                shown.push(range_text(table, prefix, interval, depth));
+                shown.push(range_text(space, prefix, interval, depth));
             }
         }
     }
@@ -377,21 +462,17 @@ fn ranges(table: &Table, prefixes: &[Vec<Value>], intervals: &[Interval], depth:
     }
 }
 
-fn column_name(table: &Table, depth: usize) -> &str {
-    &table.columns[table.primary_key[depth]].name
-}
-
-fn prefix_text(table: &Table, prefix: &[Value]) -> Vec<String> {
+fn prefix_text(space: &KeySpace, prefix: &[Value]) -> Vec<String> {
     prefix
         .iter()
         .enumerate()
-        .map(|(d, v)| format!("{} = {}", column_name(table, d), value_text(v)))
+        .map(|(d, v)| format!("{} = {}", space.column_name(d), value_text(v)))
         .collect()
 }
 
-fn range_text(table: &Table, prefix: &[Value], interval: &Interval, depth: usize) -> String {
-    let mut parts = prefix_text(table, prefix);
-    let name = column_name(table, depth);
+fn range_text(space: &KeySpace, prefix: &[Value], interval: &Interval, depth: usize) -> String {
+    let mut parts = prefix_text(space, prefix);
+    let name = space.column_name(depth);
     match &interval.lower {
         Bound::Included(v) => parts.push(format!("{name} >= {}", value_text(v))),
         Bound::Excluded(v) => parts.push(format!("{name} > {}", value_text(v))),
@@ -405,16 +486,16 @@ fn range_text(table: &Table, prefix: &[Value], interval: &Interval, depth: usize
     parts.join(" AND ")
 }
 
-fn points_text(table: &Table, prefixes: &[Vec<Value>]) -> String {
+fn points_text(space: &KeySpace, prefixes: &[Vec<Value>]) -> String {
     if let [only] = prefixes {
-        return prefix_text(table, only).join(" AND ");
+        return prefix_text(space, only).join(" AND ");
     }
-    if table.primary_key.len() == 1 {
+    if space.columns.len() == 1 {
         let values: Vec<String> = prefixes.iter().map(|p| value_text(&p[0])).collect();
-        return format!("{} IN ({})", column_name(table, 0), values.join(", "));
+        return format!("{} IN ({})", space.column_name(0), values.join(", "));
     }
-    let names: Vec<&str> = (0..table.primary_key.len())
-        .map(|d| column_name(table, d))
+    let names: Vec<&str> = (0..space.columns.len())
+        .map(|d| space.column_name(d))
         .collect();
     let tuples: Vec<String> = prefixes
         .iter()

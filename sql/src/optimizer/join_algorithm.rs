@@ -3,11 +3,13 @@
 //! condition is still checked on each pair the hash table finds); any other join is a
 //! nested loop. Comparisons of `character(n)` values (equal up to trailing blanks) are not
 //! used as hash keys. When the right side is a table whose whole primary key the equalities
-//! cover and the left side is known to be small, the join is a lookup join instead: point
-//! gets of the right rows each left row needs.
+//! cover (or a prefix of one of its indexes' columns) and the left side is known to be
+//! small, the join is a lookup join instead: point gets (or index lookups) of the right
+//! rows each left row needs.
 
 use crate::expr::{CmpOp, Expr};
-use crate::plan::{JoinAlgorithm, JoinKind, Plan, Spans};
+use crate::catalog::Index;
+use crate::plan::{IndexAccess, JoinAlgorithm, JoinKind, Plan, Spans};
 
 use super::fold::map_children;
 use super::{Side, side_of};
@@ -46,8 +48,14 @@ pub fn choose(plan: Plan) -> Plan {
                     }
                 }
             }
+            let mut right = right;
             let algorithm =
-                if let Some(keys) = lookup_keys(&left, &right, kind, &left_keys, &right_keys) {
+                if let Some((keys, index)) = lookup_keys(&left, &right, kind, &left_keys, &right_keys) {
+                    if let Plan::Scan(scan) = right.as_mut() {
+                        // The lookups replace the scan's own access path.
+                        scan.index = index.map(|index| IndexAccess { index, only: false });
+                        scan.spans = Spans::Full;
+                    }
                     JoinAlgorithm::Lookup { left_keys: keys }
                 } else if left_keys.is_empty() {
                     JoinAlgorithm::NestedLoop
@@ -95,39 +103,45 @@ fn equi_pair(expr: &Expr, left_width: usize) -> Option<(Expr, Expr)> {
     }
 }
 
-/// The left keys of a lookup join, in the right table's key order, when one fits: an inner
-/// or left join whose right side is a table scan with every primary-key column equated to a
-/// left expression, and whose left side is known to be small (point gets by its key, a
-/// LIMIT, or literal rows) — without statistics, that is when point gets beat reading the table.
+/// The left keys of a lookup join, in the order of the right table's key (or of the index
+/// it looks up, `Some`), when one fits: an inner or left join whose right side is a table
+/// scan with every primary-key column — or else the longest prefix of a public index's
+/// columns — equated to a left expression, and whose left side is known to be small (point
+/// gets by its key, a LIMIT, or literal rows) — without statistics, that is when lookups
+/// beat reading the table.
 fn lookup_keys(
     left: &Plan,
     right: &Plan,
     kind: JoinKind,
     left_keys: &[Expr],
     right_keys: &[Expr],
-) -> Option<Vec<Expr>> {
+) -> Option<(Vec<Expr>, Option<Index>)> {
     let Plan::Scan(scan) = right else {
         return None;
     };
-    if scan.lock
-        || scan.table.primary_key.is_empty()
-        || !matches!(kind, JoinKind::Inner | JoinKind::Left)
-    {
+    if scan.lock || !matches!(kind, JoinKind::Inner | JoinKind::Left) || !is_small(left) {
         return None;
     }
-    if !is_small(left) {
-        return None;
+    let equated = |column: &usize| {
+        right_keys
+            .iter()
+            .position(|k| *k == Expr::Column(*column))
+            .map(|i| left_keys[i].clone())
+    };
+    if !scan.table.primary_key.is_empty()
+        && let Some(keys) = scan.table.primary_key.iter().map(equated).collect()
+    {
+        return Some((keys, None));
     }
     scan.table
-        .primary_key
-        .iter()
-        .map(|&column| {
-            right_keys
-                .iter()
-                .position(|k| *k == Expr::Column(column))
-                .map(|i| left_keys[i].clone())
+        .public_indexes()
+        .map(|index| {
+            let keys: Vec<Expr> = index.columns.iter().map_while(equated).collect();
+            (keys, index)
         })
-        .collect()
+        .filter(|(keys, _)| !keys.is_empty())
+        .max_by_key(|(keys, _)| keys.len())
+        .map(|(keys, index)| (keys, Some(index.clone())))
 }
 
 /// Whether a plan is known to produce few rows.

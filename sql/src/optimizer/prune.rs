@@ -3,7 +3,8 @@
 //! stops computing the others (they become NULL constants), and the build side of a hash or
 //! nested-loop join, which is held in memory whole, keeps only the columns needed (the
 //! others are replaced by NULL on the way in). Column positions never change, so no
-//! expression above has to be renumbered.
+//! expression above has to be renumbered. A scan through an index whose entries hold every
+//! column needed (and every column its filter reads) becomes index-only.
 
 use crate::expr::Expr;
 use crate::plan::{JoinAlgorithm, Plan};
@@ -201,8 +202,24 @@ fn prune_node(plan: Plan, needed: Vec<bool>) -> Plan {
             left: Box::new(prune(*left)),
             right: Box::new(prune(*right)),
         },
-        leaf @ (Plan::Scan(_) | Plan::Values { .. } | Plan::Series { .. } | Plan::Empty { .. }) => {
-            leaf
+        Plan::Scan(mut scan) => {
+            // Through an index that holds every column needed: index-only.
+            if let Some(access) = &mut scan.index {
+                let covered = |c: usize| {
+                    access.index.columns.contains(&c) || scan.table.primary_key.contains(&c)
+                };
+                let filter_covered = scan
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| f.columns_used().into_iter().all(covered));
+                let needed_covered = needed
+                    .iter()
+                    .enumerate()
+                    .all(|(c, needed)| !needed || covered(c));
+                access.only = !scan.lock && filter_covered && needed_covered;
+            }
+            Plan::Scan(scan)
         }
+        leaf @ (Plan::Values { .. } | Plan::Series { .. } | Plan::Empty { .. }) => leaf,
     }
 }

@@ -48,9 +48,16 @@ impl Printer<'_> {
     fn node(&mut self, plan: &Plan, depth: usize, path: &mut Vec<usize>) {
         let mut text = match plan {
             Plan::Scan(scan) => {
-                let mut text = format!("Scan {}", scan.table.name);
+                let mut text = match &scan.index {
+                    None => format!("Scan {}", scan.table.name),
+                    Some(access) if access.only => format!("Index-only scan {}", scan.table.name),
+                    Some(_) => format!("Index scan {}", scan.table.name),
+                };
                 if scan.qualifier != scan.table.name {
                     text.push_str(&format!(" {}", scan.qualifier));
+                }
+                if let Some(access) = &scan.index {
+                    text.push_str(&format!(" using {}", access.index.name));
                 }
                 let access = match &scan.spans {
                     Spans::Full => "full".to_string(),
@@ -251,18 +258,28 @@ impl Printer<'_> {
             self.node(left, depth + 1, path);
             path.pop();
             let names = left.column_names();
-            let keys: Vec<String> = scan
-                .table
-                .primary_key
+            let columns = match &scan.index {
+                Some(access) => &access.index.columns,
+                None => &scan.table.primary_key,
+            };
+            let keys: Vec<String> = columns
                 .iter()
                 .zip(left_keys)
                 .map(|(&c, k)| format!("{} = {}", scan.table.columns[c].name, expr_text(k, &names)))
                 .collect();
-            let mut text = format!(
-                "Scan {} (get {} per row)",
-                scan.table.name,
-                keys.join(" AND ")
-            );
+            let mut text = match &scan.index {
+                Some(access) => format!(
+                    "Index scan {} using {} (range {} per row)",
+                    scan.table.name,
+                    access.index.name,
+                    keys.join(" AND ")
+                ),
+                None => format!(
+                    "Scan {} (get {} per row)",
+                    scan.table.name,
+                    keys.join(" AND ")
+                ),
+            };
             if let Some(filter) = &scan.filter {
                 text.push_str(&format!(
                     " filter {}",

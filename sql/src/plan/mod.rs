@@ -101,7 +101,11 @@ pub struct Scan {
     /// The name the query gave the table (its alias, else its name).
     pub qualifier: String,
     pub filter: Option<Expr>,
+    /// Over the primary key's key space, or the index's of `index`.
     pub spans: Spans,
+    /// Read through this index (the optimizer's choice): entries over `spans`, then their
+    /// rows.
+    pub index: Option<IndexAccess>,
     /// `SELECT … FOR UPDATE`: lock each row read (re-checking `filter` on a newer version).
     pub lock: bool,
     /// At most this many rows will be pulled (LIMIT + OFFSET above with nothing between
@@ -109,7 +113,16 @@ pub struct Scan {
     pub limit_hint: Option<u64>,
 }
 
-/// What part of a table's primary key space a scan reads.
+/// A scan through a secondary index.
+#[derive(Clone, Debug)]
+pub struct IndexAccess {
+    pub index: crate::catalog::Index,
+    /// Index-only: every column the query needs is in the entries (the index's columns and
+    /// the primary key), so the rows are not read.
+    pub only: bool,
+}
+
+/// What part of a table's primary key space (or an index's) a scan reads.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Spans {
     /// The whole table.
@@ -123,6 +136,26 @@ pub enum Spans {
     },
     /// Nothing can match (`id = NULL`, contradictory bounds).
     Nothing,
+}
+
+impl Spans {
+    /// The same spans with points read as the ranges of keys they prefix (an index's
+    /// entries carry more after the values: the primary key).
+    pub fn into_prefix_ranges(self) -> Spans {
+        match self {
+            Spans::Points { keys, shown } => Spans::Ranges {
+                ranges: keys
+                    .into_iter()
+                    .map(|key| {
+                        let end = kv::codec::memcomparable::prefix_end(&key).unwrap_or_default();
+                        (key, end)
+                    })
+                    .collect(),
+                shown,
+            },
+            other => other,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
