@@ -17,9 +17,15 @@
 //! Who writes entries: [`crate::exec::row_writes`] for every row change;
 //! [`crate::schema_change`] fills a new index from the table's rows.
 
+use std::collections::BTreeMap;
+
+use kv::Transaction;
+use kv::codec::memcomparable::prefix_end;
+
 use crate::catalog::{Index, Table};
 use crate::encoding::{
-    corrupt, decode_value, encode_value, index_prefix, row_key_suffix, row_prefix,
+    corrupt, decode_row, decode_value, encode_value, index_prefix, row_key_suffix, row_prefix,
+    row_prefix_end,
 };
 use crate::error::SqlResult;
 use crate::types::Value;
@@ -98,6 +104,51 @@ pub fn primary_key_values(table: &Table, row_key: &[u8]) -> SqlResult<Vec<Value>
         rest = after;
     }
     Ok(values)
+}
+
+/// Compares each maintained index of `table` with the table's rows, as `txn` sees them:
+/// every row must have its entry and every entry its row. Returns the differences found
+/// (empty: the indexes equal the table). Reads the whole table and its indexes.
+pub fn check_indexes(txn: &mut dyn Transaction, table: &Table) -> SqlResult<Vec<String>> {
+    let rows = txn.scan(
+        &row_prefix(table.id),
+        Some(&row_prefix_end(table.id)),
+        usize::MAX,
+    )?;
+    let mut problems = Vec::new();
+    for index in table.maintained_indexes() {
+        let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (key, value) in &rows {
+            let values = decode_row(value, table.columns.len())?;
+            let e = entry(table, index, &values, key);
+            if let Some(other) = expected.insert(e.key.clone(), e.value.clone()) {
+                problems.push(format!(
+                    "{}: two rows want entry {:?} ({:?} and {:?})",
+                    index.name, e.key, other, e.value
+                ));
+            }
+        }
+        let prefix = index_prefix(table.id, index.id);
+        let end = prefix_end(&prefix).unwrap_or_default();
+        let stored: BTreeMap<Vec<u8>, Vec<u8>> =
+            txn.scan(&prefix, Some(&end), usize::MAX)?.into_iter().collect();
+        for (key, value) in &expected {
+            match stored.get(key) {
+                None => problems.push(format!("{}: missing entry {key:?}", index.name)),
+                Some(found) if found != value => problems.push(format!(
+                    "{}: entry {key:?} leads to {found:?}, not {value:?}",
+                    index.name
+                )),
+                Some(_) => {}
+            }
+        }
+        for key in stored.keys() {
+            if !expected.contains_key(key) {
+                problems.push(format!("{}: entry {key:?} without a row", index.name));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 #[cfg(test)]

@@ -264,6 +264,8 @@ fn constrain(expr: &Expr, column: usize, ty: SqlType) -> Option<Vec<Interval>> {
 struct KeySpace<'a> {
     table: &'a Table,
     columns: &'a [usize],
+    /// No two rows have equal values in all `columns`.
+    unique: bool,
     prefix: Vec<u8>,
     end: Vec<u8>,
 }
@@ -289,6 +291,8 @@ impl KeySpace<'_> {
 struct Narrowing {
     points: usize,
     bounded: bool,
+    /// Every column of a unique index fixed: at most one row per point.
+    single_rows: bool,
 }
 
 /// The spans a scan of `table` filtered by `filter` must read.
@@ -300,6 +304,7 @@ pub fn spans_for(table: &Table, filter: Option<&Expr>) -> Spans {
     let space = KeySpace {
         table,
         columns: &table.primary_key,
+        unique: true,
         prefix: row_prefix(table.id),
         end: row_prefix_end(table.id),
     };
@@ -320,6 +325,7 @@ pub fn access_for(table: &Table, filter: Option<&Expr>) -> (Spans, Option<IndexA
         let space = KeySpace {
             table,
             columns: &table.primary_key,
+            unique: true,
             prefix: row_prefix(table.id),
             end: row_prefix_end(table.id),
         };
@@ -334,6 +340,7 @@ pub fn access_for(table: &Table, filter: Option<&Expr>) -> (Spans, Option<IndexA
         let space = KeySpace {
             table,
             columns: &index.columns,
+            unique: index.unique,
             end: prefix_end(&prefix).unwrap_or_default(),
             prefix,
         };
@@ -371,12 +378,14 @@ fn spans_in(space: &KeySpace, conjuncts: &[&Expr]) -> (Spans, Narrowing) {
             let narrowing = Narrowing {
                 points: depth,
                 bounded: false,
+                single_rows: false,
             };
             return (ranges(space, &prefixes, &[Interval::all()], depth), narrowing);
         };
         let narrowing = Narrowing {
             points: depth,
             bounded: true,
+            single_rows: false,
         };
         if intervals.is_empty() {
             return (Spans::Nothing, narrowing);
@@ -409,6 +418,7 @@ fn spans_in(space: &KeySpace, conjuncts: &[&Expr]) -> (Spans, Narrowing) {
     let narrowing = Narrowing {
         points: space.columns.len(),
         bounded: false,
+        single_rows: space.unique,
     };
     let spans = Spans::Points {
         keys,
