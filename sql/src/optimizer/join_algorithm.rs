@@ -140,7 +140,8 @@ fn lookup_keys(
             (keys, index)
         })
         .filter(|(keys, _)| !keys.is_empty())
-        .max_by_key(|(keys, _)| keys.len())
+        // The most columns looked up; of those, the narrowest index (smallest entries).
+        .max_by_key(|(keys, index)| (keys.len(), std::cmp::Reverse(index.columns.len())))
         .map(|(keys, index)| (keys, Some(index.clone())))
 }
 
