@@ -130,8 +130,10 @@ pub fn check_indexes(txn: &mut dyn Transaction, table: &Table) -> SqlResult<Vec<
         }
         let prefix = index_prefix(table.id, index.id);
         let end = prefix_end(&prefix).unwrap_or_default();
-        let stored: BTreeMap<Vec<u8>, Vec<u8>> =
-            txn.scan(&prefix, Some(&end), usize::MAX)?.into_iter().collect();
+        let stored: BTreeMap<Vec<u8>, Vec<u8>> = txn
+            .scan(&prefix, Some(&end), usize::MAX)?
+            .into_iter()
+            .collect();
         for (key, value) in &expected {
             match stored.get(key) {
                 None => problems.push(format!("{}: missing entry {key:?}", index.name)),

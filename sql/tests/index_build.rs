@@ -58,9 +58,7 @@ fn indexes_built_during_writes_equal_their_tables() {
     // and the unique index must build; duplicates are tried once it is public.
     run(
         &mut main,
-        &format!(
-            "INSERT INTO t SELECT g, g % 37, g, 'n' || g FROM generate_series(1, {ROWS}) g"
-        ),
+        &format!("INSERT INTO t SELECT g, g % 37, g, 'n' || g FROM generate_series(1, {ROWS}) g"),
     )
     .expect("fill");
 

@@ -1,5 +1,7 @@
 //! INSERT … VALUES and INSERT … SELECT.
 
+use std::collections::HashMap;
+
 use sqlparser::ast;
 
 use kv::{LockPurpose, Transaction};
@@ -12,10 +14,11 @@ use super::scan::key_for_row;
 use super::{StatementResult, WorkMem, dml_scope, table_name};
 use crate::bind::Binder;
 use crate::catalog::Identity;
-use crate::catalog::{self, Table};
-use crate::encoding::decode_row;
+use crate::catalog::{self, Index, Table};
+use crate::encoding::{decode_row, row_prefix};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, Scope, Typed, bind, ident_name};
+use crate::index::entry;
 use crate::sequence::{Sequences, sequence_key};
 use crate::types::Value;
 
@@ -162,7 +165,7 @@ pub fn execute(
     let table = catalog::require_table(txn, &table_name(name)?)?;
     // `INSERT INTO t AS alias`: the name RETURNING and ON CONFLICT use for the table.
     let alias = insert.table_alias.as_ref().map(|a| ident_name(&a.alias));
-    let (returning, on_conflict) = {
+    let (returning, (on_conflict, arbiters)) = {
         let binder = Binder::new(txn);
         let scope = dml_scope(&table, alias.as_deref(), &binder);
         let returning = Returning::bind(&insert.returning, &scope)?;
@@ -257,6 +260,17 @@ pub fn execute(
     // (key, new values, stored values it replaces)
     let mut writes: Vec<(Vec<u8>, Vec<Value>, Option<Vec<Value>>)> = Vec::with_capacity(rows.len());
     let mut written = std::collections::HashSet::new();
+    // Entries of the arbiter indexes that rows this statement writes take, with their keys.
+    let mut entries_here: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let arbiter_entries = |record: &[Value], key: &[u8]| -> Vec<Vec<u8>> {
+        arbiters
+            .indexes
+            .iter()
+            .map(|index| entry(&table, index, record, key))
+            .filter(|e| e.is_unique_key())
+            .map(|e| e.key)
+            .collect()
+    };
     for chunk in rows.chunks(EXISTENCE_BATCH) {
         let keys: Vec<Vec<u8>> = chunk.iter().map(|(key, _)| key.clone()).collect();
         let existing = if table.primary_key.is_empty() {
@@ -265,31 +279,63 @@ pub fn execute(
         } else {
             existing_rows(txn, &keys)?
         };
-        for ((key, record), existing) in chunk.iter().zip(existing) {
-            let taken_here = written.contains(key);
-            if existing.is_none() && !taken_here {
+        let by_index = stored_index_conflicts(txn, &table, &arbiters.indexes, chunk)?;
+        for (((key, record), existing), by_index) in chunk.iter().zip(existing).zip(by_index) {
+            let entries = arbiter_entries(record, key);
+            // The row this one conflicts with: its key, its stored version if read already,
+            // and whether this statement wrote it.
+            let conflict = if existing.is_some() || written.contains(key) {
+                if !arbiters.primary_key && !matches!(on_conflict, OnConflict::Error) {
+                    return Err(duplicate_key(&table, record));
+                }
+                Some((key.clone(), existing, written.contains(key)))
+            } else if let Some(other) = entries.iter().find_map(|e| entries_here.get(e)) {
+                Some((other.clone(), None, true))
+            } else {
+                by_index.map(|other| {
+                    let here = written.contains(&other);
+                    (other, None, here)
+                })
+            };
+            let Some((target, stored, here)) = conflict else {
                 written.insert(key.clone());
+                for e in entries {
+                    entries_here.insert(e, key.clone());
+                }
                 writes.push((key.clone(), record.clone(), None));
                 continue;
-            }
+            };
             match &on_conflict {
                 OnConflict::Error => return Err(duplicate_key(&table, record)),
                 OnConflict::Nothing => {}
-                OnConflict::Update { .. } if taken_here => {
+                OnConflict::Update { .. } if here => {
                     return Err(SqlError::new(
                         sqlstate::CARDINALITY_VIOLATION,
                         "ON CONFLICT DO UPDATE command cannot affect row a second time",
                     ));
                 }
                 OnConflict::Update { .. } => {
-                    let stored = decode_row(
-                        existing.as_deref().expect("a stored row"),
-                        table.columns.len(),
-                    )?;
+                    let stored = match stored {
+                        Some(stored) => stored,
+                        // Found through an index: the row it leads to, locked.
+                        None => existing_rows(txn, std::slice::from_ref(&target))?
+                            .pop()
+                            .flatten()
+                            .ok_or_else(|| {
+                                SqlError::new(
+                                    sqlstate::DATA_CORRUPTED,
+                                    "a unique index entry leads to a row that is not stored",
+                                )
+                            })?,
+                    };
+                    let stored = decode_row(&stored, table.columns.len())?;
                     if let Some(updated) = on_conflict.updated(&stored, record)? {
                         check_not_null(&table, &updated)?;
-                        written.insert(key.clone());
-                        writes.push((key.clone(), updated, Some(stored)));
+                        written.insert(target.clone());
+                        for e in arbiter_entries(&updated, &target) {
+                            entries_here.insert(e, target.clone());
+                        }
+                        writes.push((target, updated, Some(stored)));
                     }
                 }
             }
@@ -378,6 +424,42 @@ fn select_rows(
         records.push(record);
     }
     Ok(records)
+}
+
+/// For each new row (key, values), the key of a stored row it conflicts with on one of the
+/// unique `indexes`, if any (their entry keys locked first, as [`existing_rows`] does).
+fn stored_index_conflicts(
+    txn: &mut dyn Transaction,
+    table: &Table,
+    indexes: &[Index],
+    rows: &[(Vec<u8>, Vec<Value>)],
+) -> SqlResult<Vec<Option<Vec<u8>>>> {
+    if indexes.is_empty() {
+        return Ok(vec![None; rows.len()]);
+    }
+    let mut wanted = Vec::new();
+    for (i, (key, record)) in rows.iter().enumerate() {
+        for index in indexes {
+            let e = entry(table, index, record, key);
+            if e.is_unique_key() {
+                wanted.push((i, e));
+            }
+        }
+    }
+    let keys: Vec<Vec<u8>> = wanted.iter().map(|(_, e)| e.key.clone()).collect();
+    let stored = existing_rows(txn, &keys)?;
+    let mut conflicts = vec![None; rows.len()];
+    for ((i, e), stored) in wanted.into_iter().zip(stored) {
+        if let Some(row) = stored
+            && row != e.value
+            && conflicts[i].is_none()
+        {
+            let mut row_key = row_prefix(table.id);
+            row_key.extend_from_slice(&row);
+            conflicts[i] = Some(row_key);
+        }
+    }
+    Ok(conflicts)
 }
 
 /// The rows stored under `keys` that new rows would collide with. A pessimistic transaction

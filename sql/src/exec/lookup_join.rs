@@ -17,9 +17,9 @@ use kv::codec::memcomparable::prefix_end;
 
 use crate::catalog::{Index, Table};
 use crate::encoding::{decode_row, encode_value, index_prefix, row_key};
-use crate::index::decode_entry;
 use crate::error::SqlResult;
 use crate::expr::Expr;
+use crate::index::decode_entry;
 use crate::plan::{JoinKind, Scan};
 use crate::types::{SqlType, Value};
 
@@ -135,7 +135,9 @@ impl LookupJoinOp {
             found.entry(key).or_default().push(right);
         }
         for (left, key) in batch.into_iter().zip(keys) {
-            let rights = key.and_then(|k| found.get(&k)).map_or(&[][..], Vec::as_slice);
+            let rights = key
+                .and_then(|k| found.get(&k))
+                .map_or(&[][..], Vec::as_slice);
             let mut matched = false;
             for right in rights {
                 let mut row = left.clone();

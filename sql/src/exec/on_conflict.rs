@@ -11,20 +11,29 @@
 //! key first (in a pessimistic transaction), so a concurrent insert of the same key is waited
 //! for and then updated, as PostgreSQL does.
 //!
-//! The conflict target must be the primary key (its columns, or its constraint `t_pkey`);
-//! `DO NOTHING` may omit it. RegionDB has no other unique constraints yet, so any other
-//! target is 42P10, as PostgreSQL reports a target without a matching constraint. Changing
-//! the primary key in `DO UPDATE` is refused (0A000).
+//! The conflict target (the *arbiter*) is the primary key or a public unique index: its
+//! columns (in any order), or its constraint's or index's name (`ON CONSTRAINT`). Without a
+//! target (`DO NOTHING` only), every one of them is an arbiter. A conflict on a unique index
+//! that is not an arbiter fails with 23505, as in PostgreSQL. A target that matches none is
+//! 42P10. Changing the primary key in `DO UPDATE` is refused (0A000).
 
 use sqlparser::ast;
 
 use super::update::bind_assignments;
 use crate::bind::Binder;
-use crate::catalog::Table;
+use crate::catalog::{Index, Table};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, bind, ident_name};
 use crate::scope::{Scope, table_columns};
 use crate::types::Value;
+
+/// Which unique keys a conflict on is handled by the ON CONFLICT action (a conflict on any
+/// other fails with 23505).
+#[derive(Default)]
+pub struct Arbiters {
+    pub primary_key: bool,
+    pub indexes: Vec<Index>,
+}
 
 /// What to do with a row whose key is taken.
 pub enum OnConflict {
@@ -39,21 +48,49 @@ pub enum OnConflict {
 }
 
 impl OnConflict {
+    /// The action and its arbiters (see the module doc).
     pub fn bind(
         on: Option<&ast::OnInsert>,
         table: &Table,
         alias: Option<&str>,
         binder: &Binder,
-    ) -> SqlResult<Self> {
+    ) -> SqlResult<(Self, Arbiters)> {
         let Some(on) = on else {
-            return Ok(OnConflict::Error);
+            return Ok((OnConflict::Error, Arbiters::default()));
         };
         let ast::OnInsert::OnConflict(on) = on else {
             return Err(SqlError::unsupported("ON DUPLICATE KEY UPDATE"));
         };
-        if let Some(target) = &on.conflict_target {
-            check_target(target, table)?;
-        }
+        let arbiters = match &on.conflict_target {
+            Some(target) => match arbiter(target, table)? {
+                Some(index) => Arbiters {
+                    primary_key: false,
+                    indexes: vec![index],
+                },
+                None => Arbiters {
+                    primary_key: true,
+                    indexes: Vec::new(),
+                },
+            },
+            None => Arbiters {
+                primary_key: true,
+                indexes: table
+                    .public_indexes()
+                    .filter(|index| index.unique)
+                    .cloned()
+                    .collect(),
+            },
+        };
+        let action = Self::bind_action(on, table, alias, binder)?;
+        Ok((action, arbiters))
+    }
+
+    fn bind_action(
+        on: &ast::OnConflict,
+        table: &Table,
+        alias: Option<&str>,
+        binder: &Binder,
+    ) -> SqlResult<Self> {
         match &on.action {
             ast::OnConflictAction::DoNothing => Ok(OnConflict::Nothing),
             ast::OnConflictAction::DoUpdate(update) => {
@@ -124,8 +161,8 @@ fn no_matching_constraint() -> SqlError {
     )
 }
 
-/// The conflict target must name the primary key.
-fn check_target(target: &ast::ConflictTarget, table: &Table) -> SqlResult<()> {
+/// The arbiter a conflict target names: the primary key (`None`) or a unique index.
+fn arbiter(target: &ast::ConflictTarget, table: &Table) -> SqlResult<Option<Index>> {
     match target {
         ast::ConflictTarget::Columns {
             predicate: Some(_), ..
@@ -143,25 +180,38 @@ fn check_target(target: &ast::ConflictTarget, table: &Table) -> SqlResult<()> {
             }
             named.sort_unstable();
             named.dedup();
-            let mut key = table.primary_key.clone();
-            key.sort_unstable();
-            if key.is_empty() || named != key {
-                return Err(no_matching_constraint());
+            let sorted = |columns: &[usize]| {
+                let mut columns = columns.to_vec();
+                columns.sort_unstable();
+                columns
+            };
+            if !table.primary_key.is_empty() && named == sorted(&table.primary_key) {
+                return Ok(None);
             }
-            Ok(())
+            table
+                .public_indexes()
+                .find(|index| index.unique && sorted(&index.columns) == named)
+                .map(|index| Some(index.clone()))
+                .ok_or_else(no_matching_constraint)
         }
         ast::ConflictTarget::OnConstraint(name) => {
             let name = super::table_name(name)?;
-            if table.primary_key.is_empty() || name != table.pkey_name() {
-                return Err(SqlError::new(
-                    sqlstate::UNDEFINED_OBJECT,
-                    format!(
-                        "constraint \"{name}\" for table \"{}\" does not exist",
-                        table.name
-                    ),
-                ));
+            if !table.primary_key.is_empty() && name == table.pkey_name() {
+                return Ok(None);
             }
-            Ok(())
+            if let Some(index) = table
+                .public_indexes()
+                .find(|index| index.unique && index.name == name)
+            {
+                return Ok(Some(index.clone()));
+            }
+            Err(SqlError::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!(
+                    "constraint \"{name}\" for table \"{}\" does not exist",
+                    table.name
+                ),
+            ))
         }
     }
 }

@@ -20,11 +20,11 @@ use crate::catalog::Table;
 use kv::codec::memcomparable::prefix_end;
 
 use crate::encoding::{decode_row, index_prefix, row_prefix, row_prefix_end};
-use crate::index::{decode_entry, primary_key_values};
-use crate::types::Value;
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::Expr;
+use crate::index::{decode_entry, primary_key_values};
 use crate::plan::{IndexAccess, Scan, Spans};
+use crate::types::Value;
 
 /// The largest page read at once.
 pub const PAGE: usize = 1024;

@@ -380,7 +380,10 @@ fn spans_in(space: &KeySpace, conjuncts: &[&Expr]) -> (Spans, Narrowing) {
                 bounded: false,
                 single_rows: false,
             };
-            return (ranges(space, &prefixes, &[Interval::all()], depth), narrowing);
+            return (
+                ranges(space, &prefixes, &[Interval::all()], depth),
+                narrowing,
+            );
         };
         let narrowing = Narrowing {
             points: depth,
@@ -428,7 +431,12 @@ fn spans_in(space: &KeySpace, conjuncts: &[&Expr]) -> (Spans, Narrowing) {
 }
 
 /// Ranges: each prefix with each interval of the next key column (`depth`).
-fn ranges(space: &KeySpace, prefixes: &[Vec<Value>], intervals: &[Interval], depth: usize) -> Spans {
+fn ranges(
+    space: &KeySpace,
+    prefixes: &[Vec<Value>],
+    intervals: &[Interval],
+    depth: usize,
+) -> Spans {
     if depth == 0 && intervals == [Interval::all()] {
         return Spans::Full;
     }

@@ -7,8 +7,8 @@
 //! small, the join is a lookup join instead: point gets (or index lookups) of the right
 //! rows each left row needs.
 
-use crate::expr::{CmpOp, Expr};
 use crate::catalog::Index;
+use crate::expr::{CmpOp, Expr};
 use crate::plan::{IndexAccess, JoinAlgorithm, JoinKind, Plan, Spans};
 
 use super::fold::map_children;
@@ -49,22 +49,23 @@ pub fn choose(plan: Plan) -> Plan {
                 }
             }
             let mut right = right;
-            let algorithm =
-                if let Some((keys, index)) = lookup_keys(&left, &right, kind, &left_keys, &right_keys) {
-                    if let Plan::Scan(scan) = right.as_mut() {
-                        // The lookups replace the scan's own access path.
-                        scan.index = index.map(|index| IndexAccess { index, only: false });
-                        scan.spans = Spans::Full;
-                    }
-                    JoinAlgorithm::Lookup { left_keys: keys }
-                } else if left_keys.is_empty() {
-                    JoinAlgorithm::NestedLoop
-                } else {
-                    JoinAlgorithm::Hash {
-                        left_keys,
-                        right_keys,
-                    }
-                };
+            let algorithm = if let Some((keys, index)) =
+                lookup_keys(&left, &right, kind, &left_keys, &right_keys)
+            {
+                if let Plan::Scan(scan) = right.as_mut() {
+                    // The lookups replace the scan's own access path.
+                    scan.index = index.map(|index| IndexAccess { index, only: false });
+                    scan.spans = Spans::Full;
+                }
+                JoinAlgorithm::Lookup { left_keys: keys }
+            } else if left_keys.is_empty() {
+                JoinAlgorithm::NestedLoop
+            } else {
+                JoinAlgorithm::Hash {
+                    left_keys,
+                    right_keys,
+                }
+            };
             Plan::Join {
                 left,
                 right,
