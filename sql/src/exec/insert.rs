@@ -257,8 +257,7 @@ pub fn execute(
         }
     }
     // The rows to write: new ones, and stored ones updated by ON CONFLICT DO UPDATE.
-    // (key, new values, stored values it replaces)
-    let mut writes: Vec<(Vec<u8>, Vec<Value>, Option<Vec<Value>>)> = Vec::with_capacity(rows.len());
+    let mut writes: Vec<RowWrite> = Vec::with_capacity(rows.len());
     let mut written = std::collections::HashSet::new();
     // Entries of the arbiter indexes that rows this statement writes take, with their keys.
     let mut entries_here: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -302,7 +301,11 @@ pub fn execute(
                 for e in entries {
                     entries_here.insert(e, key.clone());
                 }
-                writes.push((key.clone(), record.clone(), None));
+                writes.push(RowWrite {
+                    key: key.clone(),
+                    values: record.clone(),
+                    replaces: None,
+                });
                 continue;
             };
             match &on_conflict {
@@ -335,7 +338,11 @@ pub fn execute(
                         for e in arbiter_entries(&updated, &target) {
                             entries_here.insert(e, target.clone());
                         }
-                        writes.push((target, updated, Some(stored)));
+                        writes.push(RowWrite {
+                            key: target,
+                            values: updated,
+                            replaces: Some(stored),
+                        });
                     }
                 }
             }
@@ -347,17 +354,28 @@ pub fn execute(
     let count = writes.len() as u64;
     let changes: Vec<RowChange> = writes
         .iter()
-        .map(|(key, record, stored)| RowChange {
-            old: stored.as_deref().map(|stored| (key.as_slice(), stored)),
-            new: Some((key.as_slice(), record.as_slice())),
+        .map(|write| RowChange {
+            old: write
+                .replaces
+                .as_deref()
+                .map(|old| (write.key.as_slice(), old)),
+            new: Some((write.key.as_slice(), write.values.as_slice())),
         })
         .collect();
     row_writes::apply(txn, &table, &changes)?;
     returning::result(
         returning.as_ref(),
-        writes.iter().map(|(_, record, _)| record.as_slice()),
+        writes.iter().map(|write| write.values.as_slice()),
         format!("INSERT 0 {count}"),
     )
+}
+
+/// A row an INSERT stores: a new one, or a stored one an upsert updates.
+struct RowWrite {
+    key: Vec<u8>,
+    values: Vec<Value>,
+    /// The stored version it replaces.
+    replaces: Option<Vec<Value>>,
 }
 
 /// `INSERT … SELECT` (or VALUES with ORDER BY/LIMIT): the query's rows, read whole before
