@@ -363,3 +363,51 @@ fn explain_analyze_counts_each_operators_rows() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn secondary_indexes_read_only_the_entries_and_rows_they_match() {
+    let (mut session, pairs) = ten_thousand_rows();
+    for sql in [
+        "CREATE TABLE w (id INT PRIMARY KEY, k INT NOT NULL, note TEXT)",
+        "INSERT INTO w SELECT n, n % 1000, 'n' || n FROM generate_series(1, 10000) AS g(n)",
+        "CREATE INDEX w_k ON w (k)",
+    ] {
+        session.execute(sql).pop().expect("a result").expect(sql);
+    }
+    // Ten entries and their ten rows.
+    assert_eq!(
+        rows_and_reads(&mut session, &pairs, "SELECT * FROM w WHERE k = 7"),
+        (10, 20)
+    );
+    // Index-only: the entries alone.
+    assert_eq!(
+        rows_and_reads(&mut session, &pairs, "SELECT id FROM w WHERE k = 7"),
+        (10, 10)
+    );
+    assert_eq!(
+        rows_and_reads(
+            &mut session,
+            &pairs,
+            "SELECT count(*) FROM w WHERE k BETWEEN 5 AND 9"
+        ),
+        (1, 50)
+    );
+    // ORDER BY the indexed column with a LIMIT reads the first entries, not the table.
+    assert_eq!(
+        rows_and_reads(
+            &mut session,
+            &pairs,
+            "SELECT note FROM w ORDER BY k LIMIT 3"
+        ),
+        (3, 6)
+    );
+    // A lookup join through the index: the left rows, then each one's entries and rows.
+    assert_eq!(
+        rows_and_reads(
+            &mut session,
+            &pairs,
+            "SELECT w.note FROM t JOIN w ON w.k = t.id WHERE t.id IN (1, 2)"
+        ),
+        (20, 2 + 20 + 20)
+    );
+}

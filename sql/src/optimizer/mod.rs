@@ -10,7 +10,9 @@
 //! 3. [`join_order`]: inner joins are reordered so that no cross product is formed while a
 //!    condition could join the next table (never worse than the written left-deep order).
 //! 4. [`access`]: each scan reads only the primary-key spans its filter allows (point gets,
-//!    ranges, IN lists, BETWEEN, OR of ranges).
+//!    ranges, IN lists, BETWEEN, OR of ranges), or an index's, when the filter narrows an
+//!    index more. Then [`order`]: a sort the scan's key order satisfies is dropped (under a
+//!    LIMIT, a full scan may switch to an index that gives the order).
 //! 5. [`join_algorithm`]: equi-joins become hash joins, or lookup joins (point gets by the
 //!    right table's primary key) when the left side is small; others stay nested loops.
 //! 6. [`prune`]: values nothing above reads are neither computed nor held by sorts and join
@@ -28,6 +30,7 @@ mod fold;
 mod join_algorithm;
 mod join_order;
 mod limit;
+mod order;
 mod prune;
 mod pushdown;
 
@@ -67,6 +70,7 @@ pub fn optimize(plan: Plan) -> SqlResult<Plan> {
     let plan = fold::fold(plan);
     let plan = join_order::reorder(plan);
     let plan = access::choose(plan);
+    let plan = order::elide(plan);
     let plan = join_algorithm::choose(plan);
     let plan = prune::prune(plan);
     let plan = limit::hint(plan);
