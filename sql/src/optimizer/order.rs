@@ -30,13 +30,15 @@ pub fn elide(plan: Plan) -> Plan {
             let Plan::Sort { input, keys, top } = *input else {
                 unreachable!("matched a sort")
             };
-            let input = match ordered(*input, &keys, true) {
-                Ok(input) => elide(input),
-                Err(input) => Plan::Sort {
+            let mut input = *input;
+            let input = if ordered(&mut input, &keys, true) {
+                elide(input)
+            } else {
+                Plan::Sort {
                     input: Box::new(elide(input)),
                     keys,
                     top,
-                },
+                }
             };
             Plan::Limit {
                 input: Box::new(input),
@@ -44,26 +46,30 @@ pub fn elide(plan: Plan) -> Plan {
                 offset,
             }
         }
-        Plan::Sort { input, keys, top } => match ordered(*input, &keys, false) {
-            Ok(input) => elide(input),
-            Err(input) => Plan::Sort {
-                input: Box::new(elide(input)),
-                keys,
-                top,
-            },
-        },
+        Plan::Sort { input, keys, top } => {
+            let mut input = *input;
+            if ordered(&mut input, &keys, false) {
+                elide(input)
+            } else {
+                Plan::Sort {
+                    input: Box::new(elide(input)),
+                    keys,
+                    top,
+                }
+            }
+        }
         other => map_children_and_subqueries(other, elide),
     }
 }
 
-/// `plan` if its rows come in the order of `keys` (after switching its scan to an index
-/// that gives it, when `may_switch`); otherwise `plan` unchanged, as the error.
-fn ordered(mut plan: Plan, keys: &[SortKey], may_switch: bool) -> Result<Plan, Plan> {
-    let Some(columns) = scan_columns(&plan, keys) else {
-        return Err(plan);
+/// Whether the rows of `plan` come in the order of `keys` (after switching its scan to an
+/// index that gives it, when `may_switch`).
+fn ordered(plan: &mut Plan, keys: &[SortKey], may_switch: bool) -> bool {
+    let Some(columns) = scan_columns(plan, keys) else {
+        return false;
     };
-    let Some(scan) = scan_mut(&mut plan) else {
-        return Err(plan);
+    let Some(scan) = scan_mut(plan) else {
+        return false;
     };
     let fixed = fixed_columns(scan.filter.as_ref());
     let table = &scan.table;
@@ -72,10 +78,10 @@ fn ordered(mut plan: Plan, keys: &[SortKey], may_switch: bool) -> Result<Plan, P
         None => table.primary_key.clone(),
     };
     if satisfies(table, &order, &columns, &fixed) {
-        return Ok(plan);
+        return true;
     }
     if !may_switch || scan.index.is_some() || scan.spans != Spans::Full {
-        return Err(plan);
+        return false;
     }
     let index = table
         .public_indexes()
@@ -84,9 +90,9 @@ fn ordered(mut plan: Plan, keys: &[SortKey], may_switch: bool) -> Result<Plan, P
     match index {
         Some(index) => {
             scan.index = Some(IndexAccess { index, only: false });
-            Ok(plan)
+            true
         }
-        None => Err(plan),
+        None => false,
     }
 }
 
