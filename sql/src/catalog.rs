@@ -221,6 +221,13 @@ pub fn create_table(txn: &mut dyn Transaction, mut table: Table) -> SqlResult<Ta
         require_free_name(txn, &index.name)?;
         txn.put(index_key(&index.name), table.name.as_bytes().to_vec());
     }
+    // The primary key's index name is taken too, as in PostgreSQL (when free).
+    if !table.primary_key.is_empty() && require_free_name(txn, &table.pkey_name()).is_ok() {
+        txn.put(
+            index_key(&table.pkey_name()),
+            table.name.as_bytes().to_vec(),
+        );
+    }
     put_table(txn, &table)?;
     Ok(table)
 }
@@ -247,6 +254,10 @@ pub fn drop_table(txn: &mut dyn Transaction, table: &Table) {
     txn.delete(table_key(&table.name));
     for index in &table.indexes {
         txn.delete(index_key(&index.name));
+    }
+    let pkey = index_key(&table.pkey_name());
+    if txn.get(&pkey).ok().flatten().as_deref() == Some(table.name.as_bytes()) {
+        txn.delete(pkey);
     }
     // Writers of the table that have yet to commit fail.
     txn.put(
@@ -279,18 +290,16 @@ pub fn put_table_with_new_write_version(
     Ok(table)
 }
 
-/// The table index `name` belongs to, if there is such an index.
+/// The table index `name` belongs to (its primary key's index too), if there is one.
 pub fn index_owner(txn: &mut dyn Transaction, name: &str) -> SqlResult<Option<Table>> {
     let Some(table_name) = txn.get(&index_key(name))? else {
         return Ok(None);
     };
     let table_name = String::from_utf8(table_name).map_err(|e| corrupt(name, e))?;
-    let table = require_table(txn, &table_name)?;
-    Ok(table
-        .indexes
-        .iter()
-        .any(|index| index.name == name)
-        .then_some(table))
+    Ok(get_table(txn, &table_name)?.filter(|table| {
+        table.indexes.iter().any(|index| index.name == name)
+            || (!table.primary_key.is_empty() && table.pkey_name() == name)
+    }))
 }
 
 /// Records that index `name` belongs to `table` (its name must be free).

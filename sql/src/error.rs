@@ -44,6 +44,7 @@ pub mod sqlstate {
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const GENERATED_ALWAYS: &str = "428C9";
     pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
+    pub const WRONG_OBJECT_TYPE: &str = "42809";
 }
 
 /// An error reported to the client: a SQLSTATE and a message.

@@ -329,7 +329,8 @@ pub fn create_index(
     };
     // 2. backfill.
     if let Err(e) = backfill(source, &table, &index) {
-        let _ = remove_failed(source, &table, &index, &e);
+        let _ = remove_failed(source, &table, &index);
+        let _ = finish_job(source, &table, &index, &format!("failed: {}", e.message));
         return Err(e);
     }
     // 3. public.
@@ -348,12 +349,13 @@ pub fn create_index(
         };
         found.state = IndexState::Public;
         catalog::put_table(txn, &table)?;
-        let mut job =
-            Job::load(txn, table.id, index.id)?.unwrap_or_else(|| Job::started(&table, &index));
-        job.state = "succeeded".into();
-        job.store(txn)?;
         Ok(())
     });
+    let state = match &published {
+        Ok(()) => "succeeded".to_string(),
+        Err(e) => format!("failed: {}", e.message),
+    };
+    let _ = finish_job(source, &table, &index, &state);
     published?;
     Ok(StatementResult::command("CREATE INDEX"))
 }
@@ -386,13 +388,23 @@ fn backfill(source: &dyn TransactionSource, table: &Table, index: &Index) -> Sql
     }
 }
 
-/// Takes a failed build's index out of the descriptor, then deletes its entries.
-fn remove_failed(
+/// Records how a build ended in its job.
+fn finish_job(
     source: &dyn TransactionSource,
     table: &Table,
     index: &Index,
-    error: &SqlError,
+    state: &str,
 ) -> SqlResult<()> {
+    in_own_transaction(source, |txn| {
+        let mut job =
+            Job::load(txn, table.id, index.id)?.unwrap_or_else(|| Job::started(table, index));
+        job.state = state.to_string();
+        job.store(txn)
+    })
+}
+
+/// Takes a failed build's index out of the descriptor, then deletes its entries.
+fn remove_failed(source: &dyn TransactionSource, table: &Table, index: &Index) -> SqlResult<()> {
     in_own_transaction(source, |txn| {
         let Some(mut current) = catalog::get_table(txn, &table.name)? else {
             return Ok(());
@@ -403,10 +415,6 @@ fn remove_failed(
         current.indexes.retain(|i| i.id != index.id);
         catalog::unregister_index(txn, &index.name);
         catalog::put_table_with_new_write_version(txn, current)?;
-        let mut job =
-            Job::load(txn, table.id, index.id)?.unwrap_or_else(|| Job::started(table, index));
-        job.state = format!("failed: {}", error.message);
-        job.store(txn)?;
         Ok(())
     })?;
     delete_entries(source, table.id, index.id)
@@ -442,6 +450,12 @@ pub fn drop_indexes(
         let name = table_name(name)?;
         match catalog::index_owner(txn, &name)? {
             Some(table) => found.push((name, table)),
+            None if catalog::get_table(txn, &name)?.is_some() => {
+                return Err(SqlError::new(
+                    sqlstate::WRONG_OBJECT_TYPE,
+                    format!("\"{name}\" is not an index"),
+                ));
+            }
             None if if_exists => {}
             None => {
                 return Err(SqlError::new(
@@ -459,12 +473,8 @@ pub fn drop_indexes(
                 format!("index \"{name}\" does not exist"),
             )
         })?;
-        let position = table
-            .indexes
-            .iter()
-            .position(|i| &i.name == name)
-            .expect("index_owner found it");
-        if table.indexes[position].constraint {
+        let position = table.indexes.iter().position(|i| &i.name == name);
+        let Some(position) = position.filter(|&p| !table.indexes[p].constraint) else {
             return Err(SqlError::new(
                 sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
                 format!(
@@ -472,7 +482,7 @@ pub fn drop_indexes(
                     table.name
                 ),
             ));
-        }
+        };
         let index = table.indexes.remove(position);
         catalog::unregister_index(txn, name);
         catalog::put_table_with_new_write_version(txn, table.clone())?;
@@ -492,6 +502,8 @@ pub struct Job {
     pub index_id: u64,
     pub table: String,
     pub index: String,
+    #[serde(default)]
+    pub unique: bool,
     /// `running`, `succeeded`, or `failed: …`.
     pub state: String,
     pub rows_done: u64,
@@ -513,6 +525,7 @@ impl Job {
             index_id: index.id,
             table: table.name.clone(),
             index: index.name.clone(),
+            unique: index.unique,
             state: "running".into(),
             rows_done: 0,
         }

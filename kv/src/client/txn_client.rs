@@ -552,8 +552,8 @@ impl KvTransaction {
                 return Err(KvError::TxnAborted {
                     start_ts: self.start_ts,
                     reason: format!(
-                        "{} changed while the transaction ran (a concurrent schema change)",
-                        String::from_utf8_lossy(key)
+                        "key {} changed while the transaction ran (a concurrent schema change)",
+                        key.escape_ascii()
                     ),
                 });
             }

@@ -201,7 +201,12 @@ fn show_jobs(txn: &mut dyn Transaction) -> SqlResult<StatementResult> {
         .into_iter()
         .map(|job| {
             vec![
-                Some(format!("CREATE INDEX {} ON {}", job.index, job.table)),
+                Some(format!(
+                    "CREATE {}INDEX {} ON {}",
+                    if job.unique { "UNIQUE " } else { "" },
+                    job.index,
+                    job.table
+                )),
                 Some(job.state),
                 Some(job.rows_done.to_string()),
             ]

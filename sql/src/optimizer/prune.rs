@@ -205,8 +205,11 @@ fn prune_node(plan: Plan, needed: Vec<bool>) -> Plan {
         Plan::Scan(mut scan) => {
             // Through an index that holds every column needed: index-only.
             if let Some(access) = &mut scan.index {
+                // A float read back from a key is never -0 (keys fold it into 0): floats
+                // come from the row.
                 let covered = |c: usize| {
-                    access.index.columns.contains(&c) || scan.table.primary_key.contains(&c)
+                    (access.index.columns.contains(&c) || scan.table.primary_key.contains(&c))
+                        && !scan.table.columns[c].ty.is_float()
                 };
                 let filter_covered = scan
                     .filter
