@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use kv::Transaction;
 use kv::codec::memcomparable::prefix_end;
 
+use crate::encoding::{decode_values, encode_row};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::types::{SqlType, Value};
 
@@ -45,6 +46,10 @@ pub struct Column {
     /// AS IDENTITY`; see [`crate::sequence`]).
     #[serde(default)]
     pub identity: Option<Identity>,
+    /// The value of rows stored before the column was added (`ALTER TABLE … ADD COLUMN`):
+    /// its default then.
+    #[serde(default = "null")]
+    pub missing: Value,
 }
 
 /// How an identity column takes values given by an INSERT.
@@ -98,6 +103,18 @@ pub struct Table {
     /// The write version this descriptor was stored with (see the module doc).
     #[serde(default)]
     pub write_version: u64,
+    /// Where each column's value is in a stored row, when not in column order: a dropped
+    /// column leaves its slot behind (rows stored before the drop still hold a value there),
+    /// and an added column takes a new one. Empty: slot `i` for column `i`.
+    #[serde(default)]
+    pub slots: Vec<usize>,
+    /// How many slots a stored row has (0: as many as there are columns).
+    #[serde(default)]
+    pub slot_count: usize,
+}
+
+fn null() -> Value {
+    Value::Null
 }
 
 fn first_index_id() -> u64 {
@@ -115,7 +132,44 @@ impl Table {
             indexes: Vec::new(),
             next_index_id: first_index_id(),
             write_version: 0,
+            slots: Vec::new(),
+            slot_count: 0,
         }
+    }
+
+    /// The slot column `column`'s value is stored in.
+    pub fn slot(&self, column: usize) -> usize {
+        self.slots.get(column).copied().unwrap_or(column)
+    }
+
+    fn slot_width(&self) -> usize {
+        self.slot_count.max(self.columns.len())
+    }
+
+    /// A stored row's column values (see [`Table::slots`]): a row stored before a column was
+    /// added has the column's `missing` value; slots this descriptor does not know (a row
+    /// written under a newer one, read by a transaction that began before a column was
+    /// added) are not read.
+    pub fn decode_row(&self, bytes: &[u8]) -> SqlResult<Vec<Value>> {
+        let mut stored = decode_values(bytes)?;
+        Ok((0..self.columns.len())
+            .map(|c| match stored.get_mut(self.slot(c)) {
+                Some(value) => std::mem::replace(value, Value::Null),
+                None => self.columns[c].missing.clone(),
+            })
+            .collect())
+    }
+
+    /// A row of column values as it is stored.
+    pub fn encode_row(&self, values: &[Value]) -> Vec<u8> {
+        if self.slots.is_empty() {
+            return encode_row(values);
+        }
+        let mut stored = vec![Value::Null; self.slot_width()];
+        for (c, value) in values.iter().enumerate() {
+            stored[self.slot(c)] = value.clone();
+        }
+        encode_row(&stored)
     }
 
     /// The indexes a write of a row must maintain (public and being built).
@@ -288,6 +342,28 @@ pub fn put_table_with_new_write_version(
     );
     put_table(txn, &table)?;
     Ok(table)
+}
+
+/// Moves `table`'s descriptor key and its index names' owner to
+/// `new_name` (the caller stores the descriptor under it). The primary key's index takes
+/// the new table's name.
+pub fn rename_table(txn: &mut dyn Transaction, table: &Table, new_name: &str) -> SqlResult<()> {
+    require_free_name(txn, new_name)?;
+    txn.delete(table_key(&table.name));
+    for index in &table.indexes {
+        txn.put(index_key(&index.name), new_name.as_bytes().to_vec());
+    }
+    if !table.primary_key.is_empty() {
+        let old = index_key(&table.pkey_name());
+        if txn.get(&old)?.as_deref() == Some(table.name.as_bytes()) {
+            txn.delete(old);
+        }
+        let new = index_key(&format!("{new_name}_pkey"));
+        if txn.get(&new)?.is_none() && get_table(txn, &format!("{new_name}_pkey"))?.is_none() {
+            txn.put(new, new_name.as_bytes().to_vec());
+        }
+    }
+    Ok(())
 }
 
 /// The table index `name` belongs to (its primary key's index too), if there is one.

@@ -172,14 +172,20 @@ pub fn encode_row(values: &[Value]) -> Vec<u8> {
     out
 }
 
-/// Decodes a row of `width` columns; columns missing from old rows read as NULL.
-pub fn decode_row(mut input: &[u8], width: usize) -> SqlResult<Vec<Value>> {
-    let mut values = Vec::with_capacity(width);
+/// Every value of a stored row, in slot order.
+pub fn decode_values(mut input: &[u8]) -> SqlResult<Vec<Value>> {
+    let mut values = Vec::new();
     while !input.is_empty() {
         let (value, rest) = decode_value(input).map_err(corrupt)?;
         values.push(value);
         input = rest;
     }
+    Ok(values)
+}
+
+/// Decodes a row of `width` columns; columns missing from old rows read as NULL.
+pub fn decode_row(input: &[u8], width: usize) -> SqlResult<Vec<Value>> {
+    let mut values = decode_values(input)?;
     if values.len() > width {
         return Err(corrupt(DecodeError(format!(
             "row has {} values, table has {width} columns",

@@ -24,8 +24,7 @@ use kv::codec::memcomparable::prefix_end;
 
 use crate::catalog::{Index, Table};
 use crate::encoding::{
-    corrupt, decode_row, decode_value, encode_value, index_prefix, row_key_suffix, row_prefix,
-    row_prefix_end,
+    corrupt, decode_value, encode_value, index_prefix, row_key_suffix, row_prefix, row_prefix_end,
 };
 use crate::error::SqlResult;
 use crate::types::Value;
@@ -119,7 +118,7 @@ pub fn check_indexes(txn: &mut dyn Transaction, table: &Table) -> SqlResult<Vec<
     for index in table.maintained_indexes() {
         let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (key, value) in &rows {
-            let values = decode_row(value, table.columns.len())?;
+            let values = table.decode_row(value)?;
             let e = entry(table, index, &values, key);
             if let Some(other) = expected.insert(e.key.clone(), e.value.clone()) {
                 problems.push(format!(
@@ -167,6 +166,7 @@ mod tests {
             nullable: true,
             default: Value::Null,
             identity: None,
+            missing: Value::Null,
         };
         Table::new(
             7,

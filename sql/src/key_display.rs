@@ -170,6 +170,7 @@ mod tests {
                     nullable: false,
                     default: Value::Null,
                     identity: None,
+                    missing: Value::Null,
                 })
                 .collect(),
             (0..key.len()).collect(),

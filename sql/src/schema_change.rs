@@ -54,7 +54,7 @@ use kv::codec::memcomparable::prefix_end;
 use kv::{Transaction, TransactionSource, TxnConfig};
 
 use crate::catalog::{self, Index, IndexState, Table};
-use crate::encoding::{decode_row, index_prefix, row_prefix, row_prefix_end};
+use crate::encoding::{index_prefix, row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::exec::StatementResult;
 use crate::exec::ddl::{column_positions, key_columns};
@@ -162,13 +162,7 @@ pub fn create_index_in_block(
 ) -> SqlResult<StatementResult> {
     let spec = spec(create)?;
     let mut table = catalog::require_table(txn, &spec.table)?;
-    let committed = {
-        let mut outside = source.begin(TxnConfig::optimistic())?;
-        let found = catalog::get_table(outside.as_mut(), &spec.table);
-        let _ = outside.rollback();
-        found?
-    };
-    if committed.is_some_and(|t| t.id == table.id) {
+    if !table_created_by(txn, source, &table)? {
         return Err(SqlError::unsupported(
             "CREATE INDEX inside a transaction block on a table the transaction did not create \
              (indexes are built online, in transactions of their own: run it outside a block)",
@@ -196,6 +190,19 @@ pub fn create_index_in_block(
     Ok(StatementResult::command("CREATE INDEX"))
 }
 
+/// Whether `table`, as `txn` sees it, is one `txn` created: no committed transaction sees
+/// it, so no other can write it.
+pub(crate) fn table_created_by(
+    _txn: &mut dyn Transaction,
+    source: &dyn TransactionSource,
+    table: &Table,
+) -> SqlResult<bool> {
+    let mut outside = source.begin(TxnConfig::optimistic())?;
+    let committed = catalog::get_table(outside.as_mut(), &table.name);
+    let _ = outside.rollback();
+    Ok(committed?.is_none_or(|t| t.id != table.id))
+}
+
 /// The entries of a batch of rows (with each row's values), and the last row key read if
 /// the batch was full (more may follow).
 #[allow(clippy::type_complexity)]
@@ -215,7 +222,7 @@ fn batch_entries(
     };
     let mut entries = Vec::with_capacity(pairs.len());
     for (key, value) in pairs {
-        let values = decode_row(&value, table.columns.len())?;
+        let values = table.decode_row(&value)?;
         entries.push((entry(table, index, &values, &key), values));
     }
     Ok((entries, last))
@@ -281,7 +288,7 @@ fn duplicated(table: &Table, index: &Index, values: &[crate::types::Value]) -> S
 /// Runs `step` in a transaction of its own, committed; retried while it fails with a
 /// serialization failure (a write conflict with a concurrent writer), up to
 /// [`BATCH_ATTEMPTS`] times.
-fn in_own_transaction<T>(
+pub(crate) fn in_own_transaction<T>(
     source: &dyn TransactionSource,
     mut step: impl FnMut(&mut dyn Transaction) -> SqlResult<T>,
 ) -> SqlResult<T> {

@@ -85,6 +85,95 @@ fn serial_type(data_type: &ast::DataType) -> Option<SqlType> {
     }
 }
 
+/// A column as CREATE TABLE or ALTER TABLE … ADD COLUMN defines it, with the constraints its
+/// definition declares.
+pub struct ColumnDefinition {
+    pub column: Column,
+    pub primary_key: bool,
+    /// `UNIQUE` (its constraint name, if given, and the column).
+    pub unique: Vec<(Option<String>, Vec<String>)>,
+}
+
+pub fn column_definition(def: &ast::ColumnDef, name: &str) -> SqlResult<ColumnDefinition> {
+    let column_name = ident_name(&def.name);
+    let mut primary_key = false;
+    let mut unique_constraints = Vec::new();
+    let (ty, identity) = match serial_type(&def.data_type) {
+        Some(ty) => (ty, Some(Identity::ByDefault)),
+        None => (bind_type(&def.data_type)?, None),
+    };
+    let mut column = Column {
+        name: column_name.clone(),
+        ty,
+        nullable: identity.is_none(),
+        default: Value::Null,
+        identity,
+        missing: Value::Null,
+    };
+    for option in &def.options {
+        match &option.option {
+            ast::ColumnOption::Null => column.nullable = true,
+            ast::ColumnOption::NotNull => column.nullable = false,
+            ast::ColumnOption::PrimaryKey(_) => primary_key = true,
+            ast::ColumnOption::Unique(unique) => {
+                unique_constraints.push(unique_constraint(unique, Some(&column_name))?)
+            }
+            ast::ColumnOption::Generated {
+                generated_as: generated @ (ast::GeneratedAs::Always | ast::GeneratedAs::ByDefault),
+                sequence_options,
+                generation_expr: None,
+                ..
+            } => {
+                if sequence_options.as_ref().is_some_and(|o| !o.is_empty()) {
+                    return Err(SqlError::unsupported("identity sequence options"));
+                }
+                if !ty.is_integer() {
+                    return Err(SqlError::new(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!(
+                            "identity column type must be smallint, integer, or bigint (column \"{column_name}\")"
+                        ),
+                    ));
+                }
+                if column.identity.is_some() {
+                    return Err(SqlError::new(
+                        sqlstate::SYNTAX_ERROR,
+                        format!(
+                            "multiple identity specifications for column \"{column_name}\" of table \"{name}\""
+                        ),
+                    ));
+                }
+                column.identity = Some(match generated {
+                    ast::GeneratedAs::Always => Identity::Always,
+                    _ => Identity::ByDefault,
+                });
+                column.nullable = false;
+            }
+            ast::ColumnOption::Default(_) if column.identity.is_some() => {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    format!(
+                        "both default and identity specified for column \"{column_name}\" of table \"{name}\""
+                    ),
+                ));
+            }
+            ast::ColumnOption::Default(expr) => {
+                let typed = bind(expr, &Scope::empty())?;
+                let value = typed.coerce_for_assignment(ty, &column_name)?.eval(&[])?;
+                column.default = value;
+            }
+            other => {
+                return Err(SqlError::unsupported(format!("column option {other}")));
+            }
+        }
+    }
+    Ok(ColumnDefinition {
+        column,
+        primary_key,
+        unique: unique_constraints,
+    })
+}
+
 /// Creates a table; its first row key goes to `splits_after_commit`, so that once the
 /// transaction commits the table starts a region of its own (as in TiDB).
 pub fn create_table(
@@ -134,76 +223,12 @@ pub fn create_table(
                 format!("column \"{column_name}\" specified more than once"),
             ));
         }
-        let (ty, identity) = match serial_type(&def.data_type) {
-            Some(ty) => (ty, Some(Identity::ByDefault)),
-            None => (bind_type(&def.data_type)?, None),
-        };
-        let mut column = Column {
-            name: column_name.clone(),
-            ty,
-            nullable: identity.is_none(),
-            default: Value::Null,
-            identity,
-        };
-        for option in &def.options {
-            match &option.option {
-                ast::ColumnOption::Null => column.nullable = true,
-                ast::ColumnOption::NotNull => column.nullable = false,
-                ast::ColumnOption::PrimaryKey(_) => set_primary_key(vec![column_name.clone()])?,
-                ast::ColumnOption::Unique(unique) => {
-                    uniques.push(unique_constraint(unique, Some(&column_name))?)
-                }
-                ast::ColumnOption::Generated {
-                    generated_as:
-                        generated @ (ast::GeneratedAs::Always | ast::GeneratedAs::ByDefault),
-                    sequence_options,
-                    generation_expr: None,
-                    ..
-                } => {
-                    if sequence_options.as_ref().is_some_and(|o| !o.is_empty()) {
-                        return Err(SqlError::unsupported("identity sequence options"));
-                    }
-                    if !ty.is_integer() {
-                        return Err(SqlError::new(
-                            sqlstate::INVALID_PARAMETER_VALUE,
-                            format!(
-                                "identity column type must be smallint, integer, or bigint (column \"{column_name}\")"
-                            ),
-                        ));
-                    }
-                    if column.identity.is_some() {
-                        return Err(SqlError::new(
-                            sqlstate::SYNTAX_ERROR,
-                            format!(
-                                "multiple identity specifications for column \"{column_name}\" of table \"{name}\""
-                            ),
-                        ));
-                    }
-                    column.identity = Some(match generated {
-                        ast::GeneratedAs::Always => Identity::Always,
-                        _ => Identity::ByDefault,
-                    });
-                    column.nullable = false;
-                }
-                ast::ColumnOption::Default(_) if column.identity.is_some() => {
-                    return Err(SqlError::new(
-                        sqlstate::SYNTAX_ERROR,
-                        format!(
-                            "both default and identity specified for column \"{column_name}\" of table \"{name}\""
-                        ),
-                    ));
-                }
-                ast::ColumnOption::Default(expr) => {
-                    let typed = bind(expr, &Scope::empty())?;
-                    let value = typed.coerce_for_assignment(ty, &column_name)?.eval(&[])?;
-                    column.default = value;
-                }
-                other => {
-                    return Err(SqlError::unsupported(format!("column option {other}")));
-                }
-            }
+        let definition = column_definition(def, &name)?;
+        if definition.primary_key {
+            set_primary_key(vec![column_name.clone()])?;
         }
-        columns.push(column);
+        uniques.extend(definition.unique);
+        columns.push(definition.column);
     }
     for constraint in &create.constraints {
         match constraint {

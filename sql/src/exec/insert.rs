@@ -15,7 +15,7 @@ use super::{StatementResult, WorkMem, dml_scope, table_name};
 use crate::bind::Binder;
 use crate::catalog::Identity;
 use crate::catalog::{self, Index, Table};
-use crate::encoding::{decode_row, row_prefix};
+use crate::encoding::row_prefix;
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Expr, Scope, Typed, bind, ident_name};
 use crate::index::entry;
@@ -331,7 +331,7 @@ pub fn execute(
                                 )
                             })?,
                     };
-                    let stored = decode_row(&stored, table.columns.len())?;
+                    let stored = table.decode_row(&stored)?;
                     if let Some(updated) = on_conflict.updated(&stored, record)? {
                         check_not_null(&table, &updated)?;
                         written.insert(target.clone());

@@ -28,7 +28,7 @@ use super::spill::WorkMem;
 use super::update::{bind_assignments, write_updated};
 use crate::bind::Binder;
 use crate::catalog::Table;
-use crate::encoding::{decode_row, row_key};
+use crate::encoding::row_key;
 use crate::error::{SqlError, SqlResult};
 use crate::expr::bind;
 use crate::plan::Plan;
@@ -139,7 +139,7 @@ pub fn execute(
         Some(newest) => {
             for (target, value) in targets.into_iter().zip(newest) {
                 let Some(value) = value else { continue };
-                let values = decode_row(&value, width)?;
+                let values = table.decode_row(&value)?;
                 if values[..] == target.joined[0][..width] {
                     let mut joined = target.joined;
                     kept.push((target.key, joined.swap_remove(0)));

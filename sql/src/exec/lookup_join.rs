@@ -16,7 +16,7 @@ use super::operator::{Operator, Row};
 use kv::codec::memcomparable::prefix_end;
 
 use crate::catalog::{Index, Table};
-use crate::encoding::{decode_row, encode_value, index_prefix, row_key};
+use crate::encoding::{encode_value, index_prefix, row_key};
 use crate::error::SqlResult;
 use crate::expr::Expr;
 use crate::index::decode_entry;
@@ -126,7 +126,7 @@ impl LookupJoinOp {
         let mut found: HashMap<Vec<u8>, Vec<Row>> = HashMap::with_capacity(pairs.len());
         for ((key, _), value) in pairs.into_iter().zip(values) {
             let Some(value) = value else { continue };
-            let right = decode_row(&value, width)?;
+            let right = self.table.decode_row(&value)?;
             if let Some(filter) = &self.filter
                 && !filter.is_true(&right)?
             {

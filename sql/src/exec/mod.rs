@@ -10,6 +10,7 @@
 //! splits to ask for once the transaction commits.
 
 mod aggregate;
+mod alter;
 mod apply;
 pub(crate) mod ddl;
 mod delete;
@@ -167,6 +168,9 @@ fn execute_sql(
             ..
         } => ddl::drop(txn, *object_type, *if_exists, names, *cascade),
         ast::Statement::Truncate(truncate) => ddl::truncate(txn, truncate),
+        ast::Statement::AlterTable(alter) => {
+            alter::alter_table(txn, context.source, context.in_block, alter)
+        }
         ast::Statement::CreateIndex(create) if context.in_block => {
             schema_change::create_index_in_block(txn, context.source, create)
         }

@@ -27,7 +27,6 @@ use kv::{LockPurpose, Transaction};
 
 use super::insert::unique_violation;
 use crate::catalog::{self, Index, Table};
-use crate::encoding::encode_row;
 use crate::error::SqlResult;
 use crate::index::{Entry, entry};
 use crate::types::Value;
@@ -62,7 +61,7 @@ pub fn apply(txn: &mut dyn Transaction, table: &Table, changes: &[RowChange]) ->
     }
     for change in changes {
         if let Some((key, values)) = change.new {
-            txn.put(key.to_vec(), encode_row(values));
+            txn.put(key.to_vec(), table.encode_row(values));
         }
     }
     let indexes: Vec<&Index> = table.maintained_indexes().collect();

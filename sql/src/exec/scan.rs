@@ -10,7 +10,7 @@ use kv::{LockPurpose, Transaction};
 use super::subquery_values;
 use super::table_scan::TableScan;
 use crate::catalog::Table;
-use crate::encoding::{decode_row, row_key};
+use crate::encoding::row_key;
 use crate::error::SqlResult;
 use crate::expr::Expr;
 use crate::optimizer::access::access_for;
@@ -136,7 +136,7 @@ pub fn lock_rows(
         let Some(value) = value else {
             continue; // Deleted meanwhile.
         };
-        let values = decode_row(&value, table.columns.len())?;
+        let values = table.decode_row(&value)?;
         if values != row.values
             && let Some(filter) = filter
             && !filter.is_true(&values)?

@@ -19,7 +19,7 @@ use super::scan::{StoredRow, lock_rows};
 use crate::catalog::Table;
 use kv::codec::memcomparable::prefix_end;
 
-use crate::encoding::{decode_row, index_prefix, row_prefix, row_prefix_end};
+use crate::encoding::{index_prefix, row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::Expr;
 use crate::index::{decode_entry, primary_key_values};
@@ -80,7 +80,6 @@ impl TableScan {
 
     /// Reads the next page into the buffer; false when the spans are exhausted.
     fn fill(&mut self, txn: &mut dyn Transaction) -> SqlResult<bool> {
-        let width = self.table.columns.len();
         let mut page = Vec::new();
         if !self.points.is_empty() {
             let n = self.page.min(self.points.len());
@@ -110,7 +109,7 @@ impl TableScan {
         let page = match &self.index {
             None => page
                 .into_iter()
-                .map(|(key, value)| Ok((key, decode_row(&value, width)?)))
+                .map(|(key, value)| Ok((key, self.table.decode_row(&value)?)))
                 .collect::<SqlResult<Vec<_>>>()?,
             Some(access) => {
                 let rows = self.rows_of_entries(txn, access, page)?;
@@ -179,7 +178,7 @@ impl TableScan {
                         ),
                     )
                 })?;
-                Ok((key, decode_row(&value, width)?))
+                Ok((key, table.decode_row(&value)?))
             })
             .collect()
     }

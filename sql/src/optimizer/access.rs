@@ -538,6 +538,7 @@ mod tests {
             nullable: false,
             default: Value::Null,
             identity: None,
+            missing: Value::Null,
         };
         Table::new(
             100,
