@@ -111,6 +111,9 @@ pub struct Table {
     /// How many slots a stored row has (0: as many as there are columns).
     #[serde(default)]
     pub slot_count: usize,
+    /// CHECK constraints.
+    #[serde(default)]
+    pub checks: Vec<crate::check::Check>,
 }
 
 fn null() -> Value {
@@ -134,6 +137,7 @@ impl Table {
             write_version: 0,
             slots: Vec::new(),
             slot_count: 0,
+            checks: Vec::new(),
         }
     }
 

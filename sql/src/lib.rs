@@ -21,6 +21,7 @@
 
 pub mod bind;
 pub mod catalog;
+pub mod check;
 mod database;
 pub mod encoding;
 pub mod error;

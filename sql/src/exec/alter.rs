@@ -28,6 +28,7 @@ use kv::{Transaction, TransactionSource};
 use super::ddl::column_definition;
 use super::{StatementResult, table_name};
 use crate::catalog::{self, Table};
+use crate::check;
 use crate::encoding::{row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Scope, bind, ident_name};
@@ -238,9 +239,12 @@ fn apply(
                     ));
                 }
                 let definition = column_definition(column_def, &table.name)?;
-                if definition.primary_key || !definition.unique.is_empty() {
+                if definition.primary_key
+                    || !definition.unique.is_empty()
+                    || !definition.checks.is_empty()
+                {
                     return Err(SqlError::unsupported(
-                        "ADD COLUMN with PRIMARY KEY or UNIQUE",
+                        "ADD COLUMN with PRIMARY KEY, UNIQUE or CHECK",
                     ));
                 }
                 let mut column = definition.column;
@@ -294,6 +298,14 @@ fn apply(
                         catalog::unregister_index(txn, &index.name);
                         applied.dropped_indexes.push(index.id);
                     }
+                    // So do CHECK constraints that read it.
+                    let mut kept = Vec::new();
+                    for check in std::mem::take(&mut table.checks) {
+                        if !check::columns_used(table, &check)?.contains(&i) {
+                            kept.push(check);
+                        }
+                    }
+                    table.checks = kept;
                     drop_column(table, i);
                     applied.new_write_version = true;
                 }
@@ -303,6 +315,14 @@ fn apply(
                 new_column_name,
             } => {
                 let i = column_position(table, &ident_name(old_column_name))?;
+                for c in &table.checks {
+                    if check::columns_used(table, c)?.contains(&i) {
+                        return Err(SqlError::unsupported(format!(
+                            "renaming a column that CHECK constraint \"{}\" uses",
+                            c.name
+                        )));
+                    }
+                }
                 let new = ident_name(new_column_name);
                 if table.column_index(&new).is_some() {
                     return Err(SqlError::new(

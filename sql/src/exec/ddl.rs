@@ -8,6 +8,7 @@ use kv::Transaction;
 
 use super::{StatementResult, table_name};
 use crate::catalog::{self, Column, Identity, Index, IndexState, Table};
+use crate::check::{Check, bind_check, default_name as default_check_name};
 use crate::encoding::{index_span, row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Scope, bind, bind_type, ident_name};
@@ -45,6 +46,14 @@ pub fn column_positions(columns: &[Column], names: &[String], what: &str) -> Sql
         positions.push(position);
     }
     Ok(positions)
+}
+
+/// A `CHECK` constraint: its name, if given, and expression.
+fn check_constraint(check: &ast::CheckConstraint) -> SqlResult<(Option<String>, ast::Expr)> {
+    if check.enforced == Some(false) {
+        return Err(SqlError::unsupported("NOT ENFORCED constraints"));
+    }
+    Ok((check.name.as_ref().map(ident_name), (*check.expr).clone()))
 }
 
 /// A `UNIQUE` constraint: its columns (one for a column constraint, empty in the AST).
@@ -90,6 +99,8 @@ fn serial_type(data_type: &ast::DataType) -> Option<SqlType> {
 pub struct ColumnDefinition {
     pub column: Column,
     pub primary_key: bool,
+    /// `CHECK` constraints (name, if given, and expression).
+    pub checks: Vec<(Option<String>, ast::Expr)>,
     /// `UNIQUE` (its constraint name, if given, and the column).
     pub unique: Vec<(Option<String>, Vec<String>)>,
 }
@@ -98,6 +109,7 @@ pub fn column_definition(def: &ast::ColumnDef, name: &str) -> SqlResult<ColumnDe
     let column_name = ident_name(&def.name);
     let mut primary_key = false;
     let mut unique_constraints = Vec::new();
+    let mut checks = Vec::new();
     let (ty, identity) = match serial_type(&def.data_type) {
         Some(ty) => (ty, Some(Identity::ByDefault)),
         None => (bind_type(&def.data_type)?, None),
@@ -118,6 +130,7 @@ pub fn column_definition(def: &ast::ColumnDef, name: &str) -> SqlResult<ColumnDe
             ast::ColumnOption::Unique(unique) => {
                 unique_constraints.push(unique_constraint(unique, Some(&column_name))?)
             }
+            ast::ColumnOption::Check(check) => checks.push(check_constraint(check)?),
             ast::ColumnOption::Generated {
                 generated_as: generated @ (ast::GeneratedAs::Always | ast::GeneratedAs::ByDefault),
                 sequence_options,
@@ -170,6 +183,7 @@ pub fn column_definition(def: &ast::ColumnDef, name: &str) -> SqlResult<ColumnDe
     Ok(ColumnDefinition {
         column,
         primary_key,
+        checks,
         unique: unique_constraints,
     })
 }
@@ -204,6 +218,7 @@ pub fn create_table(
     }
     let mut columns: Vec<Column> = Vec::new();
     let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    let mut checks: Vec<(Option<String>, ast::Expr)> = Vec::new();
     let mut primary_key: Option<Vec<String>> = None;
     let mut set_primary_key = |cols: Vec<String>| {
         if primary_key.is_some() {
@@ -228,6 +243,7 @@ pub fn create_table(
             set_primary_key(vec![column_name.clone()])?;
         }
         uniques.extend(definition.unique);
+        checks.extend(definition.checks);
         columns.push(definition.column);
     }
     for constraint in &create.constraints {
@@ -236,6 +252,7 @@ pub fn create_table(
                 set_primary_key(key_columns(&pk.columns, "primary key")?)?
             }
             ast::TableConstraint::Unique(unique) => uniques.push(unique_constraint(unique, None)?),
+            ast::TableConstraint::Check(check) => checks.push(check_constraint(check)?),
             other => return Err(SqlError::unsupported(format!("table constraint {other}"))),
         }
     }
@@ -271,6 +288,25 @@ pub fn create_table(
             constraint: true,
         });
         table.next_index_id += 1;
+    }
+    let mut check_names: Vec<String> = Vec::new();
+    for (name, expr) in checks {
+        let bound = bind_check(&table, &expr)?;
+        let name = name.unwrap_or_else(|| default_check_name(&table, &bound, &check_names));
+        if check_names.contains(&name) {
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_OBJECT,
+                format!(
+                    "constraint \"{name}\" for relation \"{}\" already exists",
+                    table.name
+                ),
+            ));
+        }
+        check_names.push(name.clone());
+        table.checks.push(Check {
+            name,
+            expr: expr.to_string(),
+        });
     }
     let table = catalog::create_table(txn, table)?;
     splits_after_commit.push(row_prefix(table.id));

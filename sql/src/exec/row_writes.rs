@@ -3,6 +3,7 @@
 //! every writer is checked against concurrent schema changes.
 //!
 //! For a batch of changes (one statement's):
+//! 0. every new row is checked against the table's CHECK constraints (see [`crate::check`]);
 //! 1. the commit is made to check the table's write version (see [`crate::catalog`]): a
 //!    writer that read the descriptor before an index was added, and so writes no entries
 //!    for it, cannot commit after the index was;
@@ -27,6 +28,7 @@ use kv::{LockPurpose, Transaction};
 
 use super::insert::unique_violation;
 use crate::catalog::{self, Index, Table};
+use crate::check::BoundChecks;
 use crate::error::SqlResult;
 use crate::index::{Entry, entry};
 use crate::types::Value;
@@ -50,6 +52,14 @@ impl<'a> RowChange<'a> {
 pub fn apply(txn: &mut dyn Transaction, table: &Table, changes: &[RowChange]) -> SqlResult<()> {
     if changes.is_empty() {
         return Ok(());
+    }
+    if !table.checks.is_empty() {
+        let checks = BoundChecks::of(table)?;
+        for change in changes {
+            if let Some((_, values)) = change.new {
+                checks.verify(table, values)?;
+            }
+        }
     }
     catalog::check_writes_at_commit(txn, table);
     for change in changes {

@@ -1,0 +1,106 @@
+//! CHECK constraints: a boolean expression over a row's columns that every row written must
+//! not make false (NULL passes, as in PostgreSQL); a row that makes it false fails with
+//! 23514.
+//!
+//! A constraint is stored in the table's descriptor as SQL text ([`Check`]) and bound
+//! against the table's columns when a statement writes rows (once per statement, by
+//! [`crate::exec::row_writes`]). The expression may not contain subqueries or aggregates.
+//!
+//! Not here: `ALTER TABLE … ADD CONSTRAINT … CHECK` (checking the stored rows),
+//! `NOT VALID`, and renaming a column a constraint uses (refused).
+
+use serde::{Deserialize, Serialize};
+use sqlparser::ast;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::catalog::Table;
+use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::expr::{Expr, bind};
+use crate::scope::{Scope, table_columns};
+use crate::types::Value;
+
+/// A CHECK constraint as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    /// The expression, as SQL text over the table's column names.
+    pub expr: String,
+}
+
+/// `check`'s expression bound over a row of `table`.
+pub fn bind_check(table: &Table, expr: &ast::Expr) -> SqlResult<Expr> {
+    let (columns, relation) = table_columns(table, None, 0, 0);
+    let scope = Scope::new(columns, vec![relation], None, None);
+    let bound = bind(expr, &scope)?.into_condition("CHECK")?;
+    if !scope.take_subqueries().is_empty() {
+        return Err(SqlError::unsupported("subqueries in a CHECK constraint"));
+    }
+    Ok(bound)
+}
+
+fn parse(text: &str) -> SqlResult<ast::Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut parser| parser.parse_expr())
+        .map_err(|e| {
+            SqlError::new(
+                sqlstate::DATA_CORRUPTED,
+                format!("stored CHECK constraint does not parse: {e}"),
+            )
+        })
+}
+
+/// The table's constraints, bound, ready to check rows.
+pub struct BoundChecks {
+    checks: Vec<(String, Expr)>,
+}
+
+impl BoundChecks {
+    pub fn of(table: &Table) -> SqlResult<BoundChecks> {
+        let checks = table
+            .checks
+            .iter()
+            .map(|check| Ok((check.name.clone(), bind_check(table, &parse(&check.expr)?)?)))
+            .collect::<SqlResult<Vec<_>>>()?;
+        Ok(BoundChecks { checks })
+    }
+
+    /// Fails with 23514 if `values` (a row of `table`) makes a constraint false.
+    pub fn verify(&self, table: &Table, values: &[Value]) -> SqlResult<()> {
+        for (name, expr) in &self.checks {
+            if expr.eval(values)? == Value::Bool(false) {
+                return Err(SqlError::new(
+                    sqlstate::CHECK_VIOLATION,
+                    format!(
+                        "new row for relation \"{}\" violates check constraint \"{name}\"",
+                        table.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The columns (positions) a stored constraint reads.
+pub fn columns_used(table: &Table, check: &Check) -> SqlResult<Vec<usize>> {
+    Ok(bind_check(table, &parse(&check.expr)?)?.columns_used())
+}
+
+/// The name PostgreSQL gives an unnamed constraint: `{table}_{column}_check` when it reads one
+/// column, else `{table}_check`; a number is appended until no constraint of the table has it.
+pub fn default_name(table: &Table, expr: &Expr, taken: &[String]) -> String {
+    let used = expr.columns_used();
+    let base = match used.as_slice() {
+        [only] => format!("{}_{}_check", table.name, table.columns[*only].name),
+        _ => format!("{}_check", table.name),
+    };
+    let mut name = base.clone();
+    let mut n = 0;
+    while taken.contains(&name) {
+        n += 1;
+        name = format!("{base}{n}");
+    }
+    name
+}
