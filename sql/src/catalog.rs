@@ -114,6 +114,10 @@ pub struct Table {
     /// CHECK constraints.
     #[serde(default)]
     pub checks: Vec<crate::check::Check>,
+    /// The primary key constraint's name, chosen when the table was created (`None`:
+    /// `{name}_pkey`, from a descriptor stored before names were kept).
+    #[serde(default)]
+    pub pkey: Option<String>,
 }
 
 fn null() -> Value {
@@ -138,6 +142,7 @@ impl Table {
             slots: Vec::new(),
             slot_count: 0,
             checks: Vec::new(),
+            pkey: None,
         }
     }
 
@@ -192,9 +197,11 @@ impl Table {
         self.columns.iter().position(|c| c.name == name)
     }
 
-    /// The primary key constraint's name, as PostgreSQL would call it.
+    /// The primary key constraint's name (PostgreSQL's `{table}_pkey`, kept across renames).
     pub fn pkey_name(&self) -> String {
-        format!("{}_pkey", self.name)
+        self.pkey
+            .clone()
+            .unwrap_or_else(|| format!("{}_pkey", self.name))
     }
 }
 
@@ -279,12 +286,18 @@ pub fn create_table(txn: &mut dyn Transaction, mut table: Table) -> SqlResult<Ta
         require_free_name(txn, &index.name)?;
         txn.put(index_key(&index.name), table.name.as_bytes().to_vec());
     }
-    // The primary key's index name is taken too, as in PostgreSQL (when free).
-    if !table.primary_key.is_empty() && require_free_name(txn, &table.pkey_name()).is_ok() {
-        txn.put(
-            index_key(&table.pkey_name()),
-            table.name.as_bytes().to_vec(),
-        );
+    // The primary key's index takes a name too, as in PostgreSQL: `{table}_pkey`, or with a
+    // number appended if that is taken.
+    if !table.primary_key.is_empty() {
+        let base = format!("{}_pkey", table.name);
+        let mut name = base.clone();
+        let mut n = 0;
+        while require_free_name(txn, &name).is_err() {
+            n += 1;
+            name = format!("{base}{n}");
+        }
+        txn.put(index_key(&name), table.name.as_bytes().to_vec());
+        table.pkey = Some(name);
     }
     put_table(txn, &table)?;
     Ok(table)
@@ -348,24 +361,17 @@ pub fn put_table_with_new_write_version(
     Ok(table)
 }
 
-/// Moves `table`'s descriptor key and its index names' owner to
-/// `new_name` (the caller stores the descriptor under it). The primary key's index takes
-/// the new table's name.
+/// Moves `table`'s descriptor key and its index names' owner to `new_name` (the caller
+/// stores the descriptor under it, with the primary key's name kept: see [`Table::pkey`]).
 pub fn rename_table(txn: &mut dyn Transaction, table: &Table, new_name: &str) -> SqlResult<()> {
     require_free_name(txn, new_name)?;
     txn.delete(table_key(&table.name));
     for index in &table.indexes {
         txn.put(index_key(&index.name), new_name.as_bytes().to_vec());
     }
-    if !table.primary_key.is_empty() {
-        let old = index_key(&table.pkey_name());
-        if txn.get(&old)?.as_deref() == Some(table.name.as_bytes()) {
-            txn.delete(old);
-        }
-        let new = index_key(&format!("{new_name}_pkey"));
-        if txn.get(&new)?.is_none() && get_table(txn, &format!("{new_name}_pkey"))?.is_none() {
-            txn.put(new, new_name.as_bytes().to_vec());
-        }
+    let pkey = index_key(&table.pkey_name());
+    if !table.primary_key.is_empty() && txn.get(&pkey)?.as_deref() == Some(table.name.as_bytes()) {
+        txn.put(pkey, new_name.as_bytes().to_vec());
     }
     Ok(())
 }

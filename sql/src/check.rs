@@ -57,12 +57,15 @@ pub struct BoundChecks {
 }
 
 impl BoundChecks {
+    /// The constraints in name order: the one a row breaks first is the one PostgreSQL
+    /// reports.
     pub fn of(table: &Table) -> SqlResult<BoundChecks> {
-        let checks = table
+        let mut checks = table
             .checks
             .iter()
             .map(|check| Ok((check.name.clone(), bind_check(table, &parse(&check.expr)?)?)))
             .collect::<SqlResult<Vec<_>>>()?;
+        checks.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(BoundChecks { checks })
     }
 

@@ -344,6 +344,9 @@ fn apply(
                         "RENAME TO cannot be combined with other ALTER TABLE operations",
                     ));
                 }
+                if !table.primary_key.is_empty() {
+                    table.pkey = Some(table.pkey_name());
+                }
                 table.name = table_name(new)?;
             }
             ast::AlterTableOperation::AlterColumn { column_name, op } => {

@@ -281,20 +281,28 @@ pub fn execute(
         let by_index = stored_index_conflicts(txn, &table, &arbiters.indexes, chunk)?;
         for (((key, record), existing), by_index) in chunk.iter().zip(existing).zip(by_index) {
             let entries = arbiter_entries(record, key);
-            // The row this one conflicts with: its key, its stored version if read already,
-            // and whether this statement wrote it.
-            let conflict = if existing.is_some() || written.contains(key) {
-                if !arbiters.primary_key && !matches!(on_conflict, OnConflict::Error) {
-                    return Err(duplicate_key(&table, record));
-                }
+            // The row this one conflicts with on an arbiter: its key, its stored version if
+            // read already, and whether this statement wrote it. The primary key first when
+            // it arbitrates; a unique index's entry stored for a row this statement wrote
+            // since is stale (what the row has now is in `entries_here`).
+            let key_taken = existing.is_some() || written.contains(key);
+            let by_index = entries
+                .iter()
+                .find_map(|e| entries_here.get(e))
+                .map(|other| (other.clone(), None, true))
+                .or_else(|| {
+                    by_index
+                        .filter(|other| !written.contains(other))
+                        .map(|other| (other, None, false))
+                });
+            let conflict = if key_taken && arbiters.primary_key {
                 Some((key.clone(), existing, written.contains(key)))
-            } else if let Some(other) = entries.iter().find_map(|e| entries_here.get(e)) {
-                Some((other.clone(), None, true))
+            } else if by_index.is_some() {
+                by_index
+            } else if key_taken {
+                return Err(duplicate_key(&table, record));
             } else {
-                by_index.map(|other| {
-                    let here = written.contains(&other);
-                    (other, None, here)
-                })
+                None
             };
             let Some((target, stored, here)) = conflict else {
                 written.insert(key.clone());
@@ -335,6 +343,7 @@ pub fn execute(
                     if let Some(updated) = on_conflict.updated(&stored, record)? {
                         check_not_null(&table, &updated)?;
                         written.insert(target.clone());
+                        entries_here.retain(|_, row| *row != target);
                         for e in arbiter_entries(&updated, &target) {
                             entries_here.insert(e, target.clone());
                         }
@@ -467,9 +476,10 @@ fn stored_index_conflicts(
     let keys: Vec<Vec<u8>> = wanted.iter().map(|(_, e)| e.key.clone()).collect();
     let stored = existing_rows(txn, &keys)?;
     let mut conflicts = vec![None; rows.len()];
-    for ((i, e), stored) in wanted.into_iter().zip(stored) {
+    for ((i, _), stored) in wanted.into_iter().zip(stored) {
+        // An entry leading to the key this row would take is a conflict too: that stored
+        // row has the value.
         if let Some(row) = stored
-            && row != e.value
             && conflicts[i].is_none()
         {
             let mut row_key = row_prefix(table.id);

@@ -12,7 +12,8 @@
 //! for and then updated, as PostgreSQL does.
 //!
 //! The conflict target (the *arbiter*) is the primary key or a public unique index: its
-//! columns (in any order), or its constraint's or index's name (`ON CONSTRAINT`). Without a
+//! columns (in any order), or its constraint's name (`ON CONSTRAINT`: the primary key's or
+//! a `UNIQUE` constraint's, not a `CREATE UNIQUE INDEX`'s). Without a
 //! target (`DO NOTHING` only), every one of them is an arbiter. A conflict on a unique index
 //! that is not an arbiter fails with 23505, as in PostgreSQL. A target that matches none is
 //! 42P10. Changing the primary key in `DO UPDATE` is refused (0A000).
@@ -201,7 +202,7 @@ fn arbiter(target: &ast::ConflictTarget, table: &Table) -> SqlResult<Option<Inde
             }
             if let Some(index) = table
                 .public_indexes()
-                .find(|index| index.unique && index.name == name)
+                .find(|index| index.constraint && index.name == name)
             {
                 return Ok(Some(index.clone()));
             }
