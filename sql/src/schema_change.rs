@@ -66,13 +66,16 @@ pub const BACKFILL_BATCH: usize = 512;
 /// Times a backfill batch is tried before the build gives up.
 const BATCH_ATTEMPTS: u32 = 50;
 
-/// What CREATE INDEX asked for, checked against the table.
-struct IndexSpec {
-    table: String,
-    name: Option<String>,
-    columns: Vec<String>,
-    unique: bool,
-    if_not_exists: bool,
+/// An index to build: what CREATE INDEX (or ALTER TABLE … ADD CONSTRAINT … UNIQUE) asked
+/// for.
+pub(crate) struct IndexSpec {
+    pub table: String,
+    pub name: Option<String>,
+    pub columns: Vec<String>,
+    pub unique: bool,
+    pub if_not_exists: bool,
+    /// A `UNIQUE` constraint's index.
+    pub constraint: bool,
 }
 
 fn spec(create: &ast::CreateIndex) -> SqlResult<IndexSpec> {
@@ -118,6 +121,7 @@ fn spec(create: &ast::CreateIndex) -> SqlResult<IndexSpec> {
         columns: key_columns(&create.columns, "index")?,
         unique: create.unique,
         if_not_exists: create.if_not_exists,
+        constraint: false,
     })
 }
 
@@ -137,7 +141,10 @@ fn add_index(
             }
             name.clone()
         }
-        None => catalog::free_index_name(txn, table, &columns, "idx", &[])?,
+        None => {
+            let suffix = if spec.constraint { "key" } else { "idx" };
+            catalog::free_index_name(txn, table, &columns, suffix, &[])?
+        }
     };
     catalog::register_index(txn, &name, &table.name)?;
     let index = Index {
@@ -146,7 +153,7 @@ fn add_index(
         columns,
         unique: spec.unique,
         state,
-        constraint: false,
+        constraint: spec.constraint,
     };
     table.next_index_id += 1;
     table.indexes.push(index.clone());
@@ -160,7 +167,16 @@ pub fn create_index_in_block(
     source: &dyn TransactionSource,
     create: &ast::CreateIndex,
 ) -> SqlResult<StatementResult> {
-    let spec = spec(create)?;
+    build_index_in_block(txn, source, &spec(create)?)?;
+    Ok(StatementResult::command("CREATE INDEX"))
+}
+
+/// Builds the index in `txn`, which must have created its table.
+pub(crate) fn build_index_in_block(
+    txn: &mut dyn Transaction,
+    source: &dyn TransactionSource,
+    spec: &IndexSpec,
+) -> SqlResult<()> {
     let mut table = catalog::require_table(txn, &spec.table)?;
     if !table_created_by(txn, source, &table)? {
         return Err(SqlError::unsupported(
@@ -168,8 +184,8 @@ pub fn create_index_in_block(
              (indexes are built online, in transactions of their own: run it outside a block)",
         ));
     }
-    let Some(index) = add_index(txn, &mut table, &spec, IndexState::Public)? else {
-        return Ok(StatementResult::command("CREATE INDEX"));
+    let Some(index) = add_index(txn, &mut table, spec, IndexState::Public)? else {
+        return Ok(());
     };
     let table = catalog::put_table_with_new_write_version(txn, table)?;
     let (mut start, end) = (row_prefix(table.id), row_prefix_end(table.id));
@@ -187,7 +203,7 @@ pub fn create_index_in_block(
             None => break,
         }
     }
-    Ok(StatementResult::command("CREATE INDEX"))
+    Ok(())
 }
 
 /// Whether `table`, as `txn` sees it, is one `txn` created: no committed transaction sees
@@ -320,11 +336,16 @@ pub fn create_index(
     source: &dyn TransactionSource,
     create: &ast::CreateIndex,
 ) -> SqlResult<StatementResult> {
-    let spec = spec(create)?;
+    build_index(source, &spec(create)?)?;
+    Ok(StatementResult::command("CREATE INDEX"))
+}
+
+/// Builds an index in the steps of the module doc, each in transactions of its own.
+pub(crate) fn build_index(source: &dyn TransactionSource, spec: &IndexSpec) -> SqlResult<()> {
     // 1. write-only.
     let added = in_own_transaction(source, |txn| {
         let mut table = catalog::require_table(txn, &spec.table)?;
-        let Some(index) = add_index(txn, &mut table, &spec, IndexState::WriteOnly)? else {
+        let Some(index) = add_index(txn, &mut table, spec, IndexState::WriteOnly)? else {
             return Ok(None);
         };
         let table = catalog::put_table_with_new_write_version(txn, table)?;
@@ -332,7 +353,7 @@ pub fn create_index(
         Ok(Some((table, index)))
     })?;
     let Some((table, index)) = added else {
-        return Ok(StatementResult::command("CREATE INDEX"));
+        return Ok(());
     };
     // 2. backfill.
     if let Err(e) = backfill(source, &table, &index) {
@@ -363,8 +384,7 @@ pub fn create_index(
         Err(e) => format!("failed: {}", e.message),
     };
     let _ = finish_job(source, &table, &index, &state);
-    published?;
-    Ok(StatementResult::command("CREATE INDEX"))
+    published
 }
 
 /// Step 2: entries for every row, batch by batch.

@@ -17,31 +17,47 @@
 //! if a row breaks it, a third takes the change back (23502). In a transaction block they
 //! are done in the block's transaction only on a table the block created.
 //!
-//! Not here: changing a column's type, adding constraints to an existing table (`ADD
-//! CONSTRAINT`, `ADD COLUMN … UNIQUE/PRIMARY KEY/REFERENCES`), identity columns added to an
-//! existing table, dropping a primary-key column.
+//! `ADD CONSTRAINT … CHECK (…) [NOT VALID]` is checked against the stored rows in the same
+//! steps (unless `NOT VALID`); `ADD CONSTRAINT … UNIQUE (…)` builds its index online as
+//! CREATE UNIQUE INDEX does; `DROP CONSTRAINT` drops a CHECK or a UNIQUE constraint (and its
+//! index).
+//!
+//! Not here: changing a column's type, primary keys and foreign keys (`ADD CONSTRAINT …
+//! PRIMARY KEY/FOREIGN KEY`, `ADD COLUMN … UNIQUE/PRIMARY KEY/REFERENCES`), identity columns
+//! added to an existing table, dropping a primary-key column.
 
 use sqlparser::ast;
 
 use kv::{Transaction, TransactionSource};
 
-use super::ddl::column_definition;
+use super::ddl::{check_constraint, column_definition, unique_constraint};
 use super::{StatementResult, table_name};
 use crate::catalog::{self, Table};
 use crate::check;
 use crate::encoding::{row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Scope, bind, ident_name};
-use crate::schema_change::{in_own_transaction, table_created_by};
+use crate::schema_change::{
+    IndexSpec, build_index, build_index_in_block, in_own_transaction, table_created_by,
+};
 use crate::types::Value;
+
+/// A check of every stored row against a constraint just added.
+#[derive(Clone)]
+enum Validation {
+    /// No NULL in this column.
+    NotNull(String),
+    /// This CHECK constraint holds.
+    Check(String),
+}
 
 /// What applying the operations asks for besides storing the descriptor.
 #[derive(Default)]
 struct Applied {
     /// Writers of the old descriptor must not commit.
     new_write_version: bool,
-    /// Stored rows must be checked: no NULL in this column (by name).
-    check_not_null: Option<String>,
+    /// What the stored rows must be checked for.
+    validate: Option<Validation>,
     /// Index entries to delete (indexes dropped with their columns): (index ID).
     dropped_indexes: Vec<u64>,
 }
@@ -62,9 +78,12 @@ pub fn alter_table(
         }
         return Err(SqlError::undefined_table(&name));
     };
+    if let Some(built) = add_unique_constraint(txn, source, in_block, &table, &alter.operations) {
+        return built;
+    }
     let mut changed = table.clone();
     let applied = apply(txn, &mut changed, &alter.operations)?;
-    let Some(column) = applied.check_not_null.clone() else {
+    let Some(validation) = applied.validate.clone() else {
         store(txn, &table, changed, &applied)?;
         return Ok(StatementResult::command("ALTER TABLE"));
     };
@@ -77,7 +96,7 @@ pub fn alter_table(
             ));
         }
         let changed = store(txn, &table, changed, &applied)?;
-        check_not_null(txn, &changed, &column)?;
+        validate(txn, &changed, &validation)?;
         return Ok(StatementResult::command("ALTER TABLE"));
     }
     // 1. Writers enforce the constraint from now on.
@@ -89,7 +108,7 @@ pub fn alter_table(
         store(txn, &current, changed, &applied)
     })?;
     // 2. No stored row breaks it.
-    let checked = in_own_transaction(source, |txn| check_not_null(txn, &enforced, &column));
+    let checked = in_own_transaction(source, |txn| validate(txn, &enforced, &validation));
     if let Err(e) = checked {
         // 3. Take it back.
         in_own_transaction(source, |txn| {
@@ -100,19 +119,70 @@ pub fn alter_table(
                 return Ok(());
             }
             let mut reverted = current.clone();
-            match reverted.columns.iter().position(|c| c.name == column) {
-                // Added by this statement: gone again.
-                Some(i) if table.column_index(&column).is_none() => {
-                    drop_column(&mut reverted, i);
+            match &validation {
+                Validation::NotNull(column) => {
+                    match reverted.columns.iter().position(|c| &c.name == column) {
+                        // Added by this statement: gone again.
+                        Some(i) if table.column_index(column).is_none() => {
+                            drop_column(&mut reverted, i);
+                        }
+                        Some(i) => reverted.columns[i].nullable = true,
+                        None => {}
+                    }
                 }
-                Some(i) => reverted.columns[i].nullable = true,
-                None => {}
+                Validation::Check(name) => reverted.checks.retain(|c| &c.name != name),
             }
             catalog::put_table_with_new_write_version(txn, reverted).map(|_| ())
         })?;
         return Err(e);
     }
     Ok(StatementResult::command("ALTER TABLE"))
+}
+
+/// `ADD CONSTRAINT [name] UNIQUE (…)`, the statement's only operation: a unique index built
+/// online (or in the block's transaction, on a table the block created), as CREATE UNIQUE
+/// INDEX does, that is the constraint. `None` if the statement is something else.
+fn add_unique_constraint(
+    txn: &mut dyn Transaction,
+    source: &dyn TransactionSource,
+    in_block: bool,
+    table: &Table,
+    operations: &[ast::AlterTableOperation],
+) -> Option<SqlResult<StatementResult>> {
+    let [
+        ast::AlterTableOperation::AddConstraint {
+            constraint: ast::TableConstraint::Unique(unique),
+            ..
+        },
+    ] = operations
+    else {
+        return None;
+    };
+    let mut build = || -> SqlResult<StatementResult> {
+        let (name, columns) = unique_constraint(unique, None)?;
+        let spec = IndexSpec {
+            table: table.name.clone(),
+            name,
+            columns,
+            unique: true,
+            if_not_exists: false,
+            constraint: true,
+        };
+        if in_block {
+            if !table_created_by(txn, source, table)? {
+                return Err(SqlError::unsupported(
+                    "ADD CONSTRAINT … UNIQUE inside a transaction block on a table the \
+                     transaction did not create (its index is built online, in transactions of \
+                     its own: run it outside a block)",
+                ));
+            }
+            build_index_in_block(txn, source, &spec)?;
+        } else {
+            build_index(source, &spec)?;
+        }
+        Ok(StatementResult::command("ALTER TABLE"))
+    };
+    Some(build())
 }
 
 /// Stores the changed descriptor of `table` (under its new name if it was renamed), with a
@@ -142,24 +212,44 @@ fn store(
     Ok(changed)
 }
 
-/// Fails with 23502 if a stored row has NULL in `column`.
-fn check_not_null(txn: &mut dyn Transaction, table: &Table, column: &str) -> SqlResult<()> {
-    let index = table
-        .column_index(column)
-        .ok_or_else(|| SqlError::undefined_column(column))?;
+/// Fails if a stored row breaks the constraint: 23502 for a NULL in a NOT NULL column,
+/// 23514 for a CHECK.
+fn validate(txn: &mut dyn Transaction, table: &Table, validation: &Validation) -> SqlResult<()> {
+    let mut only = table.clone();
+    let breaks: Box<dyn Fn(&[Value]) -> SqlResult<Option<SqlError>>> = match validation {
+        Validation::NotNull(column) => {
+            let index = table
+                .column_index(column)
+                .ok_or_else(|| SqlError::undefined_column(column))?;
+            let error = SqlError::new(
+                sqlstate::NOT_NULL_VIOLATION,
+                format!(
+                    "column \"{column}\" of relation \"{}\" contains null values",
+                    table.name
+                ),
+            );
+            Box::new(move |row| Ok(row[index].is_null().then(|| error.clone())))
+        }
+        Validation::Check(name) => {
+            only.checks.retain(|c| &c.name == name);
+            let checks = check::BoundChecks::of(&only)?;
+            let error = SqlError::new(
+                sqlstate::CHECK_VIOLATION,
+                format!(
+                    "check constraint \"{name}\" of relation \"{}\" is violated by some row",
+                    table.name
+                ),
+            );
+            Box::new(move |row| Ok(checks.verify(&only, row).err().map(|_| error.clone())))
+        }
+    };
     let end = row_prefix_end(table.id);
     let mut start = row_prefix(table.id);
     loop {
         let pairs = txn.scan(&start, Some(&end), 1024)?;
         for (_, value) in &pairs {
-            if table.decode_row(value)?[index].is_null() {
-                return Err(SqlError::new(
-                    sqlstate::NOT_NULL_VIOLATION,
-                    format!(
-                        "column \"{column}\" of relation \"{}\" contains null values",
-                        table.name
-                    ),
-                ));
+            if let Some(error) = breaks(&table.decode_row(value)?)? {
+                return Err(error);
             }
         }
         match pairs.last() {
@@ -210,7 +300,7 @@ fn apply(
     operations: &[ast::AlterTableOperation],
 ) -> SqlResult<Applied> {
     let mut applied = Applied::default();
-    let needs_check = |applied: &Applied| applied.check_not_null.is_some();
+    let needs_check = |applied: &Applied| applied.validate.is_some();
     for operation in operations {
         if needs_check(&applied) {
             return Err(SqlError::unsupported(
@@ -255,7 +345,7 @@ fn apply(
                 }
                 column.missing = column.default.clone();
                 if !column.nullable && column.missing.is_null() {
-                    applied.check_not_null = Some(name);
+                    applied.validate = Some(Validation::NotNull(name));
                 }
                 if table.slots.is_empty() {
                     table.slots = (0..table.columns.len()).collect();
@@ -377,13 +467,81 @@ fn apply(
                     ast::AlterColumnOperation::SetNotNull => {
                         if table.columns[i].nullable {
                             table.columns[i].nullable = false;
-                            applied.check_not_null = Some(table.columns[i].name.clone());
+                            applied.validate =
+                                Some(Validation::NotNull(table.columns[i].name.clone()));
                             applied.new_write_version = true;
                         }
                     }
                     other => {
                         return Err(SqlError::unsupported(format!("ALTER COLUMN … {other}")));
                     }
+                }
+            }
+            ast::AlterTableOperation::AddConstraint {
+                constraint: ast::TableConstraint::Check(check),
+                not_valid,
+            } => {
+                let (name, expr) = check_constraint(check)?;
+                let bound = check::bind_check(table, &expr)?;
+                let taken: Vec<String> = table.checks.iter().map(|c| c.name.clone()).collect();
+                let name = name.unwrap_or_else(|| check::default_name(table, &bound, &taken));
+                if taken.contains(&name) {
+                    return Err(SqlError::new(
+                        sqlstate::DUPLICATE_OBJECT,
+                        format!(
+                            "constraint \"{name}\" for relation \"{}\" already exists",
+                            table.name
+                        ),
+                    ));
+                }
+                table.checks.push(check::Check {
+                    name: name.clone(),
+                    expr: expr.to_string(),
+                });
+                applied.new_write_version = true;
+                if !not_valid {
+                    applied.validate = Some(Validation::Check(name));
+                }
+            }
+            ast::AlterTableOperation::AddConstraint {
+                constraint: ast::TableConstraint::Unique(_),
+                ..
+            } => {
+                // Built by `add_unique_constraint`, alone.
+                return Err(SqlError::unsupported(
+                    "ADD CONSTRAINT … UNIQUE combined with other changes in one ALTER TABLE",
+                ));
+            }
+            ast::AlterTableOperation::DropConstraint {
+                if_exists,
+                name,
+                drop_behavior,
+            } => {
+                if matches!(drop_behavior, Some(ast::DropBehavior::Cascade)) {
+                    return Err(SqlError::unsupported("DROP CONSTRAINT … CASCADE"));
+                }
+                let name = ident_name(name);
+                if let Some(i) = table.checks.iter().position(|c| c.name == name) {
+                    table.checks.remove(i);
+                } else if let Some(i) = table
+                    .indexes
+                    .iter()
+                    .position(|index| index.constraint && index.name == name)
+                {
+                    let index = table.indexes.remove(i);
+                    catalog::unregister_index(txn, &index.name);
+                    applied.dropped_indexes.push(index.id);
+                    applied.new_write_version = true;
+                } else if !table.primary_key.is_empty() && table.pkey_name() == name {
+                    return Err(SqlError::unsupported("dropping a primary key"));
+                } else if !*if_exists {
+                    return Err(SqlError::new(
+                        sqlstate::UNDEFINED_OBJECT,
+                        format!(
+                            "constraint \"{name}\" of relation \"{}\" does not exist",
+                            table.name
+                        ),
+                    ));
                 }
             }
             other => {

@@ -49,7 +49,9 @@ pub fn column_positions(columns: &[Column], names: &[String], what: &str) -> Sql
 }
 
 /// A `CHECK` constraint: its name, if given, and expression.
-fn check_constraint(check: &ast::CheckConstraint) -> SqlResult<(Option<String>, ast::Expr)> {
+pub(crate) fn check_constraint(
+    check: &ast::CheckConstraint,
+) -> SqlResult<(Option<String>, ast::Expr)> {
     if check.enforced == Some(false) {
         return Err(SqlError::unsupported("NOT ENFORCED constraints"));
     }
@@ -57,7 +59,7 @@ fn check_constraint(check: &ast::CheckConstraint) -> SqlResult<(Option<String>, 
 }
 
 /// A `UNIQUE` constraint: its columns (one for a column constraint, empty in the AST).
-fn unique_constraint(
+pub(crate) fn unique_constraint(
     unique: &ast::UniqueConstraint,
     column: Option<&str>,
 ) -> SqlResult<(Option<String>, Vec<String>)> {
