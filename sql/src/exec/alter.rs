@@ -212,11 +212,14 @@ fn store(
     Ok(changed)
 }
 
+/// The error a stored row breaking a constraint is reported with, if it breaks it.
+type RowTest = Box<dyn Fn(&[Value]) -> SqlResult<Option<SqlError>>>;
+
 /// Fails if a stored row breaks the constraint: 23502 for a NULL in a NOT NULL column,
 /// 23514 for a CHECK.
 fn validate(txn: &mut dyn Transaction, table: &Table, validation: &Validation) -> SqlResult<()> {
     let mut only = table.clone();
-    let breaks: Box<dyn Fn(&[Value]) -> SqlResult<Option<SqlError>>> = match validation {
+    let breaks: RowTest = match validation {
         Validation::NotNull(column) => {
             let index = table
                 .column_index(column)
@@ -240,7 +243,11 @@ fn validate(txn: &mut dyn Transaction, table: &Table, validation: &Validation) -
                     table.name
                 ),
             );
-            Box::new(move |row| Ok(checks.verify(&only, row).err().map(|_| error.clone())))
+            Box::new(move |row| match checks.verify(&only, row) {
+                Ok(()) => Ok(None),
+                Err(e) if e.code == sqlstate::CHECK_VIOLATION => Ok(Some(error.clone())),
+                Err(e) => Err(e),
+            })
         }
     };
     let end = row_prefix_end(table.id);
