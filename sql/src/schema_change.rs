@@ -58,6 +58,7 @@ use crate::encoding::{index_prefix, row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::exec::StatementResult;
 use crate::exec::ddl::{column_positions, key_columns};
+use crate::exec::insert::key_text;
 use crate::exec::table_name;
 use crate::index::entry;
 
@@ -276,27 +277,12 @@ fn check_unique(
 }
 
 fn duplicated(table: &Table, index: &Index, values: &[crate::types::Value]) -> SqlError {
-    let names: Vec<&str> = index
-        .columns
-        .iter()
-        .map(|&c| table.columns[c].name.as_str())
-        .collect();
-    let shown: Vec<String> = index
-        .columns
-        .iter()
-        .map(|&c| {
-            values[c]
-                .to_pg_text(table.columns[c].ty)
-                .unwrap_or_else(|| "null".into())
-        })
-        .collect();
     SqlError::new(
         sqlstate::UNIQUE_VIOLATION,
         format!(
-            "could not create unique index \"{}\" (Key ({})=({}) is duplicated.)",
+            "could not create unique index \"{}\" ({} is duplicated.)",
             index.name,
-            names.join(", "),
-            shown.join(", ")
+            key_text(table, &index.columns, values)
         ),
     )
 }

@@ -51,6 +51,17 @@ pub fn unique_violation(
     columns: &[usize],
     values: &[Value],
 ) -> SqlError {
+    SqlError::new(
+        sqlstate::UNIQUE_VIOLATION,
+        format!(
+            "duplicate key value violates unique constraint \"{constraint}\" ({} already exists.)",
+            key_text(table, columns, values)
+        ),
+    )
+}
+
+/// `Key (a, b)=(1, x)`: a row's values in `columns`, as PostgreSQL's details show them.
+pub fn key_text(table: &Table, columns: &[usize], values: &[Value]) -> String {
     let names: Vec<&str> = columns
         .iter()
         .map(|&i| table.columns[i].name.as_str())
@@ -63,14 +74,7 @@ pub fn unique_violation(
                 .unwrap_or_else(|| "null".into())
         })
         .collect();
-    SqlError::new(
-        sqlstate::UNIQUE_VIOLATION,
-        format!(
-            "duplicate key value violates unique constraint \"{constraint}\" (Key ({})=({}) already exists.)",
-            names.join(", "),
-            shown.join(", ")
-        ),
-    )
+    format!("Key ({})=({})", names.join(", "), shown.join(", "))
 }
 
 fn is_default_keyword(expr: &ast::Expr) -> bool {

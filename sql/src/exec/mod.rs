@@ -15,7 +15,7 @@ mod apply;
 pub(crate) mod ddl;
 mod delete;
 mod distinct;
-mod insert;
+pub(crate) mod insert;
 mod join;
 mod join_dml;
 mod lookup_join;

@@ -270,7 +270,18 @@ struct KeySpace<'a> {
     end: Vec<u8>,
 }
 
-impl KeySpace<'_> {
+impl<'a> KeySpace<'a> {
+    /// The table's rows, by primary key.
+    fn rows(table: &'a Table) -> KeySpace<'a> {
+        KeySpace {
+            table,
+            columns: &table.primary_key,
+            unique: true,
+            prefix: row_prefix(table.id),
+            end: row_prefix_end(table.id),
+        }
+    }
+
     fn column_name(&self, depth: usize) -> &str {
         &self.table.columns[self.columns[depth]].name
     }
@@ -301,14 +312,7 @@ pub fn spans_for(table: &Table, filter: Option<&Expr>) -> Spans {
     if table.primary_key.is_empty() || conjuncts.is_empty() {
         return Spans::Full;
     }
-    let space = KeySpace {
-        table,
-        columns: &table.primary_key,
-        unique: true,
-        prefix: row_prefix(table.id),
-        end: row_prefix_end(table.id),
-    };
-    spans_in(&space, &conjuncts).0
+    spans_in(&KeySpace::rows(table), &conjuncts).0
 }
 
 /// How a scan of `table` filtered by `filter` reads: over primary-key spans, or over the
@@ -322,14 +326,7 @@ pub fn access_for(table: &Table, filter: Option<&Expr>) -> (Spans, Option<IndexA
     let (mut best, mut narrowing) = if table.primary_key.is_empty() {
         (Spans::Full, Narrowing::default())
     } else {
-        let space = KeySpace {
-            table,
-            columns: &table.primary_key,
-            unique: true,
-            prefix: row_prefix(table.id),
-            end: row_prefix_end(table.id),
-        };
-        spans_in(&space, &conjuncts)
+        spans_in(&KeySpace::rows(table), &conjuncts)
     };
     if matches!(best, Spans::Points { .. } | Spans::Nothing) {
         return (best, None);

@@ -26,39 +26,31 @@ pub fn elide(plan: Plan) -> Plan {
             input,
             limit,
             offset,
-        } if matches!(*input, Plan::Sort { .. }) => {
-            let Plan::Sort { input, keys, top } = *input else {
-                unreachable!("matched a sort")
-            };
-            let mut input = *input;
-            let input = if ordered(&mut input, &keys, true) {
-                elide(input)
-            } else {
-                Plan::Sort {
-                    input: Box::new(elide(input)),
-                    keys,
-                    top,
-                }
-            };
-            Plan::Limit {
-                input: Box::new(input),
-                limit,
-                offset,
-            }
-        }
-        Plan::Sort { input, keys, top } => {
-            let mut input = *input;
-            if ordered(&mut input, &keys, false) {
-                elide(input)
-            } else {
-                Plan::Sort {
-                    input: Box::new(elide(input)),
-                    keys,
-                    top,
-                }
-            }
-        }
+        } if matches!(*input, Plan::Sort { .. }) => Plan::Limit {
+            input: Box::new(without_needless_sort(*input, true)),
+            limit,
+            offset,
+        },
+        sort @ Plan::Sort { .. } => without_needless_sort(sort, false),
         other => map_children_and_subqueries(other, elide),
+    }
+}
+
+/// `sort`'s input if it is ordered already (see [`ordered`]), else `sort`; the rule applied
+/// below.
+fn without_needless_sort(sort: Plan, may_switch: bool) -> Plan {
+    let Plan::Sort { input, keys, top } = sort else {
+        return elide(sort);
+    };
+    let mut input = *input;
+    if ordered(&mut input, &keys, may_switch) {
+        elide(input)
+    } else {
+        Plan::Sort {
+            input: Box::new(elide(input)),
+            keys,
+            top,
+        }
     }
 }
 
