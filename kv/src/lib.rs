@@ -38,8 +38,8 @@ pub mod storage;
 pub mod txn;
 
 pub use client::{
-    Isolation, LockPurpose, Transaction, TransactionSource, TxnClient, TxnConfig, TxnMode,
-    TxnOptions,
+    CHANGED_BEFORE_COMMIT, Isolation, LockPurpose, Transaction, TransactionSource, TxnClient,
+    TxnConfig, TxnMode, TxnOptions,
 };
 pub use error::{KvError, KvResult};
 /// The timestamps errors and transactions carry (from the scheduler's oracle).

@@ -24,6 +24,10 @@
 //! 3. **public** — one transaction marks the index public; queries whose snapshot is after
 //!    that use it. The write version does not move: writers do the same in both states.
 //!
+//! A statement that runs in a transaction of its own (autocommit) and fails at commit only
+//! for this check is run again by its session (`Session::autocommit`), so only transactions
+//! open across a schema change see the 40001.
+//!
 //! A failed build removes the index again: its descriptor entry first (raising the write
 //! version, so no writer adds entries for it any more), then its entries, in batches.
 //! Progress is kept in the key space and shown by `SHOW JOBS`: each backfill batch updates

@@ -521,8 +521,10 @@ impl Session {
         sink: Option<&mut (dyn ResultSink + 'static)>,
     ) -> SqlResult<StatementResult> {
         self.open_implicit_block(implicit);
+        if matches!(self.state, State::Idle) {
+            return self.autocommit(statement, sink);
+        }
         let lock_timeout = self.settings.lock_timeout();
-        let autocommit_config = self.block_config(None);
         let context = Context {
             regions: self.regions.as_deref(),
             splits_after_commit: &mut self.splits_after_commit,
@@ -530,10 +532,9 @@ impl Session {
             work_mem: self.settings.work_mem(),
             sequences: &self.sequences,
             source: self.source.as_ref(),
-            in_block: !matches!(self.state, State::Idle),
+            in_block: true,
         };
         match &mut self.state {
-            State::Failed => Err(in_failed_transaction()),
             State::InBlock(block) | State::Implicit(block) => {
                 let result = begin_if_needed(block, self.source.as_ref()).and_then(|txn| {
                     txn.begin_statement(lock_timeout)?;
@@ -544,31 +545,69 @@ impl Session {
                 }
                 result
             }
-            State::Idle => {
-                let config = autocommit_config;
-                let mut txn = self.source.begin(config)?;
-                let result = txn
-                    .begin_statement(lock_timeout)
-                    .map_err(SqlError::from)
-                    .and_then(|()| exec::execute(txn.as_mut(), statement, context));
-                match result {
-                    Ok(result) => {
-                        self.commit(Block {
-                            config,
-                            txn: Some(txn),
-                        })?;
-                        Ok(result)
-                    }
-                    Err(e) => {
-                        self.splits_after_commit.clear();
-                        let _ = txn.rollback();
+            State::Failed | State::Idle => Err(in_failed_transaction()),
+        }
+    }
+
+    /// A statement in a transaction of its own. A commit that failed only because a schema
+    /// change committed while the statement ran (its writes would have missed what the new
+    /// schema wants: see `crate::schema_change`) is run again from the start, as the client
+    /// would, up to [`SCHEMA_CHANGE_RETRIES`] times: nothing of it was applied, and nothing
+    /// was sent (a query streaming its rows writes nothing, so never fails so).
+    fn autocommit(
+        &mut self,
+        statement: &ParsedStatement,
+        mut sink: Option<&mut (dyn ResultSink + 'static)>,
+    ) -> SqlResult<StatementResult> {
+        let lock_timeout = self.settings.lock_timeout();
+        let config = self.block_config(None);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let context = Context {
+                regions: self.regions.as_deref(),
+                splits_after_commit: &mut self.splits_after_commit,
+                sink: sink.as_deref_mut(),
+                work_mem: self.settings.work_mem(),
+                sequences: &self.sequences,
+                source: self.source.as_ref(),
+                in_block: false,
+            };
+            let mut txn = self.source.begin(config)?;
+            let result = txn
+                .begin_statement(lock_timeout)
+                .map_err(SqlError::from)
+                .and_then(|()| exec::execute(txn.as_mut(), statement, context));
+            match result {
+                Ok(result) => {
+                    let committed = self.commit(Block {
+                        config,
+                        txn: Some(txn),
+                    });
+                    match committed {
+                        Ok(()) => return Ok(result),
                         Err(e)
+                            if attempt < SCHEMA_CHANGE_RETRIES
+                                && e.code == sqlstate::SERIALIZATION_FAILURE
+                                && e.message.contains(kv::CHANGED_BEFORE_COMMIT) =>
+                        {
+                            continue;
+                        }
+                        Err(e) => return Err(e),
                     }
+                }
+                Err(e) => {
+                    self.splits_after_commit.clear();
+                    let _ = txn.rollback();
+                    return Err(e);
                 }
             }
         }
     }
 }
+
+/// Times an autocommit statement is run when schema changes keep failing its commit.
+const SCHEMA_CHANGE_RETRIES: u32 = 3;
 
 /// The block's transaction, begun now if this is its first statement.
 fn begin_if_needed<'a>(

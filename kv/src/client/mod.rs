@@ -18,5 +18,8 @@ mod txn_client;
 pub use regions::{RegionAdmin, RegionSummary, SchedulerRegions};
 pub use remote::RemoteTxnCommands;
 pub use routing::{GrpcStores, LocalFirst, RoutedCommands, StoreConnector};
-pub use transaction::{Isolation, LockPurpose, Transaction, TransactionSource, TxnConfig, TxnMode};
+pub use transaction::{
+    CHANGED_BEFORE_COMMIT, Isolation, LockPurpose, Transaction, TransactionSource, TxnConfig,
+    TxnMode,
+};
 pub use txn_client::{TxnClient, TxnOptions};

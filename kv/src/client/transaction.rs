@@ -145,6 +145,10 @@ pub trait Transaction: Send {
     fn start_ts(&self) -> u64;
 }
 
+/// In the message of the serialization failure of a commit whose [`Transaction::check_at_commit`]
+/// found a key changed: a statement that failed only so may be run again from the start.
+pub const CHANGED_BEFORE_COMMIT: &str = "changed while the transaction ran";
+
 /// Where transactions come from.
 pub trait TransactionSource: Send + Sync {
     fn begin(&self, config: TxnConfig) -> KvResult<Box<dyn Transaction>>;

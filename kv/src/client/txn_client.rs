@@ -24,7 +24,8 @@ use scheduler_api::{Timestamp, TimestampSource};
 use tracing::warn;
 
 use super::transaction::{
-    Isolation, LockPurpose, Transaction, TransactionSource, TxnConfig, TxnMode,
+    CHANGED_BEFORE_COMMIT, Isolation, LockPurpose, Transaction, TransactionSource, TxnConfig,
+    TxnMode,
 };
 use crate::error::{KvError, KvResult};
 use crate::mvcc::Lock;
@@ -552,7 +553,7 @@ impl KvTransaction {
                 return Err(KvError::TxnAborted {
                     start_ts: self.start_ts,
                     reason: format!(
-                        "key {} changed while the transaction ran (a concurrent schema change)",
+                        "key {} {CHANGED_BEFORE_COMMIT} (a concurrent schema change)",
                         key.escape_ascii()
                     ),
                 });
