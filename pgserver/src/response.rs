@@ -115,7 +115,9 @@ pub(crate) fn error_info(code: &str, message: String) -> ErrorInfo {
 }
 
 pub(crate) fn error_response(error: SqlError) -> ErrorResponse {
-    error_info(error.code, error.message).into()
+    let mut info = error_info(error.code, error.message);
+    info.detail = error.detail;
+    info.into()
 }
 
 /// The `ReadyForQuery` status byte for the session's transaction state.

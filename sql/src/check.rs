@@ -79,7 +79,8 @@ impl BoundChecks {
                         "new row for relation \"{}\" violates check constraint \"{name}\"",
                         table.name
                     ),
-                ));
+                )
+                .with_detail(crate::exec::insert::failing_row(table, values)));
             }
         }
         Ok(())

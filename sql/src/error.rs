@@ -49,11 +49,13 @@ pub mod sqlstate {
     pub const WRONG_OBJECT_TYPE: &str = "42809";
 }
 
-/// An error reported to the client: a SQLSTATE and a message.
+/// An error reported to the client: a SQLSTATE, a message, and maybe a detail (the
+/// `DETAIL:` line psql prints, e.g. the key a unique violation is about).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqlError {
     pub code: &'static str,
     pub message: String,
+    pub detail: Option<String>,
 }
 
 impl SqlError {
@@ -61,7 +63,14 @@ impl SqlError {
         Self {
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// The same error with a detail.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
     pub fn unsupported(what: impl fmt::Display) -> Self {

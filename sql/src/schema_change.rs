@@ -283,12 +283,12 @@ fn check_unique(
 fn duplicated(table: &Table, index: &Index, values: &[crate::types::Value]) -> SqlError {
     SqlError::new(
         sqlstate::UNIQUE_VIOLATION,
-        format!(
-            "could not create unique index \"{}\" ({} is duplicated.)",
-            index.name,
-            key_text(table, &index.columns, values)
-        ),
+        format!("could not create unique index \"{}\"", index.name),
     )
+    .with_detail(format!(
+        "{} is duplicated.",
+        key_text(table, &index.columns, values)
+    ))
 }
 
 /// Runs `step` in a transaction of its own, committed; retried while it fails with a

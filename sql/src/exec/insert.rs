@@ -32,10 +32,22 @@ pub fn check_not_null(table: &Table, values: &[Value]) -> SqlResult<()> {
                     "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
                     column.name, table.name
                 ),
-            ));
+            )
+            .with_detail(failing_row(table, values)));
         }
     }
     Ok(())
+}
+
+/// `Failing row contains (1, x, null).`: the detail of a constraint violation.
+pub fn failing_row(table: &Table, values: &[Value]) -> String {
+    let shown: Vec<String> = table
+        .columns
+        .iter()
+        .zip(values)
+        .map(|(column, value)| value.to_pg_text(column.ty).unwrap_or_else(|| "null".into()))
+        .collect();
+    format!("Failing row contains ({}).", shown.join(", "))
 }
 
 /// The error for a second row with the same primary key.
@@ -53,11 +65,12 @@ pub fn unique_violation(
 ) -> SqlError {
     SqlError::new(
         sqlstate::UNIQUE_VIOLATION,
-        format!(
-            "duplicate key value violates unique constraint \"{constraint}\" ({} already exists.)",
-            key_text(table, columns, values)
-        ),
+        format!("duplicate key value violates unique constraint \"{constraint}\""),
     )
+    .with_detail(format!(
+        "{} already exists.",
+        key_text(table, columns, values)
+    ))
 }
 
 /// `Key (a, b)=(1, x)`: a row's values in `columns`, as PostgreSQL's details show them.
