@@ -123,6 +123,15 @@ impl Transaction for CountedTransaction {
         self.inner.lock(key)
     }
 
+    fn scan_newest(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> KvResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan_newest(start, end, limit)
+    }
+
     fn check_at_commit(&mut self, key: Vec<u8>, expected: Option<Vec<u8>>) {
         self.inner.check_at_commit(key, expected)
     }

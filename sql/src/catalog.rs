@@ -118,6 +118,12 @@ pub struct Table {
     /// `{name}_pkey`, from a descriptor stored before names were kept).
     #[serde(default)]
     pub pkey: Option<String>,
+    /// FOREIGN KEY constraints of this table.
+    #[serde(default)]
+    pub foreign_keys: Vec<crate::foreign_key::ForeignKey>,
+    /// The tables whose foreign keys reference this one.
+    #[serde(default)]
+    pub referenced_by: Vec<String>,
 }
 
 fn null() -> Value {
@@ -143,6 +149,8 @@ impl Table {
             slot_count: 0,
             checks: Vec::new(),
             pkey: None,
+            foreign_keys: Vec::new(),
+            referenced_by: Vec::new(),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod encoding;
 pub mod error;
 pub mod exec;
 pub mod expr;
+pub mod foreign_key;
 pub mod index;
 pub mod key_display;
 pub mod optimizer;

@@ -103,6 +103,17 @@ pub trait Transaction: Send {
     /// Pairs with `start <= key < end` (`end = None`: unbounded), in key order, at most `limit`.
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvResult<Vec<KvPair>>;
 
+    /// As [`Transaction::scan`], but over everything committed before the call (and this
+    /// transaction's own writes), not the statement's snapshot: for a constraint check that
+    /// must see what committed while the statement waited for a lock (a foreign key's
+    /// referencing rows, looked for by the transaction deleting the row they reference).
+    fn scan_newest(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> KvResult<Vec<KvPair>>;
+
     /// Pessimistic: locks `keys` until the transaction ends, waiting for other transactions'
     /// locks, and returns the value of each that the statement is to work on (in order; this
     /// transaction's own writes over them): the newest committed one under READ COMMITTED and

@@ -562,6 +562,47 @@ impl KvTransaction {
         Ok(())
     }
 
+    /// A scan at `ts`, with this transaction's buffered writes over it.
+    fn scan_at(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        ts: Timestamp,
+    ) -> KvResult<Vec<KvPair>> {
+        self.check_open()?;
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
+        let buffered: Vec<(&Vec<u8>, &Buffered)> = self
+            .buffer
+            .range((Bound::Included(start.to_vec()), upper))
+            .collect();
+        // Buffered deletes can hide at most this many committed rows.
+        let deletes = buffered
+            .iter()
+            .filter(|(_, op)| matches!(op, Buffered::Delete))
+            .count();
+        let store = &self.shared.store;
+        let committed = self
+            .shared
+            .read_resolving(|| store.scan(start, end, ts, limit.saturating_add(deletes)))?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
+        for (key, op) in buffered {
+            match op {
+                Buffered::Put(value) => {
+                    merged.insert(key.clone(), value.clone());
+                }
+                Buffered::Delete => {
+                    merged.remove(key);
+                }
+                Buffered::Lock => {}
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
     /// Releases the pessimistic locks this transaction holds (best effort: left over, they
     /// expire and get resolved).
     fn release_locks(&mut self) {
@@ -659,37 +700,18 @@ impl Transaction for KvTransaction {
     }
 
     fn scan(&mut self, start: &[u8], end: Option<&[u8]>, limit: usize) -> KvResult<Vec<KvPair>> {
-        self.check_open()?;
-        if end.is_some_and(|end| end <= start) {
-            return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
-        let buffered: Vec<(&Vec<u8>, &Buffered)> = self
-            .buffer
-            .range((Bound::Included(start.to_vec()), upper))
-            .collect();
-        // Buffered deletes can hide at most this many committed rows.
-        let deletes = buffered
-            .iter()
-            .filter(|(_, op)| matches!(op, Buffered::Delete))
-            .count();
-        let (store, ts) = (&self.shared.store, self.read_ts);
-        let committed = self
-            .shared
-            .read_resolving(|| store.scan(start, end, ts, limit.saturating_add(deletes)))?;
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
-        for (key, op) in buffered {
-            match op {
-                Buffered::Put(value) => {
-                    merged.insert(key.clone(), value.clone());
-                }
-                Buffered::Delete => {
-                    merged.remove(key);
-                }
-                Buffered::Lock => {}
-            }
-        }
-        Ok(merged.into_iter().take(limit).collect())
+        let ts = self.read_ts;
+        self.scan_at(start, end, limit, ts)
+    }
+
+    fn scan_newest(
+        &mut self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> KvResult<Vec<KvPair>> {
+        let ts = self.shared.tso.get_timestamp()?;
+        self.scan_at(start, end, limit, ts)
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {

@@ -383,6 +383,13 @@ fn apply(
                     if table.primary_key.contains(&i) {
                         return Err(SqlError::unsupported("dropping a primary-key column"));
                     }
+                    if table.foreign_keys.iter().any(|fk| fk.columns.contains(&i))
+                        || !table.referenced_by.is_empty()
+                    {
+                        return Err(SqlError::unsupported(
+                            "dropping a column of a table with foreign keys or referenced by one",
+                        ));
+                    }
                     if table.columns.len() == 1 {
                         return Err(SqlError::unsupported("dropping a table's last column"));
                     }
@@ -439,6 +446,11 @@ fn apply(
                     return Err(SqlError::new(
                         sqlstate::SYNTAX_ERROR,
                         "RENAME TO cannot be combined with other ALTER TABLE operations",
+                    ));
+                }
+                if !table.foreign_keys.is_empty() || !table.referenced_by.is_empty() {
+                    return Err(SqlError::unsupported(
+                        "renaming a table with foreign keys or referenced by one",
                     ));
                 }
                 if !table.primary_key.is_empty() {

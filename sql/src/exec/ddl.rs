@@ -12,6 +12,7 @@ use crate::check::{Check, bind_check, default_name as default_check_name};
 use crate::encoding::{index_span, row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Scope, bind, bind_type, ident_name};
+use crate::foreign_key;
 use crate::sequence::table_sequences;
 use crate::types::{SqlType, Value};
 
@@ -103,6 +104,8 @@ pub struct ColumnDefinition {
     pub primary_key: bool,
     /// `CHECK` constraints (name, if given, and expression).
     pub checks: Vec<(Option<String>, ast::Expr)>,
+    /// `REFERENCES` constraints.
+    pub references: Vec<ast::ForeignKeyConstraint>,
     /// `UNIQUE` (its constraint name, if given, and the column).
     pub unique: Vec<(Option<String>, Vec<String>)>,
 }
@@ -112,6 +115,7 @@ pub fn column_definition(def: &ast::ColumnDef, name: &str) -> SqlResult<ColumnDe
     let mut primary_key = false;
     let mut unique_constraints = Vec::new();
     let mut checks = Vec::new();
+    let mut references = Vec::new();
     let (ty, identity) = match serial_type(&def.data_type) {
         Some(ty) => (ty, Some(Identity::ByDefault)),
         None => (bind_type(&def.data_type)?, None),
@@ -133,6 +137,7 @@ pub fn column_definition(def: &ast::ColumnDef, name: &str) -> SqlResult<ColumnDe
                 unique_constraints.push(unique_constraint(unique, Some(&column_name))?)
             }
             ast::ColumnOption::Check(check) => checks.push(check_constraint(check)?),
+            ast::ColumnOption::ForeignKey(fk) => references.push(fk.clone()),
             ast::ColumnOption::Generated {
                 generated_as: generated @ (ast::GeneratedAs::Always | ast::GeneratedAs::ByDefault),
                 sequence_options,
@@ -186,6 +191,7 @@ pub fn column_definition(def: &ast::ColumnDef, name: &str) -> SqlResult<ColumnDe
         column,
         primary_key,
         checks,
+        references,
         unique: unique_constraints,
     })
 }
@@ -221,6 +227,7 @@ pub fn create_table(
     let mut columns: Vec<Column> = Vec::new();
     let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
     let mut checks: Vec<(Option<String>, ast::Expr)> = Vec::new();
+    let mut references: Vec<(Option<String>, ast::ForeignKeyConstraint)> = Vec::new();
     let mut primary_key: Option<Vec<String>> = None;
     let mut set_primary_key = |cols: Vec<String>| {
         if primary_key.is_some() {
@@ -246,6 +253,12 @@ pub fn create_table(
         }
         uniques.extend(definition.unique);
         checks.extend(definition.checks);
+        references.extend(
+            definition
+                .references
+                .into_iter()
+                .map(|fk| (Some(column_name.clone()), fk)),
+        );
         columns.push(definition.column);
     }
     for constraint in &create.constraints {
@@ -255,6 +268,7 @@ pub fn create_table(
             }
             ast::TableConstraint::Unique(unique) => uniques.push(unique_constraint(unique, None)?),
             ast::TableConstraint::Check(check) => checks.push(check_constraint(check)?),
+            ast::TableConstraint::ForeignKey(fk) => references.push((None, fk.clone())),
             other => return Err(SqlError::unsupported(format!("table constraint {other}"))),
         }
     }
@@ -310,7 +324,37 @@ pub fn create_table(
             expr: expr.to_string(),
         });
     }
+    let mut fk_names: Vec<String> = Vec::new();
+    for (column, fk) in &references {
+        let defined = foreign_key::define(txn, &table, fk, column.as_deref(), &fk_names)?;
+        if fk_names.contains(&defined.name) {
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_OBJECT,
+                format!(
+                    "constraint \"{}\" for relation \"{}\" already exists",
+                    defined.name, table.name
+                ),
+            ));
+        }
+        fk_names.push(defined.name.clone());
+        table.foreign_keys.push(defined);
+    }
     let table = catalog::create_table(txn, table)?;
+    // Each referenced table learns of the new one; its writers of the old descriptor (who
+    // would not look here) fail.
+    let mut parents: Vec<String> = table
+        .foreign_keys
+        .iter()
+        .map(|fk| fk.parent.clone())
+        .collect();
+    parents.dedup();
+    for parent in parents {
+        let mut parent = catalog::require_table(txn, &parent)?;
+        if !parent.referenced_by.contains(&table.name) {
+            parent.referenced_by.push(table.name.clone());
+            catalog::put_table_with_new_write_version(txn, parent)?;
+        }
+    }
     splits_after_commit.push(row_prefix(table.id));
     Ok(StatementResult::command("CREATE TABLE"))
 }
@@ -336,6 +380,45 @@ pub fn drop(
             Some(table) => tables.push(table),
             None if if_exists => {}
             None => return Err(SqlError::undefined_table(&name)),
+        }
+    }
+    let dropped: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+    for table in &tables {
+        let mut depending = Vec::new();
+        for child in table.referenced_by.iter().filter(|c| !dropped.contains(c)) {
+            if let Some(child) = catalog::get_table(txn, child)? {
+                for fk in child
+                    .foreign_keys
+                    .iter()
+                    .filter(|fk| fk.parent_id == table.id)
+                {
+                    depending.push(format!(
+                        "constraint {} on table {} depends on table {}",
+                        fk.name, child.name, table.name
+                    ));
+                }
+            }
+        }
+        if !depending.is_empty() {
+            return Err(SqlError::new(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop table {} because other objects depend on it",
+                    table.name
+                ),
+            )
+            .with_detail(depending.join("\n")));
+        }
+    }
+    for table in &tables {
+        for fk in &table.foreign_keys {
+            if dropped.contains(&fk.parent) {
+                continue;
+            }
+            if let Some(mut parent) = catalog::get_table(txn, &fk.parent)? {
+                parent.referenced_by.retain(|c| *c != table.name);
+                catalog::put_table(txn, &parent)?;
+            }
         }
     }
     for table in tables {
@@ -384,6 +467,23 @@ pub fn truncate(txn: &mut dyn Transaction, truncate: &ast::Truncate) -> SqlResul
             Some(table) => tables.push(table),
             None if truncate.if_exists => {}
             None => return Err(SqlError::undefined_table(&name)),
+        }
+    }
+    let truncated: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    for table in &tables {
+        if table
+            .referenced_by
+            .iter()
+            .any(|c| !truncated.contains(&c.as_str()))
+        {
+            return Err(SqlError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "cannot truncate a table referenced in a foreign key constraint",
+            )
+            .with_detail(format!(
+                "Table \"{}\" references \"{}\".",
+                table.referenced_by[0], table.name
+            )));
         }
     }
     for table in &tables {

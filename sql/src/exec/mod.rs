@@ -24,7 +24,7 @@ pub mod operator;
 mod query;
 mod regions;
 mod returning;
-mod row_writes;
+pub(crate) mod row_writes;
 mod rows;
 pub mod scan;
 mod set_op;

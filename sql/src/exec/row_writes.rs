@@ -3,7 +3,9 @@
 //! every writer is checked against concurrent schema changes.
 //!
 //! For a batch of changes (one statement's):
-//! 0. every new row is checked against the table's CHECK constraints (see [`crate::check`]);
+//! 0. every new row is checked against the table's CHECK constraints (see [`crate::check`])
+//!    and foreign keys, and every row removed (or re-keyed) against the foreign keys that
+//!    reference it (see [`crate::foreign_key`]);
 //! 1. the commit is made to check the table's write version (see [`crate::catalog`]): a
 //!    writer that read the descriptor before an index was added, and so writes no entries
 //!    for it, cannot commit after the index was;
@@ -30,6 +32,7 @@ use super::insert::unique_violation;
 use crate::catalog::{self, Index, Table};
 use crate::check::BoundChecks;
 use crate::error::SqlResult;
+use crate::foreign_key;
 use crate::index::{Entry, entry};
 use crate::types::Value;
 
@@ -60,6 +63,12 @@ pub fn apply(txn: &mut dyn Transaction, table: &Table, changes: &[RowChange]) ->
                 checks.verify(table, values)?;
             }
         }
+    }
+    if !table.foreign_keys.is_empty() {
+        foreign_key::check_references(txn, table, changes)?;
+    }
+    if !table.referenced_by.is_empty() {
+        foreign_key::check_referenced(txn, table, changes)?;
     }
     catalog::check_writes_at_commit(txn, table);
     for change in changes {
