@@ -269,11 +269,12 @@ mod tests {
     }
 
     #[test]
-    fn error_carries_severity_sqlstate_and_message() {
-        let messages = messages(Err(SqlError {
-            code: "42P01",
-            message: "relation \"missing\" does not exist".to_owned(),
-        }));
+    fn error_carries_severity_sqlstate_message_and_detail() {
+        let messages = messages(Err(SqlError::new(
+            "42P01",
+            "relation \"missing\" does not exist",
+        )
+        .with_detail("it never was")));
         assert_eq!(messages.len(), 1);
         let PgWireBackendMessage::ErrorResponse(error) = &messages[0] else {
             panic!("expected ErrorResponse, got {:?}", messages[0]);
@@ -289,6 +290,7 @@ mod tests {
         assert_eq!(field(b'V'), Some("ERROR"));
         assert_eq!(field(b'C'), Some("42P01"));
         assert_eq!(field(b'M'), Some("relation \"missing\" does not exist"));
+        assert_eq!(field(b'D'), Some("it never was"));
     }
 
     #[test]
