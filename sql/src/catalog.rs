@@ -297,13 +297,9 @@ pub fn create_table(txn: &mut dyn Transaction, mut table: Table) -> SqlResult<Ta
     // The primary key's index takes a name too, as in PostgreSQL: `{table}_pkey`, or with a
     // number appended if that is taken.
     if !table.primary_key.is_empty() {
-        let base = format!("{}_pkey", table.name);
-        let mut name = base.clone();
-        let mut n = 0;
-        while require_free_name(txn, &name).is_err() {
-            n += 1;
-            name = format!("{base}{n}");
-        }
+        let name = numbered_name(&format!("{}_pkey", table.name), |name| {
+            Ok(require_free_name(txn, name).is_err())
+        })?;
         txn.put(index_key(&name), table.name.as_bytes().to_vec());
         table.pkey = Some(name);
     }
@@ -423,19 +419,24 @@ pub fn free_index_name(
     }
     base.push('_');
     base.push_str(suffix);
+    numbered_name(&base, |name| {
+        Ok(taken_here.iter().any(|t| t == name)
+            || get_table(txn, name)?.is_some()
+            || txn.get(&index_key(name))?.is_some())
+    })
+}
+
+/// `base`, or `base` with the smallest number appended that `taken` says is free — how
+/// PostgreSQL names constraints and indexes it names itself.
+pub fn numbered_name(
+    base: &str,
+    mut taken: impl FnMut(&str) -> SqlResult<bool>,
+) -> SqlResult<String> {
+    let mut name = base.to_string();
     let mut n = 0;
-    loop {
-        let name = if n == 0 {
-            base.clone()
-        } else {
-            format!("{base}{n}")
-        };
-        let free = !taken_here.contains(&name)
-            && get_table(txn, &name)?.is_none()
-            && txn.get(&index_key(&name))?.is_none();
-        if free {
-            return Ok(name);
-        }
+    while taken(&name)? {
         n += 1;
+        name = format!("{base}{n}");
     }
+    Ok(name)
 }

@@ -100,11 +100,5 @@ pub fn default_name(table: &Table, expr: &Expr, taken: &[String]) -> String {
         [only] => format!("{}_{}_check", table.name, table.columns[*only].name),
         _ => format!("{}_check", table.name),
     };
-    let mut name = base.clone();
-    let mut n = 0;
-    while taken.contains(&name) {
-        n += 1;
-        name = format!("{base}{n}");
-    }
-    name
+    crate::catalog::numbered_name(&base, |name| Ok(taken.iter().any(|t| t == name))).unwrap_or(base)
 }

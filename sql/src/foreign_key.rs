@@ -148,13 +148,7 @@ pub fn define(
                 base.push_str(&child.columns[c].name);
             }
             base.push_str("_fkey");
-            let mut name = base.clone();
-            let mut n = 0;
-            while taken.contains(&name) {
-                n += 1;
-                name = format!("{base}{n}");
-            }
-            name
+            catalog::numbered_name(&base, |name| Ok(taken.iter().any(|t| t == name)))?
         }
     };
     for (&c, &p) in columns.iter().zip(&parent_columns) {
