@@ -190,10 +190,18 @@ fn spill_build(
 }
 
 /// The hash key of `exprs` over `row`; `None` if any is NULL (it can equal nothing).
+/// Integers are keyed as the doubles they compare as against a `double precision` value
+/// (PostgreSQL compares `bigint = float8` in float8): integers beyond 2^53 may then share a
+/// key, and the join condition, checked on every pair found, tells them apart.
 fn key_of(exprs: &[Expr], row: &[Value]) -> SqlResult<Option<Vec<u8>>> {
     let values = exprs
         .iter()
-        .map(|e| e.eval(row))
+        .map(|e| {
+            e.eval(row).map(|v| match v {
+                Value::Int(i) => Value::Float(i as f64),
+                other => other,
+            })
+        })
         .collect::<SqlResult<Vec<Value>>>()?;
     if values.iter().any(Value::is_null) {
         return Ok(None);
