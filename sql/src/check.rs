@@ -87,6 +87,23 @@ impl BoundChecks {
     }
 }
 
+/// Adds a CHECK constraint to `table` (checking it binds over the table), named `name` or
+/// as PostgreSQL names it; 42710 if the table has a constraint of that name already.
+/// Returns the name.
+pub fn add(table: &mut Table, name: Option<String>, expr: &ast::Expr) -> SqlResult<String> {
+    let bound = bind_check(table, expr)?;
+    let taken: Vec<String> = table.checks.iter().map(|c| c.name.clone()).collect();
+    let name = name.unwrap_or_else(|| default_name(table, &bound, &taken));
+    if taken.contains(&name) {
+        return Err(SqlError::duplicate_constraint(&name, &table.name));
+    }
+    table.checks.push(Check {
+        name: name.clone(),
+        expr: expr.to_string(),
+    });
+    Ok(name)
+}
+
 /// The columns (positions) a stored constraint reads.
 pub fn columns_used(table: &Table, check: &Check) -> SqlResult<Vec<usize>> {
     Ok(bind_check(table, &parse(&check.expr)?)?.columns_used())

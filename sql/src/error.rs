@@ -96,6 +96,13 @@ impl SqlError {
         )
     }
 
+    pub fn duplicate_constraint(name: &str, table: &str) -> Self {
+        Self::new(
+            sqlstate::DUPLICATE_OBJECT,
+            format!("constraint \"{name}\" for relation \"{table}\" already exists"),
+        )
+    }
+
     pub fn mismatch(message: impl Into<String>) -> Self {
         Self::new(sqlstate::DATATYPE_MISMATCH, message)
     }

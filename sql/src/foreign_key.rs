@@ -33,6 +33,7 @@ use kv::{LockPurpose, Transaction};
 use crate::catalog::{self, Table};
 use crate::encoding::{encode_value, index_prefix, row_key, row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
+use crate::exec::insert::key_values_text;
 use crate::exec::row_writes::RowChange;
 use crate::exec::table_name;
 use crate::expr::ident_name;
@@ -223,23 +224,6 @@ fn parent_key(parent: &Table, fk: &ForeignKey, values: &[Value]) -> SqlResult<Ve
     }
 }
 
-/// `Key (a, b)=(1, 2)`: `values` of `table`'s `columns`.
-fn key_detail(table: &Table, columns: &[usize], values: &[Value]) -> String {
-    let names: Vec<&str> = columns
-        .iter()
-        .map(|&c| table.columns[c].name.as_str())
-        .collect();
-    let shown: Vec<String> = columns
-        .iter()
-        .zip(values)
-        .map(|(&c, v)| {
-            v.to_pg_text(table.columns[c].ty)
-                .unwrap_or_else(|| "null".into())
-        })
-        .collect();
-    format!("Key ({})=({})", names.join(", "), shown.join(", "))
-}
-
 /// Checks the rows `changes` store in `table` against its foreign keys, locking the parent
 /// rows they reference (see the module doc).
 pub fn check_references(
@@ -293,7 +277,7 @@ pub fn check_references(
                 )
                 .with_detail(format!(
                     "{} is not present in table \"{}\".",
-                    key_detail(table, &fk.columns, values),
+                    key_values_text(table, fk.columns.iter().copied().zip(values)),
                     parent.name
                 )));
             }
@@ -340,7 +324,7 @@ pub fn check_referenced(
                     )
                     .with_detail(format!(
                         "{} is still referenced from table \"{}\".",
-                        key_detail(table, &fk.parent_columns, &values),
+                        key_values_text(table, fk.parent_columns.iter().copied().zip(&values)),
                         child.name
                     )));
                 }

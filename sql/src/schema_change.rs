@@ -183,7 +183,7 @@ pub(crate) fn build_index_in_block(
     spec: &IndexSpec,
 ) -> SqlResult<()> {
     let mut table = catalog::require_table(txn, &spec.table)?;
-    if !table_created_by(txn, source, &table)? {
+    if !table_created_by(source, &table)? {
         return Err(SqlError::unsupported(
             "CREATE INDEX inside a transaction block on a table the transaction did not create \
              (indexes are built online, in transactions of their own: run it outside a block)",
@@ -193,60 +193,48 @@ pub(crate) fn build_index_in_block(
         return Ok(());
     };
     let table = catalog::put_table_with_new_write_version(txn, table)?;
-    let (mut start, end) = (row_prefix(table.id), row_prefix_end(table.id));
-    loop {
-        let pairs = txn.scan(&start, Some(&end), BACKFILL_BATCH)?;
-        let (entries, last) = batch_entries(&table, &index, pairs)?;
-        let keys: Vec<Vec<u8>> = entries.iter().map(|(e, _)| e.key.clone()).collect();
-        let stored = txn.batch_get(&keys)?;
-        check_unique(&table, &index, &entries, &stored)?;
-        for (e, _) in entries {
-            txn.put(e.key, e.value);
-        }
-        match last {
-            Some(last) => start = after(&last),
-            None => break,
-        }
+    let mut start = row_prefix(table.id);
+    while let (_, Some(next)) = fill_batch(txn, &table, &index, &start)? {
+        start = next;
     }
     Ok(())
 }
 
-/// Whether `table`, as `txn` sees it, is one `txn` created: no committed transaction sees
-/// it, so no other can write it.
-pub(crate) fn table_created_by(
-    _txn: &mut dyn Transaction,
-    source: &dyn TransactionSource,
-    table: &Table,
-) -> SqlResult<bool> {
+/// Whether `table` (as the caller's transaction sees it) is one that transaction created:
+/// no committed transaction sees it, so no other can write it.
+pub(crate) fn table_created_by(source: &dyn TransactionSource, table: &Table) -> SqlResult<bool> {
     let mut outside = source.begin(TxnConfig::optimistic())?;
     let committed = catalog::get_table(outside.as_mut(), &table.name);
     let _ = outside.rollback();
     Ok(committed?.is_none_or(|t| t.id != table.id))
 }
 
-/// The entries of a batch of rows (with each row's values), and the last row key read if
-/// the batch was full (more may follow).
-#[allow(clippy::type_complexity)]
-fn batch_entries(
+/// Puts the entries of the rows of `table` from `start` on, one batch of
+/// [`BACKFILL_BATCH`] rows, in `txn`: how many rows it read, and where the next batch
+/// starts (`None`: the table is done). A unique index's entry that another row has (in the
+/// batch, or stored) fails the build (23505).
+fn fill_batch(
+    txn: &mut dyn Transaction,
     table: &Table,
     index: &Index,
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
-) -> SqlResult<(
-    Vec<(crate::index::Entry, Vec<crate::types::Value>)>,
-    Option<Vec<u8>>,
-)> {
-    let full = pairs.len() == BACKFILL_BATCH;
-    let last = if full {
-        pairs.last().map(|(k, _)| k.clone())
-    } else {
-        None
-    };
+    start: &[u8],
+) -> SqlResult<(u64, Option<Vec<u8>>)> {
+    let pairs = txn.scan(start, Some(&row_prefix_end(table.id)), BACKFILL_BATCH)?;
+    let next = (pairs.len() == BACKFILL_BATCH)
+        .then(|| pairs.last().map(|(key, _)| after(key)))
+        .flatten();
     let mut entries = Vec::with_capacity(pairs.len());
-    for (key, value) in pairs {
-        let values = table.decode_row(&value)?;
-        entries.push((entry(table, index, &values, &key), values));
+    for (key, value) in &pairs {
+        let values = table.decode_row(value)?;
+        entries.push((entry(table, index, &values, key), values));
     }
-    Ok((entries, last))
+    let keys: Vec<Vec<u8>> = entries.iter().map(|(e, _)| e.key.clone()).collect();
+    let stored = txn.batch_get(&keys)?;
+    check_unique(table, index, &entries, &stored)?;
+    for (e, _) in entries {
+        txn.put(e.key, e.value);
+    }
+    Ok((pairs.len() as u64, next))
 }
 
 /// The first key after `key`.
@@ -379,27 +367,18 @@ pub(crate) fn build_index(source: &dyn TransactionSource, spec: &IndexSpec) -> S
 
 /// Step 2: entries for every row, batch by batch.
 fn backfill(source: &dyn TransactionSource, table: &Table, index: &Index) -> SqlResult<()> {
-    let end = row_prefix_end(table.id);
     let mut start = row_prefix(table.id);
     loop {
         let next = in_own_transaction(source, |txn| {
-            let pairs = txn.scan(&start, Some(&end), BACKFILL_BATCH)?;
-            let rows = pairs.len() as u64;
-            let (entries, last) = batch_entries(table, index, pairs)?;
-            let keys: Vec<Vec<u8>> = entries.iter().map(|(e, _)| e.key.clone()).collect();
-            let stored = txn.batch_get(&keys)?;
-            check_unique(table, index, &entries, &stored)?;
-            for (e, _) in entries {
-                txn.put(e.key, e.value);
-            }
+            let (rows, next) = fill_batch(txn, table, index, &start)?;
             let mut job =
                 Job::load(txn, table.id, index.id)?.unwrap_or_else(|| Job::started(table, index));
             job.rows_done += rows;
             job.store(txn)?;
-            Ok(last)
+            Ok(next)
         })?;
         match next {
-            Some(last) => start = after(&last),
+            Some(next) => start = next,
             None => return Ok(()),
         }
     }

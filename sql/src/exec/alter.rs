@@ -31,10 +31,10 @@ use sqlparser::ast;
 use kv::{Transaction, TransactionSource};
 
 use super::ddl::{check_constraint, column_definition, unique_constraint};
+use super::scan::scan_matching;
 use super::{StatementResult, table_name};
 use crate::catalog::{self, Table};
 use crate::check;
-use crate::encoding::{row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Scope, bind, ident_name};
 use crate::schema_change::{
@@ -88,7 +88,7 @@ pub fn alter_table(
         return Ok(StatementResult::command("ALTER TABLE"));
     };
     if in_block {
-        if !table_created_by(txn, source, &table)? {
+        if !table_created_by(source, &table)? {
             return Err(SqlError::unsupported(
                 "SET NOT NULL (or ADD COLUMN … NOT NULL without a default) inside a \
                  transaction block on a table the transaction did not create (the rows are \
@@ -169,7 +169,7 @@ fn add_unique_constraint(
             constraint: true,
         };
         if in_block {
-            if !table_created_by(txn, source, table)? {
+            if !table_created_by(source, table)? {
                 return Err(SqlError::unsupported(
                     "ADD CONSTRAINT … UNIQUE inside a transaction block on a table the \
                      transaction did not create (its index is built online, in transactions of \
@@ -250,23 +250,23 @@ fn validate(txn: &mut dyn Transaction, table: &Table, validation: &Validation) -
             })
         }
     };
-    let end = row_prefix_end(table.id);
-    let mut start = row_prefix(table.id);
-    loop {
-        let pairs = txn.scan(&start, Some(&end), 1024)?;
-        for (_, value) in &pairs {
-            if let Some(error) = breaks(&table.decode_row(value)?)? {
-                return Err(error);
-            }
-        }
-        match pairs.last() {
-            Some((last, _)) if pairs.len() == 1024 => {
-                start = last.clone();
-                start.push(0);
-            }
-            _ => return Ok(()),
+    let mut rows = scan_matching(table, None);
+    while let Some(row) = rows.next_stored(txn)? {
+        if let Some(error) = breaks(&row.values)? {
+            return Err(error);
         }
     }
+    Ok(())
+}
+
+fn column_exists(table: &Table, name: &str) -> SqlError {
+    SqlError::new(
+        sqlstate::DUPLICATE_COLUMN,
+        format!(
+            "column \"{name}\" of relation \"{}\" already exists",
+            table.name
+        ),
+    )
 }
 
 fn column_position(table: &Table, name: &str) -> SqlResult<usize> {
@@ -327,13 +327,7 @@ fn apply(
                     if *if_not_exists {
                         continue;
                     }
-                    return Err(SqlError::new(
-                        sqlstate::DUPLICATE_COLUMN,
-                        format!(
-                            "column \"{name}\" of relation \"{}\" already exists",
-                            table.name
-                        ),
-                    ));
+                    return Err(column_exists(table, &name));
                 }
                 let definition = column_definition(column_def, &table.name)?;
                 if definition.primary_key
@@ -429,13 +423,7 @@ fn apply(
                 }
                 let new = ident_name(new_column_name);
                 if table.column_index(&new).is_some() {
-                    return Err(SqlError::new(
-                        sqlstate::DUPLICATE_COLUMN,
-                        format!(
-                            "column \"{new}\" of relation \"{}\" already exists",
-                            table.name
-                        ),
-                    ));
+                    return Err(column_exists(table, &new));
                 }
                 table.columns[i].name = new;
             }
@@ -501,22 +489,7 @@ fn apply(
                 not_valid,
             } => {
                 let (name, expr) = check_constraint(check)?;
-                let bound = check::bind_check(table, &expr)?;
-                let taken: Vec<String> = table.checks.iter().map(|c| c.name.clone()).collect();
-                let name = name.unwrap_or_else(|| check::default_name(table, &bound, &taken));
-                if taken.contains(&name) {
-                    return Err(SqlError::new(
-                        sqlstate::DUPLICATE_OBJECT,
-                        format!(
-                            "constraint \"{name}\" for relation \"{}\" already exists",
-                            table.name
-                        ),
-                    ));
-                }
-                table.checks.push(check::Check {
-                    name: name.clone(),
-                    expr: expr.to_string(),
-                });
+                let name = check::add(table, name, &expr)?;
                 applied.new_write_version = true;
                 if !not_valid {
                     applied.validate = Some(Validation::Check(name));

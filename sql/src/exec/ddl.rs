@@ -8,7 +8,7 @@ use kv::Transaction;
 
 use super::{StatementResult, table_name};
 use crate::catalog::{self, Column, Identity, Index, IndexState, Table};
-use crate::check::{Check, bind_check, default_name as default_check_name};
+use crate::check;
 use crate::encoding::{index_span, row_prefix, row_prefix_end};
 use crate::error::{SqlError, SqlResult, sqlstate};
 use crate::expr::{Scope, bind, bind_type, ident_name};
@@ -305,36 +305,14 @@ pub fn create_table(
         });
         table.next_index_id += 1;
     }
-    let mut check_names: Vec<String> = Vec::new();
     for (name, expr) in checks {
-        let bound = bind_check(&table, &expr)?;
-        let name = name.unwrap_or_else(|| default_check_name(&table, &bound, &check_names));
-        if check_names.contains(&name) {
-            return Err(SqlError::new(
-                sqlstate::DUPLICATE_OBJECT,
-                format!(
-                    "constraint \"{name}\" for relation \"{}\" already exists",
-                    table.name
-                ),
-            ));
-        }
-        check_names.push(name.clone());
-        table.checks.push(Check {
-            name,
-            expr: expr.to_string(),
-        });
+        check::add(&mut table, name, &expr)?;
     }
     let mut fk_names: Vec<String> = Vec::new();
     for (column, fk) in &references {
         let defined = foreign_key::define(txn, &table, fk, column.as_deref(), &fk_names)?;
         if fk_names.contains(&defined.name) {
-            return Err(SqlError::new(
-                sqlstate::DUPLICATE_OBJECT,
-                format!(
-                    "constraint \"{}\" for relation \"{}\" already exists",
-                    defined.name, table.name
-                ),
-            ));
+            return Err(SqlError::duplicate_constraint(&defined.name, &table.name));
         }
         fk_names.push(defined.name.clone());
         table.foreign_keys.push(defined);

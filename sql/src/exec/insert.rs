@@ -75,18 +75,22 @@ pub fn unique_violation(
 
 /// `Key (a, b)=(1, x)`: a row's values in `columns`, as PostgreSQL's details show them.
 pub fn key_text(table: &Table, columns: &[usize], values: &[Value]) -> String {
-    let names: Vec<&str> = columns
-        .iter()
-        .map(|&i| table.columns[i].name.as_str())
-        .collect();
-    let shown: Vec<String> = columns
-        .iter()
-        .map(|&i| {
-            values[i]
-                .to_pg_text(table.columns[i].ty)
-                .unwrap_or_else(|| "null".into())
+    key_values_text(table, columns.iter().map(|&c| (c, &values[c])))
+}
+
+/// `Key (a, b)=(1, x)`: the given columns' values.
+pub fn key_values_text<'a>(
+    table: &Table,
+    key: impl IntoIterator<Item = (usize, &'a Value)>,
+) -> String {
+    let (names, shown): (Vec<&str>, Vec<String>) = key
+        .into_iter()
+        .map(|(c, value)| {
+            let column = &table.columns[c];
+            let text = value.to_pg_text(column.ty).unwrap_or_else(|| "null".into());
+            (column.name.as_str(), text)
         })
-        .collect();
+        .unzip();
     format!("Key ({})=({})", names.join(", "), shown.join(", "))
 }
 

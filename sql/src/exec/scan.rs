@@ -23,14 +23,11 @@ pub struct StoredRow {
     pub values: Vec<Value>,
 }
 
-/// Reads the rows of `table` that satisfy `filter`.
-pub fn matching_rows(
-    txn: &mut dyn Transaction,
-    table: &Table,
-    filter: Option<&Expr>,
-) -> SqlResult<Vec<StoredRow>> {
+/// A scan of the rows of `table` that satisfy `filter`, over the access path the filter
+/// allows, page by page.
+pub fn scan_matching(table: &Table, filter: Option<&Expr>) -> TableScan {
     let (spans, index) = access_for(table, filter);
-    let mut scan = TableScan::new(Scan {
+    TableScan::new(Scan {
         table: Arc::new(table.clone()),
         qualifier: table.name.clone(),
         filter: filter.cloned(),
@@ -38,7 +35,16 @@ pub fn matching_rows(
         index,
         lock: false,
         limit_hint: None,
-    });
+    })
+}
+
+/// Reads the rows of `table` that satisfy `filter`.
+pub fn matching_rows(
+    txn: &mut dyn Transaction,
+    table: &Table,
+    filter: Option<&Expr>,
+) -> SqlResult<Vec<StoredRow>> {
+    let mut scan = scan_matching(table, filter);
     let mut rows = Vec::new();
     while let Some(row) = scan.next_stored(txn)? {
         rows.push(row);
